@@ -1,0 +1,11 @@
+"""The audit trail, retention, training and compliance reports."""
+
+from __future__ import annotations
+
+from audit import guards  # noqa: F401 - installs the append-only triggers on create_all
+from audit.chain import record, register_actions
+from core import audit_sink
+
+audit_sink.install(record)
+
+__all__ = ["record", "register_actions"]

@@ -1,0 +1,1 @@
+"""Shared infrastructure of PACS Desk: extensions, configuration, accounts, time, CLI."""

@@ -1,0 +1,172 @@
+"""The `pacsdesk` command: Flask's CLI with the app loaded, plus setup, serve and demo."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup, with_appcontext
+from flask_migrate import upgrade
+from sqlalchemy import inspect
+
+from core import audit_sink
+from core.auth.cli import users_group
+from core.auth.models import Role
+from core.auth.services import NewUser, count_users, create_user, generate_password
+from core.config import ConfigError, load_config
+from core.demo import DemoContext, existing_data, seeders
+from core.extensions import db
+
+
+def _create_app() -> Flask:
+    """App factory for the CLI."""
+    from app import create_app
+
+    return create_app()
+
+
+def _schema_is_current() -> bool:
+    """Whether the database already has the account table (a cheap first-run probe)."""
+    return inspect(db.engine).has_table("user_account")
+
+
+@click.command("setup")
+@click.option("--admin", "admin_name", default="admin", show_default=True,
+              help="Username of the first administrator.")
+@with_appcontext
+def setup_command(admin_name: str) -> None:
+    """Build or upgrade the schema and create the first administrator if there is none."""
+    upgrade()
+    if count_users() == 0:
+        password = generate_password()
+        create_user(NewUser(username=admin_name, role=Role.ADMIN, password=password,
+                            full_name="PACS Desk administrator"))
+        db.session.commit()
+        click.echo("")
+        click.echo("First administrator created. Log in with:")
+        click.echo(f"  username: {admin_name}")
+        click.echo(f"  password: {password}")
+        click.echo("This password is shown only once: change it under Account > Password.")
+        click.echo("")
+    else:
+        click.echo("Schema is up to date; accounts already exist (no new administrator).")
+
+
+def _scheduler_process() -> subprocess.Popen:
+    """Start `pacsdesk scheduler` beside the web server."""
+    return subprocess.Popen([sys.executable, "-m", "core.cli", "scheduler"])
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="Worker processes (use several on PostgreSQL).")
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64))
+@click.option("--no-scheduler", is_flag=True, help="Do not run periodic jobs in this process.")
+def serve_command(host: str, port: int, workers: int, threads: int, no_scheduler: bool) -> None:
+    """Serve PACS Desk with gunicorn (production WSGI server)."""
+    from gunicorn.app.base import BaseApplication
+
+    class Server(BaseApplication):
+        """Gunicorn running the PACS Desk factory in each worker."""
+
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("threads", threads)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("timeout", 120)
+            self.cfg.set("accesslog", "-")
+            self.cfg.set("forwarded_allow_ips", "127.0.0.1")
+
+        def load(self) -> Any:
+            return _create_app()
+
+    scheduler = None
+    if not no_scheduler and current_app.config["PACSDESK_SCHEDULER"]:
+        scheduler = _scheduler_process()
+    try:
+        Server().run()
+    finally:
+        if scheduler is not None and scheduler.poll() is None:
+            scheduler.send_signal(signal.SIGTERM)
+            scheduler.wait(timeout=30)
+
+
+@click.command("scheduler")
+@with_appcontext
+def scheduler_command() -> None:
+    """Run the periodic jobs alone (one per deployment, or one per replica: a lease decides)."""
+    from core.scheduler import run_forever
+
+    run_forever(current_app._get_current_object())  # type: ignore[attr-defined]
+
+
+@click.command("demo")
+@click.option("--seed", default=2026, show_default=True, help="Random seed.")
+@with_appcontext
+def demo_command(seed: int) -> None:
+    """Fill an empty database with a believable hospital for trying PACS Desk."""
+    data = existing_data()
+    if count_users() > 1 or data:
+        found = ", ".join(f"{n} {name}" for name, n in data.items()) or f"{count_users()} users"
+        raise click.ClickException(f"refusing to load demo data: the database holds real data "
+                                   f"({found}). Use an empty database.")
+    people = [
+        ("dr.okafor", "Dr. Amara Okafor", Role.REQUESTER, "Radiology"),
+        ("dr.lindqvist", "Dr. Erik Lindqvist", Role.REQUESTER, "Radiology"),
+        ("ct.tech.mora", "Lucia Mora", Role.REQUESTER, "CT"),
+        ("mr.tech.chen", "Wei Chen", Role.REQUESTER, "MRI"),
+        ("clerk.patel", "Priya Patel", Role.REQUESTER, "Front desk"),
+        ("ed.nurse.brown", "Jordan Brown", Role.REQUESTER, "Emergency"),
+        ("pacs.sam", "Sam Rivera", Role.TECHNICIAN, "PACS team"),
+        ("pacs.noor", "Noor Haddad", Role.TECHNICIAN, "PACS team"),
+        ("it.kim", "Min-jun Kim", Role.TECHNICIAN, "IT"),
+        ("privacy.garcia", "Elena Garcia", Role.COMPLIANCE, "Privacy office"),
+        ("demo.admin", "Demo Administrator", Role.ADMIN, "PACS team"),
+    ]
+    ctx = DemoContext(rng=random.Random(seed), users={})
+    click.echo("Demo accounts (username / password / role):")
+    for username, name, role, department in people:
+        password = generate_password(16)
+        user = create_user(NewUser(username=username, role=role, password=password,
+                                   full_name=name, department=department,
+                                   email=f"{username}@hospital.example"))
+        ctx.users[username] = user
+        click.echo(f"  {username:16} {password}  {role.label}")
+    for _, name, seeder in seeders():
+        seeder(ctx)
+        click.echo(f"  + {name}")
+    audit_sink.record("system.demo_loaded", details={"seed": seed, "users": len(ctx.users)})
+    db.session.commit()
+    for note in ctx.notes:
+        click.echo(note)
+
+
+def register(app: Flask) -> None:
+    """Attach the core commands."""
+    for command in (setup_command, serve_command, scheduler_command, demo_command, users_group):
+        app.cli.add_command(command)
+
+
+def main() -> None:
+    """Entry point of the `pacsdesk` console script."""
+    try:
+        load_config(os.environ)
+    except ConfigError as exc:
+        click.echo(f"pacsdesk: configuration error: {exc}", err=True)
+        sys.exit(2)
+    cli = FlaskGroup(create_app=_create_app, add_version_option=False,
+                     help="PACS Desk: help desk, DICOM inventory and HIPAA compliance.")
+    cli.main(prog_name="pacsdesk")
+
+
+if __name__ == "__main__":
+    main()

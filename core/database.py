@@ -1,0 +1,48 @@
+"""Engine settings: SQLite in WAL mode with foreign keys and serialised writers."""
+
+from __future__ import annotations
+
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from core.extensions import db
+
+
+def _sqlite_connect(dbapi_connection, connection_record) -> None:
+    """WAL, foreign keys, a busy timeout; let SQLAlchemy's begin event open transactions."""
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_begin(connection) -> None:
+    """Take the write lock at BEGIN so a read-then-write never fails on a stale snapshot."""
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def configure_engine(engine: Engine) -> None:
+    """Attach dialect-specific connection settings to ``engine``."""
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+
+
+def engine_options(database_url: str) -> dict:
+    """SQLAlchemy engine options for the configured database."""
+    if database_url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+    return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 10}
+
+
+def init_app(app: Flask) -> None:
+    """Bind the database to ``app`` and configure its engine."""
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS",
+                          engine_options(app.config["SQLALCHEMY_DATABASE_URI"]))
+    db.init_app(app)
+    with app.app_context():
+        configure_engine(db.engine)

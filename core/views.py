@@ -1,0 +1,35 @@
+"""Home dashboard and the health check."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, render_template
+from flask_login import current_user, login_required
+from sqlalchemy import text
+
+from core.extensions import csrf, db, limiter
+from core.navigation import panels_for
+
+bp = Blueprint("core", __name__)
+
+
+@bp.route("/")
+@login_required
+def home():
+    """The signed-in user's dashboard: the panels their role may see."""
+    return render_template("core/home.html", panels=panels_for(current_user))
+
+
+@bp.route("/healthz")
+@csrf.exempt
+@limiter.exempt
+def healthz():
+    """Liveness and database state as JSON, without a login and without details."""
+    try:
+        db.session.execute(text("SELECT 1"))
+        database = "ok"
+    except Exception:
+        current_app.logger.exception("health check: database unavailable")
+        db.session.rollback()
+        database = "unavailable"
+    status = "ok" if database == "ok" else "degraded"
+    return jsonify(status=status, app="ok", database=database), (200 if database == "ok" else 503)

@@ -1,0 +1,1 @@
+"""PACS Desk inventory."""

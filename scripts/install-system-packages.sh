@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install the Debian packages PACS Desk needs to run and to be tested:
+# WeasyPrint's Pango, DICOM peers for integration tests (dcmtk, Orthanc),
+# Chromium for the browser tests, poppler for reading PDFs back.
+set -euo pipefail
+packages=(
+  libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core
+  dcmtk orthanc
+  chromium
+  poppler-utils
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "system packages: all present"
+  exit 0
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Orthanc's package starts a system service; the tests start their own instances.
+if command -v service >/dev/null 2>&1; then $SUDO service orthanc stop >/dev/null 2>&1 || true; fi
+echo "system packages: installed ${missing[*]}"

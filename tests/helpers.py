@@ -1,0 +1,33 @@
+"""Test helpers: requirement checks that skip locally but fail where CI demands them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+
+def require(condition: bool, reason: str, env_flag: str) -> None:
+    """Skip when ``condition`` is false, unless ``env_flag`` is set: then fail."""
+    if condition:
+        return
+    if os.environ.get(env_flag) == "1":
+        pytest.fail(f"{reason} ({env_flag}=1 makes this a failure, not a skip)")
+    pytest.skip(reason)
+
+
+def require_postgres() -> str:
+    """The PostgreSQL test URL, or skip (PACSDESK_TEST_DATABASE_URL unset)."""
+    url = os.environ.get("PACSDESK_TEST_DATABASE_URL")
+    require(bool(url), "PACSDESK_TEST_DATABASE_URL is not set", "PACSDESK_REQUIRE_POSTGRES")
+    assert url
+    return url
+
+
+def require_binary(name: str) -> str:
+    """Path of an external program (dcmtk, Orthanc, chromium), or skip."""
+    path = shutil.which(name)
+    require(path is not None, f"{name} is not installed", "PACSDESK_REQUIRE_INTEGRATION")
+    assert path
+    return path

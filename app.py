@@ -54,13 +54,14 @@ def register_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Register each package's blueprint."""
+    from audit.reports.views import bp as reports_bp
     from audit.views import bp as audit_bp
     from core.auth.views import bp as auth_bp
     from core.views import bp as core_bp
     from helpdesk.views import bp as helpdesk_bp
     from inventory.views import bp as inventory_bp
 
-    for blueprint in (core_bp, auth_bp, helpdesk_bp, inventory_bp, audit_bp):
+    for blueprint in (core_bp, auth_bp, helpdesk_bp, inventory_bp, audit_bp, reports_bp):
         app.register_blueprint(blueprint)
 
 
@@ -74,11 +75,13 @@ def register_errorhandlers(app: Flask) -> None:
 def register_commands(app: Flask) -> None:
     """Attach the CLI groups of every package."""
     from audit.cli import register as register_audit
+    from audit.reports.cli import register as register_reports
     from core.cli import register as register_core
     from helpdesk.cli import register as register_helpdesk
     from inventory.cli import register as register_inventory
 
     register_core(app)
     register_audit(app)
+    register_reports(app)
     register_helpdesk(app)
     register_inventory(app)

@@ -22,6 +22,7 @@ from core.auth.services import NewUser, count_users, create_user, generate_passw
 from core.config import ConfigError, load_config
 from core.demo import DemoContext, existing_data, seeders
 from core.extensions import db
+from core.reference_data import load_reference_data
 
 
 def _create_app() -> Flask:
@@ -43,6 +44,8 @@ def _schema_is_current() -> bool:
 def setup_command(admin_name: str) -> None:
     """Build or upgrade the schema and create the first administrator if there is none."""
     upgrade()
+    load_reference_data()
+    db.session.commit()
     if count_users() == 0:
         password = generate_password()
         create_user(NewUser(username=admin_name, role=Role.ADMIN, password=password,

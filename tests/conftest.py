@@ -16,6 +16,7 @@ from app import create_app
 from core.auth.models import Role, User
 from core.auth.services import NewUser, create_user
 from core.extensions import db
+from core.reference_data import load_reference_data
 
 PG_URL = os.environ.get("PACSDESK_TEST_DATABASE_URL")
 PASSWORD = "correct-horse-battery-staple"
@@ -85,6 +86,8 @@ def database_template(tmp_path_factory: pytest.TempPathFactory) -> str:
     app = create_app(test_overrides(instance, target))
     with app.app_context():
         db.create_all()
+        load_reference_data()
+        db.session.commit()
         db.engine.dispose()
     return target
 
@@ -114,6 +117,10 @@ def app_config(tmp_path: Path, database_url: str) -> dict:
 def app(app_config: dict) -> Iterator[Flask]:
     """The app on this test's database."""
     application = create_app(app_config)
+    if PG_URL:
+        with application.app_context():
+            load_reference_data()
+            db.session.commit()
     yield application
     with application.app_context():
         db.session.remove()

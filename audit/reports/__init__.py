@@ -1,0 +1,1 @@
+"""PDF compliance reports."""

@@ -169,7 +169,7 @@ def user_action(user_id: int, action: str):
         abort(400)
     try:
         {"disable": services.disable_user, "enable": services.enable_user,
-         "unlock": services.unlock_user}[action](user)
+         "unlock": services.unlock_user}[action](user, actor=current_user._get_current_object())
     except services.AccountError as exc:
         flash(str(exc), "danger")
         return redirect(url_for("auth.user_edit", user_id=user.id))

@@ -79,9 +79,11 @@ def init_app(app: Flask) -> None:
         SESSION_COOKIE_NAME="pacsdesk_session",
         REMEMBER_COOKIE_HTTPONLY=True,
         REMEMBER_COOKIE_SECURE=app.config["PACSDESK_SECURE_COOKIES"],
+        # Outlives the idle limit so the server sees the stale session, ends it in
+        # _idle_logoff and audits user.idle_logoff (an expired cookie leaves no trace).
         PERMANENT_SESSION_LIFETIME=timedelta(
             minutes=app.config["PACSDESK_SESSION_IDLE_MINUTES"]
-        ),
+        ) + timedelta(hours=12),
         SESSION_REFRESH_EACH_REQUEST=True,
     )
     app.before_request(_idle_logoff)

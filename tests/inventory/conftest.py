@@ -1,0 +1,183 @@
+"""Real DICOM peers for the verification tests: pynetdicom SCPs and misbehaving sockets."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import ipaddress
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
+
+PEER_AET = "TESTSCP"
+
+
+@pytest.fixture
+def verification_scp() -> Iterator[Callable[..., int]]:
+    """Start in-process pynetdicom SCPs on free loopback ports: ``port = verification_scp(...)``."""
+    servers = []
+
+    def start(*, require_called_aet: bool = False, verification: bool = True,
+              handlers: list | None = None, ssl_context: ssl.SSLContext | None = None,
+              ae_title: str = PEER_AET) -> int:
+        ae = AE(ae_title=ae_title)
+        ae.add_supported_context(Verification if verification else CTImageStorage)
+        ae.require_called_aet = require_called_aet
+        server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers or [],
+                                 ssl_context=ssl_context)
+        servers.append(server)
+        return server.server_address[1]
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port that refuses connections."""
+    return free_port()
+
+
+class RawPeer:
+    """A TCP listener that treats each connection with ``behaviour(conn)`` in a thread."""
+
+    def __init__(self, behaviour: Callable[[socket.socket], None]) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.behaviour = behaviour
+        self.connections: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections.append(conn)
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            self.behaviour(conn)
+
+    def close(self) -> None:
+        """Stop listening and drop every connection."""
+        self.listener.close()
+        for conn in self.connections:
+            conn.close()
+
+
+@pytest.fixture
+def raw_peer() -> Iterator[Callable[[Callable[[socket.socket], None]], int]]:
+    """Start raw TCP peers: ``port = raw_peer(behaviour)``."""
+    peers: list[RawPeer] = []
+
+    def start(behaviour: Callable[[socket.socket], None]) -> int:
+        peer = RawPeer(behaviour)
+        peers.append(peer)
+        return peer.port
+
+    yield start
+    for peer in peers:
+        peer.close()
+
+
+def stay_silent(conn: socket.socket) -> None:
+    """Accept and never speak (until the client goes away)."""
+    while conn.recv(65536):
+        pass
+
+
+def send_garbage(conn: socket.socket) -> None:
+    """Read the association request and answer with bytes that are not DICOM."""
+    conn.recv(65536)
+    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" * 4)
+    stay_silent(conn)
+
+
+def close_after_request(conn: socket.socket) -> None:
+    """Read the association request, then hang up without a word."""
+    conn.recv(65536)
+    conn.close()
+
+
+@pytest.fixture
+def full_backlog_port() -> Iterator[int]:
+    """A port whose listen queue is full: new connections get no SYN-ACK, so connect times out."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))
+    yield port
+    filler.close()
+    listener.close()
+
+
+@dataclass(frozen=True)
+class SelfSignedTLS:
+    """A self-signed certificate for 127.0.0.1/localhost and contexts using it."""
+
+    cert_path: Path
+    key_path: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        """A server context presenting the certificate."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert_path, self.key_path)
+        return context
+
+    def trusting_client_context(self) -> ssl.SSLContext:
+        """A client context that trusts exactly this certificate."""
+        return ssl.create_default_context(cafile=str(self.cert_path))
+
+
+@pytest.fixture(scope="session")
+def self_signed_tls(tmp_path_factory: pytest.TempPathFactory) -> SelfSignedTLS:
+    """Mint a self-signed certificate (valid for 127.0.0.1 and localhost) for this test run."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test-scp.local")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    cert_path, key_path = folder / "scp.crt", folder / "scp.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return SelfSignedTLS(cert_path, key_path)

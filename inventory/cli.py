@@ -2,8 +2,60 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
+import click
 from flask import Flask
+from flask.cli import AppGroup
+
+from core.extensions import db
+from inventory import csv_io, services
+
+inventory_group = AppGroup("inventory", help="Assets and DICOM nodes.")
+
+
+@inventory_group.command("export-csv")
+@click.argument("file", type=click.Path(dir_okay=False, writable=True, path_type=Path))
+def export_csv_command(file: Path) -> None:
+    """Write every asset to FILE as CSV ('-' for standard output)."""
+    assets = list(db.session.scalars(services.asset_query(services.AssetFilters())))
+    states = services.node_states([a.id for a in assets if a.is_dicom_node])
+    with click.open_file(str(file), "w", encoding="utf-8", newline="") as out:
+        count = csv_io.write_csv(assets, out, states)
+    services.record_export(services.AssetFilters(), count, via="cli")
+    db.session.commit()
+    if str(file) != "-":
+        click.echo(f"{count} asset(s) written to {file}.")
+
+
+@inventory_group.command("import-csv")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--update", is_flag=True, help="Update assets whose tag exists instead of "
+                                             "refusing them.")
+def import_csv_command(file: Path, update: bool) -> None:
+    """Import assets from FILE: all rows or none; bad rows are listed with line numbers."""
+    try:
+        result = csv_io.import_assets(file.read_bytes(), update=update, user=None,
+                                      source=file.name, username="cli")
+    except csv_io.CsvImportError as exc:
+        db.session.rollback()
+        for line, message in exc.problems:
+            click.echo(f"{file.name}:{line}: {message}", err=True)
+        raise click.ClickException(f"{len(exc.problems)} line(s) with problems; nothing was "
+                                   f"imported.") from None
+    db.session.commit()
+    services.request_checks(result.verify_ids)
+    click.echo(f"Imported {file.name}: {result.summary()}.")
 
 
 def register(app: Flask) -> None:
-    """Attach the inventory commands."""
+    """Attach the inventory commands (and the demo seeder)."""
+    from inventory import demo  # noqa: F401 - registers the demo seeder and data check
+
+    if importlib.util.find_spec("inventory.verify_cli") is not None:
+        from inventory.verify_cli import verify_command
+
+        if "verify" not in inventory_group.commands:
+            inventory_group.add_command(verify_command)
+    app.cli.add_command(inventory_group)

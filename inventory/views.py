@@ -1,7 +1,279 @@
-"""Inventory blueprint."""
+"""Inventory pages: asset list, asset page, edit, disposal, warranty view, CSV import/export."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import importlib.util
+import io
+from dataclasses import fields
+from datetime import timedelta
+from typing import Any
+
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import select
+
+from core.auth.forms import ConfirmForm
+from core.auth.models import User
+from core.auth.permissions import Permission, require_permission
+from core.extensions import db
+from core.navigation import NavItem, register_nav
+from core.pagination import paginate
+from core.timeutil import utcnow
+from inventory import csv_io, services
+from inventory.forms import (
+    DICOM_TYPE_LABELS,
+    KIND_LABELS,
+    ROLE_LABELS,
+    STATUS_LABELS,
+    AssetForm,
+    ImportForm,
+    SanitisationForm,
+)
+from inventory.models import Asset, AssetStatus
+from inventory.services import FIELD_LABELS, SANITISATION_METHODS, AssetData, AssetError
 
 bp = Blueprint("inventory", __name__)
+
+NODE_STATES = ("up", "degraded", "down", "unknown")
+PER_PAGE = 50
+WARRANTY_DAYS = 90
+
+
+@bp.app_template_global()
+def asset_labels() -> dict[str, dict[str, str]]:
+    """Display names of kinds, statuses, DICOM types, roles, fields and sanitisation methods."""
+    return {"kind": KIND_LABELS, "status": STATUS_LABELS, "dicom_type": DICOM_TYPE_LABELS,
+            "role": ROLE_LABELS, "field": FIELD_LABELS, "method": SANITISATION_METHODS}
+
+
+def _filters() -> services.AssetFilters:
+    """The list filters from the query string (unknown values are ignored)."""
+    args = request.args
+    kind = args.get("kind", "")
+    status = args.get("status", "")
+    state = args.get("node_state", "")
+    if importlib.util.find_spec("inventory.verification_models") is None:
+        state = ""
+    return services.AssetFilters(
+        kind=kind if kind in KIND_LABELS else "",
+        status=status if status in STATUS_LABELS else "",
+        location=args.get("location", "").strip()[:200],
+        department=args.get("department", "").strip()[:120],
+        node_state=state if state in NODE_STATES else "",
+        q=args.get("q", "").strip()[:100],
+    )
+
+
+def _asset_or_404(tag: str) -> Asset:
+    """Load an asset by tag or answer 404."""
+    asset = services.find_asset(tag)
+    if asset is None:
+        abort(404)
+    return asset
+
+
+@bp.route("/assets")
+@require_permission(Permission.ASSET_READ)
+def asset_list():
+    """Filterable, searchable list of assets."""
+    filters = _filters()
+    page = paginate(services.asset_query(filters), per_page=PER_PAGE)
+    return render_template(
+        "inventory/asset_list.html", page=page, filters=filters,
+        states=services.node_states([a.id for a in page.items if a.is_dicom_node]),
+        node_states_available=importlib.util.find_spec("inventory.verification_models")
+        is not None, node_state_names=NODE_STATES,
+        locations=services.distinct_values(Asset.location),
+        departments=services.distinct_values(Asset.department),
+    )
+
+
+@bp.route("/assets/export.csv")
+@require_permission(Permission.ASSET_READ)
+def asset_export():
+    """The filtered list as a CSV file."""
+    filters = _filters()
+    assets = list(db.session.scalars(services.asset_query(filters)))
+    out = io.StringIO()
+    states = services.node_states([a.id for a in assets if a.is_dicom_node])
+    count = csv_io.write_csv(assets, out, states)
+    services.record_export(filters, count, via="web")
+    db.session.commit()
+    name = f"assets-{utcnow():%Y%m%d-%H%M}.csv"
+    return Response(out.getvalue(), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@bp.route("/assets/warranty")
+@require_permission(Permission.ASSET_READ)
+def warranty():
+    """Assets whose warranty ends in the next 90 days."""
+    page = paginate(services.warranty_query(WARRANTY_DAYS), per_page=PER_PAGE)
+    today = services.local_today()
+    return render_template("inventory/asset_warranty.html", page=page, today=today,
+                           until=today + timedelta(days=WARRANTY_DAYS))
+
+
+def _form_data(form: AssetForm) -> AssetData:
+    """Plain values from the asset form (empty optional text is "", empty DICOM choices None)."""
+    values: dict[str, Any] = {}
+    for spec in fields(AssetData):
+        value = getattr(form, spec.name).data
+        if spec.type == "str":
+            value = value or ""
+        elif spec.type == "str | None":
+            value = value or None
+        values[spec.name] = value
+    return AssetData(**values)
+
+
+def _user_choices() -> list[tuple[Any, str]]:
+    """Active accounts for the assigned-user menu."""
+    users = db.session.scalars(select(User).where(User.is_disabled.is_(False))
+                               .order_by(User.username))
+    return [("", "— nobody —")] + [(u.id, f"{u.username} ({u.display_name})") for u in users]
+
+
+def _show_errors(form: Any, error: AssetError) -> None:
+    """Attach a service's problems to the form's fields."""
+    for field_name, message in error.problems:
+        field = getattr(form, field_name, None)
+        if field is None:
+            field = form.asset_tag if hasattr(form, "asset_tag") else form.method
+        field.errors = [*field.errors, message]
+
+
+@bp.route("/assets/new", methods=["GET", "POST"])
+@require_permission(Permission.ASSET_MANAGE)
+def asset_new():
+    """Create an asset."""
+    form = AssetForm()
+    form.assigned_user_id.choices = _user_choices()
+    if form.validate_on_submit():
+        try:
+            asset = services.create_asset(_form_data(form), user=current_user)
+        except AssetError as exc:
+            _show_errors(form, exc)
+        else:
+            db.session.commit()
+            if asset.is_dicom_node:
+                services.request_checks([asset.id])
+            flash(f"Asset {asset.asset_tag} created.", "success")
+            return redirect(url_for("inventory.asset_detail", tag=asset.asset_tag))
+    return render_template("inventory/asset_form.html", form=form, asset=None), (
+        422 if form.errors else 200)
+
+
+@bp.route("/assets/<tag>/edit", methods=["GET", "POST"])
+@require_permission(Permission.ASSET_MANAGE)
+def asset_edit(tag: str):
+    """Change an asset."""
+    asset = _asset_or_404(tag)
+    if asset.status == AssetStatus.DISPOSED.value:
+        flash("A disposed asset cannot be changed.", "warning")
+        return redirect(url_for("inventory.asset_detail", tag=asset.asset_tag))
+    form = AssetForm(obj=asset)
+    form.assigned_user_id.choices = _user_choices()
+    if form.validate_on_submit():
+        try:
+            changed = services.update_asset(asset, _form_data(form), user=current_user)
+        except AssetError as exc:
+            db.session.rollback()
+            _show_errors(form, exc)
+        else:
+            db.session.commit()
+            if services.needs_verification(asset, changed):
+                services.request_checks([asset.id])
+            flash(f"Asset {asset.asset_tag} saved." if changed else "Nothing changed.",
+                  "success" if changed else "info")
+            return redirect(url_for("inventory.asset_detail", tag=asset.asset_tag))
+    return render_template("inventory/asset_form.html", form=form, asset=asset), (
+        422 if form.errors else 200)
+
+
+@bp.route("/assets/<tag>")
+@require_permission(Permission.ASSET_READ)
+def asset_detail(tag: str):
+    """One asset: details, node status, sanitisation and history."""
+    asset = _asset_or_404(tag)
+    if asset.asset_tag != tag:
+        return redirect(url_for("inventory.asset_detail", tag=asset.asset_tag))
+    verification = services.verification_module() if asset.is_dicom_node else None
+    summary = verification.node_summary(asset) if verification is not None else None
+    return render_template("inventory/asset_detail.html", asset=asset, summary=summary,
+                           verify_form=ConfirmForm(), history=services.asset_history(asset),
+                           sanitisation=services.sanitisation_of(asset))
+
+
+@bp.route("/assets/<tag>/verify", methods=["POST"])
+@require_permission(Permission.ASSET_MANAGE)
+def asset_verify(tag: str):
+    """Verify now: one C-ECHO of this node."""
+    asset = _asset_or_404(tag)
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+    verification = services.verification_module()
+    if not asset.is_dicom_node or verification is None:
+        abort(404)
+    result = verification.verify_asset(asset, trigger="manual")
+    db.session.commit()
+    outcome = getattr(result, "outcome", "")
+    flash(f"C-ECHO {asset.ae_title}@{asset.host}:{asset.port}: {outcome} "
+          f"{getattr(result, 'detail', '')}".strip(), "success" if outcome == "ok" else "warning")
+    return redirect(url_for("inventory.asset_detail", tag=asset.asset_tag))
+
+
+@bp.route("/assets/<tag>/dispose", methods=["GET", "POST"])
+@require_permission(Permission.ASSET_MANAGE)
+def asset_dispose(tag: str):
+    """Dispose of an asset, recording how its storage was sanitised."""
+    asset = _asset_or_404(tag)
+    if asset.status == AssetStatus.DISPOSED.value:
+        flash(f"Asset {asset.asset_tag} is already disposed.", "info")
+        return redirect(url_for("inventory.asset_detail", tag=asset.asset_tag))
+    form = SanitisationForm()
+    if form.validate_on_submit():
+        record = services.SanitisationData(
+            method=form.method.data or "", performed_on=form.performed_on.data,
+            performed_by=form.performed_by.data or "", witness=form.witness.data or "",
+            certificate_ref=form.certificate_ref.data or "")
+        try:
+            services.dispose_asset(asset, record if record.method else None, user=current_user)
+        except AssetError as exc:
+            db.session.rollback()
+            _show_errors(form, exc)
+        else:
+            db.session.commit()
+            flash(f"Asset {asset.asset_tag} disposed.", "success")
+            return redirect(url_for("inventory.asset_detail", tag=asset.asset_tag))
+    return render_template("inventory/asset_dispose.html", form=form, asset=asset), (
+        422 if form.errors else 200)
+
+
+@bp.route("/assets/import", methods=["GET", "POST"])
+@require_permission(Permission.ASSET_MANAGE)
+def asset_import():
+    """Upload a CSV file: every row is checked first; any bad row refuses the whole file."""
+    form = ImportForm()
+    problems: list[tuple[int, str]] = []
+    if form.validate_on_submit():
+        upload = form.file.data
+        try:
+            result = csv_io.import_assets(upload.read(), update=form.update.data,
+                                          user=current_user,
+                                          source=upload.filename or "upload")
+        except csv_io.CsvImportError as exc:
+            db.session.rollback()
+            problems = exc.problems
+        else:
+            db.session.commit()
+            services.request_checks(result.verify_ids)
+            flash(f"Import done: {result.summary()}.", "success")
+            return redirect(url_for("inventory.asset_list"))
+    return render_template("inventory/asset_import.html", form=form, problems=problems,
+                           columns=csv_io.COLUMNS, required=csv_io.REQUIRED), (
+        422 if problems or form.errors else 200)
+
+
+register_nav(NavItem("Inventory", "inventory.asset_list", Permission.ASSET_READ, 20,
+                     "hdd-network"))

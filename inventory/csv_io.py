@@ -1,0 +1,368 @@
+"""CSV export and all-or-nothing import of assets."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from audit import record
+from core.auth.models import User
+from core.extensions import db
+from inventory.models import Asset, AssetChange, AssetKind, AssetStatus
+from inventory.services import (
+    ADDRESS_FIELDS,
+    CHUNK,
+    INACTIVE_STATUSES,
+    AssetData,
+    apply_changes,
+    data_of,
+    diff,
+    display_value,
+    endpoint_message,
+    normalise,
+)
+
+COLUMNS = (
+    "asset_tag", "name", "kind", "status", "location", "department", "assigned_user",
+    "manufacturer", "model", "serial_number", "hostname", "ip_address", "os_version",
+    "purchase_date", "warranty_end", "holds_phi", "ae_title", "port", "tls", "dicom_role",
+    "dicom_type", "modality", "verify_enabled", "notes",
+)
+REQUIRED = ("asset_tag", "name", "kind")
+EXPORT_ONLY = ("node_state",)
+TRUE_WORDS = frozenset({"yes", "y", "true", "t", "1", "on", "x"})
+FALSE_WORDS = frozenset({"no", "n", "false", "f", "0", "off", ""})
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+class CsvImportError(Exception):
+    """The file was refused; ``problems`` lists (line number, reason), nothing was imported."""
+
+    def __init__(self, problems: list[tuple[int, str]]) -> None:
+        super().__init__(f"{len(problems)} problem(s) in the CSV file; nothing was imported")
+        self.problems = problems
+
+
+@dataclass
+class ImportResult:
+    """What an import did."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    verify_ids: list[int] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One sentence for people."""
+        return (f"{self.created} asset(s) created, {self.updated} updated, "
+                f"{self.unchanged} unchanged")
+
+
+def neutralise(value: str) -> str:
+    """Prefix a quote to cells a spreadsheet would run as a formula."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
+def _unneutralise(value: str) -> str:
+    """Undo ``neutralise`` so an exported file imports back unchanged."""
+    return value[1:] if value.startswith("'") and value[1:].startswith(FORMULA_STARTS) else value
+
+
+def _cell(name: str, asset: Asset, users: dict[int, str]) -> str:
+    """An asset's value for one export column."""
+    if name == "assigned_user":
+        return users.get(asset.assigned_user_id, "") if asset.assigned_user_id else ""
+    return display_value(name, getattr(asset, name))
+
+
+def write_csv(assets: Iterable[Asset], out: io.TextIOBase | Any,
+              node_states: dict[int, str] | None = None) -> int:
+    """Write assets as CSV (UTF-8 with BOM for spreadsheets); returns the number of rows."""
+    users = dict(db.session.execute(select(User.id, User.username)).tuples().all())
+    writer = csv.writer(out)
+    out.write("\ufeff")
+    header = COLUMNS + (EXPORT_ONLY if node_states is not None else ())
+    writer.writerow(header)
+    count = 0
+    for asset in assets:
+        row = [_cell(name, asset, users) for name in COLUMNS]
+        if node_states is not None:
+            row.append(node_states.get(asset.id, "unknown") if asset.is_dicom_node else "")
+        writer.writerow([neutralise(value) for value in row])
+        count += 1
+    return count
+
+
+def decode(raw: bytes) -> str:
+    """UTF-8 text of an upload (a byte-order mark is fine); refuse anything else clearly."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise CsvImportError([(1, "the file is UTF-16 text: save it as 'CSV UTF-8' and try "
+                                  "again")])
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise CsvImportError([(line, f"the file is not UTF-8 text (byte 0x{raw[exc.start]:02X} "
+                                     f"cannot be read): save it as 'CSV UTF-8' and try "
+                                     f"again")]) from None
+
+
+def _header(names: list[str]) -> tuple[list[str], list[tuple[int, str]]]:
+    """Normalised column names and the problems with them."""
+    columns = [re.sub(r"[\s-]+", "_", n.strip().lower()) for n in names]
+    problems = []
+    unknown = [c for c in columns if c not in COLUMNS and c not in EXPORT_ONLY]
+    if unknown:
+        problems.append((1, f"unknown column(s): {', '.join(unknown) or '(empty)'}; known "
+                            f"columns are {', '.join(COLUMNS)}"))
+    missing = [c for c in REQUIRED if c not in columns]
+    if missing:
+        problems.append((1, f"missing required column(s): {', '.join(missing)}"))
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        problems.append((1, f"column(s) given twice: {', '.join(repeated)}"))
+    return columns, problems
+
+
+def _enum(value: str) -> str:
+    """A kind or status as written by people ("DICOM node") in its stored form."""
+    return re.sub(r"[\s-]+", "_", value.strip().lower())
+
+
+def _convert(name: str, value: str, users: dict[str, int]) -> tuple[str, Any]:
+    """One cell to its AssetData field and value; raises ValueError with the reason."""
+    value = _unneutralise(value.strip())
+    if name in ("kind", "status"):
+        return name, _enum(value)
+    if name in ("holds_phi", "tls", "verify_enabled"):
+        if value.lower() in TRUE_WORDS:
+            return name, True
+        if value.lower() in FALSE_WORDS:
+            return name, False
+        raise ValueError(f"{name}: '{value}' is not yes or no")
+    if name in ("purchase_date", "warranty_end"):
+        if not value:
+            return name, None
+        try:
+            if not ISO_DATE.match(value):
+                raise ValueError
+            return name, date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{name}: bad date '{value}' (use YYYY-MM-DD)") from None
+    if name == "port":
+        if not value:
+            return name, None
+        if not value.isdigit():
+            raise ValueError(f"port: '{value}' is not a whole number")
+        return name, int(value)
+    if name == "assigned_user":
+        if not value:
+            return "assigned_user_id", None
+        if value.lower() not in users:
+            raise ValueError(f"assigned_user: no user named '{value}'")
+        return "assigned_user_id", users[value.lower()]
+    if name in ("ae_title", "dicom_role", "dicom_type", "modality"):
+        return name, (value.lower() if name == "dicom_role" else value) or None
+    return name, value
+
+
+@dataclass
+class _Row:
+    """A validated row waiting to be written."""
+
+    line: int
+    data: AssetData
+    existing_id: int | None
+
+
+def _read(text: str) -> tuple[list[str], list[tuple[int, list[str]]], list[tuple[int, str]]]:
+    """Columns, (line, cells) per record and header problems."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        names = next(reader)
+    except StopIteration:
+        raise CsvImportError([(1, "the file is empty: the first line must name the "
+                                  "columns")]) from None
+    except csv.Error as exc:
+        raise CsvImportError([(1, f"unreadable header: {exc}")]) from None
+    columns, problems = _header(names)
+    records: list[tuple[int, list[str]]] = []
+    start = reader.line_num + 1
+    try:
+        for cells in reader:
+            if any(c.strip() for c in cells):
+                records.append((start, cells))
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        problems.append((start, f"unreadable CSV: {exc}"))
+    return columns, records, problems
+
+
+def validate_csv(raw: bytes, *, update: bool) -> list[_Row]:
+    """Parse and check every row against the file and the database; raise on any problem."""
+    columns, records, problems = _read(decode(raw))
+    if problems:
+        raise CsvImportError(problems)
+    if not records:
+        raise CsvImportError([(1, "the file has a header but no rows")])
+    users = {name.lower(): uid for uid, name in
+             db.session.execute(select(User.id, User.username)).tuples()}
+    existing = {tag.lower(): (aid, tag, status) for aid, tag, status in db.session.execute(
+        select(Asset.id, Asset.asset_tag, Asset.status)).tuples()}
+    to_update = _load_assets([existing[cells[columns.index("asset_tag")].strip().lower()][0]
+                              for _, cells in records if len(cells) == len(columns)
+                              and cells[columns.index("asset_tag")].strip().lower() in existing]
+                             ) if update else {}
+    endpoints = _active_endpoints()
+    seen_tags: dict[str, int] = {}
+    seen_endpoints: dict[tuple, int] = {}
+    rows: list[_Row] = []
+    errors: list[tuple[int, str]] = []
+    for line, cells in records:
+        reasons: list[str] = []
+        if len(cells) != len(columns):
+            errors.append((line, f"{len(cells)} cells where the header has {len(columns)} "
+                                 f"columns"))
+            continue
+        values: dict[str, Any] = {}
+        for name, cell in zip(columns, cells, strict=True):
+            if name in EXPORT_ONLY:
+                continue
+            try:
+                key, value = _convert(name, cell, users)
+                values[key] = value
+            except ValueError as exc:
+                reasons.append(str(exc))
+        tag = values.get("asset_tag", "")
+        found = existing.get(tag.lower())
+        existing_id = None
+        if found is not None and update:
+            existing_id = found[0]
+            base = data_of(to_update[existing_id])
+            if found[2] == AssetStatus.DISPOSED.value:
+                reasons.append(f"asset_tag: asset {found[1]} is disposed and cannot be changed")
+        else:
+            base = AssetData(asset_tag=tag, name="")
+            if found is not None:
+                reasons.append(f"asset_tag: asset {found[1]} already exists (import with "
+                               f"--update, or tick 'update existing assets', to change it)")
+        data = replace(base, **values)
+        if data.kind in ("dicom", "node"):
+            data = replace(data, kind=AssetKind.DICOM_NODE.value)
+        data, row_problems = normalise(data)
+        reasons.extend(f"{f}: {m}" for f, m in row_problems)
+        if values.get("status") == AssetStatus.DISPOSED.value and not (
+                found and found[2] == AssetStatus.DISPOSED.value):
+            reasons.append("status: dispose of an asset from its page, where its "
+                           "sanitisation is recorded")
+        if tag and (first := seen_tags.get(tag.lower())) is not None:
+            reasons.append(f"asset_tag: duplicate tag {tag} (also on line {first})")
+        elif tag:
+            seen_tags[tag.lower()] = line
+        if not row_problems and data.kind == AssetKind.DICOM_NODE.value \
+                and data.status not in INACTIVE_STATUSES:
+            for key in _endpoint_keys(data):
+                owner = endpoints.get(key)
+                if owner is not None and owner[0] != existing_id:
+                    reasons.append(f"ae_title: {endpoint_message(owner[1], data)}")
+                    break
+                if (other := seen_endpoints.get(key)) is not None:
+                    reasons.append(f"ae_title: the same host, port and AE title is on line "
+                                   f"{other}")
+                    break
+                seen_endpoints[key] = line
+        if reasons:
+            errors.append((line, "; ".join(reasons)))
+        else:
+            rows.append(_Row(line, data, existing_id))
+    if errors:
+        raise CsvImportError(errors)
+    return rows
+
+
+def _load_assets(ids: list[int]) -> dict[int, Asset]:
+    """Assets by id, loaded in chunks (databases cap the number of bound parameters)."""
+    loaded: dict[int, Asset] = {}
+    for i in range(0, len(ids), CHUNK):
+        for asset in db.session.scalars(select(Asset).where(Asset.id.in_(ids[i:i + CHUNK]))):
+            loaded[asset.id] = asset
+    return loaded
+
+
+def _endpoint_keys(data: AssetData) -> list[tuple]:
+    """Keys under which a node's endpoint must be unique."""
+    keys = []
+    if data.hostname:
+        keys.append(("host", data.hostname.lower(), data.port, data.ae_title))
+    if data.ip_address:
+        keys.append(("ip", data.ip_address, data.port, data.ae_title))
+    return keys
+
+
+def _active_endpoints() -> dict[tuple, tuple[int, str]]:
+    """Endpoints of active DICOM nodes in the database: key -> (id, tag)."""
+    result: dict[tuple, tuple[int, str]] = {}
+    query = select(Asset.id, Asset.asset_tag, Asset.hostname, Asset.ip_address, Asset.port,
+                   Asset.ae_title).where(Asset.kind == AssetKind.DICOM_NODE.value,
+                                         Asset.status.not_in(INACTIVE_STATUSES))
+    for aid, tag, hostname, ip, port, ae in db.session.execute(query).tuples():
+        if hostname:
+            result[("host", hostname.lower(), port, ae)] = (aid, tag)
+        if ip:
+            result[("ip", ip, port, ae)] = (aid, tag)
+    return result
+
+
+def import_assets(raw: bytes, *, update: bool, user: User | None, source: str,
+                  username: str | None = None) -> ImportResult:
+    """Validate the whole file, then write every row in the caller's transaction."""
+    rows = validate_csv(raw, update=update)
+    result = ImportResult()
+    user_id = user.id if user else None
+    new_rows = [row for row in rows if row.existing_id is None]
+    if new_rows:
+        values = [asdict(row.data) for row in new_rows]
+        ids = list(db.session.scalars(
+            insert(Asset).returning(Asset.id, sort_by_parameter_order=True), values))
+        db.session.execute(insert(AssetChange), [
+            {"asset_id": aid, "user_id": user_id, "field": "created",
+             "new_value": f"{row.data.asset_tag} (imported from {source})"}
+            for aid, row in zip(ids, new_rows, strict=True)])
+        result.created = len(ids)
+        result.verify_ids.extend(aid for aid, row in zip(ids, new_rows, strict=True)
+                                 if _verifiable(row.data))
+    updated = _load_assets([row.existing_id for row in rows if row.existing_id is not None])
+    for row in rows:
+        if row.existing_id is None:
+            continue
+        asset = updated[row.existing_id]
+        changes = diff(asset, row.data)
+        if not changes:
+            result.unchanged += 1
+            continue
+        apply_changes(asset, changes, user_id)
+        result.updated += 1
+        if _verifiable(row.data) and ADDRESS_FIELDS & set(changes):
+            result.verify_ids.append(asset.id)
+    record("asset.import", object_type="asset", user=user, username=username,
+           details={"source": source, "rows": len(rows), "created": result.created,
+                    "updated": result.updated, "unchanged": result.unchanged,
+                    "update_existing": update})
+    db.session.flush()
+    return result
+
+
+def _verifiable(data: AssetData) -> bool:
+    """Whether an imported node should be checked after the import commits."""
+    return (data.kind == AssetKind.DICOM_NODE.value and data.verify_enabled
+            and data.status not in INACTIVE_STATUSES)
+

@@ -1,0 +1,117 @@
+"""Forms for assets, disposal and CSV import."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
+from wtforms import (
+    BooleanField,
+    DateField,
+    IntegerField,
+    SelectField,
+    StringField,
+    SubmitField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, Length, Optional
+
+from inventory.models import MODALITY_CODES, AssetKind, AssetStatus, DicomRole, DicomType
+from inventory.services import SANITISATION_METHODS
+
+KIND_LABELS = {
+    AssetKind.WORKSTATION.value: "Workstation",
+    AssetKind.DICOM_NODE.value: "DICOM node",
+    AssetKind.SERVER.value: "Server",
+    AssetKind.NETWORK_DEVICE.value: "Network device",
+    AssetKind.PRINTER.value: "Printer / media burner",
+    AssetKind.OTHER.value: "Other",
+}
+STATUS_LABELS = {
+    AssetStatus.IN_SERVICE.value: "In service",
+    AssetStatus.IN_MAINTENANCE.value: "In maintenance",
+    AssetStatus.OUT_OF_SERVICE.value: "Out of service",
+    AssetStatus.RETIRED.value: "Retired",
+    AssetStatus.DISPOSED.value: "Disposed",
+}
+DICOM_TYPE_LABELS = {
+    DicomType.MODALITY.value: "Modality",
+    DicomType.PACS_ARCHIVE.value: "PACS archive",
+    DicomType.ROUTER.value: "Router",
+    DicomType.VIEWING_WORKSTATION.value: "Viewing workstation",
+    DicomType.RIS_BROKER.value: "RIS / broker",
+    DicomType.OTHER.value: "Other",
+}
+ROLE_LABELS = {DicomRole.SCP.value: "SCP (provider)", DicomRole.SCU.value: "SCU (user)",
+               DicomRole.BOTH.value: "Both"}
+
+
+def _blank_int(value: object) -> int | None:
+    """Coerce a select's value to an int, empty meaning none."""
+    return int(value) if value not in (None, "", "None") else None  # type: ignore[call-overload]
+
+
+class AssetForm(FlaskForm):
+    """Create or edit an asset (the DICOM section matters for DICOM nodes only)."""
+
+    asset_tag = StringField("Asset tag", validators=[DataRequired(), Length(max=40)],
+                            description="Letters, digits, '-', '_' or '.'; used in the page's "
+                                        "address.")
+    name = StringField("Name", validators=[DataRequired(), Length(max=200)])
+    kind = SelectField("Kind", choices=list(KIND_LABELS.items()))
+    status = SelectField("Status", choices=[(k, v) for k, v in STATUS_LABELS.items()
+                                            if k != AssetStatus.DISPOSED.value])
+    location = StringField("Location", validators=[Length(max=200)],
+                           description="Building, floor, room.")
+    department = StringField("Department", validators=[Length(max=120)])
+    assigned_user_id = SelectField("Assigned user", coerce=_blank_int, validate_choice=False)
+    manufacturer = StringField("Manufacturer", validators=[Length(max=120)])
+    model = StringField("Model", validators=[Length(max=120)])
+    serial_number = StringField("Serial number", validators=[Length(max=120)])
+    hostname = StringField("Hostname", validators=[Length(max=253)],
+                           description="Host name (RFC 1123) or IP address.")
+    ip_address = StringField("IP address", validators=[Length(max=45)])
+    os_version = StringField("OS or firmware version", validators=[Length(max=120)])
+    purchase_date = DateField("Purchase date", validators=[Optional()])
+    warranty_end = DateField("Warranty end", validators=[Optional()])
+    holds_phi = BooleanField("Stores patient data (needs a sanitisation record on disposal)")
+    notes = TextAreaField("Notes", validators=[Length(max=10_000)])
+    ae_title = StringField("AE title", description="1-16 characters, no backslash.")
+    port = IntegerField("Port", validators=[Optional()], description="1-65535; often 104 "
+                                                                     "or 11112.")
+    tls = BooleanField("TLS")
+    dicom_role = SelectField("DICOM role", choices=list(ROLE_LABELS.items()),
+                             default=DicomRole.BOTH.value)
+    dicom_type = SelectField("DICOM type", choices=list(DICOM_TYPE_LABELS.items()))
+    modality = SelectField("Modality code", choices=[("", "—")] + [(c, c) for c in
+                                                                   MODALITY_CODES])
+    verify_enabled = BooleanField("Verify automatically with C-ECHO", default=True)
+    submit = SubmitField("Save")
+
+    GENERAL = ("asset_tag", "name", "kind", "status", "location", "department",
+               "assigned_user_id", "manufacturer", "model", "serial_number", "hostname",
+               "ip_address", "os_version", "purchase_date", "warranty_end", "holds_phi", "notes")
+    DICOM = ("ae_title", "port", "tls", "dicom_role", "dicom_type", "modality",
+             "verify_enabled")
+
+
+class SanitisationForm(FlaskForm):
+    """Dispose of an asset, with its NIST SP 800-88 sanitisation record."""
+
+    method = SelectField("Sanitisation method",
+                         choices=[("", "— none (asset held no patient data) —"),
+                                  *SANITISATION_METHODS.items()])
+    performed_on = DateField("Date sanitised", validators=[Optional()])
+    performed_by = StringField("Sanitised by", validators=[Length(max=200)])
+    witness = StringField("Witness", validators=[Length(max=200)])
+    certificate_ref = StringField("Certificate of sanitisation reference",
+                                  validators=[Length(max=200)])
+    submit = SubmitField("Dispose of asset")
+
+
+class ImportForm(FlaskForm):
+    """Upload a CSV file of assets."""
+
+    file = FileField("CSV file", validators=[FileRequired("Choose a CSV file.")])
+    update = BooleanField("Update existing assets (otherwise rows with existing tags are "
+                          "refused)")
+    submit = SubmitField("Import")

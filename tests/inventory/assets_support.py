@@ -1,0 +1,44 @@
+"""Shared helpers for the asset tests: form data and direct creation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from core.extensions import db
+from inventory.models import Asset
+
+
+def node_form(**overrides: Any) -> dict[str, Any]:
+    """Form fields of a valid DICOM node (CT scanner)."""
+    data = {
+        "asset_tag": "CT-01", "name": "CT scanner 1", "kind": "dicom_node",
+        "status": "in_service", "location": "Main bldg L1", "department": "Radiology",
+        "assigned_user_id": "", "manufacturer": "Siemens", "model": "SOMATOM",
+        "serial_number": "SN1", "hostname": "ct01.hospital.example", "ip_address": "10.0.0.5",
+        "os_version": "VA40", "purchase_date": "2024-01-10", "warranty_end": "2029-01-10",
+        "notes": "", "ae_title": "CT01", "port": "104", "dicom_role": "both",
+        "dicom_type": "modality", "modality": "CT", "verify_enabled": "y",
+    }
+    data.update(overrides)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def workstation_form(**overrides: Any) -> dict[str, Any]:
+    """Form fields of a valid reading workstation."""
+    data = node_form(kind="workstation", asset_tag="RWS-01", name="Reading station 1",
+                     hostname="rws01.hospital.example", ip_address="", ae_title="", port="",
+                     modality="")
+    data.update(overrides)
+    return data
+
+
+def add_asset(app: Flask, **fields: Any) -> int:
+    """Insert an asset directly; returns its id."""
+    values = {"asset_tag": "A-1", "name": "Asset", "kind": "workstation"} | fields
+    with app.app_context():
+        asset = Asset(**values)
+        db.session.add(asset)
+        db.session.commit()
+        return asset.id

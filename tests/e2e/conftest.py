@@ -1,0 +1,418 @@
+"""Browser fixtures: `pacsdesk serve` as users run it, Debian's Chromium, and an Orthanc to verify.
+
+The served app runs on SQLite in a fresh instance folder (PostgreSQL is covered by the
+integration suites; the browser journeys prove the product as one hospital installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+
+from tests.e2e.pages import ARTIFACTS, AXE_JS, PASSWORD, log_in, screenshot
+from tests.helpers import require, require_binary
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+ORTHANC = "/usr/sbin/Orthanc"
+TIMEZONE = "America/New_York"
+DESKTOP = {"width": 1280, "height": 900}
+
+# The people of the journeys: (username, role, full name, department).
+PEOPLE = [
+    ("dr.okafor", "requester", "Amara Okafor", "Radiology"),
+    ("dr.lindqvist", "requester", "Erik Lindqvist", "Radiology"),
+    ("pacs.sam", "technician", "Sam Rivera", "PACS team"),
+    ("privacy.garcia", "compliance", "Elena Garcia", "Privacy office"),
+]
+
+
+def require_e2e(condition: bool, reason: str) -> None:
+    """Skip a browser test locally when ``condition`` is false; fail when PACSDESK_REQUIRE_E2E=1."""
+    require(condition, reason, "PACSDESK_REQUIRE_E2E")
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    """Whether something accepts TCP connections on loopback ``port``."""
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float, interval: float = 0.2) -> None:
+    """Poll ``check`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"waited {timeout:.0f} s for {what}")
+        time.sleep(interval)
+
+
+def stop_process_group(process: subprocess.Popen, grace: float = 20) -> None:
+    """SIGTERM a process we started in its own session, then anything left in its group."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+            time.sleep(0.5)
+
+
+# ---------------------------------------------------------------- the served app
+
+
+@dataclass
+class Server:
+    """A running `pacsdesk serve` and what the tests need to know about it."""
+
+    url: str
+    instance: Path
+    env: dict[str, str]
+    log: Path
+    admin_password: str
+    process: subprocess.Popen | None = None
+    people: dict[str, str] = field(default_factory=dict)
+
+    def cli(self, *args: str, stdin: str | None = None) -> str:
+        """Run `pacsdesk <args>` on this server's instance and return its output."""
+        return run_cli(self.env, *args, stdin=stdin)
+
+
+def pacsdesk_command() -> list[str]:
+    """The installed `pacsdesk` console script (beside this interpreter)."""
+    script = Path(sys.executable).with_name("pacsdesk")
+    found = str(script) if script.exists() else shutil.which("pacsdesk")
+    require_e2e(found is not None, "the pacsdesk console script is not installed")
+    assert found
+    return [found]
+
+
+def run_cli(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
+    """Run a `pacsdesk` command and return its output, failing with its output when it fails."""
+    done = subprocess.run([*pacsdesk_command(), *args], env=env, input=stdin, text=True,
+                          capture_output=True, timeout=180, cwd=env["PACSDESK_INSTANCE_PATH"],
+                          check=False)
+    if done.returncode != 0:
+        raise AssertionError(f"pacsdesk {' '.join(args)} failed ({done.returncode}):\n"
+                             f"{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def server_env(instance: Path, **settings: str) -> dict[str, str]:
+    """The served app's environment: none of the caller's PACSDESK_* settings, only ours."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PACSDESK_")}
+    env.update({
+        "PACSDESK_INSTANCE_PATH": str(instance),
+        "PACSDESK_DATABASE_URL": f"sqlite:///{instance / 'pacsdesk.db'}",
+        "PACSDESK_TIMEZONE": TIMEZONE,
+        "PACSDESK_ORGANIZATION": "Riverside General Hospital",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(settings)
+    return env
+
+
+def create_unmigrated_tables(env: dict[str, str]) -> None:
+    """Create tables no migration builds yet, with a warning: `pacsdesk setup` should build them all."""
+    script = (
+        "from sqlalchemy import inspect\n"
+        "from app import create_app\n"
+        "from core.extensions import db\n"
+        "app = create_app()\n"
+        "with app.app_context():\n"
+        "    have = set(inspect(db.engine).get_table_names())\n"
+        "    missing = [t.name for t in db.metadata.sorted_tables if t.name not in have]\n"
+        "    db.create_all()\n"
+        "    print(' '.join(missing))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=env, text=True, capture_output=True,
+                          timeout=120, cwd=env["PACSDESK_INSTANCE_PATH"], check=False)
+    if done.returncode != 0:
+        raise AssertionError(f"creating the remaining tables failed:\n{done.stderr}")
+    if done.stdout.strip():
+        warnings.warn(f"`pacsdesk setup` left tables without a migration: {done.stdout.strip()}",
+                      stacklevel=1)
+
+
+def install_instance(instance: Path, **settings: str) -> Server:
+    """Run `pacsdesk setup` on a fresh instance and create the journeys' people."""
+    instance.mkdir(parents=True, exist_ok=True)
+    env = server_env(instance, **settings)
+    out = run_cli(env, "setup")
+    match = re.search(r"password:\s*(\S+)", out)
+    assert match, f"setup printed no administrator password:\n{out}"
+    create_unmigrated_tables(env)
+    server = Server(url="", instance=instance, env=env, log=ARTIFACTS / f"{instance.name}.log",
+                    admin_password=match.group(1))
+    for username, role, full_name, department in PEOPLE:
+        run_cli(env, "users", "create", username, "--role", role, "--full-name", full_name,
+                "--department", department, "--email", f"{username}@hospital.example",
+                "--password-stdin", stdin=PASSWORD + "\n")
+        server.people[username] = full_name
+    return server
+
+
+@contextmanager
+def serving(server: Server, *extra: str) -> Iterator[Server]:
+    """Run `pacsdesk serve` for ``server`` on a free port until the block ends."""
+    port = free_port()
+    server.url = f"http://127.0.0.1:{port}"
+    server.log.parent.mkdir(parents=True, exist_ok=True)
+    with server.log.open("w") as log:
+        server.process = subprocess.Popen(
+            [*pacsdesk_command(), "serve", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1", *extra],
+            env=server.env, cwd=server.instance, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: _healthy(server), f"{server.url}/healthz (log: {server.log})", timeout=60)
+        yield server
+    finally:
+        stop_process_group(server.process)
+
+
+def _healthy(server: Server) -> bool:
+    """Whether /healthz answers ok; fail at once if the server died."""
+    assert server.process is not None
+    if server.process.poll() is not None:
+        raise AssertionError(f"pacsdesk serve exited with {server.process.returncode}:\n"
+                             f"{server.log.read_text()[-3000:]}")
+    try:
+        with urllib.request.urlopen(f"{server.url}/healthz", timeout=2) as response:  # noqa: S310
+            return json.load(response).get("status") == "ok"
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fresh_artifacts() -> None:
+    """Start each run with an empty artifacts folder, so every picture is from this run."""
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The app served by gunicorn with its scheduler sweeping DICOM nodes every 10 seconds."""
+    installed = install_instance(
+        tmp_path_factory.mktemp("e2e") / "instance",
+        PACSDESK_VERIFY_INTERVAL="10",
+        PACSDESK_VERIFY_TIMEOUT="2",
+        PACSDESK_DOWN_AFTER_FAILURES="1",
+    )
+    with serving(installed) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def idle_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A second served instance that logs users off after one idle minute (no scheduler)."""
+    installed = install_instance(tmp_path_factory.mktemp("e2e-idle") / "instance",
+                                 PACSDESK_SESSION_IDLE_MINUTES="1")
+    with serving(installed, "--no-scheduler") as running:
+        yield running
+
+
+# ---------------------------------------------------------------- the browser
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright (never a downloaded browser)."""
+    require_e2e(Path(CHROMIUM).exists(), f"{CHROMIUM} is not installed")
+    require_binary("chromium")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                              args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@dataclass
+class OpenPages:
+    """Pages a test opened, with the browser errors each one saw."""
+
+    browser: Browser
+    contexts: list[BrowserContext] = field(default_factory=list)
+    errors: dict[int, list[str]] = field(default_factory=dict)
+
+    def open(self, base_url: str, width: int = DESKTOP["width"], height: int = DESKTOP["height"],
+             bypass_csp: bool = False) -> Page:
+        """A page in a fresh browser profile (own cookies) at ``width`` x ``height``."""
+        context = self.browser.new_context(base_url=base_url, bypass_csp=bypass_csp,
+                                           viewport={"width": width, "height": height},
+                                           timezone_id=TIMEZONE, accept_downloads=True)
+        context.set_default_timeout(15_000)
+        self.contexts.append(context)
+        page = context.new_page()
+        seen = self.errors.setdefault(id(page), [])
+        page.on("pageerror", lambda exc: seen.append(f"script error: {exc}"))
+        page.on("console", lambda msg: seen.append(f"console: {msg.text}")
+                if msg.type == "error" and "Content Security Policy" in msg.text else None)
+        return page
+
+    def all_errors(self) -> list[str]:
+        """Script errors and CSP refusals seen on every page."""
+        return [error for errors in self.errors.values() for error in errors]
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Keep each phase's report on the test item so fixtures know whether the test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+@pytest.fixture
+def pages(browser: Browser, request: pytest.FixtureRequest) -> Iterator[OpenPages]:
+    """Open pages with ``pages.open(server.url)``; on failure each open page is photographed."""
+    opened = OpenPages(browser)
+    yield opened
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        for n, context in enumerate(opened.contexts):
+            for m, page in enumerate(context.pages):
+                with suppress(Exception):
+                    screenshot(page, f"FAILED-{request.node.name}-{n}-{m}")
+    for context in opened.contexts:
+        context.close()
+
+
+@pytest.fixture(scope="session")
+def axe_script() -> Path:
+    """axe-core's browser bundle from the npm package (`npm ci` at the top of the project)."""
+    require_e2e(AXE_JS.exists(), "axe-core is not installed: run `npm ci`")
+    return AXE_JS
+
+
+# ---------------------------------------------------------------- a DICOM peer
+
+
+@dataclass
+class Orthanc:
+    """An Orthanc DICOM server on loopback that the test can stop and start again."""
+
+    config: Path
+    log: Path
+    aet: str
+    port: int
+    process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Start Orthanc and wait until it accepts DICOM connections."""
+        with self.log.open("a") as log:
+            self.process = subprocess.Popen([ORTHANC, str(self.config)], stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(self._listening, f"Orthanc on port {self.port} (log: {self.log})", timeout=30)
+
+    def stop(self) -> None:
+        """Stop Orthanc and wait until its port is closed."""
+        if self.process is not None:
+            stop_process_group(self.process)
+            self.process = None
+        wait_for(lambda: not port_open(self.port), f"Orthanc to close port {self.port}", timeout=15)
+
+    def _listening(self) -> bool:
+        """Whether the DICOM port accepts connections; fail at once if Orthanc died."""
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"Orthanc exited with {self.process.returncode}:\n"
+                                 f"{self.log.read_text()[-3000:]}")
+        return port_open(self.port)
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
+    """A running Orthanc that checks the called AE title, with its own storage."""
+    require_e2e(Path(ORTHANC).exists(), f"{ORTHANC} is not installed")
+    peer = Orthanc(config=tmp_path / "orthanc.json", log=ARTIFACTS / "orthanc.log",
+                   aet="RADPACS", port=free_port())
+    peer.config.write_text(json.dumps({
+        "Name": "E2E Orthanc",
+        "DicomAet": peer.aet,
+        "DicomPort": peer.port,
+        "DicomCheckCalledAet": True,
+        "DicomServerEnabled": True,
+        "HttpServerEnabled": False,
+        "HttpPort": free_port(),
+        "RemoteAccessAllowed": False,
+        "StorageDirectory": str(tmp_path / "orthanc-storage"),
+        "IndexDirectory": str(tmp_path / "orthanc-index"),
+        "Plugins": [],
+    }))
+    peer.start()
+    yield peer
+    peer.stop()
+
+
+# ---------------------------------------------------------------- idle logoff, timed beside the rest
+
+IDLE_MODULE = "test_idle_logoff.py"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the idle-logoff test after the other browser tests: its idle minute passes while they run."""
+    positions = [n for n, item in enumerate(items) if item.path.parent == Path(__file__).parent]
+    block = sorted((items[n] for n in positions), key=lambda item: item.path.name == IDLE_MODULE)
+    for n, item in zip(positions, block, strict=True):
+        items[n] = item
+
+
+@dataclass
+class IdleSession:
+    """A user who signed in to the idle server and then left the page alone."""
+
+    page: Page
+    path: str
+    idle_since: float
+
+
+@pytest.fixture(scope="session")
+def idle_session(browser: Browser, idle_server: Server) -> Iterator[IdleSession]:
+    """Sign in on the one-minute idle server, open a page, and leave it untouched."""
+    context = browser.new_context(base_url=idle_server.url, viewport=DESKTOP, timezone_id=TIMEZONE)
+    page = context.new_page()
+    log_in(page, "dr.okafor")
+    page.goto("/account/password")
+    yield IdleSession(page, "/account/password", time.monotonic())
+    context.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _idle_clock(request: pytest.FixtureRequest) -> None:
+    """When the idle-logoff test is selected, start its idle minute before the first browser test."""
+    if any(item.path.name == IDLE_MODULE for item in request.session.items):
+        request.getfixturevalue("idle_session")

@@ -1,0 +1,74 @@
+"""What a person does in the browser, written once: log in and out, wait for a page, look, check."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from playwright.sync_api import Page, expect
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts" / "e2e"
+AXE_JS = REPO / "node_modules" / "axe-core" / "axe.min.js"
+PASSWORD = "Journey-passw0rd-e2e"
+
+
+def log_in(page: Page, username: str, password: str = PASSWORD) -> None:
+    """Fill the login form and land on a page other than the login page."""
+    if "/login" not in page.url:
+        page.goto("/login")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).not_to_have_url(re.compile(r"/login"))
+
+
+def log_out(page: Page) -> None:
+    """Open the account menu (through the collapsed navigation on narrow screens) and log out."""
+    toggler = page.get_by_role("button", name="Toggle navigation")
+    if toggler.is_visible():
+        toggler.click()
+    page.locator("#mainnav .dropdown-toggle").click()
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(re.compile(r"/login"))
+    expect(page.get_by_text("You are logged out.")).to_be_visible()
+
+
+def screenshot(page: Page, name: str) -> Path:
+    """Save what the user sees now as test-artifacts/e2e/<name>.png (the whole page)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def reload_until(page: Page, ready: Callable[[Page], bool], what: str, timeout: float,
+                 interval: float = 1.0) -> None:
+    """Reload ``page`` until ``ready(page)`` is true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if ready(page):
+            return
+        if time.monotonic() >= deadline:
+            screenshot(page, "timeout-" + re.sub(r"[^a-z0-9]+", "-", what.lower()).strip("-"))
+            raise AssertionError(f"waited {timeout:.0f} s for {what} on {page.url}")
+        time.sleep(interval)
+        page.reload()
+
+
+def critical_accessibility_violations(page: Page, name: str) -> list[str]:
+    """Run axe-core in ``page``; save its full findings as JSON and return the critical ones, described."""
+    page.add_script_tag(path=str(AXE_JS))
+    results = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / f"axe-{name}.json").write_text(json.dumps(results["violations"], indent=2))
+    found = []
+    for violation in results["violations"]:
+        if violation["impact"] != "critical":
+            continue
+        targets = "; ".join(" ".join(node["target"]) for node in violation["nodes"][:5])
+        found.append(f"{violation['id']}: {violation['help']} at {targets}")
+    return found

@@ -1,7 +1,115 @@
-"""Audit blueprint: compliance pages (search, retention, training, reports)."""
+"""Audit blueprint: audit trail search and export, chain verification; retention and training pages."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from flask_login import current_user
+
+from audit import search
+from audit.chain import register_actions
+from audit.forms import AuditSearchForm
+from audit.verification_runs import AcknowledgeError, acknowledge_failure, last_verification, run_verification
+from core.auth.forms import ConfirmForm
+from core.auth.permissions import Permission, require_permission
+from core.extensions import db
+from core.timeutil import utcnow
 
 bp = Blueprint("audit", __name__)
+
+register_actions({
+    "audit.search": "Audit trail searched",
+    "audit.export": "Audit trail exported",
+    "audit.verify_acknowledged": "Broken audit chain acknowledged",
+})
+
+
+def _filter_from(form: AuditSearchForm) -> search.AuditFilter:
+    """Plain filter values from a validated search form."""
+    return search.AuditFilter(
+        date_from=form.date_from.data, date_to=form.date_to.data,
+        username=(form.username.data or "").strip(), action=form.action.data or "",
+        object_type=(form.object_type.data or "").strip(), object_id=(form.object_id.data or "").strip(),
+        outcome=form.outcome.data or "", client_address=(form.client_address.data or "").strip(),
+        words=(form.q.data or "").strip())
+
+
+def _cursor(name: str) -> int | None:
+    """A positive integer paging cursor from the query string, or None."""
+    value = request.args.get(name, "")
+    return int(value) if value.isdigit() else None
+
+
+@bp.route("/audit")
+@require_permission(Permission.AUDIT_READ)
+def search_events():
+    """Search the trail, newest first, a page at a time; the search itself is audited."""
+    form = AuditSearchForm(request.args)
+    page = None
+    if form.validate():
+        page = search.search_events(_filter_from(form), before=_cursor("before"), after=_cursor("after"))
+        db.session.commit()
+    args = {k: v for k, v in request.args.items() if k not in {"before", "after"}}
+    return render_template("audit/event_search.html", form=form, page=page, args=args,
+                           verification=last_verification(), confirm=ConfirmForm())
+
+
+@bp.route("/audit/export.csv")
+@require_permission(Permission.AUDIT_READ)
+def export_events():
+    """Stream the filtered events as CSV; the export is audited before the first row."""
+    form = AuditSearchForm(request.args)
+    if not form.validate():
+        flash("Fix the search filters before exporting.", "danger")
+        return redirect(url_for("audit.search_events", **request.args))
+    flt = _filter_from(form)
+    search.record_export(flt)
+    db.session.commit()
+    name = f"audit-trail-{utcnow():%Y%m%d-%H%M%S}.csv"
+    return Response(stream_with_context(search.export_rows(flt)), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@bp.route("/audit/verify", methods=["POST"])
+@require_permission(Permission.AUDIT_READ)
+def verify_now():
+    """Verify the chain now and show the result."""
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+    run = run_verification("web", current_user)
+    db.session.commit()
+    if run.ok:
+        flash(f"Audit trail intact: {run.count} events verified.", "success")
+    else:
+        flash(f"Audit trail BROKEN at event #{run.first_bad_seq}: {run.problem}", "danger")
+    return redirect(url_for("audit.search_events") + "#verification")
+
+
+@bp.route("/audit/verifications/<int:run_id>/acknowledge", methods=["POST"])
+@require_permission(Permission.AUDIT_READ)
+def acknowledge_verification(run_id: int):
+    """Acknowledge a broken-chain finding; the banner goes away."""
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+    try:
+        acknowledge_failure(run_id, current_user)
+    except AcknowledgeError as error:
+        db.session.rollback()
+        flash(str(error), "danger")
+    else:
+        db.session.commit()
+        flash("Acknowledged. Investigate the break and keep the findings with your incident records.",
+              "info")
+    return redirect(url_for("audit.search_events") + "#verification")
+
+
+from audit import retention_views, training_views, wiring  # noqa: E402,F401  - routes and registrations

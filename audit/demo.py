@@ -1,0 +1,45 @@
+"""Demo data for the compliance pages: training progress with some overdue, a chain verification."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from audit import training
+from audit.training_models import TrainingAssignment, TrainingCompletion
+from audit.verification_runs import run_verification
+from core.demo import DemoContext, register_data_check, register_seeder
+from core.extensions import db
+from core.timeutil import utcnow
+
+
+def seed_compliance(ctx: DemoContext) -> None:
+    """Most people trained today, a few late, one verification of the trail (flushes)."""
+    training.ensure_assignments(audited=False)
+    today = training.local_today()
+    assignments = list(db.session.execute(
+        select(TrainingAssignment).order_by(TrainingAssignment.id)).scalars())
+    for assignment in assignments:
+        roll = ctx.rng.random()
+        if roll < 0.7:
+            db.session.add(TrainingCompletion(
+                assignment_id=assignment.id, user_id=assignment.user_id, course_id=assignment.course_id,
+                completed_on=today, score=ctx.rng.randint(78, 100), attestation=training.ATTESTATION,
+                attested_at=utcnow(), recorded_by_id=assignment.user_id, recorded_at=utcnow()))
+        elif roll < 0.85:
+            assignment.due_on = today - timedelta(days=ctx.rng.randint(3, 40))
+    db.session.flush()
+    run_verification("demo")
+    ctx.notes.append("Compliance: training assigned (some overdue), audit trail verified.")
+
+
+def _training_records() -> int:
+    """Real training completions present."""
+    return db.session.execute(select(func.count()).select_from(TrainingCompletion)).scalar_one()
+
+
+def register() -> None:
+    """Hook the seeder and data check into `pacsdesk demo`."""
+    register_seeder(80, "compliance", seed_compliance)
+    register_data_check("training completions", _training_records)

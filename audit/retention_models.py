@@ -1,0 +1,93 @@
+"""Retention policies, legal holds and the record of each retention run."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.extensions import db
+from core.timeutil import UTCDateTime, utcnow
+
+
+class RetentionPolicy(db.Model):
+    """How long one record class is kept, counted from which date."""
+
+    __tablename__ = "retention_policy"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    record_class: Mapped[str] = mapped_column(String(40), unique=True)
+    years: Mapped[int] = mapped_column(Integer, default=0)
+    months: Mapped[int] = mapped_column(Integer, default=0)
+    days: Mapped[int] = mapped_column(Integer, default=0)
+    anchor: Mapped[str] = mapped_column(String(20))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
+
+    @property
+    def period_text(self) -> str:
+        """The period as people say it: "6 years 3 months"."""
+        parts = [f"{n} {unit}{'' if n == 1 else 's'}"
+                 for n, unit in ((self.years, "year"), (self.months, "month"), (self.days, "day")) if n]
+        return " ".join(parts) or "0 days"
+
+
+class LegalHold(db.Model):
+    """A hold that suspends destruction of what its scope covers until it is released."""
+
+    __tablename__ = "legal_hold"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reason: Mapped[str] = mapped_column(Text)
+    placed_by_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"))
+    placed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    record_class: Mapped[str | None] = mapped_column(String(40))
+    object_type: Mapped[str | None] = mapped_column(String(20))
+    object_key: Mapped[str | None] = mapped_column(String(120))
+    start: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    end: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    released_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
+    release_reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_legal_hold_released_at", "released_at"),)
+
+
+class RunStatus(StrEnum):
+    """Where a retention run is."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    ABANDONED = "abandoned"
+
+
+class RetentionRun(db.Model):
+    """One retention run: who started it, the policies in force, what went, and a digest of it."""
+
+    __tablename__ = "retention_run"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), default=RunStatus.RUNNING.value)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    started_by: Mapped[str] = mapped_column(String(64))          # username, or "scheduler"
+    started_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
+    policies: Mapped[str] = mapped_column(Text, default="{}")     # JSON: class -> policy in force
+    counts: Mapped[str] = mapped_column(Text, default="{}")       # JSON: class -> records destroyed
+    held_counts: Mapped[str] = mapped_column(Text, default="{}")  # JSON: class -> kept by holds
+    class_digests: Mapped[str] = mapped_column(Text, default="{}")  # JSON: class -> SHA-256
+    digest: Mapped[str | None] = mapped_column(String(64))
+    total: Mapped[int] = mapped_column(BigInteger, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        # At most one running run across every replica: the database refuses a second.
+        Index("uq_retention_run_one_running", "status", unique=True,
+              sqlite_where=text("status = 'running'"), postgresql_where=text("status = 'running'")),
+        Index("ix_retention_run_started_at", "started_at"),
+    )

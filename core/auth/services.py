@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -20,6 +21,15 @@ LOCKOUT_THRESHOLD = 5
 LOCKOUT_WINDOW = timedelta(minutes=15)
 LOCKOUT_DURATION = timedelta(minutes=15)
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+
+# Functions run after an account is created, in the same transaction (e.g. training assignments).
+_user_created_hooks: list[Callable[[User], None]] = []
+
+
+def register_user_created_hook(hook: Callable[[User], None]) -> None:
+    """Let a domain act on every new account (it only flushes)."""
+    if hook not in _user_created_hooks:
+        _user_created_hooks.append(hook)
 
 
 class AccountError(ValueError):
@@ -91,6 +101,8 @@ def create_user(new: NewUser, actor: User | None = None) -> User:
         details={"username": username, "role": user.role, "department": user.department},
         **_actor(actor),
     )
+    for hook in _user_created_hooks:
+        hook(user)
     return user
 
 

@@ -1,7 +1,307 @@
-"""Helpdesk blueprint."""
+"""Help desk pages: filing, the requester's list, the technicians' queue, the ticket page."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import csv
+import io
+from typing import Any
+
+from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import select
+
+from core.auth.forms import ConfirmForm
+from core.auth.models import Role, User
+from core.auth.permissions import Permission, has_permission, require_permission
+from core.extensions import db
+from core.pagination import paginate
+from core.timeutil import format_local, utcnow
+from helpdesk import configuration, queries, services
+from helpdesk.attachments import Upload
+from helpdesk.forms import ReplyForm, TicketForm, TicketUpdateForm
+from helpdesk.models import Priority, Ticket, TicketAttachment, TicketChange, TicketComment, parse_number
+from helpdesk.sla import describe_remaining, sla_state
 
 bp = Blueprint("helpdesk", __name__)
+
+EXPORT_LIMIT = 50000
+
+
+def _ticket_or_404(number: str) -> Ticket:
+    """The ticket with ``number`` if the current user may see it; 404 otherwise (even if it exists)."""
+    ticket_id = parse_number(number)
+    ticket = db.session.get(Ticket, ticket_id) if ticket_id is not None else None
+    if ticket is None or not services.can_see(current_user, ticket):
+        abort(404)
+    return ticket
+
+
+def _uploads(field: str = "attachments") -> list[Upload]:
+    """The files posted in ``field``."""
+    return [Upload(f.filename or "", f.read()) for f in request.files.getlist(field)]
+
+
+def asset_url(ticket: Ticket) -> str | None:
+    """Link to the ticket's asset in the inventory, when the inventory serves asset pages."""
+    if ticket.asset is None or "inventory.asset_detail" not in current_app.view_functions:
+        return None
+    return url_for("inventory.asset_detail", tag=ticket.asset.asset_tag)
+
+
+def _technicians() -> list[User]:
+    """Active accounts that can be assigned tickets."""
+    return list(db.session.execute(
+        select(User).where(User.role.in_([Role.TECHNICIAN.value, Role.ADMIN.value]),
+                           User.is_disabled.is_(False)).order_by(User.username)
+    ).scalars())
+
+
+def _category_choices(include_id: int | None = None) -> list[tuple[int, str]]:
+    """Active categories (plus the ticket's current one, even if retired)."""
+    return [(c.id, c.label) for c in configuration.list_categories()
+            if c.is_active or c.id == include_id]
+
+
+@bp.route("/tickets/new", methods=["GET", "POST"])
+@require_permission(Permission.TICKET_FILE)
+def ticket_new():
+    """File a ticket."""
+    form = TicketForm()
+    form.category_id.choices = _category_choices()
+    if not has_permission(current_user, Permission.TICKET_WORK):
+        del form.priority
+    status = 200
+    if form.validate_on_submit():
+        new = services.NewTicket(
+            title=form.title.data, description=form.description.data,
+            category_id=form.category_id.data, impact=form.impact.data, urgency=form.urgency.data,
+            location=form.location.data or "", callback_phone=form.callback_phone.data or "",
+            accession_number=form.accession_number.data or "", patient_id=form.patient_id.data or "",
+            study_instance_uid=form.study_instance_uid.data or "", asset_tag=form.asset_tag.data or "",
+            priority=form.priority.data if "priority" in form else None)
+        try:
+            ticket = services.create_ticket(new, current_user, _uploads())
+        except services.TicketError as exc:
+            db.session.rollback()
+            getattr(form, exc.field or "title").errors.append(str(exc))
+        else:
+            db.session.commit()
+            flash(f"Ticket {ticket.number} filed. The PACS team has been notified.", "success")
+            return redirect(url_for("helpdesk.ticket_detail", number=ticket.number))
+    if form.is_submitted():
+        status = 400
+    return render_template("helpdesk/ticket_new.html", form=form), status
+
+
+def _list_page(template: str, requester_id: int | None, default_status: str, **extra: Any):
+    """Render a filtered, paginated ticket list."""
+    filters = queries.parse_filters(request.args, default_status)
+    query = queries.ticket_query(filters, current_user.id, requester_id=requester_id)
+    page = paginate(query, per_page=25)
+    return render_template(template, page=page, filters=filters, now=utcnow(),
+                           sla_state=sla_state, describe_remaining=describe_remaining,
+                           categories=configuration.list_categories(),
+                           status_filters=queries.STATUS_FILTERS, sla_filters=queries.SLA_FILTERS,
+                           sorts=queries.SORTS, **extra)
+
+
+@bp.route("/my/tickets")
+@require_permission(Permission.TICKET_FILE)
+def my_tickets():
+    """The tickets the current user filed."""
+    return _list_page("helpdesk/ticket_mine.html", current_user.id, "all")
+
+
+@bp.route("/tickets")
+@require_permission(Permission.TICKET_READ_ALL)
+def queue():
+    """The technicians' queue, ordered by what breaches first."""
+    return _list_page("helpdesk/ticket_queue.html", None, "active", technicians=_technicians(),
+                      priorities=list(Priority))
+
+
+def _export(requester_id: int | None, default_status: str, name: str) -> Response:
+    """CSV of the filtered list (no descriptions or patient identifiers); audited."""
+    filters = queries.parse_filters(request.args, default_status)
+    query = queries.ticket_query(filters, current_user.id, requester_id=requester_id).limit(EXPORT_LIMIT)
+    tickets = db.session.execute(query).scalars().all()
+    services.record_export(len(tickets), filters.__dict__, mine=requester_id is not None)
+    db.session.commit()
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["number", "title", "status", "priority", "category", "requester", "assignee",
+                     "created", "sla_due", "resolved", "closed"])
+    for t in tickets:
+        writer.writerow([t.number, _csv_safe(t.title), t.status, t.priority, t.category.label,
+                         t.requester.username if t.requester else "system",
+                         t.assignee.username if t.assignee else "", format_local(t.created_at),
+                         format_local(t.sla_due_at), format_local(t.resolved_at),
+                         format_local(t.closed_at)])
+    return Response(out.getvalue(), mimetype="text/csv",
+                    headers={"Content-Disposition": f"attachment; filename={name}"})
+
+
+def _csv_safe(value: str) -> str:
+    """Neutralise spreadsheet formulas in a cell."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+@bp.route("/tickets/export.csv")
+@require_permission(Permission.TICKET_READ_ALL)
+def queue_export():
+    """The queue as CSV."""
+    return _export(None, "active", "tickets.csv")
+
+
+@bp.route("/my/tickets/export.csv")
+@require_permission(Permission.TICKET_FILE)
+def my_tickets_export():
+    """The current user's own tickets as CSV."""
+    return _export(current_user.id, "all", "my-tickets.csv")
+
+
+def _render_detail(ticket: Ticket, reply_form: ReplyForm | None = None,
+                   update_form: TicketUpdateForm | None = None, status: int = 200):
+    """Render the ticket page for the current user and audit the view."""
+    staff = has_permission(current_user, Permission.TICKET_READ_ALL)
+    comments = select(TicketComment).where(TicketComment.ticket_id == ticket.id)
+    if not staff:
+        comments = comments.where(TicketComment.is_internal.is_(False))
+    comment_rows = db.session.execute(comments.order_by(TicketComment.created_at,
+                                                        TicketComment.id)).scalars().all()
+    changes = db.session.execute(
+        select(TicketChange).where(TicketChange.ticket_id == ticket.id)
+        .order_by(TicketChange.changed_at, TicketChange.id)).scalars().all()
+    attachments = [a for a in db.session.execute(
+        select(TicketAttachment).where(TicketAttachment.ticket_id == ticket.id)
+        .order_by(TicketAttachment.id)).scalars() if staff or not a.is_internal]
+    timeline = sorted([("comment", c.created_at, c) for c in comment_rows]
+                      + [("change", c.changed_at, c) for c in changes], key=lambda e: (e[1], e[0]))
+    if update_form is None and has_permission(current_user, Permission.TICKET_WORK):
+        update_form = TicketUpdateForm(status=ticket.status if ticket.status != "new" else "open",
+                                       priority=ticket.priority, category_id=ticket.category_id,
+                                       assignee_id=ticket.assignee_id,
+                                       asset_tag=ticket.asset.asset_tag if ticket.asset else "")
+    if update_form is not None:
+        _fill_update_choices(update_form, ticket)
+    if reply_form is None and services.can_reply(current_user, ticket):
+        reply_form = ReplyForm()
+    if reply_form is not None and not has_permission(current_user, Permission.TICKET_WORK):
+        del reply_form.internal
+    services.record_ticket_view(ticket)
+    db.session.commit()
+    return render_template(
+        "helpdesk/ticket_detail.html", ticket=ticket, timeline=timeline, attachments=attachments,
+        reply_form=reply_form, update_form=update_form, action_form=ConfirmForm(), staff=staff,
+        sla=sla_state(ticket, utcnow()), describe_remaining=describe_remaining,
+        asset_url=asset_url(ticket), reopen_until=services.reopen_deadline(ticket),
+        impacts=services.IMPACTS, urgencies=services.URGENCIES,
+    ), status
+
+
+def _fill_update_choices(form: TicketUpdateForm, ticket: Ticket) -> None:
+    """Choices of the technicians' form."""
+    form.category_id.choices = _category_choices(ticket.category_id)
+    form.assignee_id.choices = [(None, "Unassigned")] + [(u.id, u.display_name) for u in _technicians()]
+
+
+@bp.route("/tickets/<number>")
+@require_permission(Permission.TICKET_FILE)
+def ticket_detail(number: str):
+    """The ticket page."""
+    return _render_detail(_ticket_or_404(number))
+
+
+@bp.route("/tickets/<number>/reply", methods=["POST"])
+@require_permission(Permission.TICKET_FILE)
+def ticket_reply(number: str):
+    """Add a reply or internal note."""
+    ticket = _ticket_or_404(number)
+    if not services.can_reply(current_user, ticket):
+        abort(403)
+    form = ReplyForm()
+    internal_allowed = has_permission(current_user, Permission.TICKET_WORK)
+    if form.validate_on_submit():
+        try:
+            services.add_reply(ticket, current_user, form.body.data,
+                               internal=bool(form.internal.data) and internal_allowed,
+                               uploads=_uploads())
+        except services.TicketError as exc:
+            db.session.rollback()
+            target = form.attachments if exc.field == "attachments" else form.body
+            target.errors = [*target.errors, str(exc)]
+        else:
+            db.session.commit()
+            flash("Internal note added." if form.internal.data and internal_allowed else "Reply sent.",
+                  "success")
+            return redirect(url_for("helpdesk.ticket_detail", number=ticket.number))
+    ticket = _ticket_or_404(number)
+    return _render_detail(ticket, reply_form=form, status=400)
+
+
+@bp.route("/tickets/<number>/update", methods=["POST"])
+@require_permission(Permission.TICKET_FILE)
+def ticket_update(number: str):
+    """Technicians change status, priority, category, assignee or asset."""
+    ticket = _ticket_or_404(number)
+    if not has_permission(current_user, Permission.TICKET_WORK):
+        abort(403)
+    form = TicketUpdateForm()
+    _fill_update_choices(form, ticket)
+    if form.validate_on_submit():
+        try:
+            changes = services.update_ticket(
+                ticket, current_user, status=form.status.data, priority=form.priority.data,
+                category_id=form.category_id.data, assignee_id=form.assignee_id.data,
+                asset_tag=form.asset_tag.data or "")
+        except services.TicketError as exc:
+            db.session.rollback()
+            field = getattr(form, exc.field or "", None) or form.status
+            field.errors = [*field.errors, str(exc)]
+        else:
+            db.session.commit()
+            flash("Ticket updated." if changes else "Nothing changed.", "success" if changes else "info")
+            return redirect(url_for("helpdesk.ticket_detail", number=ticket.number))
+    return _render_detail(_ticket_or_404(number), update_form=form, status=400)
+
+
+@bp.route("/tickets/<number>/reopen", methods=["POST"])
+@require_permission(Permission.TICKET_FILE)
+def ticket_reopen(number: str):
+    """The requester (or a technician) reopens a resolved ticket."""
+    ticket = _ticket_or_404(number)
+    if not services.can_reply(current_user, ticket):
+        abort(403)
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+    try:
+        services.reopen_ticket(ticket, current_user)
+    except services.TicketError as exc:
+        db.session.rollback()
+        flash(str(exc), "danger")
+    else:
+        db.session.commit()
+        flash(f"Ticket {ticket.number} reopened.", "success")
+    return redirect(url_for("helpdesk.ticket_detail", number=number))
+
+
+@bp.route("/tickets/<number>/attachments/<int:attachment_id>")
+@require_permission(Permission.TICKET_FILE)
+def attachment_download(number: str, attachment_id: int):
+    """Send an attachment as a download, only to those who may see it; audited."""
+    ticket = _ticket_or_404(number)
+    attachment = db.session.get(TicketAttachment, attachment_id)
+    if attachment is None or attachment.ticket_id != ticket.id:
+        abort(404)
+    if attachment.is_internal and not has_permission(current_user, Permission.TICKET_READ_ALL):
+        abort(404)
+    services.record_download(ticket, attachment)
+    db.session.commit()
+    response = Response(attachment.data, content_type=attachment.content_type)
+    response.headers["Content-Disposition"] = f'attachment; filename="{attachment.filename}"'
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response
+
+
+from helpdesk import admin_views, registrations  # noqa: E402, F401 - routes and registries

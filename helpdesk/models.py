@@ -1,0 +1,239 @@
+"""Tickets, their replies, attachments and history; categories and SLA policies."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
+from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
+
+from core.extensions import db
+from core.timeutil import UTCDateTime, utcnow
+
+NUMBER_PREFIX = "PD-"
+NUMBER_RE = re.compile(r"^PD-(\d{6,9})$")
+
+
+class TicketStatus(StrEnum):
+    """Where a ticket is in its life."""
+
+    NEW = "new"
+    OPEN = "open"
+    WAITING = "waiting"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+
+    @property
+    def label(self) -> str:
+        """Words shown to people."""
+        return {"new": "New", "open": "Open", "waiting": "Waiting on requester",
+                "resolved": "Resolved", "closed": "Closed"}[self.value]
+
+
+ACTIVE_STATUSES = (TicketStatus.NEW.value, TicketStatus.OPEN.value, TicketStatus.WAITING.value)
+DONE_STATUSES = (TicketStatus.RESOLVED.value, TicketStatus.CLOSED.value)
+
+
+class Priority(StrEnum):
+    """P1 (patient care stopped) to P4 (low)."""
+
+    P1 = "P1"
+    P2 = "P2"
+    P3 = "P3"
+    P4 = "P4"
+
+    @property
+    def label(self) -> str:
+        """Words shown to people."""
+        return {"P1": "P1 · critical, patient care stopped", "P2": "P2 · high",
+                "P3": "P3 · normal", "P4": "P4 · low"}[self.value]
+
+
+def format_number(ticket_id: int) -> str:
+    """The human ticket number for an id: 123 -> PD-000123."""
+    return f"{NUMBER_PREFIX}{ticket_id:06d}"
+
+
+def parse_number(number: str) -> int | None:
+    """The ticket id inside a human number, or None if it is not one."""
+    match = NUMBER_RE.match(number.strip().upper())
+    return int(match.group(1)) if match else None
+
+
+class Category(db.Model):
+    """What a ticket is about; ``code`` is stable, the label is editable by admins."""
+
+    __tablename__ = "ticket_category"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(40), unique=True)
+    label: Mapped[str] = mapped_column(String(120))
+    description: Mapped[str] = mapped_column(String(300), default="")
+    sort_order: Mapped[int] = mapped_column(Integer, default=100)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class SlaPolicy(db.Model):
+    """First-response and resolution targets for one priority, in minutes on a 24x7 clock."""
+
+    __tablename__ = "ticket_sla_policy"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    priority: Mapped[str] = mapped_column(String(2), unique=True)
+    response_minutes: Mapped[int] = mapped_column(Integer)
+    resolution_minutes: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class Ticket(db.Model):
+    """A request for help; ``sla_due_at`` is the next SLA deadline (None while paused or done)."""
+
+    __tablename__ = "ticket"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    category_id: Mapped[int] = mapped_column(ForeignKey("ticket_category.id"))
+    priority: Mapped[str] = mapped_column(String(2), default=Priority.P3.value)
+    status: Mapped[str] = mapped_column(String(10), default=TicketStatus.NEW.value)
+    impact: Mapped[str] = mapped_column(String(20), default="")
+    urgency: Mapped[str] = mapped_column(String(20), default="")
+    requester_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
+    asset_id: Mapped[int | None] = mapped_column(ForeignKey("asset.id"))
+    location: Mapped[str] = mapped_column(String(200), default="")
+    callback_phone: Mapped[str] = mapped_column(String(40), default="")
+    accession_number: Mapped[str] = mapped_column(String(64), default="")
+    patient_id: Mapped[str] = mapped_column(String(64), default="")
+    study_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+    dedup_key: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    first_responded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    response_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    resolution_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    sla_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    waiting_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    paused_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    category = relationship("Category", lazy="joined", innerjoin=True)
+    requester = relationship("User", foreign_keys=[requester_id])
+    assignee = relationship("User", foreign_keys=[assignee_id])
+    asset = relationship("Asset")
+
+    __table_args__ = (
+        Index("ix_ticket_status_sla_due", "status", "sla_due_at"),
+        Index("ix_ticket_status_created", "status", "created_at"),
+        Index("ix_ticket_status_resolved", "status", "resolved_at"),
+        Index("ix_ticket_sla_due", "sla_due_at"),
+        Index("ix_ticket_created", "created_at"),
+        Index("ix_ticket_requester_created", "requester_id", "created_at"),
+        Index("ix_ticket_assignee_status", "assignee_id", "status"),
+        Index("ix_ticket_asset", "asset_id"),
+        Index("ix_ticket_category", "category_id"),
+        Index("ix_ticket_dedup_key", "dedup_key"),
+        Index("ix_ticket_closed", "closed_at"),
+    )
+
+    @property
+    def number(self) -> str:
+        """Human number used in URLs and messages, e.g. PD-000123."""
+        return format_number(self.id)
+
+    @property
+    def status_enum(self) -> TicketStatus:
+        """The status as a TicketStatus."""
+        return TicketStatus(self.status)
+
+    @property
+    def is_active(self) -> bool:
+        """Whether work on the ticket is still ongoing."""
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def has_phi(self) -> bool:
+        """Whether the ticket carries imaging identifiers (PHI)."""
+        return bool(self.accession_number or self.patient_id or self.study_instance_uid)
+
+    def phi_identifiers(self) -> dict[str, str]:
+        """The imaging identifiers present on the ticket."""
+        values = {"accession_number": self.accession_number, "patient_id": self.patient_id,
+                  "study_instance_uid": self.study_instance_uid}
+        return {k: v for k, v in values.items() if v}
+
+
+class TicketComment(db.Model):
+    """A public reply or an internal note (never shown to requesters)."""
+
+    __tablename__ = "ticket_comment"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"))
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
+    is_internal: Mapped[bool] = mapped_column(Boolean, default=False)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    author = relationship("User")
+    attachments = relationship("TicketAttachment", back_populates="comment",
+                               order_by="TicketAttachment.id")
+
+    __table_args__ = (Index("ix_ticket_comment_ticket", "ticket_id", "created_at"),)
+
+
+class TicketAttachment(db.Model):
+    """A file kept in the database so every replica can serve it; ``data`` loads on demand."""
+
+    __tablename__ = "ticket_attachment"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"))
+    comment_id: Mapped[int | None] = mapped_column(ForeignKey("ticket_comment.id"))
+    filename: Mapped[str] = mapped_column(String(120))
+    content_type: Mapped[str] = mapped_column(String(80))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = deferred(mapped_column(LargeBinary))
+    uploaded_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    comment = relationship("TicketComment", back_populates="attachments")
+    uploaded_by = relationship("User")
+
+    __table_args__ = (Index("ix_ticket_attachment_ticket", "ticket_id"),)
+
+    @property
+    def is_internal(self) -> bool:
+        """Attachments of internal notes are internal too."""
+        return self.comment is not None and self.comment.is_internal
+
+
+class TicketChange(db.Model):
+    """One change to a ticket: who, when, which field, old and new value."""
+
+    __tablename__ = "ticket_change"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
+    field: Mapped[str] = mapped_column(String(40))
+    old_value: Mapped[str | None] = mapped_column(Text)
+    new_value: Mapped[str | None] = mapped_column(Text)
+
+    user = relationship("User")
+
+    __table_args__ = (Index("ix_ticket_change_ticket", "ticket_id", "changed_at"),)
+

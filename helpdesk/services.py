@@ -1,0 +1,467 @@
+"""Ticket operations: each validates, writes history and its audit event, and only flushes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select
+
+from audit import record, register_actions
+from core.auth.models import User
+from core.auth.permissions import Permission, has_permission
+from core.extensions import db
+from core.timeutil import utcnow
+from helpdesk import notifications, sla
+from helpdesk.attachments import AttachmentError, CheckedFile, Upload, check_uploads
+from helpdesk.models import (
+    ACTIVE_STATUSES,
+    Category,
+    Priority,
+    Ticket,
+    TicketAttachment,
+    TicketChange,
+    TicketComment,
+    TicketStatus,
+)
+
+register_actions({
+    "ticket.create": "Ticket filed",
+    "ticket.view": "Ticket viewed",
+    "ticket.update": "Ticket changed",
+    "ticket.comment": "Reply or internal note added to a ticket",
+    "ticket.export": "Ticket list exported",
+    "attachment.upload": "Attachment uploaded",
+    "attachment.download": "Attachment downloaded",
+    "helpdesk.category_changed": "Help desk category added or changed",
+    "helpdesk.sla_changed": "Help desk service levels changed",
+})
+
+TITLE_MAX = 200
+DESCRIPTION_MAX = 20000
+REPLY_MAX = 20000
+
+IMPACTS = {
+    "care_stopped": "Patient care is stopped",
+    "many": "Several people or a whole area are affected",
+    "one": "One person or one workstation is affected",
+    "minor": "Minor: a question or an inconvenience",
+}
+URGENCIES = {
+    "now": "It cannot wait: needed right now",
+    "hours": "Needed within a few hours",
+    "today": "Needed today",
+    "later": "It can wait a few days",
+}
+
+
+class TicketError(ValueError):
+    """A ticket operation was refused; ``field`` names the form field at fault."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def suggested_priority(impact: str, urgency: str) -> str:
+    """Initial priority from the requester's impact and urgency (technicians can change it)."""
+    score = list(IMPACTS).index(impact) + list(URGENCIES).index(urgency)
+    return ("P1", "P2", "P2", "P3", "P3", "P4", "P4")[score]
+
+
+def can_see(user: Any, ticket: Ticket) -> bool:
+    """Staff who read all tickets see every ticket; others only those they filed."""
+    return has_permission(user, Permission.TICKET_READ_ALL) or (
+        ticket.requester_id is not None and ticket.requester_id == getattr(user, "id", None))
+
+
+def can_reply(user: Any, ticket: Ticket) -> bool:
+    """Technicians reply to any ticket; anyone else only to tickets they filed."""
+    return has_permission(user, Permission.TICKET_WORK) or (
+        ticket.requester_id is not None and ticket.requester_id == getattr(user, "id", None))
+
+
+def _text(value: str | None, label: str, field: str, maximum: int, required: bool = False) -> str:
+    """Strip ``value``; check presence and length."""
+    value = (value or "").replace("\x00", "").strip()
+    if required and not value:
+        raise TicketError(f"{label}: this field is required.", field)
+    if len(value) > maximum:
+        raise TicketError(f"{label}: at most {maximum} characters (this has {len(value)}).", field)
+    return value
+
+
+def _category(category_id: int | None) -> Category:
+    """An active category or a TicketError."""
+    category = db.session.get(Category, category_id) if category_id is not None else None
+    if category is None or not category.is_active:
+        raise TicketError("Category: choose one of the listed categories.", "category_id")
+    return category
+
+
+def find_asset(tag: str) -> Any:
+    """The inventory asset with ``tag`` (looked up through the mapper, no import), or None."""
+    asset_class = Ticket.asset.property.mapper.class_
+    return db.session.execute(
+        select(asset_class).where(asset_class.asset_tag == tag.strip())
+    ).scalar_one_or_none()
+
+
+def _asset_id(tag: str | None) -> int | None:
+    """The id of the asset tagged ``tag`` (None for an empty tag) or a TicketError."""
+    if not tag or not tag.strip():
+        return None
+    asset = find_asset(tag)
+    if asset is None:
+        raise TicketError(f"Asset: no asset has the tag {tag.strip()[:40]!r}.", "asset_tag")
+    return asset.id
+
+
+def _history(ticket: Ticket, actor: User | None, field: str, old: Any, new: Any, at: datetime) -> None:
+    """Add one line to the ticket's history timeline."""
+    db.session.add(TicketChange(ticket_id=ticket.id, changed_at=at,
+                                user_id=actor.id if actor else None, field=field,
+                                old_value=None if old is None else str(old),
+                                new_value=None if new is None else str(new)))
+
+
+def _store_files(ticket: Ticket, files: Sequence[CheckedFile], actor: User | None,
+                 comment: TicketComment | None, at: datetime) -> None:
+    """Store checked files and audit each upload."""
+    for item in files:
+        attachment = TicketAttachment(ticket_id=ticket.id, comment_id=comment.id if comment else None,
+                                      filename=item.filename, content_type=item.content_type,
+                                      size=item.size, sha256=item.sha256, data=item.data,
+                                      uploaded_by_id=actor.id if actor else None, created_at=at)
+        db.session.add(attachment)
+        db.session.flush()
+        record("attachment.upload", object_type="ticket", object_id=ticket.number, user=actor,
+               details={"attachment_id": attachment.id, "filename": item.filename,
+                        "size": item.size, "sha256": item.sha256,
+                        "internal": bool(comment and comment.is_internal)})
+
+
+def _checked(uploads: Sequence[Upload]) -> list[CheckedFile]:
+    """Check uploads, turning a refusal into a TicketError on the attachments field."""
+    try:
+        return check_uploads(list(uploads))
+    except AttachmentError as exc:
+        raise TicketError(f"Attachments: {exc}", "attachments") from None
+
+
+@dataclass(frozen=True)
+class NewTicket:
+    """What a person states when filing a ticket."""
+
+    title: str
+    description: str
+    category_id: int | None
+    impact: str
+    urgency: str
+    location: str = ""
+    callback_phone: str = ""
+    accession_number: str = ""
+    patient_id: str = ""
+    study_instance_uid: str = ""
+    asset_tag: str = ""
+    priority: str | None = None       # technicians only
+
+
+def _identifiers(new: NewTicket) -> dict[str, str]:
+    """Check the optional imaging identifiers."""
+    values = {
+        "accession_number": _text(new.accession_number, "Accession number", "accession_number", 64),
+        "patient_id": _text(new.patient_id, "Patient ID", "patient_id", 64),
+        "study_instance_uid": _text(new.study_instance_uid, "Study instance UID",
+                                    "study_instance_uid", 64),
+    }
+    uid = values["study_instance_uid"]
+    if uid and (not all(c.isdigit() or c == "." for c in uid) or ".." in uid
+                or uid.startswith(".") or uid.endswith(".")):
+        raise TicketError("Study instance UID: digits separated by dots, e.g. 1.2.840.113619.2.55.3",
+                          "study_instance_uid")
+    return values
+
+
+def create_ticket(new: NewTicket, requester: User, uploads: Sequence[Upload] = ()) -> Ticket:
+    """File a ticket for ``requester`` with its attachments; audited as ticket.create."""
+    title = _text(new.title, "Title", "title", TITLE_MAX, required=True)
+    description = _text(new.description, "Description", "description", DESCRIPTION_MAX, required=True)
+    category = _category(new.category_id)
+    if new.impact not in IMPACTS:
+        raise TicketError("Impact: choose one of the listed answers.", "impact")
+    if new.urgency not in URGENCIES:
+        raise TicketError("Urgency: choose one of the listed answers.", "urgency")
+    priority = suggested_priority(new.impact, new.urgency)
+    if new.priority and has_permission(requester, Permission.TICKET_WORK):
+        if new.priority not in set(Priority):
+            raise TicketError("Priority: choose P1, P2, P3 or P4.", "priority")
+        priority = new.priority
+    identifiers = _identifiers(new)
+    asset_id = _asset_id(new.asset_tag)
+    files = _checked(uploads)
+    now = utcnow()
+    ticket = Ticket(title=title, description=description, category_id=category.id,
+                    priority=priority, status=TicketStatus.NEW.value, impact=new.impact,
+                    urgency=new.urgency, requester_id=requester.id, asset_id=asset_id,
+                    location=_text(new.location, "Location", "location", 200),
+                    callback_phone=_text(new.callback_phone, "Call-back phone", "callback_phone", 40),
+                    created_at=now, updated_at=now, **identifiers)
+    db.session.add(ticket)
+    db.session.flush()
+    sla.apply_sla(ticket)
+    record("ticket.create", object_type="ticket", object_id=ticket.number, user=requester,
+           details={"title": title, "category": category.code, "priority": priority,
+                    "attachments": len(files), **ticket.phi_identifiers()})
+    _store_files(ticket, files, requester, None, now)
+    db.session.flush()
+    notifications.queue_signal(db.session(), notifications.ticket_created,
+                               ticket_id=ticket.id, number=ticket.number, system=False)
+    return ticket
+
+
+_UNSET: Any = object()
+
+ALLOWED_TARGETS = (TicketStatus.OPEN.value, TicketStatus.WAITING.value,
+                   TicketStatus.RESOLVED.value, TicketStatus.CLOSED.value)
+
+
+def _assignee(user_id: int | None) -> User | None:
+    """A technician who can work tickets, or a TicketError."""
+    if user_id is None:
+        return None
+    user = db.session.get(User, user_id)
+    if user is None or user.is_disabled or not has_permission(user, Permission.TICKET_WORK):
+        raise TicketError("Assignee: choose a technician from the list.", "assignee_id")
+    return user
+
+
+def _set_status(ticket: Ticket, new: str, actor: User | None, now: datetime,
+                changes: dict[str, list[Any]]) -> None:
+    """Move the ticket to ``new``, keeping the SLA clock and the resolution dates right."""
+    old = ticket.status
+    if new == old:
+        return
+    ticket.status = new
+    sla.on_status_change(ticket, old, new, now)
+    if new == TicketStatus.RESOLVED.value:
+        ticket.resolved_at = now
+    elif new in (TicketStatus.OPEN.value, TicketStatus.NEW.value, TicketStatus.WAITING.value):
+        ticket.resolved_at = None
+    if new == TicketStatus.CLOSED.value:
+        ticket.closed_at = now
+    _history(ticket, actor, "status", old, new, now)
+    changes["status"] = [old, new]
+    notifications.queue_signal(db.session(), notifications.status_changed, ticket_id=ticket.id,
+                               number=ticket.number, old=old, new=new)
+
+
+def update_ticket(ticket: Ticket, actor: User, *, status: str | None = None,
+                  priority: str | None = None, category_id: int | None = None,
+                  assignee_id: Any = _UNSET, asset_tag: str | None = None) -> dict[str, list[Any]]:
+    """Technicians change status, priority, category, assignee or asset; returns what changed."""
+    if ticket.status == TicketStatus.CLOSED.value:
+        raise TicketError("This ticket is closed and can no longer change; file a new one.")
+    now = utcnow()
+    changes: dict[str, list[Any]] = {}
+    if priority is not None and priority != ticket.priority:
+        if priority not in set(Priority):
+            raise TicketError("Priority: choose P1, P2, P3 or P4.", "priority")
+        _history(ticket, actor, "priority", ticket.priority, priority, now)
+        changes["priority"] = [ticket.priority, priority]
+        ticket.priority = priority
+        sla.apply_sla(ticket)
+    if category_id is not None and category_id != ticket.category_id:
+        category = _category(category_id)
+        _history(ticket, actor, "category", ticket.category.label, category.label, now)
+        changes["category"] = [ticket.category.code, category.code]
+        ticket.category_id = category.id
+        ticket.category = category
+    if assignee_id is not _UNSET and assignee_id != ticket.assignee_id:
+        user = _assignee(assignee_id)
+        old_name = ticket.assignee.username if ticket.assignee else None
+        _history(ticket, actor, "assignee", old_name, user.username if user else None, now)
+        changes["assignee"] = [old_name, user.username if user else None]
+        ticket.assignee_id = user.id if user else None
+        ticket.assignee = user
+    if asset_tag is not None:
+        asset_id = _asset_id(asset_tag)
+        if asset_id != ticket.asset_id:
+            old_tag = ticket.asset.asset_tag if ticket.asset else None
+            _history(ticket, actor, "asset", old_tag, asset_tag.strip() or None, now)
+            changes["asset"] = [old_tag, asset_tag.strip() or None]
+            ticket.asset_id = asset_id
+    if status is not None and status != ticket.status:
+        if status not in ALLOWED_TARGETS:
+            raise TicketError("Status: choose open, waiting on requester, resolved or closed.", "status")
+        _set_status(ticket, status, actor, now, changes)
+    if changes:
+        ticket.updated_at = now
+        record("ticket.update", object_type="ticket", object_id=ticket.number, user=actor,
+               details={"changes": changes})
+        db.session.flush()
+    return changes
+
+
+def add_reply(ticket: Ticket, author: User, body: str, internal: bool = False,
+              uploads: Sequence[Upload] = ()) -> TicketComment:
+    """Add a public reply or internal note with attachments; audited as ticket.comment."""
+    if internal and not has_permission(author, Permission.TICKET_WORK):
+        raise TicketError("Only the PACS team writes internal notes.", "internal")
+    if ticket.status == TicketStatus.CLOSED.value:
+        raise TicketError("This ticket is closed; file a new ticket to continue.", "body")
+    body = _text(body, "Reply", "body", REPLY_MAX, required=True)
+    files = _checked(uploads)
+    now = utcnow()
+    comment = TicketComment(ticket_id=ticket.id, author_id=author.id, is_internal=internal,
+                            body=body, created_at=now)
+    db.session.add(comment)
+    db.session.flush()
+    changes: dict[str, list[Any]] = {}
+    is_staff = has_permission(author, Permission.TICKET_WORK)
+    if is_staff and not internal and author.id != ticket.requester_id:
+        sla.on_first_response(ticket, now)
+        if ticket.status == TicketStatus.NEW.value:
+            _set_status(ticket, TicketStatus.OPEN.value, author, now, changes)
+    elif author.id == ticket.requester_id and ticket.status == TicketStatus.WAITING.value:
+        _set_status(ticket, TicketStatus.OPEN.value, author, now, changes)
+    ticket.updated_at = now
+    record("ticket.comment", object_type="ticket", object_id=ticket.number, user=author,
+           details={"comment_id": comment.id, "internal": internal, "attachments": len(files)})
+    if changes:
+        record("ticket.update", object_type="ticket", object_id=ticket.number, user=author,
+               details={"changes": changes})
+    _store_files(ticket, files, author, comment, now)
+    db.session.flush()
+    notifications.queue_signal(db.session(), notifications.ticket_replied, ticket_id=ticket.id,
+                               number=ticket.number, comment_id=comment.id, internal=internal)
+    return comment
+
+
+def reopen_deadline(ticket: Ticket) -> datetime | None:
+    """Until when the requester may reopen a resolved ticket."""
+    if ticket.status != TicketStatus.RESOLVED.value or ticket.resolved_at is None:
+        return None
+    return ticket.resolved_at + timedelta(days=current_app.config["PACSDESK_AUTOCLOSE_DAYS"])
+
+
+def reopen_ticket(ticket: Ticket, actor: User) -> None:
+    """Reopen a resolved ticket within the auto-close window; audited as ticket.update."""
+    deadline = reopen_deadline(ticket)
+    if deadline is None:
+        raise TicketError("Only a resolved ticket can be reopened.")
+    if utcnow() > deadline and not has_permission(actor, Permission.TICKET_WORK):
+        raise TicketError("The time to reopen this ticket has passed; file a new ticket.")
+    changes: dict[str, list[Any]] = {}
+    now = utcnow()
+    _set_status(ticket, TicketStatus.OPEN.value, actor, now, changes)
+    ticket.updated_at = now
+    record("ticket.update", object_type="ticket", object_id=ticket.number, user=actor,
+           details={"changes": changes, "reopened": True})
+    db.session.flush()
+
+
+def autoclose_resolved(now: datetime | None = None) -> list[str]:
+    """Close tickets resolved longer ago than the auto-close window; returns their numbers."""
+    now = now or utcnow()
+    cutoff = now - timedelta(days=current_app.config["PACSDESK_AUTOCLOSE_DAYS"])
+    tickets = db.session.execute(
+        select(Ticket).where(Ticket.status == TicketStatus.RESOLVED.value,
+                             Ticket.resolved_at <= cutoff).order_by(Ticket.id)
+    ).scalars().all()
+    for ticket in tickets:
+        changes: dict[str, list[Any]] = {}
+        _set_status(ticket, TicketStatus.CLOSED.value, None, now, changes)
+        ticket.updated_at = now
+        record("ticket.update", object_type="ticket", object_id=ticket.number, user=None,
+               client_address=None, details={"changes": changes, "autoclosed": True})
+    db.session.flush()
+    return [t.number for t in tickets]
+
+
+def record_ticket_view(ticket: Ticket) -> None:
+    """Audit that the current user opened the ticket page (a PHI read when identifiers exist)."""
+    record("ticket.view", object_type="ticket", object_id=ticket.number,
+           details=ticket.phi_identifiers())
+
+
+def record_download(ticket: Ticket, attachment: TicketAttachment) -> None:
+    """Audit an attachment download."""
+    record("attachment.download", object_type="ticket", object_id=ticket.number,
+           details={"attachment_id": attachment.id, "filename": attachment.filename,
+                    **ticket.phi_identifiers()})
+
+
+def record_export(count: int, filters: dict[str, Any], mine: bool) -> None:
+    """Audit a CSV export of a ticket list."""
+    record("ticket.export", object_type="ticket", details={"count": count, "filters": filters,
+                                                           "own_tickets_only": mine})
+
+
+def find_open_system_ticket(dedup_key: str) -> Ticket | None:
+    """The unresolved ticket opened for ``dedup_key``, if any."""
+    return db.session.execute(
+        select(Ticket).where(Ticket.dedup_key == dedup_key, Ticket.status.in_(ACTIVE_STATUSES))
+        .order_by(Ticket.id.desc()).limit(1)
+    ).scalar_one_or_none()
+
+
+def open_system_ticket(dedup_key: str, title: str, description: str,
+                       category_code: str = "dicom_node_down", priority: str = "P2",
+                       asset_id: int | None = None) -> Ticket:
+    """Open a ticket on behalf of PACS Desk itself, unless one is already open for ``dedup_key``."""
+    existing = find_open_system_ticket(dedup_key)
+    if existing is not None:
+        return existing
+    category = db.session.execute(
+        select(Category).where(Category.code == category_code)
+    ).scalar_one_or_none()
+    if category is None:
+        raise ValueError(f"unknown ticket category code {category_code!r}")
+    if priority not in set(Priority):
+        raise ValueError(f"unknown priority {priority!r}")
+    now = utcnow()
+    ticket = Ticket(title=title[:TITLE_MAX], description=description[:DESCRIPTION_MAX],
+                    category_id=category.id, priority=priority, status=TicketStatus.NEW.value,
+                    requester_id=None, asset_id=asset_id, dedup_key=dedup_key,
+                    created_at=now, updated_at=now)
+    db.session.add(ticket)
+    db.session.flush()
+    sla.apply_sla(ticket)
+    record("ticket.create", object_type="ticket", object_id=ticket.number, user=None,
+           details={"title": ticket.title, "category": category.code, "priority": priority,
+                    "dedup_key": dedup_key, "system": True})
+    db.session.flush()
+    notifications.queue_signal(db.session(), notifications.ticket_created,
+                               ticket_id=ticket.id, number=ticket.number, system=True)
+    return ticket
+
+
+def add_system_reply(ticket: Ticket, body: str) -> None:
+    """Add a public reply written by PACS Desk itself; audited as ticket.comment."""
+    now = utcnow()
+    comment = TicketComment(ticket_id=ticket.id, author_id=None, is_internal=False,
+                            body=body[:REPLY_MAX], created_at=now)
+    db.session.add(comment)
+    db.session.flush()
+    ticket.updated_at = now
+    record("ticket.comment", object_type="ticket", object_id=ticket.number, user=None,
+           details={"comment_id": comment.id, "internal": False, "system": True})
+    notifications.queue_signal(db.session(), notifications.ticket_replied, ticket_id=ticket.id,
+                               number=ticket.number, comment_id=comment.id, internal=False)
+
+
+def resolve_system_ticket(ticket: Ticket, body: str) -> None:
+    """Reply and mark the ticket resolved, on behalf of PACS Desk; audited as ticket.update."""
+    add_system_reply(ticket, body)
+    if ticket.status in (TicketStatus.RESOLVED.value, TicketStatus.CLOSED.value):
+        return
+    now = utcnow()
+    changes: dict[str, list[Any]] = {}
+    _set_status(ticket, TicketStatus.RESOLVED.value, None, now, changes)
+    record("ticket.update", object_type="ticket", object_id=ticket.number, user=None,
+           details={"changes": changes, "system": True})
+    db.session.flush()

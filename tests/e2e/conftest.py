@@ -165,15 +165,20 @@ def create_unmigrated_tables(env: dict[str, str]) -> None:
                       stacklevel=1)
 
 
-def install_instance(instance: Path, **settings: str) -> Server:
-    """Run `pacsdesk setup` on a fresh instance and create the journeys' people."""
+def install_instance(instance: Path, name: str, **settings: str) -> Server:
+    """Run `pacsdesk setup` on a fresh instance and create the journeys' people.
+
+    The schema is migrated first and any table still without a migration is created (with a
+    warning), so `setup` then finds the full schema, as it will once every table is migrated.
+    """
     instance.mkdir(parents=True, exist_ok=True)
     env = server_env(instance, **settings)
+    run_cli(env, "db", "upgrade")
+    create_unmigrated_tables(env)
     out = run_cli(env, "setup")
     match = re.search(r"password:\s*(\S+)", out)
     assert match, f"setup printed no administrator password:\n{out}"
-    create_unmigrated_tables(env)
-    server = Server(url="", instance=instance, env=env, log=ARTIFACTS / f"{instance.name}.log",
+    server = Server(url="", instance=instance, env=env, log=ARTIFACTS / f"server-{name}.log",
                     admin_password=match.group(1))
     for username, role, full_name, department in PEOPLE:
         run_cli(env, "users", "create", username, "--role", role, "--full-name", full_name,
@@ -227,7 +232,7 @@ def _fresh_artifacts() -> None:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The app served by gunicorn with its scheduler sweeping DICOM nodes every 10 seconds."""
     installed = install_instance(
-        tmp_path_factory.mktemp("e2e") / "instance",
+        tmp_path_factory.mktemp("e2e") / "instance", "main",
         PACSDESK_VERIFY_INTERVAL="10",
         PACSDESK_VERIFY_TIMEOUT="2",
         PACSDESK_DOWN_AFTER_FAILURES="1",
@@ -239,7 +244,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def idle_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A second served instance that logs users off after one idle minute (no scheduler)."""
-    installed = install_instance(tmp_path_factory.mktemp("e2e-idle") / "instance",
+    installed = install_instance(tmp_path_factory.mktemp("e2e-idle") / "instance", "idle",
                                  PACSDESK_SESSION_IDLE_MINUTES="1")
     with serving(installed, "--no-scheduler") as running:
         yield running

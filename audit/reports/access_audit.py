@@ -1,0 +1,311 @@
+"""The access-audit report: totals, top users, exceptions, appendix and the chain check.
+
+Every figure is aggregated in SQL (GROUP BY); Python only reshapes the few result rows.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from audit.chain import ACTIONS, verify_chain
+from audit.models import AuditEvent
+from audit.reports.charts import bar_chart
+from audit.reports.localtime import LocalClock
+from audit.reports.registry import (
+    EXPORT_ACTIONS,
+    PHI_RULES,
+    Progress,
+    ReportContent,
+    ReportKind,
+    ReportRequest,
+    register_report_kind,
+)
+from audit.reports.services import period_bounds, period_text
+from core.auth.models import User
+from core.auth.permissions import Permission
+from core.extensions import db
+from core.pdf import text_columns
+from core.timeutil import format_local
+
+E = AuditEvent
+LOGIN_FAILURE_ACTIONS = ("user.login_failed", "user.locked")
+SECTION_LIMIT = 300
+STAMP = "%Y-%m-%d %H:%M:%S"
+APPENDIX_COLUMNS = (("Local time", 24), ("User", 16), ("Role", 16), ("Action", 24),
+                    ("Object", 32), ("Address", 24), ("Outcome", 8), ("Details", 44))
+
+
+def _when(value: datetime | None) -> str:
+    """Local time as printed in every table."""
+    return format_local(value, STAMP)
+
+
+def _details_text(text: str | None, limit: int = 120) -> str:
+    """Event details as short key=value text."""
+    try:
+        data = json.loads(text or "{}")
+    except ValueError:
+        return (text or "")[:limit]
+    if not isinstance(data, dict):
+        return str(data)[:limit]
+    out = ", ".join(f"{k}={v}" for k, v in data.items() if v not in (None, "", [], {}))
+    return out[:limit]
+
+
+def _filters(request: ReportRequest) -> list[ColumnElement[bool]]:
+    """The period and the optional user or object narrowing."""
+    lo, hi = period_bounds(request.start, request.end)  # type: ignore[arg-type]
+    conditions = [E.occurred_at >= lo, E.occurred_at < hi]
+    if request.username:
+        conditions.append(E.username == request.username)
+    if request.object_type:
+        conditions += [E.object_type == request.object_type, E.object_id == request.object_id]
+    return conditions
+
+
+def _rows(query: Any) -> list[Any]:
+    """Run a select and return its rows."""
+    return list(db.session.execute(query))
+
+
+def _totals(where: ColumnElement[bool]) -> list[dict[str, Any]]:
+    """Events by action and outcome."""
+    found: dict[str, dict[str, Any]] = {}
+    for action, outcome, n in _rows(select(E.action, E.outcome, func.count())
+                                    .where(where).group_by(E.action, E.outcome)):
+        row = found.setdefault(action, {"action": action, "label": ACTIONS.get(action, ""),
+                                        "success": 0, "failure": 0})
+        row[outcome if outcome in ("success", "failure") else "failure"] += n
+    rows = sorted(found.values(), key=lambda r: (-(r["success"] + r["failure"]), r["action"]))
+    for row in rows:
+        row["total"] = row["success"] + row["failure"]
+    return rows
+
+
+def _top_users(where: ColumnElement[bool], outside: ColumnElement[bool]) -> list[Any]:
+    """The busiest accounts, with their failures and after-hours share."""
+    failures = func.sum(case((E.outcome == "failure", 1), else_=0))
+    after = func.sum(case((outside, 1), else_=0))
+    return _rows(
+        select(E.username, E.user_role, func.count().label("n"), failures.label("failures"),
+               after.label("after"), func.count(func.distinct(E.client_address)).label("addresses"),
+               func.max(E.occurred_at).label("last"))
+        .where(where).group_by(E.username, E.user_role)
+        .order_by(func.count().desc(), E.username).limit(20)
+    )
+
+
+def _per_day(where: ColumnElement[bool], clock: LocalClock, start: date, end: date
+             ) -> tuple[Any, int]:
+    """The events-per-day chart (per month beyond three months) and its peak."""
+    by_month = (end - start).days > 92
+    bucket = (clock.month if by_month else clock.day)(E.occurred_at).label("bucket")
+    counts: dict[tuple[str, str], int] = {}
+    for label, outcome, n in _rows(select(bucket, E.outcome, func.count())
+                                   .where(where).group_by(bucket, E.outcome)):
+        counts[(label, outcome)] = n
+    labels: list[str] = []
+    day = start
+    while day <= end:
+        key = day.strftime("%Y-%m" if by_month else "%Y-%m-%d")
+        if not labels or labels[-1] != key:
+            labels.append(key)
+        day += timedelta(days=1)
+    ok = [counts.get((k, "success"), 0) for k in labels]
+    bad = [counts.get((k, "failure"), 0) for k in labels]
+    shown = [k if by_month else k[5:] for k in labels]
+    title = "Events per month (local time)" if by_month else "Events per day (local time)"
+    chart = bar_chart(shown, [("success", ok), ("failure", bad)], title=title)
+    return chart, max((a + b for a, b in zip(ok, bad, strict=True)), default=0)
+
+
+def _failed_logins(where: ColumnElement[bool]) -> list[dict[str, Any]]:
+    """Failed logins and lockouts by user and address."""
+    grouped: dict[tuple[str, str], dict[str, Any]] = {}
+    query = (select(E.username, E.client_address, E.action, func.count(), func.min(E.occurred_at),
+                    func.max(E.occurred_at))
+             .where(where, E.action.in_(LOGIN_FAILURE_ACTIONS))
+             .group_by(E.username, E.client_address, E.action))
+    for username, address, action, n, first, last in _rows(query):
+        key = (username or "(none)", address or "")
+        row = grouped.setdefault(key, {"username": key[0], "address": key[1], "failed": 0,
+                                       "lockouts": 0, "first": first, "last": last})
+        row["failed" if action == "user.login_failed" else "lockouts"] += n
+        row["first"], row["last"] = min(row["first"], first), max(row["last"], last)
+    rows = sorted(grouped.values(), key=lambda r: (-r["lockouts"], -r["failed"], r["username"]))
+    for row in rows:
+        row["first"], row["last"] = _when(row["first"]), _when(row["last"])
+    return rows[:SECTION_LIMIT]
+
+
+def _after_hours(where: ColumnElement[bool], outside: ColumnElement[bool]
+                 ) -> tuple[list[Any], list[Any], int]:
+    """Access outside business hours: by user, and the first events themselves."""
+    by_user = _rows(select(E.username, E.user_role, func.count().label("n"),
+                           func.min(E.occurred_at).label("first"),
+                           func.max(E.occurred_at).label("last"))
+                    .where(where, outside).group_by(E.username, E.user_role)
+                    .order_by(func.count().desc(), E.username).limit(SECTION_LIMIT))
+    total = db.session.execute(select(func.count()).where(where, outside)).scalar_one()
+    events = _rows(select(E.occurred_at, E.username, E.user_role, E.action, E.object_type,
+                          E.object_id, E.client_address, E.outcome)
+                   .where(where, outside).order_by(E.occurred_at, E.seq).limit(SECTION_LIMIT))
+    return by_user, events, total
+
+
+def _disabled(where: ColumnElement[bool]) -> list[Any]:
+    """Activity of accounts that are disabled now, and how much came after disablement."""
+    later = func.sum(case((and_(User.disabled_at.is_not(None), E.occurred_at >= User.disabled_at),
+                           1), else_=0))
+    return _rows(select(User.username, User.full_name, User.disabled_at, func.count().label("n"),
+                        later.label("after_disabled"), func.min(E.occurred_at).label("first"),
+                        func.max(E.occurred_at).label("last"),
+                        func.count(func.distinct(E.action)).label("actions"))
+                 .join(User, User.id == E.user_id)
+                 .where(where, User.is_disabled.is_(True))
+                 .group_by(User.username, User.full_name, User.disabled_at)
+                 .order_by(func.count().desc()).limit(SECTION_LIMIT))
+
+
+def _disabled_events(where: ColumnElement[bool]) -> list[Any]:
+    """The events of disabled accounts themselves (first ones)."""
+    return _rows(select(E.occurred_at, E.username, E.action, E.object_type, E.object_id,
+                        E.client_address, E.outcome)
+                 .join(User, User.id == E.user_id)
+                 .where(where, User.is_disabled.is_(True))
+                 .order_by(E.occurred_at, E.seq).limit(SECTION_LIMIT))
+
+
+def _exports(where: ColumnElement[bool]) -> tuple[list[Any], int]:
+    """Searches and exports of the audit trail, reports and bulk exports, one line each."""
+    actions = sorted(EXPORT_ACTIONS)
+    total = db.session.execute(select(func.count()).where(where, E.action.in_(actions))).scalar_one()
+    rows = _rows(select(E.occurred_at, E.username, E.user_role, E.action, E.client_address,
+                        E.outcome, E.details)
+                 .where(where, E.action.in_(actions)).order_by(E.occurred_at, E.seq)
+                 .limit(SECTION_LIMIT))
+    return rows, total
+
+
+def _phi_condition() -> ColumnElement[bool] | None:
+    """Events that read patient identifiers, from the rules domains registered."""
+    rules = [rule.predicate() for rule in PHI_RULES.values()]
+    return or_(*rules) if rules else None
+
+
+def _phi(where: ColumnElement[bool]) -> tuple[list[Any], list[dict[str, Any]], int]:
+    """PHI reads by user, and by user and record (with the identifiers the event noted)."""
+    condition = _phi_condition()
+    if condition is None:
+        return [], [], 0
+    by_user = _rows(select(E.username, E.user_role, func.count().label("n"),
+                           func.count(func.distinct(E.object_id)).label("records"),
+                           func.sum(case((E.action == "attachment.download", 1), else_=0))
+                           .label("downloads"))
+                    .where(where, condition).group_by(E.username, E.user_role)
+                    .order_by(func.count().desc(), E.username).limit(SECTION_LIMIT))
+    total = db.session.execute(select(func.count()).where(where, condition)).scalar_one()
+    keys = [key for rule in PHI_RULES.values() for key in rule.identifiers]
+    records = []
+    for row in _rows(select(E.username, E.object_type, E.object_id, E.action,
+                            func.count().label("n"), func.min(E.occurred_at).label("first"),
+                            func.max(E.occurred_at).label("last"), func.max(E.details).label("details"))
+                     .where(where, condition)
+                     .group_by(E.username, E.object_type, E.object_id, E.action)
+                     .order_by(E.username, E.object_id, E.action).limit(SECTION_LIMIT)):
+        try:
+            data = json.loads(row.details or "{}")
+        except ValueError:
+            data = {}
+        identifiers = ", ".join(f"{k.replace('_', ' ')} {data[k]}" for k in keys if data.get(k))
+        records.append({"username": row.username, "object": f"{row.object_type}:{row.object_id}",
+                        "action": row.action, "n": row.n, "first": _when(row.first),
+                        "last": _when(row.last), "identifiers": identifiers})
+    return by_user, records, total
+
+
+def _appendix(where: ColumnElement[bool], limit: int) -> Any:
+    """The detail listing, oldest first, as fast preformatted text."""
+    query = (select(E.occurred_at, E.username, E.user_role, E.action, E.object_type, E.object_id,
+                    E.client_address, E.outcome, E.details)
+             .where(where).order_by(E.occurred_at, E.seq).limit(limit))
+    rows = (
+        (_when(r[0]), r[1] or "", r[2] or "", r[3], f"{r[4]}:{r[5]}" if r[4] else "", r[6] or "",
+         r[7], _details_text(r[8], 60))
+        for r in db.session.execute(query)
+    )
+    return text_columns(APPENDIX_COLUMNS, rows)
+
+
+def build_access_audit(request: ReportRequest, progress: Progress) -> ReportContent:
+    """Gather every section of the access-audit report."""
+    assert request.start is not None and request.end is not None
+    lo, hi = period_bounds(request.start, request.end)
+    dialect = db.session.get_bind().dialect.name
+    clock = LocalClock(dialect, current_app.config["PACSDESK_TIMEZONE"], lo, hi)
+    hours = current_app.config["PACSDESK_BUSINESS_HOURS"]
+    outside = clock.outside_hours(E.occurred_at, hours)
+    where = and_(*_filters(request))
+    progress(5, "Counting events")
+    total = db.session.execute(select(func.count()).where(where)).scalar_one()
+    context: dict[str, Any] = {"total": total, "business_hours": _hours_text(hours),
+                               "appendix_limit": request.appendix_limit}
+    if total:
+        context["totals"] = _totals(where)
+        context["failures"] = sum(r["failure"] for r in context["totals"])
+        progress(15, "Top users")
+        context["top_users"] = _top_users(where, outside)
+        progress(25, "Events per day")
+        context["chart"], context["peak"] = _per_day(where, clock, request.start, request.end)
+        progress(35, "Failed logins and lockouts")
+        context["failed_logins"] = _failed_logins(where)
+        progress(40, "Access outside business hours")
+        (context["after_by_user"], context["after_events"],
+         context["after_total"]) = _after_hours(where, outside)
+        progress(48, "Disabled accounts")
+        context["disabled"] = _disabled(where)
+        context["disabled_events"] = _disabled_events(where)
+        progress(52, "Searches and exports")
+        context["exports"], context["exports_total"] = _exports(where)
+        progress(56, "Reads of patient identifiers")
+        context["phi_by_user"], context["phi_records"], context["phi_total"] = _phi(where)
+        context["phi_rules"] = list(PHI_RULES)
+        progress(60, "Detail appendix")
+        context["appendix"] = _appendix(where, request.appendix_limit)
+        context["appendix_shown"] = min(total, request.appendix_limit)
+    progress(65, "Verifying the audit trail")
+    context["chain"] = verify_chain()
+    filters = []
+    if request.username:
+        filters.append(("User", request.username))
+    if request.object_type:
+        filters.append(("Object", request.object_key or ""))
+    context.update(when=_when, details_text=_details_text, export_labels=EXPORT_ACTIONS,
+                   action_labels=ACTIONS)
+    return ReportContent("access_audit.html", context, period_text(request.start, request.end),
+                         filters)
+
+
+DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def _hours_text(hours: Any) -> str:
+    """Business hours as configured, in words."""
+    days, start, end = hours
+    names = ", ".join(DAY_NAMES[d] for d in sorted(days))
+    return f"{names} {start:%H:%M}-{end:%H:%M}"
+
+
+register_report_kind(ReportKind(
+    key="access-audit", title="Access audit report",
+    description="Who did what in the period: totals, failed logins, after-hours access, "
+                "disabled accounts, reads of patient identifiers, and the trail's integrity.",
+    permission=Permission.REPORT_COMPLIANCE, build=build_access_audit, order=10,
+    accepts_user=True, accepts_object=True,
+))

@@ -1,0 +1,66 @@
+"""Report jobs: what was asked, how far the background generation got, and the PDF."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
+
+from core.extensions import db
+from core.timeutil import UTCDateTime, utcnow
+
+
+class JobStatus(StrEnum):
+    """Where a report job is."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+def new_report_id() -> str:
+    """A random, unguessable report id used in URLs and printed on the PDF."""
+    return secrets.token_urlsafe(12)
+
+
+class ReportJob(db.Model):
+    """One requested report; the PDF is kept in the database so every replica can serve it."""
+
+    __tablename__ = "report_job"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_report_id)
+    kind: Mapped[str] = mapped_column(String(40))
+    params: Mapped[str] = mapped_column(Text, default="{}")
+    status: Mapped[str] = mapped_column(String(10), default=JobStatus.QUEUED.value)
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    stage: Mapped[str] = mapped_column(String(200), default="")
+    requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    pdf: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
+    pdf_size: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    requested_by = relationship("User")
+
+    __table_args__ = (
+        Index("ix_report_job_requester_created", "requested_by_id", "created_at"),
+        Index("ix_report_job_created", "created_at"),
+    )
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """The stored parameters as a dict."""
+        return json.loads(self.params or "{}")
+
+    @property
+    def is_finished(self) -> bool:
+        """Whether the job ended (done or failed)."""
+        return self.status in (JobStatus.DONE.value, JobStatus.FAILED.value)

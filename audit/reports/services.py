@@ -1,0 +1,284 @@
+"""Report requests: validate parameters, queue a job, build the PDF in the background."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
+from typing import Any
+
+from flask import Flask, current_app
+from sqlalchemy import select, update
+
+from audit import record, register_actions
+from audit.chain import chain_head
+from audit.reports.models import JobStatus, ReportJob, new_report_id
+from audit.reports.registry import (
+    REPORT_KINDS,
+    Progress,
+    ReportContent,
+    ReportError,
+    ReportKind,
+    ReportRequest,
+    local_midnight,
+    report_kinds,
+)
+from core.auth.models import User
+from core.extensions import db
+from core.pdf import render_pdf
+from core.timeutil import format_local, local_tz, utcnow
+
+log = logging.getLogger(__name__)
+
+register_actions({
+    "report.generate": "Report generated",
+    "report.download": "Report downloaded",
+})
+
+MAX_PERIOD_YEARS = 10
+CONCURRENT_BUILDS = threading.BoundedSemaphore(2)
+
+
+def _parse_day(value: date | str | None, field: str, label: str) -> date | None:
+    """A date from the form (date) or the command line (YYYY-MM-DD text)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise ReportError(f"{label}: '{value}' is not a date; write it as YYYY-MM-DD.", field) from None
+
+
+def _years_later(day: date, years: int) -> date:
+    """The same calendar day ``years`` later (28 February for 29 February)."""
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:
+        return day.replace(year=day.year + years, day=28)
+
+
+def check_period(start: date | None, end: date | None, required: bool) -> None:
+    """Refuse a missing, reversed or over-long period, with the reason."""
+    if start is None or end is None:
+        if required:
+            missing = "date_from" if start is None else "date_to"
+            raise ReportError("This report needs a period: give both the From and To dates.", missing)
+        if start is None and end is None:
+            return
+        raise ReportError("Give both the From and To dates, or neither.",
+                          "date_from" if start is None else "date_to")
+    if end < start:
+        raise ReportError(f"The period ends ({end.isoformat()}) before it starts "
+                          f"({start.isoformat()}).", "date_to")
+    if end >= _years_later(start, MAX_PERIOD_YEARS):
+        years = (end - start).days / 365.25
+        raise ReportError(f"The period is {years:.0f} years long ({start.isoformat()} to "
+                          f"{end.isoformat()}); a report covers at most {MAX_PERIOD_YEARS} years. "
+                          "Choose a shorter period.", "date_from")
+
+
+def parse_object(text: str | None) -> tuple[str | None, str | None]:
+    """``TYPE:ID`` (ticket:PD-000123, asset:WS-0042, user:12) into its two parts."""
+    if not text or not text.strip():
+        return None, None
+    kind, sep, ident = text.strip().partition(":")
+    if not sep or not kind.strip() or not ident.strip() or len(ident) > 120 or len(kind) > 40:
+        raise ReportError(f"Object '{text.strip()[:60]}' must look like TYPE:ID, "
+                          "for example ticket:PD-000123.", "object")
+    return kind.strip().lower(), ident.strip()
+
+
+def find_kind(key: str | None) -> ReportKind:
+    """The report kind called ``key``, or a clear error listing the real ones."""
+    kind = REPORT_KINDS.get((key or "").strip())
+    if kind is None:
+        names = ", ".join(k.key for k in report_kinds())
+        raise ReportError(f"There is no report kind '{(key or '').strip()[:40]}'. "
+                          f"Choose one of: {names}.", "kind")
+    return kind
+
+
+def validate_request(kind: str | None, date_from: date | str | None, date_to: date | str | None,
+                     username: str | None = None, obj: str | None = None,
+                     run_id: int | str | None = None, requested_by: str = "command line",
+                     report_id: str | None = None) -> ReportRequest:
+    """Check every parameter and return the request, or raise ReportError naming the field."""
+    found = find_kind(kind)
+    start = _parse_day(date_from, "date_from", "From")
+    end = _parse_day(date_to, "date_to", "To")
+    check_period(start, end, found.needs_period)
+    name = (username or "").strip().lower() or None
+    if name is not None:
+        if not found.accepts_user:
+            raise ReportError(f"The {found.title.lower()} has no user filter.", "user")
+        if db.session.execute(select(User.id).where(User.username == name)).first() is None:
+            raise ReportError(f"There is no user named '{name[:64]}'.", "user")
+    object_type, object_id = parse_object(obj)
+    if object_type is not None and not found.accepts_object:
+        raise ReportError(f"The {found.title.lower()} has no object filter.", "object")
+    run: int | None = None
+    if run_id not in (None, ""):
+        if not found.needs_run:
+            raise ReportError(f"The {found.title.lower()} does not take a retention run.", "run_id")
+        try:
+            run = int(str(run_id).strip())
+        except ValueError:
+            raise ReportError(f"Retention run '{str(run_id)[:20]}' is not a number.", "run_id") from None
+    elif found.needs_run:
+        raise ReportError("This report needs the number of a retention run.", "run_id")
+    request = ReportRequest(kind=found.key, report_id=report_id or new_report_id(), start=start,
+                            end=end, username=name, object_type=object_type, object_id=object_id,
+                            run_id=run, requested_by=requested_by)
+    if found.validate is not None:
+        found.validate(request)
+    return request
+
+
+@dataclass(frozen=True)
+class ReportMeta:
+    """The shared layout's facts: who, when, which report, and the audit trail's anchor."""
+
+    organization: str
+    title: str
+    period_text: str
+    generated_at: str
+    timezone: str
+    generated_by: str
+    report_id: str
+    head_seq: int
+    head_hash: str
+    event_count: int
+    filters: list[tuple[str, str]]
+
+
+def period_text(start: date | None, end: date | None) -> str:
+    """'1 March 2026 to 31 March 2026' (local calendar days, both included)."""
+    if start is None or end is None:
+        return ""
+    return f"{start.day} {start:%B %Y} to {end.day} {end:%B %Y} (both days included)"
+
+
+def period_bounds(start: date, end: date) -> tuple[datetime, datetime]:
+    """UTC instants [start of the first local day, start of the day after the last)."""
+    tz = local_tz()
+    after = date.fromordinal(end.toordinal() + 1)
+    return (local_midnight(start, tz).astimezone(UTC), local_midnight(after, tz).astimezone(UTC))
+
+
+def build_pdf(request: ReportRequest, progress: Progress | None = None) -> bytes:
+    """Build the report's PDF; the audit chain head is read first, as of generation."""
+    step = progress or (lambda pct, stage: None)
+    kind = find_kind(request.kind)
+    head_seq, head_hash, count = chain_head()
+    content: ReportContent = kind.build(request, step)
+    meta = ReportMeta(
+        organization=current_app.config["PACSDESK_ORGANIZATION"], title=kind.title,
+        period_text=content.period_text or period_text(request.start, request.end),
+        generated_at=format_local(utcnow(), "%Y-%m-%d %H:%M:%S %Z"),
+        timezone=current_app.config["PACSDESK_TIMEZONE"], generated_by=request.requested_by,
+        report_id=request.report_id, head_seq=head_seq, head_hash=head_hash, event_count=count,
+        filters=content.filters,
+    )
+    # End the read transaction before the long layout (SQLite would keep its lock).
+    db.session.commit()
+    step(80, "Laying out the PDF")
+    return render_pdf(content.template, meta=meta, **content.context)
+
+
+def request_report(request: ReportRequest, user: User) -> ReportJob:
+    """Queue a report for ``user`` and audit the request (flushes; the caller commits)."""
+    job = ReportJob(id=request.report_id, kind=request.kind,
+                    params=json.dumps(request.params(), sort_keys=True), requested_by_id=user.id)
+    db.session.add(job)
+    db.session.flush()
+    record("report.generate", object_type="report", object_id=job.id,
+           details={"kind": request.kind, "report_id": job.id, **request.params()})
+    return job
+
+
+def record_download(job: ReportJob) -> None:
+    """Audit that the current user downloaded a report's PDF."""
+    record("report.download", object_type="report", object_id=job.id,
+           details={"kind": job.kind, "report_id": job.id, **job.parameters})
+
+
+def _request_from_job(job: ReportJob) -> ReportRequest:
+    """Rebuild the validated request a job was queued with."""
+    params = job.parameters
+    who = job.requested_by
+    return ReportRequest(
+        kind=job.kind, report_id=job.id,
+        start=date.fromisoformat(params["from"]) if params.get("from") else None,
+        end=date.fromisoformat(params["to"]) if params.get("to") else None,
+        username=params.get("user"),
+        object_type=(params.get("object") or "").partition(":")[0] or None,
+        object_id=(params.get("object") or "").partition(":")[2] or None,
+        run_id=params.get("run"),
+        requested_by=f"{who.display_name} ({who.username})" if who else "unknown",
+    )
+
+
+def _set_job(job_id: str, **values: Any) -> None:
+    """Update a job row and commit at once, so the waiting page sees it."""
+    db.session.execute(update(ReportJob).where(ReportJob.id == job_id).values(**values))
+    db.session.commit()
+
+
+def run_job(app: Flask, job_id: str) -> None:
+    """Build a queued report in its own app context (a background job: it commits)."""
+    with app.app_context(), CONCURRENT_BUILDS:
+        try:
+            job = db.session.get(ReportJob, job_id)
+            if job is None or job.status != JobStatus.QUEUED.value:
+                return
+            request = _request_from_job(job)
+            _set_job(job_id, status=JobStatus.RUNNING.value, started_at=utcnow(), progress=1,
+                     stage="Starting")
+            pdf = build_pdf(request, lambda pct, stage: _set_job(job_id, progress=pct, stage=stage))
+            _set_job(job_id, status=JobStatus.DONE.value, progress=100, stage="Ready", pdf=pdf,
+                     pdf_size=len(pdf), finished_at=utcnow())
+        except ReportError as exc:
+            db.session.rollback()
+            _set_job(job_id, status=JobStatus.FAILED.value, error=str(exc), finished_at=utcnow())
+        except Exception:
+            log.exception("report %s failed", job_id)
+            db.session.rollback()
+            _set_job(job_id, status=JobStatus.FAILED.value, finished_at=utcnow(),
+                     error="The report could not be generated. The error was logged; "
+                           "try again or contact the administrator.")
+        finally:
+            db.session.remove()
+
+
+_threads: dict[str, threading.Thread] = {}
+
+
+def launch(job_id: str, runner: Callable[[Flask, str], None] = run_job) -> threading.Thread:
+    """Start building a committed job in a background thread."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    thread = threading.Thread(target=runner, args=(app, job_id), name=f"report-{job_id}",
+                              daemon=True)
+    _threads[job_id] = thread
+    thread.start()
+    return thread
+
+
+def wait_for_reports(timeout: float = 120) -> None:
+    """Wait for the background builds started by this process (tests, shutdown)."""
+    for job_id, thread in list(_threads.items()):
+        thread.join(timeout)
+        _threads.pop(job_id, None)
+
+
+def build_from_cli(request: ReportRequest) -> bytes:
+    """Audit and build a report for the command line (commits the audit event first)."""
+    record("report.generate", object_type="report", object_id=request.report_id,
+           details={"kind": request.kind, "report_id": request.report_id, "source": "cli",
+                    **request.params()})
+    db.session.commit()
+    return build_pdf(replace(request, requested_by="command line (pacsdesk reports build)"))

@@ -181,3 +181,33 @@ def self_signed_tls(tmp_path_factory: pytest.TempPathFactory) -> SelfSignedTLS:
                                            serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return SelfSignedTLS(cert_path, key_path)
+
+
+@pytest.fixture
+def make_node(app):
+    """Insert a DICOM node that the verification checks: ``asset_id = make_node("CT-01", port)``."""
+
+    def create(tag: str, port: int, *, host: str = "127.0.0.1", ae_title: str = PEER_AET,
+               **fields) -> int:
+        from core.extensions import db
+        from inventory.models import Asset
+
+        values = {"asset_tag": tag, "name": f"Node {tag}", "kind": "dicom_node",
+                  "ip_address": host, "port": port, "ae_title": ae_title,
+                  "location": "Imaging L1"} | fields
+        with app.app_context():
+            asset = Asset(**values)
+            db.session.add(asset)
+            db.session.commit()
+            return asset.id
+
+    return create
+
+
+@pytest.fixture
+def fast_verification(app_config: dict) -> dict:
+    """Short C-ECHO timeouts and the default state thresholds, for quick tests."""
+    app_config.update({"PACSDESK_VERIFY_TIMEOUT": 1.0, "PACSDESK_DOWN_AFTER_FAILURES": 2,
+                       "PACSDESK_DEGRADED_LATENCY_MS": 1000, "PACSDESK_VERIFY_CONCURRENCY": 16,
+                       "PACSDESK_AUTO_RESOLVE": True})
+    return app_config

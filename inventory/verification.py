@@ -1,0 +1,531 @@
+"""Verification of DICOM nodes: checks, node states, sweeps, automatic tickets, summaries.
+
+The C-ECHO itself (``inventory.dicom.echo``) never touches the database: it runs in worker
+threads; results are written from the calling thread. Services flush; ``sweep`` (a scheduled
+job) and the background check after a save commit for themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import Flask, current_app, has_request_context, request
+from flask_login import current_user
+from markupsafe import Markup
+from sqlalchemy import case, func, select
+
+from audit import record, register_actions
+from core.auth.models import User
+from core.auth.permissions import Permission
+from core.extensions import db
+from core.navigation import DashboardPanel, register_dashboard_panel
+from core.timeutil import format_local, utcnow
+from helpdesk.services import (
+    add_system_reply,
+    find_open_system_ticket,
+    open_system_ticket,
+    resolve_system_ticket,
+)
+from inventory import verification_retention  # noqa: F401 - registers the retention class
+from inventory.charts import node_chart_svg
+from inventory.dicom import EchoResult, Outcome, echo
+from inventory.models import Asset, AssetKind, AssetStatus
+from inventory.verification_models import CheckTrigger, NodeCheck, NodeState, NodeStateName
+
+log = logging.getLogger(__name__)
+
+register_actions({
+    "node.verify": "DICOM node verified by C-ECHO",
+    "node.sweep": "Scheduled C-ECHO sweep of all DICOM nodes",
+    "node.down": "DICOM node went down",
+    "node.recovered": "DICOM node recovered",
+})
+
+RECENT_CHECKS = 20
+UPTIME_WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+INTERMITTENT_WINDOW = timedelta(hours=1)
+DETAIL_MAX = 1000
+INACTIVE_STATUSES = (AssetStatus.RETIRED.value, AssetStatus.DISPOSED.value)
+
+
+class VerificationError(ValueError):
+    """An asset cannot be verified (not a DICOM node, or its address is incomplete)."""
+
+
+@dataclass(frozen=True)
+class EchoTarget:
+    """What a worker thread needs to echo one node: plain values, no database objects."""
+
+    asset_id: int
+    asset_tag: str
+    host: str
+    port: int
+    ae_title: str
+    tls: bool
+
+
+def echo_target(asset: Asset) -> EchoTarget:
+    """The address to echo for ``asset``; VerificationError when it has none."""
+    if not asset.is_dicom_node:
+        raise VerificationError(f"{asset.asset_tag} is not a DICOM node")
+    missing = [name for name, value in (("host name or IP address", asset.host),
+                                        ("port", asset.port), ("AE title", asset.ae_title))
+               if not value]
+    if missing:
+        raise VerificationError(f"{asset.asset_tag} has no {' and no '.join(missing)}")
+    return EchoTarget(asset.id, asset.asset_tag, asset.host, int(asset.port or 0),
+                      asset.ae_title or "", bool(asset.tls))
+
+
+def _echo(target: EchoTarget, calling_ae: str, timeout: float) -> EchoResult:
+    """Echo one target; never raises (bad data and surprises become a classified result)."""
+    started = time.perf_counter()
+    try:
+        return echo(target.host, target.port, target.ae_title, calling_ae, timeout, tls=target.tls)
+    except ValueError as exc:
+        return EchoResult(Outcome.ECHO_FAILED, f"Cannot check this node: {exc}", 0.0)
+    except Exception as exc:  # a peer must never crash a sweep
+        log.exception("C-ECHO of %s failed unexpectedly", target.asset_tag)
+        return EchoResult(Outcome.ABORTED, f"Unexpected error during the check: {exc}",
+                          round((time.perf_counter() - started) * 1000, 1))
+
+
+def _settings() -> tuple[str, float]:
+    """Calling AE title and per-check timeout from the configuration."""
+    config = current_app.config
+    return config["PACSDESK_DICOM_AE_TITLE"], float(config["PACSDESK_VERIFY_TIMEOUT"])
+
+
+# ---------------------------------------------------------------- state machine
+
+
+def _first_failure_of_streak(asset_id: int, last_ok_at: datetime | None) -> datetime | None:
+    """When the current run of failed checks began."""
+    query = select(func.min(NodeCheck.checked_at)).where(NodeCheck.asset_id == asset_id,
+                                                         NodeCheck.outcome != Outcome.OK.value)
+    if last_ok_at is not None:
+        query = query.where(NodeCheck.checked_at > last_ok_at)
+    return db.session.execute(query).scalar_one_or_none()
+
+
+def _failed_recently(asset_id: int, now: datetime) -> bool:
+    """Whether any check of the node failed within the intermittence window."""
+    return db.session.execute(
+        select(NodeCheck.id).where(NodeCheck.asset_id == asset_id,
+                                   NodeCheck.checked_at >= now - INTERMITTENT_WINDOW,
+                                   NodeCheck.outcome != Outcome.OK.value).limit(1)
+    ).first() is not None
+
+
+@dataclass
+class _Transition:
+    """What a check did to its node's state."""
+
+    previous: str
+    current: str
+    down_since: datetime | None = None
+
+
+def _apply_check(state: NodeState, check: NodeCheck) -> _Transition:
+    """Move ``state`` according to ``check`` (down after N failures, degraded, up)."""
+    config = current_app.config
+    previous = state.state or NodeStateName.UNKNOWN.value
+    state.last_check_at = check.checked_at
+    if check.ok:
+        was_down_since = state.down_since
+        state.consecutive_failures = 0
+        state.last_ok_at = check.checked_at
+        state.down_since = None
+        slow = check.latency_ms > config["PACSDESK_DEGRADED_LATENCY_MS"]
+        intermittent = _failed_recently(state.asset_id, check.checked_at)
+        state.state = (NodeStateName.DEGRADED if slow or intermittent else NodeStateName.UP).value
+        return _Transition(previous, state.state, was_down_since)
+    state.consecutive_failures = (state.consecutive_failures or 0) + 1
+    if state.consecutive_failures >= config["PACSDESK_DOWN_AFTER_FAILURES"] \
+            or previous == NodeStateName.DOWN.value:
+        if previous != NodeStateName.DOWN.value:
+            state.down_since = _first_failure_of_streak(state.asset_id, state.last_ok_at) \
+                or check.checked_at
+        state.state = NodeStateName.DOWN.value
+    else:
+        state.state = NodeStateName.DEGRADED.value
+    return _Transition(previous, state.state, state.down_since)
+
+
+def _state_for(asset_id: int) -> NodeState:
+    """The node's state row, created (unknown) on its first check."""
+    state = db.session.get(NodeState, asset_id)
+    if state is None:
+        state = NodeState(asset_id=asset_id, state=NodeStateName.UNKNOWN.value,
+                          consecutive_failures=0)
+        db.session.add(state)
+    return state
+
+
+def record_check(asset: Asset, result: EchoResult, trigger: str, *, user: Any = None,
+                 username: str | None = None, client_address: str | None = None,
+                 audit_each: bool = True) -> NodeCheck:
+    """Store one check's result, move the node's state, open or close its ticket (flushes)."""
+    trigger = CheckTrigger(trigger).value
+    check = NodeCheck(asset_id=asset.id, checked_at=utcnow(), outcome=result.outcome.value,
+                      detail=result.detail[:DETAIL_MAX], latency_ms=result.latency_ms,
+                      trigger=trigger)
+    db.session.add(check)
+    state = _state_for(asset.id)
+    db.session.flush()
+    moved = _apply_check(state, check)
+    if moved.current == NodeStateName.DOWN.value and moved.previous != NodeStateName.DOWN.value:
+        _node_went_down(asset, state, check)
+    elif moved.previous == NodeStateName.DOWN.value and check.ok:
+        _node_recovered(asset, state, check, moved.down_since)
+    if audit_each:
+        record("node.verify", object_type="asset", object_id=asset.asset_tag, user=user,
+               username=username, client_address=client_address,
+               details={"trigger": trigger, "outcome": check.outcome,
+                        "latency_ms": check.latency_ms, "detail": check.detail,
+                        "state": state.state})
+    db.session.flush()
+    return check
+
+
+def verify_asset(asset: Asset, trigger: str) -> NodeCheck:
+    """Echo ``asset`` now, store the check and update its state (flushes, audits node.verify)."""
+    calling_ae, timeout = _settings()
+    result = _echo(echo_target(asset), calling_ae, timeout)
+    return record_check(asset, result, trigger, **_request_actor())
+
+
+def _request_actor() -> dict[str, Any]:
+    """The signed-in user and client address of the current request (empty outside one)."""
+    if not has_request_context():
+        return {}
+    user = current_user._get_current_object() if current_user.is_authenticated else None
+    return {"user": user, "client_address": request.remote_addr}
+
+
+# ---------------------------------------------------------------- automatic tickets
+
+
+def _duration(delta: timedelta) -> str:
+    """A duration in words: '2 h 05 min', '3 min 20 s'."""
+    seconds = max(int(delta.total_seconds()), 0)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h {minutes:02d} min"
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+def ticket_key(asset_id: int) -> str:
+    """De-duplication key of a node's automatic ticket."""
+    return f"node-down:{asset_id}"
+
+
+def _node_went_down(asset: Asset, state: NodeState, check: NodeCheck) -> None:
+    """Audit the outage and open its ticket (never a second while one is open)."""
+    description = (
+        f"PACS Desk could not verify DICOM node {asset.name} ({asset.asset_tag}) by C-ECHO "
+        f"{state.consecutive_failures} times in a row.\n\n"
+        f"Address: {asset.host}:{asset.port}, AE title {asset.ae_title}"
+        f"{', TLS' if asset.tls else ''}\n"
+        f"Location: {asset.location or 'not recorded'}\n"
+        f"Failing since: {format_local(state.down_since, '%Y-%m-%d %H:%M:%S %Z')}\n"
+        f"Last failure ({format_local(check.checked_at, '%Y-%m-%d %H:%M:%S %Z')}): "
+        f"{check.outcome}: {check.detail}"
+    )
+    ticket = open_system_ticket(ticket_key(asset.id), f"DICOM node down: {asset.name} "
+                                f"({asset.asset_tag})", description,
+                                category_code="dicom_node_down", priority="P2", asset_id=asset.id)
+    state.open_ticket_id = ticket.id
+    record("node.down", object_type="asset", object_id=asset.asset_tag, user=None,
+           client_address=None,
+           details={"down_since": state.down_since, "failures": state.consecutive_failures,
+                    "outcome": check.outcome, "detail": check.detail,
+                    "ticket": getattr(ticket, "number", ticket.id)})
+
+
+def _node_recovered(asset: Asset, state: NodeState, check: NodeCheck,
+                    down_since: datetime | None) -> None:
+    """Audit the recovery, reply on the outage's ticket, resolve it when configured to."""
+    downtime = check.checked_at - down_since if down_since else None
+    body = (f"{asset.name} ({asset.asset_tag}) answers C-ECHO again: recovered at "
+            f"{format_local(check.checked_at, '%Y-%m-%d %H:%M:%S %Z')}"
+            + (f" after {_duration(downtime)} of downtime (failing since "
+               f"{format_local(down_since, '%Y-%m-%d %H:%M:%S %Z')})" if downtime else "")
+            + f". {check.detail}.")
+    ticket = find_open_system_ticket(ticket_key(asset.id))
+    if ticket is not None:
+        if current_app.config["PACSDESK_AUTO_RESOLVE"]:
+            resolve_system_ticket(ticket, body)
+        else:
+            add_system_reply(ticket, body)
+    state.open_ticket_id = None
+    record("node.recovered", object_type="asset", object_id=asset.asset_tag, user=None,
+           client_address=None,
+           details={"down_since": down_since,
+                    "downtime_seconds": int(downtime.total_seconds()) if downtime else None,
+                    "ticket": getattr(ticket, "number", None)})
+
+
+# ---------------------------------------------------------------- checks after a save
+
+
+# One bounded pool per process for checks after saves: an import of many nodes queues them
+# instead of starting a thread each. Its workers are joined at exit, so a CLI import's queued
+# checks still finish.
+_background_pool: ThreadPoolExecutor | None = None
+_pending: set[Future] = set()
+_pending_lock = threading.Lock()
+
+
+def request_check(asset_id: int) -> None:
+    """Queue a check of a just-saved node in the background (call after the commit); returns at once."""
+    global _background_pool
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    actor = _request_actor()
+    user_id = actor["user"].id if actor.get("user") is not None else None
+    with _pending_lock:
+        if _background_pool is None:
+            _background_pool = ThreadPoolExecutor(
+                max_workers=int(app.config["PACSDESK_VERIFY_CONCURRENCY"]),
+                thread_name_prefix="verify-after-save")
+        future = _background_pool.submit(_background_check, app, asset_id, user_id,
+                                         actor.get("client_address"))
+        _pending.add(future)
+    future.add_done_callback(_forget)
+
+
+def _forget(future: Future) -> None:
+    """Drop a finished background check from the pending set."""
+    with _pending_lock:
+        _pending.discard(future)
+
+
+def _background_check(app: Flask, asset_id: int, user_id: int | None,
+                      client_address: str | None) -> None:
+    """Echo a just-saved node and store the result in a transaction of its own."""
+    try:
+        with app.app_context():
+            asset = db.session.get(Asset, asset_id)
+            if asset is None or not asset.is_dicom_node:
+                return
+            target = echo_target(asset)
+            db.session.rollback()  # hold no transaction (nor SQLite's lock) during the echo
+            result = _echo(target, *_settings())
+            asset = db.session.get(Asset, asset_id)
+            user = db.session.get(User, user_id) if user_id is not None else None
+            record_check(asset, result, CheckTrigger.SAVE.value, user=user,
+                         client_address=client_address)
+            db.session.commit()
+    except VerificationError as exc:
+        log.info("not verifying asset %s after save: %s", asset_id, exc)
+    except Exception:
+        log.exception("verification of asset %s after save failed", asset_id)
+
+
+def wait_for_pending_checks(timeout: float = 30.0) -> bool:
+    """Wait for queued background checks to finish; True when none is left."""
+    with _pending_lock:
+        pending = list(_pending)
+    _done, not_done = wait(pending, timeout=timeout)
+    return not not_done
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+@dataclass
+class NodeResult:
+    """One node's check within a run, for reports and the CLI."""
+
+    asset_tag: str
+    ae_title: str
+    host: str
+    port: int
+    outcome: str
+    latency_ms: float
+    detail: str
+    state: str
+
+
+@dataclass
+class SweepResult:
+    """What a run of checks found."""
+
+    started_at: datetime
+    seconds: float
+    results: list[NodeResult] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    went_down: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many checks ended in each outcome."""
+        return dict(Counter(r.outcome for r in self.results))
+
+    @property
+    def ok(self) -> int:
+        """Nodes that answered."""
+        return sum(1 for r in self.results if r.outcome == Outcome.OK.value)
+
+    @property
+    def failed(self) -> int:
+        """Nodes that did not answer."""
+        return len(self.results) - self.ok
+
+    @property
+    def all_ok(self) -> bool:
+        """Whether every checked node answered (and none was skipped)."""
+        return not self.skipped and self.failed == 0
+
+
+def verifiable_nodes() -> list[Asset]:
+    """DICOM nodes that the sweep checks: enabled and not retired or disposed."""
+    return list(db.session.execute(
+        select(Asset).where(Asset.kind == AssetKind.DICOM_NODE.value,
+                            Asset.verify_enabled.is_(True),
+                            Asset.status.not_in(INACTIVE_STATUSES))
+        .order_by(Asset.asset_tag)
+    ).scalars())
+
+
+def echo_many(targets: Sequence[EchoTarget], calling_ae: str, timeout: float,
+              concurrency: int) -> Iterable[tuple[EchoTarget, EchoResult]]:
+    """Echo ``targets`` with at most ``concurrency`` at once; yields results as they come."""
+    if not targets:
+        return
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(targets))),
+                            thread_name_prefix="echo") as pool:
+        futures = {pool.submit(_echo, target, calling_ae, timeout): target for target in targets}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+def run_checks(assets: Sequence[Asset], trigger: str, *, audit_each: bool,
+               username: str | None = None) -> SweepResult:
+    """Echo ``assets`` concurrently, then write every result from this thread (commits)."""
+    started_at = utcnow()
+    clock = time.perf_counter()
+    calling_ae, timeout = _settings()
+    concurrency = int(current_app.config["PACSDESK_VERIFY_CONCURRENCY"])
+    sweep = SweepResult(started_at=started_at, seconds=0.0)
+    targets = []
+    for asset in assets:
+        try:
+            targets.append(echo_target(asset))
+        except VerificationError as exc:
+            sweep.skipped.append((asset.asset_tag, str(exc)))
+    db.session.commit()  # no transaction (nor SQLite's write lock) held while the network works
+    results = list(echo_many(targets, calling_ae, timeout, concurrency))
+    for target, result in sorted(results, key=lambda pair: pair[0].asset_tag):
+        asset = db.session.get(Asset, target.asset_id)
+        if asset is None:
+            continue
+        previous = db.session.get(NodeState, asset.id)
+        before = previous.state if previous is not None else NodeStateName.UNKNOWN.value
+        check = record_check(asset, result, trigger, audit_each=audit_each, username=username,
+                             **_request_actor())
+        state = db.session.get(NodeState, asset.id)
+        assert state is not None
+        if state.state == NodeStateName.DOWN.value and before != NodeStateName.DOWN.value:
+            sweep.went_down.append(asset.asset_tag)
+        elif before == NodeStateName.DOWN.value and check.ok:
+            sweep.recovered.append(asset.asset_tag)
+        sweep.results.append(NodeResult(target.asset_tag, target.ae_title, target.host,
+                                        target.port, check.outcome, check.latency_ms,
+                                        check.detail, state.state))
+    sweep.seconds = round(time.perf_counter() - clock, 3)
+    return sweep
+
+
+def sweep() -> SweepResult:
+    """Check every enabled DICOM node concurrently; one node.sweep audit event; commits."""
+    result = run_checks(verifiable_nodes(), CheckTrigger.SCHEDULE.value, audit_each=False)
+    record("node.sweep", user=None, client_address=None, details={
+        "nodes": len(result.results), "ok": result.ok, "failed": result.failed,
+        "outcomes": result.counts, "skipped": len(result.skipped),
+        "went_down": result.went_down, "recovered": result.recovered,
+        "seconds": result.seconds})
+    db.session.commit()
+    return result
+
+
+# ---------------------------------------------------------------- what the pages show
+
+
+@dataclass(frozen=True)
+class NodeSummary:
+    """A node's verification at a glance: state, last checks, uptime, chart."""
+
+    state: NodeStateName
+    node_state: NodeState | None
+    last_check: NodeCheck | None
+    recent: list[NodeCheck]
+    uptime: dict[str, float | None]
+    chart_svg: Markup
+
+
+def uptime_percentages(asset_id: int, now: datetime | None = None) -> dict[str, float | None]:
+    """Share of successful checks over 24 h, 7 d and 30 d (None when there was no check)."""
+    now = now or utcnow()
+    ok = func.sum(case((NodeCheck.outcome == Outcome.OK.value, 1), else_=0))
+    result: dict[str, float | None] = {}
+    for label, span in UPTIME_WINDOWS.items():
+        total, good = db.session.execute(
+            select(func.count(NodeCheck.id), ok).where(NodeCheck.asset_id == asset_id,
+                                                       NodeCheck.checked_at >= now - span)
+        ).one()
+        result[label] = round(100.0 * (good or 0) / total, 2) if total else None
+    return result
+
+
+def node_summary(asset: Asset) -> NodeSummary:
+    """What the node page shows about ``asset``'s verification."""
+    now = utcnow()
+    node_state = db.session.get(NodeState, asset.id)
+    recent = list(db.session.execute(
+        select(NodeCheck).where(NodeCheck.asset_id == asset.id)
+        .order_by(NodeCheck.checked_at.desc(), NodeCheck.id.desc()).limit(RECENT_CHECKS)
+    ).scalars())
+    day = list(db.session.execute(
+        select(NodeCheck.checked_at, NodeCheck.latency_ms, NodeCheck.outcome)
+        .where(NodeCheck.asset_id == asset.id, NodeCheck.checked_at >= now - timedelta(hours=24))
+        .order_by(NodeCheck.checked_at)
+    ).all())
+    state = NodeStateName(node_state.state) if node_state else NodeStateName.UNKNOWN
+    chart = node_chart_svg([(at, latency, outcome == Outcome.OK.value) for at, latency, outcome in day],
+                           end=now, span=timedelta(hours=24),
+                           threshold_ms=current_app.config["PACSDESK_DEGRADED_LATENCY_MS"])
+    return NodeSummary(state=state, node_state=node_state, last_check=recent[0] if recent else None,
+                       recent=recent, uptime=uptime_percentages(asset.id, now), chart_svg=chart)
+
+
+def node_state_counts() -> dict[str, Any]:
+    """For the dashboard: nodes per state, and the ones down or degraded."""
+    nodes = verifiable_nodes()
+    states = {s.asset_id: s for s in db.session.execute(select(NodeState)).scalars()}
+    counts = Counter(states[n.id].state if n.id in states else NodeStateName.UNKNOWN.value
+                     for n in nodes)
+    troubled = [(n, states[n.id]) for n in nodes if n.id in states
+                and states[n.id].state in (NodeStateName.DOWN.value, NodeStateName.DEGRADED.value)]
+    troubled.sort(key=lambda pair: (pair[1].state != NodeStateName.DOWN.value, pair[0].asset_tag))
+    return {"total": len(nodes), "counts": {s.value: counts.get(s.value, 0) for s in NodeStateName},
+            "troubled": troubled[:10], "more": max(len(troubled) - 10, 0)}
+
+
+register_dashboard_panel(DashboardPanel("inventory/_dashboard_nodes.html", Permission.ASSET_READ, 30,
+                                        node_state_counts))

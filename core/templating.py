@@ -22,9 +22,14 @@ def register_context_provider(provider: Callable[[], dict[str, Any]]) -> None:
     _context_providers.append(provider)
 
 
+def _logout_form() -> ConfirmForm:
+    """The navigation's logout form; it never reads the request (a 413 page must still render)."""
+    return ConfirmForm(formdata=None)
+
+
 def _context() -> dict[str, Any]:
     """Values every template can use."""
-    values: dict[str, Any] = {"can": can, "logout_form": ConfirmForm, "nav_items": nav_for,
+    values: dict[str, Any] = {"can": can, "logout_form": _logout_form, "nav_items": nav_for,
                               "page_banners": []}
     if request.endpoint not in {"static", "bootstrap.static"}:
         values["page_banners"] = banners_for(current_user)

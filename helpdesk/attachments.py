@@ -88,13 +88,13 @@ def _extension(name: str) -> str:
 def safe_filename(raw: str, kind: str) -> str:
     """A download name without paths or control characters; a fallback when nothing is left."""
     cleaned = "".join(c for c in unicodedata.normalize("NFKC", raw) if c.isprintable())
-    cleaned = cleaned.replace("\\", "/").rsplit("/", 1)[-1]
-    name = secure_filename(cleaned)[:100]
-    ext = KINDS[kind][0][0]
-    if not name or name.startswith(".") or _extension(name) not in KINDS[kind][0]:
-        stem = name.rsplit(".", 1)[0] if "." in name else name
-        name = f"{stem or 'attachment'}{ext}"
-    return name
+    base = cleaned.replace("\\", "/").rsplit("/", 1)[-1]
+    ext = _extension(base)
+    stem = base[: -len(ext)] if ext else base
+    if ext not in KINDS[kind][0]:
+        ext = KINDS[kind][0][0]
+    stem = secure_filename(stem)[:100].strip("._") or "attachment"
+    return f"{stem}{ext}"
 
 
 def check_uploads(uploads: list[Upload]) -> list[CheckedFile]:

@@ -111,7 +111,7 @@ def test_internal_notes_never_reach_the_requester(client, auth, login_as, others
     assert secret not in page and "router.log" not in page and "Internal note" not in page
     assert client.get(f"/tickets/{others_ticket}/attachments/2").status_code == 404
     for url in ("/my/tickets?status=all", "/my/tickets/export.csv?status=all",
-                f"/my/tickets?q=router&status=all", "/"):
+                "/my/tickets?q=router&status=all", "/"):
         assert secret.encode() not in client.get(url).data
 
 

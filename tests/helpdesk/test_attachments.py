@@ -39,7 +39,8 @@ def _file(client, category_id, *files):
 
 
 @pytest.mark.parametrize(("data", "name"), [
-    (PNG, "screen.png"), (b"\xff\xd8\xff\xe0" + b"\x00" * 50, "photo.JPG"), (b"GIF89a" + b"\x00" * 9, "a.gif"),
+    (PNG, "screen.png"), (b"\xff\xd8\xff\xe0" + b"\x00" * 50, "photo.JPG"),
+    (b"GIF89a" + b"\x00" * 9, "a.gif"),
     (PDF, "report.pdf"), ("modality log: échec\n".encode(), "mr2.log"), (b"hello\n", "notes.txt"),
     (ZIP, "logs.zip")])
 def test_allowed_types_are_stored_and_downloaded_with_safe_headers(client, login_as, category_id,

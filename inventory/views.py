@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 from dataclasses import fields
 from datetime import timedelta
@@ -19,7 +18,7 @@ from core.extensions import db
 from core.navigation import NavItem, register_nav
 from core.pagination import paginate
 from core.timeutil import utcnow
-from inventory import csv_io, services
+from inventory import csv_io, jobs, services  # noqa: F401 - jobs registers the C-ECHO sweep
 from inventory.forms import (
     DICOM_TYPE_LABELS,
     KIND_LABELS,
@@ -31,12 +30,15 @@ from inventory.forms import (
 )
 from inventory.models import Asset, AssetStatus
 from inventory.services import FIELD_LABELS, SANITISATION_METHODS, AssetData, AssetError
+from inventory.verification import VerificationError, node_summary, verify_asset
 
 bp = Blueprint("inventory", __name__)
 
 NODE_STATES = ("up", "degraded", "down", "unknown")
 PER_PAGE = 50
 WARRANTY_DAYS = 90
+# Beyond this many imported nodes, the scheduled sweep checks them rather than one by one.
+MAX_CHECKS_AFTER_IMPORT = 500
 
 
 @bp.app_template_global()
@@ -52,8 +54,6 @@ def _filters() -> services.AssetFilters:
     kind = args.get("kind", "")
     status = args.get("status", "")
     state = args.get("node_state", "")
-    if importlib.util.find_spec("inventory.verification_models") is None:
-        state = ""
     return services.AssetFilters(
         kind=kind if kind in KIND_LABELS else "",
         status=status if status in STATUS_LABELS else "",
@@ -81,8 +81,7 @@ def asset_list():
     return render_template(
         "inventory/asset_list.html", page=page, filters=filters,
         states=services.node_states([a.id for a in page.items if a.is_dicom_node]),
-        node_states_available=importlib.util.find_spec("inventory.verification_models")
-        is not None, node_state_names=NODE_STATES,
+        node_state_names=NODE_STATES,
         locations=services.distinct_values(Asset.location),
         departments=services.distinct_values(Asset.department),
     )
@@ -198,8 +197,7 @@ def asset_detail(tag: str):
     asset = _asset_or_404(tag)
     if asset.asset_tag != tag:
         return redirect(url_for("inventory.asset_detail", tag=asset.asset_tag))
-    verification = services.verification_module() if asset.is_dicom_node else None
-    summary = verification.node_summary(asset) if verification is not None else None
+    summary = node_summary(asset) if asset.is_dicom_node else None
     return render_template("inventory/asset_detail.html", asset=asset, summary=summary,
                            verify_form=ConfirmForm(), history=services.asset_history(asset),
                            sanitisation=services.sanitisation_of(asset))
@@ -212,14 +210,15 @@ def asset_verify(tag: str):
     asset = _asset_or_404(tag)
     if not ConfirmForm().validate_on_submit():
         abort(400)
-    verification = services.verification_module()
-    if not asset.is_dicom_node or verification is None:
-        abort(404)
-    result = verification.verify_asset(asset, trigger="manual")
+    try:
+        check = verify_asset(asset, trigger="manual")
+    except VerificationError as exc:
+        flash(f"Cannot verify {asset.asset_tag}: {exc}", "danger")
+        return redirect(url_for("inventory.asset_detail", tag=asset.asset_tag))
     db.session.commit()
-    outcome = getattr(result, "outcome", "")
-    flash(f"C-ECHO {asset.ae_title}@{asset.host}:{asset.port}: {outcome} "
-          f"{getattr(result, 'detail', '')}".strip(), "success" if outcome == "ok" else "warning")
+    flash(f"C-ECHO {asset.ae_title}@{asset.host}:{asset.port}: {check.outcome} "
+          f"({check.latency_ms:.0f} ms). {check.detail}".strip(),
+          "success" if check.ok else "warning")
     return redirect(url_for("inventory.asset_detail", tag=asset.asset_tag))
 
 
@@ -267,8 +266,14 @@ def asset_import():
             problems = exc.problems
         else:
             db.session.commit()
-            services.request_checks(result.verify_ids)
-            flash(f"Import done: {result.summary()}.", "success")
+            message = f"Import done: {result.summary()}."
+            if len(result.verify_ids) > MAX_CHECKS_AFTER_IMPORT:
+                message += (f" The {len(result.verify_ids)} DICOM nodes will be checked by the "
+                            f"next scheduled sweep.")
+            elif result.verify_ids:
+                services.request_checks(result.verify_ids)
+                message += f" Checking {len(result.verify_ids)} DICOM node(s) in the background."
+            flash(message, "success")
             return redirect(url_for("inventory.asset_list"))
     return render_template("inventory/asset_import.html", form=form, problems=problems,
                            columns=csv_io.COLUMNS, required=csv_io.REQUIRED), (

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -26,7 +27,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
-from tests.e2e.pages import ARTIFACTS, AXE_JS, PASSWORD, log_in, screenshot
+from tests.e2e.pages import ARTIFACTS, AXE_JS, OVERDUE, PASSWORD, PEOPLE, TIMEZONE, log_in, screenshot
 from tests.helpers import require, require_binary
 
 CHROMIUM = "/usr/bin/chromium"
@@ -34,16 +35,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 ORTHANC = "/usr/sbin/Orthanc"
-TIMEZONE = "America/New_York"
 DESKTOP = {"width": 1280, "height": 900}
 
-# The people of the journeys: (username, role, full name, department).
-PEOPLE = [
-    ("dr.okafor", "requester", "Amara Okafor", "Radiology"),
-    ("dr.lindqvist", "requester", "Erik Lindqvist", "Radiology"),
-    ("pacs.sam", "technician", "Sam Rivera", "PACS team"),
-    ("privacy.garcia", "compliance", "Elena Garcia", "Privacy office"),
-]
 
 
 def require_e2e(condition: bool, reason: str) -> None:
@@ -143,26 +136,42 @@ def server_env(instance: Path, **settings: str) -> dict[str, str]:
     return env
 
 
-def create_unmigrated_tables(env: dict[str, str]) -> None:
-    """Create tables no migration builds yet, with a warning: `pacsdesk setup` should build them all."""
-    script = (
-        "from sqlalchemy import inspect\n"
-        "from app import create_app\n"
-        "from core.extensions import db\n"
-        "app = create_app()\n"
-        "with app.app_context():\n"
-        "    have = set(inspect(db.engine).get_table_names())\n"
-        "    missing = [t.name for t in db.metadata.sorted_tables if t.name not in have]\n"
-        "    db.create_all()\n"
-        "    print(' '.join(missing))\n"
-    )
+def run_in_app(env: dict[str, str], body: str) -> str:
+    """Run Python ``body`` inside the served instance's app context; return what it printed."""
+    script = ("from app import create_app\nfrom core.extensions import db\n"
+              "with create_app().app_context():\n" + textwrap.indent(body, "    "))
     done = subprocess.run([sys.executable, "-c", script], env=env, text=True, capture_output=True,
                           timeout=120, cwd=env["PACSDESK_INSTANCE_PATH"], check=False)
     if done.returncode != 0:
-        raise AssertionError(f"creating the remaining tables failed:\n{done.stderr}")
-    if done.stdout.strip():
-        warnings.warn(f"`pacsdesk setup` left tables without a migration: {done.stdout.strip()}",
-                      stacklevel=1)
+        raise AssertionError(f"seeding the instance failed:\n{done.stderr}")
+    return done.stdout
+
+
+def create_unmigrated_tables(env: dict[str, str]) -> None:
+    """Create tables no migration builds yet, with a warning: `pacsdesk setup` should build them all."""
+    missing = run_in_app(env, (
+        "from sqlalchemy import inspect\n"
+        "have = set(inspect(db.engine).get_table_names())\n"
+        "print(' '.join(t.name for t in db.metadata.sorted_tables if t.name not in have))\n"
+        "db.create_all()\n"
+    )).strip()
+    if missing:
+        warnings.warn(f"`pacsdesk setup` left tables without a migration: {missing}", stacklevel=1)
+
+
+def make_training_overdue(env: dict[str, str], usernames: list[str], days: int) -> None:
+    """Seed people who joined long ago: their assigned courses fell due ``days`` days back."""
+    run_in_app(env, (
+        "from datetime import timedelta\n"
+        "from sqlalchemy import select, update\n"
+        "from audit.training import local_today\n"
+        "from audit.training_models import TrainingAssignment\n"
+        "from core.auth.models import User\n"
+        f"ids = select(User.id).where(User.username.in_({usernames!r}))\n"
+        "db.session.execute(update(TrainingAssignment).where(TrainingAssignment.user_id.in_(ids))\n"
+        f"                   .values(due_on=local_today() - timedelta(days={days})))\n"
+        "db.session.commit()\n"
+    ))
 
 
 def install_instance(instance: Path, name: str, **settings: str) -> Server:
@@ -237,6 +246,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         PACSDESK_VERIFY_TIMEOUT="2",
         PACSDESK_DOWN_AFTER_FAILURES="1",
     )
+    make_training_overdue(installed.env, OVERDUE, days=21)
     with serving(installed) as running:
         yield running
 
@@ -274,11 +284,12 @@ class OpenPages:
     errors: dict[int, list[str]] = field(default_factory=dict)
 
     def open(self, base_url: str, width: int = DESKTOP["width"], height: int = DESKTOP["height"],
-             bypass_csp: bool = False) -> Page:
-        """A page in a fresh browser profile (own cookies) at ``width`` x ``height``."""
+             bypass_csp: bool = False, storage_state: dict | None = None) -> Page:
+        """A page in a fresh browser profile (or ``storage_state``'s cookies), ``width`` x ``height``."""
         context = self.browser.new_context(base_url=base_url, bypass_csp=bypass_csp,
                                            viewport={"width": width, "height": height},
-                                           timezone_id=TIMEZONE, accept_downloads=True)
+                                           timezone_id=TIMEZONE, accept_downloads=True,
+                                           storage_state=storage_state)
         context.set_default_timeout(15_000)
         self.contexts.append(context)
         page = context.new_page()
@@ -314,6 +325,22 @@ def pages(browser: Browser, request: pytest.FixtureRequest) -> Iterator[OpenPage
                     screenshot(page, f"FAILED-{request.node.name}-{n}-{m}")
     for context in opened.contexts:
         context.close()
+
+
+@pytest.fixture(scope="session")
+def signed_in(browser: Browser, server: Server) -> Callable[[str], dict]:
+    """``signed_in(username)``: cookies of a session of that user, logged in once per run."""
+    states: dict[str, dict] = {}
+
+    def state(username: str) -> dict:
+        if username not in states:
+            context = browser.new_context(base_url=server.url, viewport=DESKTOP)
+            log_in(context.new_page(), username)
+            states[username] = context.storage_state()
+            context.close()
+        return states[username]
+
+    return state
 
 
 @pytest.fixture(scope="session")
@@ -383,17 +410,43 @@ def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
     peer.stop()
 
 
-# ---------------------------------------------------------------- idle logoff, timed beside the rest
+# ---------------------------------------------------------------- order of the journeys
 
+# The compliance officer audits what the requester and the technician did, so the journeys run
+# in this order; the idle-logoff test goes last because its idle minute passes meanwhile.
+ORDER = ["test_login.py", "test_requester_journey.py", "test_technician_journey.py",
+         "test_compliance_journey.py", "test_accessibility.py"]
 IDLE_MODULE = "test_idle_logoff.py"
 
 
+def _rank(item: pytest.Item) -> int:
+    """Where a browser test runs among the others."""
+    if item.path.name == IDLE_MODULE:
+        return len(ORDER) + 1
+    return ORDER.index(item.path.name) if item.path.name in ORDER else len(ORDER)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the idle-logoff test after the other browser tests: its idle minute passes while they run."""
+    """Put the browser tests in journey order, leaving every other test where it was."""
     positions = [n for n, item in enumerate(items) if item.path.parent == Path(__file__).parent]
-    block = sorted((items[n] for n in positions), key=lambda item: item.path.name == IDLE_MODULE)
+    block = sorted((items[n] for n in positions), key=_rank)
     for n, item in zip(positions, block, strict=True):
         items[n] = item
+
+
+class Journeys(dict):
+    """What each journey left behind for the next (ticket numbers, asset tags)."""
+
+    def need(self, key: str) -> str:
+        """A value an earlier journey recorded; without that journey, skip (fail in CI)."""
+        require_e2e(key in self, f"needs the journey that records {key!r} to run first")
+        return self[key]
+
+
+@pytest.fixture(scope="session")
+def journeys() -> Journeys:
+    """The record the journeys share, in the order they run."""
+    return Journeys()
 
 
 @dataclass

@@ -14,6 +14,16 @@ REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "e2e"
 AXE_JS = REPO / "node_modules" / "axe-core" / "axe.min.js"
 PASSWORD = "Journey-passw0rd-e2e"
+TIMEZONE = "America/New_York"
+# The people of the journeys: (username, role, full name, department).
+# Those in OVERDUE joined long ago and never did their training.
+PEOPLE = [
+    ("dr.okafor", "requester", "Amara Okafor", "Radiology"),
+    ("dr.lindqvist", "requester", "Erik Lindqvist", "Radiology"),
+    ("pacs.sam", "technician", "Sam Rivera", "PACS team"),
+    ("privacy.garcia", "compliance", "Elena Garcia", "Privacy office"),
+]
+OVERDUE = ["dr.lindqvist", "pacs.sam"]
 
 
 def log_in(page: Page, username: str, password: str = PASSWORD) -> None:

@@ -31,7 +31,7 @@ def node_state(page: Page) -> str:
 
 
 def test_technician_sees_a_node_verified_lost_and_recovered_and_imports_workstations(server, pages,
-                                                                                     orthanc):
+                                                                                     orthanc, journeys):
     """Up on its own, down with an automatic ticket when Orthanc stops, recovery noted on that ticket."""
     page = pages.open(server.url)
     log_in(page, "pacs.sam")
@@ -49,6 +49,7 @@ def test_technician_sees_a_node_verified_lost_and_recovered_and_imports_workstat
     screenshot(page, "technician-new-node")
     page.get_by_role("button", name="Create asset").click()
     expect(page).to_have_url(re.compile(f"/assets/{NODE_TAG}$"))
+    journeys["node_tag"] = NODE_TAG
 
     reload_until(page, lambda p: node_state(p) == "up", "the node to be up", SWEEP_WAIT)
     expect(page.locator("[data-node-state]")).to_have_text(re.compile("up", re.IGNORECASE))

@@ -1,0 +1,80 @@
+"""A compliance officer audits the day's access, pulls the PDF report, and checks training."""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+from playwright.sync_api import Page, expect
+from pypdf import PdfReader
+
+from tests.e2e.pages import OVERDUE, TIMEZONE, log_in, log_out, screenshot
+
+pytestmark = pytest.mark.e2e
+
+REPORT_WAIT_MS = 90_000
+
+
+def search_audit(page: Page, **filters: str) -> None:
+    """Fill the audit trail's filters (by label) and search."""
+    page.get_by_role("link", name="Audit trail").first.click()
+    for label, value in filters.items():
+        field = page.get_by_label(label, exact=True)
+        if field.evaluate("el => el.tagName") == "SELECT":
+            field.select_option(value)
+        else:
+            field.fill(value)
+    page.get_by_role("button", name="Search").click()
+
+
+def test_compliance_officer_audits_ticket_views_node_changes_pdf_and_training(server, pages, journeys):
+    """The requester's ticket views, the node's history, the access-audit PDF, overdue training."""
+    ticket = journeys.need("requester_ticket")
+    node = journeys.need("node_tag")
+    page = pages.open(server.url)
+    log_in(page, "privacy.garcia")
+
+    search_audit(page, User="dr.okafor", Action="ticket.view")
+    events = page.locator("#events tbody tr")
+    expect(events.filter(has_text=ticket).first).to_be_visible()
+    expect(events.filter(has_text=ticket).first).to_contain_text("ticket.view")
+    expect(events.filter(has_not_text="dr.okafor")).to_have_count(0)
+    screenshot(page, "compliance-audit-ticket-views")
+
+    search_audit(page, **{"Object id": node})
+    expect(events.filter(has_text="asset.create").filter(has_text="pacs.sam")).to_have_count(1)
+    expect(events.filter(has_text="node.down")).not_to_have_count(0)
+    expect(events.filter(has_text="node.recovered")).not_to_have_count(0)
+    screenshot(page, "compliance-audit-node-changes")
+
+    today = datetime.now(ZoneInfo(TIMEZONE)).date().isoformat()
+    page.get_by_role("link", name="Reports").first.click()
+    page.get_by_label("Report", exact=True).select_option(label="Access audit report")
+    page.get_by_label("From", exact=True).fill(today)
+    page.get_by_label("To", exact=True).fill(today)
+    screenshot(page, "compliance-reports")
+    page.get_by_role("button", name="Generate PDF").click()
+    download_link = page.get_by_role("link", name="Download PDF")
+    expect(download_link).to_be_visible(timeout=REPORT_WAIT_MS)
+    screenshot(page, "compliance-report-ready")
+    with page.expect_download() as download:
+        download_link.click()
+    pdf = download.value.path().read_bytes()
+    assert pdf.startswith(b"%PDF-")
+    text = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages)
+    text = re.sub(r"\s+", " ", text)
+    assert "dr.okafor" in text or "Amara Okafor" in text
+    assert ticket in text
+
+    page.get_by_role("link", name="Training", exact=True).click()
+    overdue = page.locator("#overdue tbody tr")
+    for username in OVERDUE:
+        expect(overdue.filter(has_text=username).filter(has_text="Overdue").first).to_be_visible()
+    expect(overdue.filter(has_text="dr.okafor")).to_have_count(0)
+    screenshot(page, "compliance-training-matrix")
+
+    log_out(page)
+    assert pages.all_errors() == []

@@ -15,7 +15,7 @@ from wtforms import (
     SubmitField,
     TextAreaField,
 )
-from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
 from audit.chain import ACTIONS, OUTCOMES
 from audit.training import ATTESTATION
@@ -48,7 +48,7 @@ class AuditSearchForm(FlaskForm):
     def validate_date_to(self, field: DateField) -> None:
         """The period must not end before it starts."""
         if field.data and self.date_from.data and field.data < self.date_from.data:
-            raise ValueError("The period ends before it starts.")
+            raise ValidationError("The period ends before it starts.")
 
 
 class PolicyForm(FlaskForm):
@@ -114,8 +114,8 @@ class CompletionForm(FlaskForm):
     """Record a completion."""
 
     completed_on = DateField("Completed on", validators=[InputRequired(message="Give the completion date.")])
-    score = IntegerField("Score (0–100, optional)",
-                         validators=[Optional(), NumberRange(0, 100, message="Score: a whole number from 0 to 100.")])
+    score = IntegerField("Score (0 to 100, optional)", validators=[
+        Optional(), NumberRange(0, 100, message="Score: a whole number from 0 to 100.")])
     attested = BooleanField(ATTESTATION)
     certificate = FileField("Certificate (PDF, PNG or JPEG, optional)")
     submit = SubmitField("Record completion")
@@ -123,7 +123,7 @@ class CompletionForm(FlaskForm):
     def validate_attested(self, field: BooleanField) -> None:
         """The attestation is required."""
         if not field.data:
-            raise ValueError("Tick the attestation to confirm the training was completed.")
+            raise ValidationError("Tick the attestation to confirm the training was completed.")
 
 
 class MatrixFilterForm(FlaskForm):
@@ -132,7 +132,7 @@ class MatrixFilterForm(FlaskForm):
     class Meta:
         csrf = False
 
-    role = SelectField("Role", choices=[("", "Any")] + ROLE_CHOICES, validators=[Optional()])
+    role = SelectField("Role", choices=[("", "Any"), *ROLE_CHOICES], validators=[Optional()])
     department = SelectField("Department", validators=[Optional()])
     status = SelectField("Status", validators=[Optional()], choices=[
         ("", "Any"), ("complete", "Complete"), ("pending", "Not yet due"), ("due_soon", "Due soon"),

@@ -176,7 +176,7 @@ def _scan_matches(rc: RecordClass, scope: HoldScope) -> bool:
     last = None
     while True:
         sub = rc.candidates(cutoff, rc.anchors[0]).subquery()
-        id_col = list(sub.c)[0]
+        id_col = next(iter(sub.c))
         query = select(id_col).order_by(id_col).limit(BATCH_SIZE)
         if last is not None:
             query = query.where(id_col > last)

@@ -103,6 +103,6 @@ def broken_chain_banner(user: Any) -> list[Banner]:
     text = Markup(
         "<strong>Audit trail integrity check failed</strong> on {when} at event #{seq}: {problem} "
         '<a class="alert-link" href="{url}#verification">Review and acknowledge</a>'
-    ).format(url=url_for("audit.search_events"), when=escape(format_local(run.started_at)), seq=run.first_bad_seq,
-             problem=escape(run.problem or ""))
+    ).format(url=url_for("audit.search_events"), when=escape(format_local(run.started_at)),
+             seq=run.first_bad_seq, problem=escape(run.problem or ""))
     return [Banner("danger", text)]

@@ -13,8 +13,14 @@ from audit.verification_runs import broken_chain_banner, last_verification, unac
 from core.auth.permissions import Permission, has_permission
 from core.auth.services import register_user_created_hook
 from core.extensions import db
-from core.navigation import (Banner, DashboardPanel, NavItem, register_banner_source,
-                             register_dashboard_panel, register_nav)
+from core.navigation import (
+    Banner,
+    DashboardPanel,
+    NavItem,
+    register_banner_source,
+    register_dashboard_panel,
+    register_nav,
+)
 from core.reference_data import register_reference_data
 
 

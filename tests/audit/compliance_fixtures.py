@@ -1,4 +1,4 @@
-"""Fixtures shared by the compliance tests: a frozen clock, old audit events, tampering, a test record class."""
+"""Compliance test fixtures: a frozen clock, old audit events, tampering, a scratch record class."""
 
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ TEST_CLASS = RecordClass(key="test_records", label="Test records", anchors=("clo
 
 
 @pytest.fixture
-def test_class(app) -> Iterator:
+def scratch_class(app) -> Iterator:
     """Register the test record class with its table; add(number, closed_at) inserts a record."""
     with app.app_context():
         _meta.create_all(db.engine)

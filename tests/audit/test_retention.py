@@ -14,8 +14,7 @@ from audit.models import AuditEvent
 from audit.retention_models import LegalHold, RetentionRun, RunStatus
 from core.auth.models import User
 from core.extensions import db
-from tests.audit.compliance_fixtures import (  # noqa: F401 - fixtures
-    NOW, at, frozen, remaining_test_records, tamper, test_class, write_events)
+from tests.audit.compliance_fixtures import NOW, at, remaining_test_records, write_events
 
 
 def set_policy(app, key: str, years: int, months: int = 0, days: int = 0, anchor: str | None = None,
@@ -81,9 +80,9 @@ def test_technician_cannot_open_retention(client, login_as):
 # ---------------------------------------------------------------- dry run and run
 
 
-def test_dry_run_lists_exactly_what_the_run_purges(app, test_class, frozen):
+def test_dry_run_lists_exactly_what_the_run_purges(app, scratch_class, frozen):
     for n, year in enumerate([2020, 2021, 2024, 2030, 2035, 2036], start=1):
-        test_class(f"T-{n}", at(year))
+        scratch_class(f"T-{n}", at(year))
     set_policy(app, "test_records", 5)
     with app.app_context():
         plan = retention.dry_run()
@@ -99,9 +98,9 @@ def test_dry_run_lists_exactly_what_the_run_purges(app, test_class, frozen):
     assert remaining_test_records(app) == ["T-5", "T-6"]
 
 
-def test_run_record_keeps_policies_counts_and_digest_of_destroyed_ids(app, test_class, frozen):
-    ids = [test_class(f"T-{n}", at(2025, n)) for n in (1, 2)]
-    test_class("T-young", at(2036))
+def test_run_record_keeps_policies_counts_and_digest_of_destroyed_ids(app, scratch_class, frozen):
+    ids = [scratch_class(f"T-{n}", at(2025, n)) for n in (1, 2)]
+    scratch_class("T-young", at(2036))
     set_policy(app, "test_records", 2)
     with app.app_context():
         report = retention.run_retention("nightly-tester")
@@ -118,17 +117,17 @@ def test_run_record_keeps_policies_counts_and_digest_of_destroyed_ids(app, test_
     assert actions[-3:] == ["retention.run_started", "retention.batch_purged", "retention.run_completed"]
 
 
-def test_disabled_policy_destroys_nothing(app, test_class, frozen):
-    test_class("T-1", at(2000))
+def test_disabled_policy_destroys_nothing(app, scratch_class, frozen):
+    scratch_class("T-1", at(2000))
     set_policy(app, "test_records", 1, enabled=False)
     with app.app_context():
         report = retention.run_retention("tester")
     assert report.total == 0 and remaining_test_records(app) == ["T-1"]
 
 
-def test_batches_each_commit_and_cover_every_record(app, test_class, frozen):
+def test_batches_each_commit_and_cover_every_record(app, scratch_class, frozen):
     for n in range(25):
-        test_class(f"T-{n:02}", at(2020))
+        scratch_class(f"T-{n:02}", at(2020))
     set_policy(app, "test_records", 1)
     with app.app_context():
         plan = retention.dry_run(batch_size=7)
@@ -139,8 +138,8 @@ def test_batches_each_commit_and_cover_every_record(app, test_class, frozen):
     assert batches == 4 and remaining_test_records(app) == []
 
 
-def test_cli_dry_run_json_lists_counts_and_purges_nothing(app, runner, test_class, frozen):
-    test_class("T-1", at(2020))
+def test_cli_dry_run_json_lists_counts_and_purges_nothing(app, runner, scratch_class, frozen):
+    scratch_class("T-1", at(2020))
     set_policy(app, "test_records", 1)
     outcome = runner.invoke(args=["retention", "run", "--dry-run", "--json"])
     assert outcome.exit_code == 0, outcome.output
@@ -153,8 +152,8 @@ def test_cli_dry_run_json_lists_counts_and_purges_nothing(app, runner, test_clas
     assert "destroyed 1" in outcome.output and remaining_test_records(app) == []
 
 
-def test_web_run_shows_the_dry_run_then_runs_on_confirmation(app, client, login_as, test_class, frozen):
-    test_class("T-1", at(2020))
+def test_web_run_shows_the_dry_run_then_runs_on_confirmation(app, client, login_as, scratch_class, frozen):
+    scratch_class("T-1", at(2020))
     set_policy(app, "test_records", 1)
     login_as("compliance")
     page = client.get("/retention/run")
@@ -170,8 +169,8 @@ def test_web_run_shows_the_dry_run_then_runs_on_confirmation(app, client, login_
 # ---------------------------------------------------------------- concurrency guard
 
 
-def test_second_run_is_refused_naming_the_running_one(app, runner, test_class, frozen):
-    test_class("T-1", at(2020))
+def test_second_run_is_refused_naming_the_running_one(app, runner, scratch_class, frozen):
+    scratch_class("T-1", at(2020))
     set_policy(app, "test_records", 1)
     with app.app_context():
         db.session.add(RetentionRun(status="running", started_by="other-replica", started_at=NOW,
@@ -197,8 +196,8 @@ def test_the_database_refuses_two_running_runs(app):
         db.session.rollback()
 
 
-def test_a_run_with_no_progress_for_30_minutes_is_taken_over(app, test_class, frozen):
-    test_class("T-1", at(2020))
+def test_a_run_with_no_progress_for_30_minutes_is_taken_over(app, scratch_class, frozen):
+    scratch_class("T-1", at(2020))
     set_policy(app, "test_records", 1)
     with app.app_context():
         db.session.add(RetentionRun(status="running", started_by="crashed", started_at=at(2036, 6, 15, 10),
@@ -212,9 +211,9 @@ def test_a_run_with_no_progress_for_30_minutes_is_taken_over(app, test_class, fr
 # ---------------------------------------------------------------- legal holds
 
 
-def test_held_record_survives_and_is_counted_as_held(app, client, login_as, test_class, frozen):
-    test_class("T-1", at(2026))
-    test_class("T-2", at(2026))
+def test_held_record_survives_and_is_counted_as_held(app, client, login_as, scratch_class, frozen):
+    scratch_class("T-1", at(2026))
+    scratch_class("T-2", at(2026))
     set_policy(app, "test_records", 1)
     login_as("compliance", "privacy")
     response = client.post("/retention/holds/new", data={"reason": "Litigation 2036-14", "kind": "ticket",
@@ -228,7 +227,7 @@ def test_held_record_survives_and_is_counted_as_held(app, client, login_as, test
     assert remaining_test_records(app) == ["T-1"]
 
 
-def test_hold_that_matches_nothing_is_refused(app, client, login_as, test_class):
+def test_hold_that_matches_nothing_is_refused(app, client, login_as, scratch_class):
     login_as("compliance")
     for data in ({"kind": "ticket", "object_key": "T-404"}, {"kind": "user", "object_key": "nobody"},
                  {"kind": "class", "record_class": "test_records", "start": "1990-01-01",
@@ -260,8 +259,8 @@ def test_hold_release_is_recorded_and_a_second_release_refused(app, client, logi
     assert releases == 1
 
 
-def test_released_hold_no_longer_protects(app, test_class, frozen, make_user):
-    test_class("T-1", at(2026))
+def test_released_hold_no_longer_protects(app, scratch_class, frozen, make_user):
+    scratch_class("T-1", at(2026))
     set_policy(app, "test_records", 1)
     officer = make_user("compliance", "privacy")
     with app.app_context():
@@ -312,11 +311,11 @@ def test_held_audit_event_stops_the_purge_at_its_position(app, make_user, frozen
     assert entry.count == 3 and entry.held == 4 and plan.digest == report.digest and len(kept) == 1
 
 
-def test_nightly_retention_job_commits_and_skips_when_busy(app, test_class, frozen):
+def test_nightly_retention_job_commits_and_skips_when_busy(app, scratch_class, frozen):
     from audit.jobs import retention_job
     from core.scheduler import JOBS
 
-    test_class("T-1", at(2020))
+    scratch_class("T-1", at(2020))
     set_policy(app, "test_records", 1)
     assert JOBS["audit.retention"].interval(app) == 24 * 3600
     with app.app_context():

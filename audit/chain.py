@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import has_request_context, request
 from flask_login import current_user
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, select
 
 from audit.models import GENESIS_HASH, AuditCheckpoint, AuditEvent, AuditPurgePermit
 from core.extensions import db
@@ -52,8 +52,27 @@ register_actions(
 
 
 def _iso(moment: datetime) -> str:
-    """Canonical UTC timestamp with microseconds."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Canonical UTC timestamp with microseconds (``%Y-%m-%dT%H:%M:%S.%fZ``)."""
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="microseconds")[:26] + "Z"
+
+
+# The hash payload is the compact JSON array of the fields (json.dumps with separators
+# (",", ":") and ensure_ascii=False), written item by item: verification is the hot path.
+_PAYLOAD_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_encode_str = json.encoder.encode_basestring
+
+
+def _json_item(value: Any) -> str:
+    """One payload item, exactly as the JSON encoder writes it."""
+    if value is None:
+        return "null"
+    if type(value) is str:
+        return _encode_str(value)
+    if type(value) is int:
+        return str(value)
+    return _PAYLOAD_ENCODER.encode(value)
 
 
 def canonical_details(details: Mapping[str, Any] | None) -> str:
@@ -77,12 +96,9 @@ def event_hash(
     prev_hash: str,
 ) -> str:
     """SHA-256 over the canonical serialisation of an event's fields and the previous hash."""
-    payload = json.dumps(
-        [seq, _iso(occurred_at), user_id, username, user_role, client_address, action,
-         object_type, object_id, outcome, details, prev_hash],
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+    payload = "[" + ",".join(map(_json_item, (
+        seq, _iso(occurred_at), user_id, username, user_role, client_address, action,
+        object_type, object_id, outcome, details, prev_hash))) + "]"
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -94,11 +110,15 @@ class Recorded:
     hash: str
 
 
+# Core statements built once: appends and verification run them on the hot path.
+_EVENTS = AuditEvent.__table__
+_TAIL = select(_EVENTS.c.seq, _EVENTS.c.hash).order_by(_EVENTS.c.seq.desc()).limit(1)
+_INSERT = _EVENTS.insert()
+
+
 def _chain_tail() -> tuple[int, str]:
     """Position and hash the next event links to; the caller holds the chain lock."""
-    last = db.session.execute(
-        select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
-    ).first()
+    last = db.session.execute(_TAIL).first()
     if last is not None:
         return last.seq, last.hash
     checkpoint = db.session.execute(
@@ -161,11 +181,11 @@ def record(
     digest = event_hash(seq, at, user_id, name, role, client_address, action, object_type, oid,
                         outcome, text, prev)
     db.session.execute(
-        insert(AuditEvent).values(
-            seq=seq, occurred_at=at, user_id=user_id, username=name, user_role=role,
-            client_address=client_address, action=action, object_type=object_type,
-            object_id=oid, outcome=outcome, details=text, prev_hash=prev, hash=digest,
-        )
+        _INSERT,
+        {"seq": seq, "occurred_at": at, "user_id": user_id, "username": name, "user_role": role,
+         "client_address": client_address, "action": action, "object_type": object_type,
+         "object_id": oid, "outcome": outcome, "details": text, "prev_hash": prev,
+         "hash": digest},
     )
     return Recorded(seq=seq, hash=digest)
 
@@ -188,12 +208,12 @@ class ChainVerification:
         return f"audit trail BROKEN at event #{self.first_bad_seq}: {self.problem}"
 
 
-_COLUMNS = (
-    AuditEvent.seq, AuditEvent.occurred_at, AuditEvent.user_id, AuditEvent.username,
-    AuditEvent.user_role, AuditEvent.client_address, AuditEvent.action, AuditEvent.object_type,
-    AuditEvent.object_id, AuditEvent.outcome, AuditEvent.details, AuditEvent.prev_hash,
-    AuditEvent.hash,
-)
+_WALK = select(
+    _EVENTS.c.seq, _EVENTS.c.occurred_at, _EVENTS.c.user_id, _EVENTS.c.username,
+    _EVENTS.c.user_role, _EVENTS.c.client_address, _EVENTS.c.action, _EVENTS.c.object_type,
+    _EVENTS.c.object_id, _EVENTS.c.outcome, _EVENTS.c.details, _EVENTS.c.prev_hash,
+    _EVENTS.c.hash,
+).order_by(_EVENTS.c.seq)
 
 
 def _purge_records() -> dict[int, str]:
@@ -227,9 +247,8 @@ def verify_chain(batch_size: int = 20000) -> ChainVerification:
     count = 0
     prev_seq: int | None = None
     prev_hash = GENESIS_HASH
-    rows: Iterable[Any] = db.session.execute(
-        select(*_COLUMNS).order_by(AuditEvent.seq).execution_options(yield_per=batch_size)
-    )
+    rows: Iterable[Any] = db.session.connection().execute(
+        _WALK.execution_options(yield_per=batch_size))
     for row in rows:
         seq = row[0]
         if prev_seq is None:

@@ -1,0 +1,205 @@
+"""Audit trail benchmark: chained appends against plain inserts, and chain verification speed.
+
+Appends go through ``audit.record`` (the application's own code path: chain lock, tail read,
+hash, insert), each event in its own transaction, and are compared with plain inserts of
+rows of the same shape into a scratch table without the chain, in the same run. Verification
+walks a chain of ``--verify-events`` events built by bulk insert of correctly chained rows
+(best of three walks, as the machine may be busy).
+
+    python bench/audit_bench.py                       # temporary SQLite file
+    python bench/audit_bench.py --database-url postgresql://user@host/db
+
+On PostgreSQL the benchmark works in a scratch schema that it drops afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import MetaData, Table, create_engine, insert, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app import create_app
+from audit import record, register_actions
+from audit.chain import canonical_details, chain_head, event_hash, verify_chain
+from audit.models import AuditEvent
+from core.config import load_config
+from core.extensions import db
+
+APPEND_TARGET = 0.5
+VERIFY_TARGET = 100_000
+BATCH = 10_000
+VERIFY_RUNS = 3
+
+register_actions({"bench.event": "Benchmark event"})
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", help="sqlite:///file.db or postgresql://... "
+                        "(default: a temporary SQLite file)")
+    parser.add_argument("--appends", type=int, default=2000,
+                        help="events appended by each method (default 2000)")
+    parser.add_argument("--verify-events", type=int, default=1_000_000,
+                        help="events in the chain that is verified (default 1,000,000)")
+    return parser.parse_args()
+
+
+def make_app(url: str, instance: Path, schema: str | None):
+    """The real application on ``url`` (in ``schema`` on PostgreSQL)."""
+    os.environ.update(PACSDESK_DATABASE_URL=url, PACSDESK_INSTANCE_PATH=str(instance),
+                      PACSDESK_SECRET_KEY="bench")
+    overrides = {}
+    if schema:
+        overrides["SQLALCHEMY_ENGINE_OPTIONS"] = {
+            "connect_args": {"options": f"-csearch_path={schema}"}, "pool_size": 2}
+    return create_app(overrides)
+
+
+def plain_table() -> Table:
+    """A table with the audit event's columns and indexes, and no chain, lock or trigger."""
+    table = AuditEvent.__table__.to_metadata(MetaData(), name="bench_plain_event")
+    for item in (*table.indexes, *table.constraints):
+        if item.name:
+            item.name = str(item.name).replace("audit_event", "bench_plain_event")
+    return table
+
+
+def append_chained(n: int, offset: int) -> float:
+    """Append ``n`` events through audit.record, one transaction each; seconds taken."""
+    started = time.perf_counter()
+    for i in range(offset, offset + n):
+        record("bench.event", object_type="ticket", object_id=i, user=None, username="bench.user",
+               client_address="10.20.30.40", details={"ticket": i, "field": "status"})
+        db.session.commit()
+    return time.perf_counter() - started
+
+
+def append_plain(table: Table, n: int, offset: int) -> float:
+    """Insert ``n`` rows of the same shape, one transaction each; seconds taken."""
+    statement = table.insert()
+    started = time.perf_counter()
+    for i in range(offset, offset + n):
+        db.session.execute(statement, {
+            "seq": i + 1, "occurred_at": datetime.now(UTC), "user_id": None,
+            "username": "bench.user", "user_role": None, "client_address": "10.20.30.40",
+            "action": "bench.event", "object_type": "ticket", "object_id": str(i),
+            "outcome": "success", "details": canonical_details({"ticket": i, "field": "status"}),
+            "prev_hash": "0" * 64, "hash": uuid.uuid4().hex * 2})
+        db.session.commit()
+    return time.perf_counter() - started
+
+
+def extend_chain(total: int) -> None:
+    """Bulk-insert correctly chained events until the chain holds ``total`` events."""
+    seq, prev, count = chain_head()
+    moment = datetime.now(UTC)
+    while count < total:
+        rows = []
+        for _ in range(min(BATCH, total - count)):
+            seq += 1
+            count += 1
+            at = moment + timedelta(microseconds=seq)
+            details = canonical_details({"ticket": seq % 5000, "field": "status"})
+            digest = event_hash(seq, at, 7, "tech.sam", "technician", "10.20.30.40", "bench.event",
+                                "ticket", str(seq % 5000), "success", details, prev)
+            rows.append({"seq": seq, "occurred_at": at, "user_id": 7, "username": "tech.sam",
+                         "user_role": "technician", "client_address": "10.20.30.40",
+                         "action": "bench.event", "object_type": "ticket",
+                         "object_id": str(seq % 5000), "outcome": "success", "details": details,
+                         "prev_hash": prev, "hash": digest})
+            prev = digest
+        db.session.execute(insert(AuditEvent), rows)
+        db.session.commit()
+
+
+def run(url: str, appends: int, verify_events: int, schema: str | None) -> bool:
+    """Run both measurements and print them; True when both targets are met."""
+    with tempfile.TemporaryDirectory() as instance:
+        app = make_app(url, Path(instance), schema)
+        with app.app_context():
+            db.create_all()
+            table = plain_table()
+            table.create(db.engine)
+            record("bench.event", user=None, details={"warm": True})
+            db.session.commit()
+            chained = plain = 0.0
+            rounds = 10
+            per_round = max(1, appends // rounds)
+            for r in range(rounds):
+                plain += append_plain(table, per_round, r * per_round)
+                chained += append_chained(per_round, r * per_round)
+            done = per_round * rounds
+            chained_rate, plain_rate = done / chained, done / plain
+            ratio = chained_rate / plain_rate
+            print(f"database:            {db.engine.dialect.name}")
+            print(f"appends with chain:  {chained_rate:10,.0f} events/s "
+                  f"({done} events, one transaction each, through audit.record)")
+            print(f"plain inserts:       {plain_rate:10,.0f} events/s "
+                  f"({done} rows, one transaction each, same columns, no chain)")
+            print(f"ratio chain/plain:   {ratio:10.2f}   (target >= {APPEND_TARGET})")
+            built = time.perf_counter()
+            extend_chain(verify_events)
+            print(f"built chain:         {verify_events:,} events in "
+                  f"{time.perf_counter() - built:.1f} s (bulk insert, not measured)")
+            timings = []
+            for _ in range(VERIFY_RUNS):
+                db.session.close()
+                started = time.perf_counter()
+                result = verify_chain()
+                timings.append(time.perf_counter() - started)
+            elapsed = min(timings)
+            verify_rate = result.count / elapsed
+            print(f"verify:              {verify_rate:10,.0f} events/s "
+                  f"({result.count:,} events in {elapsed:.2f} s, best of "
+                  f"{', '.join(f'{t:.2f}' for t in timings)} s; intact={result.ok}) "
+                  f"(target >= {VERIFY_TARGET:,})")
+            db.session.remove()
+            db.engine.dispose()
+    met = result.ok and ratio >= APPEND_TARGET and verify_rate >= VERIFY_TARGET
+    print("targets:             " + ("met" if met else "MISSED"))
+    return met
+
+
+def main() -> int:
+    """Entry point; exit status 1 when a target is missed."""
+    args = parse_args()
+    for name in [n for n in os.environ if n.startswith("PACSDESK_")]:
+        del os.environ[name]
+    if not args.database_url:
+        with tempfile.TemporaryDirectory() as folder:
+            return 0 if run(f"sqlite:///{folder}/bench.db", args.appends, args.verify_events,
+                            None) else 1
+    if args.database_url.startswith("sqlite"):
+        path = Path(args.database_url.removeprefix("sqlite:///"))
+        if path.exists():
+            print(f"refusing to benchmark into an existing file: {path}", file=sys.stderr)
+            return 2
+        return 0 if run(args.database_url, args.appends, args.verify_events, None) else 1
+    schema = f"audit_bench_{uuid.uuid4().hex[:8]}"
+    admin_url = load_config({"PACSDESK_DATABASE_URL": args.database_url,
+                             "PACSDESK_SECRET_KEY": "bench",
+                             "PACSDESK_INSTANCE_PATH": tempfile.gettempdir()})[
+        "SQLALCHEMY_DATABASE_URI"]
+    admin = create_engine(admin_url)
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        return 0 if run(args.database_url, args.appends, args.verify_events, schema) else 1
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import click
 from flask import Flask
 from flask.cli import AppGroup
+from sqlalchemy import select
 
 from core.extensions import db
 from inventory import csv_io, services
+from inventory.models import Asset
+from inventory.verification import run_checks
+from inventory.verification_models import CheckTrigger
+from inventory.verify_cli import verify_command
 
 inventory_group = AppGroup("inventory", help="Assets and DICOM nodes.")
+inventory_group.add_command(verify_command)
 
 
 @inventory_group.command("export-csv")
@@ -21,7 +26,7 @@ def export_csv_command(file: Path) -> None:
     """Write every asset to FILE as CSV ('-' for standard output)."""
     assets = list(db.session.scalars(services.asset_query(services.AssetFilters())))
     states = services.node_states([a.id for a in assets if a.is_dicom_node])
-    with click.open_file(str(file), "w", encoding="utf-8", newline="") as out:
+    with click.open_file(str(file), "w", encoding="utf-8") as out:
         count = csv_io.write_csv(assets, out, states)
     services.record_export(services.AssetFilters(), count, via="cli")
     db.session.commit()
@@ -33,7 +38,9 @@ def export_csv_command(file: Path) -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--update", is_flag=True, help="Update assets whose tag exists instead of "
                                              "refusing them.")
-def import_csv_command(file: Path, update: bool) -> None:
+@click.option("--no-verify", is_flag=True, help="Do not C-ECHO the imported DICOM nodes now "
+                                                "(the scheduled sweep checks them).")
+def import_csv_command(file: Path, update: bool, no_verify: bool) -> None:
     """Import assets from FILE: all rows or none; bad rows are listed with line numbers."""
     try:
         result = csv_io.import_assets(file.read_bytes(), update=update, user=None,
@@ -45,17 +52,19 @@ def import_csv_command(file: Path, update: bool) -> None:
         raise click.ClickException(f"{len(exc.problems)} line(s) with problems; nothing was "
                                    f"imported.") from None
     db.session.commit()
-    services.request_checks(result.verify_ids)
     click.echo(f"Imported {file.name}: {result.summary()}.")
+    if result.verify_ids and not no_verify:
+        click.echo(f"Checking {len(result.verify_ids)} DICOM node(s) with C-ECHO...")
+        nodes = [asset for i in range(0, len(result.verify_ids), services.CHUNK)
+                 for asset in db.session.scalars(select(Asset).where(
+                     Asset.id.in_(result.verify_ids[i:i + services.CHUNK])))]
+        checks = run_checks(nodes, CheckTrigger.SAVE.value, audit_each=False, username="cli")
+        db.session.commit()
+        click.echo(f"{checks.ok} answered, {checks.failed} did not (see each node's page).")
 
 
 def register(app: Flask) -> None:
     """Attach the inventory commands (and the demo seeder)."""
     from inventory import demo  # noqa: F401 - registers the demo seeder and data check
 
-    if importlib.util.find_spec("inventory.verify_cli") is not None:
-        from inventory.verify_cli import verify_command
-
-        if "verify" not in inventory_group.commands:
-            inventory_group.add_command(verify_command)
     app.cli.add_command(inventory_group)

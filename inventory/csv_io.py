@@ -7,7 +7,7 @@ import csv
 import io
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
@@ -27,6 +27,7 @@ from inventory.services import (
     diff,
     display_value,
     endpoint_message,
+    local_today,
     normalise,
 )
 
@@ -223,6 +224,7 @@ def validate_csv(raw: bytes, *, update: bool) -> list[_Row]:
                               and cells[columns.index("asset_tag")].strip().lower() in existing]
                              ) if update else {}
     endpoints = _active_endpoints()
+    today = local_today()
     seen_tags: dict[str, int] = {}
     seen_endpoints: dict[tuple, int] = {}
     rows: list[_Row] = []
@@ -255,10 +257,9 @@ def validate_csv(raw: bytes, *, update: bool) -> list[_Row]:
             if found is not None:
                 reasons.append(f"asset_tag: asset {found[1]} already exists (import with "
                                f"--update, or tick 'update existing assets', to change it)")
-        data = replace(base, **values)
-        if data.kind in ("dicom", "node"):
-            data = replace(data, kind=AssetKind.DICOM_NODE.value)
-        data, row_problems = normalise(data)
+        if values.get("kind") in ("dicom", "node"):
+            values["kind"] = AssetKind.DICOM_NODE.value
+        data, row_problems = normalise(replace(base, **values), today)
         reasons.extend(f"{f}: {m}" for f, m in row_problems)
         if values.get("status") == AssetStatus.DISPOSED.value and not (
                 found and found[2] == AssetStatus.DISPOSED.value):
@@ -330,10 +331,10 @@ def import_assets(raw: bytes, *, update: bool, user: User | None, source: str,
     user_id = user.id if user else None
     new_rows = [row for row in rows if row.existing_id is None]
     if new_rows:
-        values = [asdict(row.data) for row in new_rows]
-        ids = list(db.session.scalars(
-            insert(Asset).returning(Asset.id, sort_by_parameter_order=True), values))
-        db.session.execute(insert(AssetChange), [
+        db.session.execute(insert(Asset.__table__), [vars(row.data) for row in new_rows])
+        id_of = dict(db.session.execute(select(Asset.asset_tag, Asset.id)).tuples().all())
+        ids = [id_of[row.data.asset_tag] for row in new_rows]
+        db.session.execute(insert(AssetChange.__table__), [
             {"asset_id": aid, "user_id": user_id, "field": "created",
              "new_value": f"{row.data.asset_tag} (imported from {source})"}
             for aid, row in zip(ids, new_rows, strict=True)])

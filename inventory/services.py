@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import ipaddress
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from datetime import date, timedelta
-from types import ModuleType
 from typing import Any
 
 from sqlalchemy import Select, func, or_, select
@@ -29,6 +26,8 @@ from inventory.models import (
     DicomType,
     Sanitisation,
 )
+from inventory.verification import request_check
+from inventory.verification_models import NodeState
 
 register_actions(
     {
@@ -147,78 +146,82 @@ def hostname_problem(value: str) -> str | None:
     return None
 
 
-def _clean_text(data: AssetData) -> AssetData:
-    """Strip surrounding spaces from every text value."""
-    changes = {n: v.strip() for n in DATA_FIELDS if isinstance(v := getattr(data, n), str)}
-    return replace(data, **changes)
+KIND_VALUES = frozenset(k.value for k in AssetKind)
+STATUS_VALUES = frozenset(s.value for s in AssetStatus)
+ROLE_VALUES = frozenset(r.value for r in DicomRole)
+DICOM_TYPE_VALUES = frozenset(t.value for t in DicomType)
 
 
-def normalise(data: AssetData) -> tuple[AssetData, list[tuple[str, str]]]:
+def normalise(data: AssetData, today: date | None = None
+              ) -> tuple[AssetData, list[tuple[str, str]]]:
     """Check an asset's values on their own (no database); return them cleaned and the problems."""
-    data = _clean_text(data)
+    # Surrounding spaces go, except on the AE title, whose own check comes first.
+    v = {n: (x.strip() if isinstance(x, str) and n != "ae_title" else x)
+         for n, x in vars(data).items()}
     problems: list[tuple[str, str]] = []
-    if not data.asset_tag:
+    tag = v["asset_tag"]
+    if not tag:
         problems.append(("asset_tag", "an asset tag is required"))
-    elif not TAG_PATTERN.match(data.asset_tag):
+    elif not TAG_PATTERN.match(tag):
         problems.append(("asset_tag", "use 1-40 letters, digits, '-', '_' or '.', starting "
                                       "with a letter or digit"))
-    elif data.asset_tag.lower() in RESERVED_TAGS:
-        problems.append(("asset_tag", f"'{data.asset_tag}' is reserved; choose another tag"))
-    if not data.name:
+    elif tag.lower() in RESERVED_TAGS:
+        problems.append(("asset_tag", f"'{tag}' is reserved; choose another tag"))
+    if not v["name"]:
         problems.append(("name", "a name is required"))
     for name, limit in TEXT_LIMITS.items():
-        if len(getattr(data, name)) > limit:
+        if len(v[name]) > limit:
             problems.append((name, f"at most {limit} characters"))
-    if data.kind not in {k.value for k in AssetKind}:
-        problems.append(("kind", f"unknown kind '{data.kind}' (use one of "
+    if v["kind"] not in KIND_VALUES:
+        problems.append(("kind", f"unknown kind '{v['kind']}' (use one of "
                                  f"{', '.join(k.value for k in AssetKind)})"))
-    if data.status not in {s.value for s in AssetStatus}:
-        problems.append(("status", f"unknown status '{data.status}' (use one of "
+    if v["status"] not in STATUS_VALUES:
+        problems.append(("status", f"unknown status '{v['status']}' (use one of "
                                    f"{', '.join(s.value for s in AssetStatus)})"))
-    if data.hostname and (problem := hostname_problem(data.hostname)):
+    if v["hostname"] and (problem := hostname_problem(v["hostname"])):
         problems.append(("hostname", problem))
-    if data.ip_address:
+    if v["ip_address"]:
         try:
-            data = replace(data, ip_address=str(ipaddress.ip_address(data.ip_address)))
+            v["ip_address"] = str(ipaddress.ip_address(v["ip_address"]))
         except ValueError:
-            problems.append(("ip_address", f"'{data.ip_address}' is not an IPv4 or IPv6 address"))
-    today = local_today()
-    if data.purchase_date and data.purchase_date > today:
+            problems.append(("ip_address", f"'{v['ip_address']}' is not an IPv4 or IPv6 "
+                                           f"address"))
+    today = today or local_today()
+    if v["purchase_date"] and v["purchase_date"] > today:
         problems.append(("purchase_date", "the purchase date cannot be in the future"))
-    if data.purchase_date and data.warranty_end and data.warranty_end < data.purchase_date:
+    if v["purchase_date"] and v["warranty_end"] and v["warranty_end"] < v["purchase_date"]:
         problems.append(("warranty_end", "the warranty cannot end before the purchase date"))
-    if data.kind == AssetKind.DICOM_NODE.value:
-        data, node_problems = _normalise_node(data)
-        problems.extend(node_problems)
+    if v["kind"] == AssetKind.DICOM_NODE.value:
+        _normalise_node(v, problems)
     else:
-        data = replace(data, ae_title=None, port=None, tls=False, dicom_role=None,
-                       dicom_type=None, modality=None)
-    return data, problems
+        v.update(ae_title=None, port=None, tls=False, dicom_role=None, dicom_type=None,
+                 modality=None)
+    return AssetData(**v), problems
 
 
-def _normalise_node(data: AssetData) -> tuple[AssetData, list[tuple[str, str]]]:
-    """Check the DICOM fields of a node."""
-    problems: list[tuple[str, str]] = []
-    if not data.hostname and not data.ip_address:
+def _normalise_node(v: dict[str, Any], problems: list[tuple[str, str]]) -> None:
+    """Check and clean the DICOM fields of a node, in place."""
+    if not v["hostname"] and not v["ip_address"]:
         problems.append(("hostname", "a DICOM node needs a hostname or an IP address"))
-    if data.ae_title is None or data.ae_title == "":
+    if v["ae_title"] is None or v["ae_title"] == "":
         problems.append(("ae_title", "a DICOM node needs an AE title"))
-    elif problem := ae_title_problem(data.ae_title):
+    elif problem := ae_title_problem(v["ae_title"]):
         problems.append(("ae_title", problem))
     else:
-        data = replace(data, ae_title=data.ae_title.strip())
-    if data.port is None:
+        v["ae_title"] = v["ae_title"].strip()
+    if v["port"] is None:
         problems.append(("port", "a DICOM node needs a port"))
-    elif not 1 <= data.port <= 65535:
-        problems.append(("port", f"the port must be between 1 and 65535 (not {data.port})"))
-    role = data.dicom_role or DicomRole.BOTH.value
-    if role not in {r.value for r in DicomRole}:
-        problems.append(("dicom_role", f"unknown DICOM role '{role}' (use scp, scu or both)"))
-    dicom_type = data.dicom_type or DicomType.OTHER.value
-    modality = (data.modality or "").upper() or None
-    if dicom_type.upper() in MODALITY_CODES and not modality:
+    elif not 1 <= v["port"] <= 65535:
+        problems.append(("port", f"the port must be between 1 and 65535 (not {v['port']})"))
+    v["dicom_role"] = v["dicom_role"] or DicomRole.BOTH.value
+    if v["dicom_role"] not in ROLE_VALUES:
+        problems.append(("dicom_role", f"unknown DICOM role '{v['dicom_role']}' (use scp, "
+                                       f"scu or both)"))
+    dicom_type = v["dicom_type"] or DicomType.OTHER.value
+    modality = (v["modality"] or "").upper() or None
+    if dicom_type.upper() in MODALITY_CODES:
         dicom_type, modality = DicomType.MODALITY.value, dicom_type.upper()
-    if dicom_type not in {t.value for t in DicomType}:
+    if dicom_type not in DICOM_TYPE_VALUES:
         problems.append(("dicom_type", f"unknown DICOM type '{dicom_type}' (use one of "
                                        f"{', '.join(t.value for t in DicomType)}, or a "
                                        f"modality code)"))
@@ -230,7 +233,7 @@ def _normalise_node(data: AssetData) -> tuple[AssetData, list[tuple[str, str]]]:
                                          f"{', '.join(MODALITY_CODES)})"))
     else:
         modality = None
-    return replace(data, dicom_role=role, dicom_type=dicom_type, modality=modality), problems
+    v["dicom_type"], v["modality"] = dicom_type, modality
 
 
 def find_asset(tag: str) -> Asset | None:
@@ -451,8 +454,6 @@ def asset_query(filters: AssetFilters) -> Select:
 
 def _filter_node_state(query: Select, state: str) -> Select:
     """Keep DICOM nodes in ``state`` (a node never checked is unknown)."""
-    from inventory.verification_models import NodeState
-
     query = query.outerjoin(NodeState, NodeState.asset_id == Asset.id).where(
         Asset.kind == AssetKind.DICOM_NODE.value)
     if state == "unknown":
@@ -494,34 +495,20 @@ def record_export(filters: AssetFilters, count: int, *, via: str) -> None:
            details={"count": count, "filters": filters.active(), "via": via})
 
 
-def verification_module() -> ModuleType | None:
-    """The verification module, when it is installed."""
-    if importlib.util.find_spec("inventory.verification") is None:
-        return None
-    return importlib.import_module("inventory.verification")
-
-
 def node_states(asset_ids: list[int]) -> dict[int, str]:
     """Known node states by asset id (a node missing here is unknown)."""
-    if importlib.util.find_spec("inventory.verification_models") is None or not asset_ids:
-        return {}
-    from inventory.verification_models import NodeState
-
     states: dict[int, str] = {}
     for i in range(0, len(asset_ids), CHUNK):
         states.update(db.session.execute(
             select(NodeState.asset_id, NodeState.state)
-            .where(NodeState.asset_id.in_(asset_ids[i:i + CHUNK]))).tuples())
+            .where(NodeState.asset_id.in_(asset_ids[i:i + CHUNK]))).tuples().all())
     return states
 
 
 def request_checks(asset_ids: list[int]) -> None:
     """Ask for background C-ECHO checks of nodes (after the commit; never blocks)."""
-    verification = verification_module()
-    if verification is None:
-        return
     for asset_id in asset_ids:
-        verification.request_check(asset_id)
+        request_check(asset_id)
 
 
 def count_assets() -> int:

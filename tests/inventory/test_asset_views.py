@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from tests.inventory.assets_support import add_asset, node_form, workstation_form
+from tests.inventory.assets_support import (  # noqa: F401 - autouse fixtures
+    _settle_checks,
+    _short_checks,
+    add_asset,
+    node_form,
+    workstation_form,
+)
 
 
 def test_requester_gets_403_on_every_inventory_page(client, login_as, app):

@@ -1,0 +1,246 @@
+"""CSV import (all or nothing, line numbers, --update, encodings) and export (filters, formulas)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from audit.models import AuditEvent
+from core.extensions import db
+from inventory.models import Asset, AssetChange
+from inventory.verification import wait_for_pending_checks
+from inventory.verification_models import NodeState
+from tests.inventory.assets_support import (  # noqa: F401 - autouse fixtures
+    _settle_checks,
+    _short_checks,
+    add_asset,
+)
+
+HEADER = ("asset_tag,name,kind,status,location,department,manufacturer,model,serial_number,"
+          "hostname,ip_address,ae_title,port,tls,dicom_type,warranty_end")
+NODE = ("CT-01,CT scanner,dicom_node,in_service,L1,Radiology,GE,Revo,SN1,ct01.h.example,"
+        "10.0.0.5,CT01,104,no,CT,2030-01-01")
+WS = "RWS-01,Reading station,workstation,in_service,Room A,Radiology,Barco,Uniti,SN2,rws01.h.example,,,,,,"
+
+
+def _count(app) -> int:
+    with app.app_context():
+        return db.session.scalar(select(func.count(Asset.id)))
+
+
+def _upload(client, text: str | bytes, update: bool = False):
+    raw = text.encode() if isinstance(text, str) else text
+    data = {"file": (io.BytesIO(raw), "assets.csv")}
+    if update:
+        data["update"] = "y"
+    return client.post("/assets/import", data=data, content_type="multipart/form-data")
+
+
+def test_import_creates_assets_and_records_history_and_one_audit_event(client, login_as, app):
+    login_as("technician")
+    response = _upload(client, "\n".join([HEADER, NODE, WS]) + "\n")
+    assert response.status_code == 302
+    with app.app_context():
+        node = db.session.scalar(select(Asset).where(Asset.asset_tag == "CT-01"))
+        assert (node.ae_title, node.port, node.dicom_type, node.modality) == (
+            "CT01", 104, "modality", "CT")
+        assert db.session.scalar(select(func.count(AssetChange.id))) == 2
+        events = list(db.session.scalars(select(AuditEvent).where(
+            AuditEvent.action == "asset.import")))
+        assert len(events) == 1
+        assert json.loads(events[0].details)["created"] == 2
+
+
+def test_one_bad_row_refuses_the_whole_file_and_lists_every_bad_line(client, login_as, app):
+    login_as("technician")
+    rows = [
+        HEADER,
+        NODE,
+        WS.replace("workstation", "toaster"),
+        NODE.replace("CT-01", "CT-02").replace("2030-01-01", "31/12/2030"),
+        WS,
+        NODE.replace("CT01", "A" * 17).replace("CT-01", "CT-03"),
+        NODE.replace(",104,", ",70000,").replace("CT-01", "CT-04"),
+    ]
+    response = _upload(client, "\n".join(rows))
+    assert response.status_code == 422
+    body = response.get_data(as_text=True)
+    assert "Nothing was imported: 5 lines need fixing" in body
+    assert "<td>3</td><td>kind: unknown kind &#39;toaster&#39;" in body
+    assert "<td>4</td><td>warranty_end: bad date &#39;31/12/2030&#39; (use YYYY-MM-DD)" in body
+    assert "<td>5</td><td>asset_tag: duplicate tag RWS-01 (also on line 3)" in body
+    assert "<td>6</td><td>ae_title: an AE title has at most 16 characters" in body
+    assert "<td>7</td><td>port: the port must be between 1 and 65535" in body
+    assert _count(app) == 0
+
+
+def test_missing_and_unknown_columns_are_reported_on_line_1(client, login_as, app):
+    login_as("technician")
+    body = _upload(client, "asset_tag,hostnam\nX,y\n").get_data(as_text=True)
+    assert "unknown column(s): hostnam" in body
+    assert "missing required column(s): name, kind" in body
+    assert _count(app) == 0
+
+
+def test_existing_tags_are_refused_unless_updating(client, login_as, app):
+    add_asset(app, asset_tag="CT-01", kind="dicom_node", ip_address="10.0.0.5",
+              ae_title="CT01", port=104, dicom_type="modality", modality="CT", location="Old")
+    login_as("technician")
+    body = _upload(client, f"{HEADER}\n{NODE}\n").get_data(as_text=True)
+    assert "asset CT-01 already exists" in body
+    response = _upload(client, f"{HEADER}\n{NODE}\n{WS}\n", update=True)
+    assert response.status_code == 302
+    with app.app_context():
+        node = db.session.scalar(select(Asset).where(Asset.asset_tag == "CT-01"))
+        assert node.location == "L1" and node.hostname == "ct01.h.example"
+        changes = {c.field for c in db.session.scalars(
+            select(AssetChange).where(AssetChange.asset_id == node.id))}
+        assert {"location", "hostname", "manufacturer"} <= changes
+    assert _count(app) == 2
+
+
+def test_import_refuses_an_endpoint_already_used_by_another_asset(client, login_as, app):
+    add_asset(app, asset_tag="CT-09", kind="dicom_node", ip_address="10.0.0.5",
+              ae_title="CT01", port=104, dicom_type="modality", modality="CT")
+    login_as("technician")
+    body = _upload(client, f"{HEADER}\n{NODE}\n").get_data(as_text=True)
+    assert "asset CT-09 already uses host 10.0.0.5, port 104 and AE title CT01" in body
+
+
+def test_bom_and_windows_line_endings_are_accepted(client, login_as, app):
+    login_as("technician")
+    raw = ("\ufeff" + "\r\n".join([HEADER, NODE, WS]) + "\r\n").encode("utf-8")
+    assert _upload(client, raw).status_code == 302
+    with app.app_context():
+        assert db.session.scalar(select(Asset.warranty_end).where(
+            Asset.asset_tag == "CT-01")).isoformat() == "2030-01-01"
+        assert db.session.scalar(select(Asset.name).where(
+            Asset.asset_tag == "RWS-01")) == "Reading station"
+
+
+def test_non_utf8_bytes_get_a_clear_message_with_the_line(client, login_as, app):
+    login_as("technician")
+    raw = (HEADER + "\n" + NODE + "\n" + WS.replace("Room A", "Salle été")).encode("latin-1")
+    body = _upload(client, raw).get_data(as_text=True)
+    assert "<td>3</td><td>the file is not UTF-8 text (byte 0xE9" in body
+    assert "save it as &#39;CSV UTF-8&#39;" in body
+    assert _count(app) == 0
+
+
+def _big_csv(n: int) -> str:
+    lines = [HEADER]
+    for i in range(n):
+        if i % 2:
+            lines.append(f"WS-{i:06d},Station {i},workstation,in_service,Room {i % 40},"
+                         f"Radiology,Dell,Precision,SN{i},ws{i}.h.example,,,,,,2031-01-01")
+        else:
+            lines.append(f"N-{i:06d},Node {i},dicom_node,in_service,Room {i % 40},Radiology,"
+                         f"GE,Revo,SN{i},n{i}.h.example,10.{i // 65536}.{i // 256 % 256}."
+                         f"{i % 256},AE{i},104,no,CT,2031-01-01")
+    return "\n".join(lines) + "\n"
+
+
+def test_fifty_thousand_rows_import_in_one_transaction(runner, app, tmp_path: Path):
+    path = tmp_path / "fleet.csv"
+    path.write_text(_big_csv(50_000))
+    started = time.perf_counter()
+    result = runner.invoke(args=["inventory", "import-csv", "--no-verify", str(path)])
+    elapsed = time.perf_counter() - started
+    assert result.exit_code == 0, result.output
+    assert "50000 asset(s) created" in result.output
+    assert _count(app) == 50_000
+    assert elapsed < 60, f"import took {elapsed:.1f} s"
+
+
+def test_fifty_thousand_rows_with_one_bad_row_import_nothing(runner, app, tmp_path: Path):
+    text = _big_csv(50_000).replace("N-049998,Node 49998,dicom_node", "N-049998,,dicom_node")
+    path = tmp_path / "fleet.csv"
+    path.write_text(text)
+    result = runner.invoke(args=["inventory", "import-csv", str(path)])
+    assert result.exit_code == 1
+    assert "fleet.csv:50000: name: a name is required" in result.output
+    assert _count(app) == 0
+
+
+def test_cli_import_update_flag(runner, app, tmp_path: Path):
+    add_asset(app, asset_tag="RWS-01", location="Old room")
+    path = tmp_path / "a.csv"
+    path.write_text(f"{HEADER}\n{WS}\n")
+    refused = runner.invoke(args=["inventory", "import-csv", str(path)])
+    assert refused.exit_code == 1 and "a.csv:2: asset_tag: asset RWS-01 already exists" in \
+        refused.output
+    done = runner.invoke(args=["inventory", "import-csv", "--update", str(path)])
+    assert done.exit_code == 0 and "1 updated" in done.output
+    with app.app_context():
+        assert db.session.scalar(select(Asset.location)) == "Room A"
+
+
+def _rows(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text.lstrip("\ufeff"))))
+
+
+def test_export_follows_the_filters_and_is_audited(client, login_as, app):
+    add_asset(app, asset_tag="RWS-01", department="Radiology")
+    add_asset(app, asset_tag="PRN-01", kind="printer", department="Cardiology")
+    login_as("compliance")
+    response = client.get("/assets/export.csv?kind=printer")
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    assert "attachment" in response.headers["Content-Disposition"]
+    rows = _rows(response.get_data(as_text=True))
+    assert [r["asset_tag"] for r in rows] == ["PRN-01"]
+    with app.app_context():
+        event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "asset.export"))
+        details = json.loads(event.details)
+        assert details["count"] == 1 and details["filters"] == {"kind": "printer"}
+
+
+def test_export_neutralises_spreadsheet_formulas_and_imports_back(client, login_as, app):
+    add_asset(app, asset_tag="X-1", name="=HYPERLINK(\"http://evil\")", location="+1 room",
+              department="-dept", notes="@SUM(A1)", model="plain")
+    login_as("technician")
+    row = _rows(client.get("/assets/export.csv").get_data(as_text=True))[0]
+    assert row["name"] == "'=HYPERLINK(\"http://evil\")"
+    assert (row["location"], row["department"], row["notes"], row["model"]) == (
+        "'+1 room", "'-dept", "'@SUM(A1)", "plain")
+    exported = client.get("/assets/export.csv").data
+    assert _upload(client, exported, update=True).status_code == 302
+    with app.app_context():
+        assert db.session.scalar(select(Asset.name)) == "=HYPERLINK(\"http://evil\")"
+        assert db.session.scalar(select(func.count(AssetChange.id))) == 0
+
+
+def test_cli_export_writes_every_asset(runner, app, tmp_path: Path):
+    add_asset(app, asset_tag="RWS-01")
+    add_asset(app, asset_tag="RWS-02")
+    path = tmp_path / "out.csv"
+    result = runner.invoke(args=["inventory", "export-csv", str(path)])
+    assert result.exit_code == 0 and "2 asset(s) written" in result.output
+    assert [r["asset_tag"] for r in _rows(path.read_text("utf-8"))] == ["RWS-01", "RWS-02"]
+
+
+def test_cli_import_checks_the_imported_nodes(runner, app, tmp_path: Path, verification_scp):
+    port = verification_scp()
+    path = tmp_path / "nodes.csv"
+    path.write_text(f"{HEADER}\n" + NODE.replace("10.0.0.5", "127.0.0.1").replace(
+        ",104,", f",{port},") + "\n")
+    result = runner.invoke(args=["inventory", "import-csv", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "1 answered, 0 did not" in result.output
+    with app.app_context():
+        assert db.session.scalar(select(NodeState.state)) == "up"
+
+
+def test_web_import_checks_new_nodes_in_the_background(client, login_as, app, verification_scp):
+    port = verification_scp()
+    login_as("technician")
+    row = NODE.replace("10.0.0.5", "127.0.0.1").replace(",104,", f",{port},")
+    response = _upload(client, f"{HEADER}\n{row}\n")
+    assert response.status_code == 302
+    assert wait_for_pending_checks(10)
+    with app.app_context():
+        assert db.session.scalar(select(NodeState.state)) == "up"

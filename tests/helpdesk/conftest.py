@@ -65,3 +65,17 @@ def audit_events(app):
                      "details": json.loads(e.details)} for e in db.session.execute(query).scalars()]
 
     return events
+
+
+@pytest.fixture
+def login_as(make_user, auth):
+    """Like the shared fixture, but logs the previous user out first so tests can switch users."""
+
+    def factory(role: str, username: str | None = None, **fields):
+        auth.logout()
+        user = make_user(role, username, **fields)
+        response = auth.login(user.username)
+        assert response.status_code == 302, response.data[:500]
+        return user
+
+    return factory

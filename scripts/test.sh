@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Install the development dependencies into .venv, then run ruff and the whole test suite:
+# on SQLite, and again on PostgreSQL when PACSDESK_TEST_DATABASE_URL is set.
+# Exits non-zero on any failure; a run that collects no tests is a failure too.
+# With CI=true the virtualenv is rebuilt from scratch, so nothing installed by hand counts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+VENV=".venv"
+
+if [ "${CI:-}" = "true" ] && [ -e "$VENV" ]; then
+  echo "==> CI: removing the old $VENV"
+  rm -rf "$VENV"
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "==> creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+echo "==> installing PACS Desk with its development dependencies"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+# Installed in place: the tests start `pacsdesk` itself, which needs the templates,
+# static files and migrations of this checkout.
+"$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+
+if [ -f package.json ]; then
+  echo "==> installing JavaScript test dependencies"
+  npm ci --no-audit --no-fund
+fi
+
+echo "==> ruff"
+"$VENV/bin/ruff" check .
+
+# Run pytest with the given label; pytest's exit status 5 (no tests collected) fails too.
+run_suite() {
+  local label="$1"
+  shift
+  echo "==> tests on $label"
+  local status=0
+  "$@" "$VENV/bin/pytest" -q || status=$?
+  if [ "$status" -eq 5 ]; then
+    echo "!! no tests ran on $label"
+    return 1
+  fi
+  return "$status"
+}
+
+failed=0
+run_suite "SQLite" env -u PACSDESK_TEST_DATABASE_URL || failed=1
+if [ -n "${PACSDESK_TEST_DATABASE_URL:-}" ]; then
+  run_suite "PostgreSQL" env || failed=1
+else
+  echo "==> PACSDESK_TEST_DATABASE_URL is not set: PostgreSQL run skipped"
+fi
+
+if [ "$failed" -ne 0 ]; then
+  echo "!! test run FAILED"
+  exit 1
+fi
+echo "==> all tests passed"

@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Install the Debian packages PACS Desk needs to run and to be tested:
 # WeasyPrint's Pango, DICOM peers for integration tests (dcmtk, Orthanc),
-# Chromium for the browser tests, poppler for reading PDFs back.
+# Chromium for the browser tests, poppler for reading PDFs back, psql for CI's
+# scratch database, Node.js (npm) for the browser tests' accessibility checker.
 set -euo pipefail
 packages=(
   libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core
   dcmtk orthanc
   chromium
   poppler-utils
+  postgresql-client nodejs
 )
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Debian ships npm apart from nodejs; some nodejs builds bundle it.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -eq 0 ]; then
   echo "system packages: all present"
   exit 0

@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+import random
+
+from sqlalchemy import func, select
+
+from core.auth.models import User
+from core.demo import DemoContext
+from core.extensions import db
+from inventory import services
+from inventory.demo import seed_assets
+from inventory.models import Asset, Sanitisation
+from inventory.services import count_assets
+from inventory.verification import wait_for_pending_checks
+from inventory.verification_models import NodeCheck, NodeState
 from tests.inventory.assets_support import (  # noqa: F401 - autouse fixtures
     _settle_checks,
     _short_checks,
@@ -91,3 +104,117 @@ def test_tag_lookup_ignores_case_and_redirects_to_the_real_tag(client, login_as,
     login_as("technician")
     response = client.get("/assets/rws-01")
     assert response.status_code == 302 and response.headers["Location"].endswith("/assets/RWS-01")
+
+
+def _node_at(port: int, **overrides: str) -> dict[str, str]:
+    """Form fields of a node on loopback at ``port``."""
+    return node_form(ip_address="127.0.0.1", hostname="", port=str(port), ae_title="TESTSCP",
+                     **overrides)
+
+
+def _state(app, tag: str) -> str | None:
+    with app.app_context():
+        return db.session.scalar(select(NodeState.state).join(Asset, Asset.id == NodeState.asset_id)
+                                 .where(Asset.asset_tag == tag))
+
+
+def test_new_node_is_checked_in_the_background_and_its_page_shows_the_state(
+        client, login_as, app, verification_scp):
+    port = verification_scp()
+    login_as("technician")
+    assert client.post("/assets/new", data=_node_at(port)).status_code == 302
+    assert wait_for_pending_checks(10)
+    assert _state(app, "CT-01") == "up"
+    page = client.get("/assets/CT-01").get_data(as_text=True)
+    assert 'data-node-state="up"' in page and "Verify now" in page
+
+
+def test_changing_the_port_checks_the_node_again(client, login_as, app, verification_scp,
+                                                 closed_port):
+    port = verification_scp()
+    login_as("technician")
+    client.post("/assets/new", data=_node_at(closed_port))
+    assert wait_for_pending_checks(10)
+    with app.app_context():
+        assert db.session.scalar(select(NodeCheck.outcome)) == "refused"
+    client.post("/assets/CT-01/edit", data=_node_at(port))
+    assert wait_for_pending_checks(10)
+    with app.app_context():
+        outcomes = list(db.session.scalars(select(NodeCheck.outcome).order_by(NodeCheck.id)))
+    assert outcomes == ["refused", "ok"]
+    client.post("/assets/CT-01/edit", data=_node_at(port, location="Room 7"))
+    assert wait_for_pending_checks(10)
+    with app.app_context():
+        assert db.session.scalar(select(func.count(NodeCheck.id))) == 2
+
+
+def test_verify_now_echoes_the_node_and_flashes_the_outcome(client, login_as, app,
+                                                            verification_scp):
+    port = verification_scp()
+    add_asset(app, asset_tag="CT-01", kind="dicom_node", ip_address="127.0.0.1", port=port,
+              ae_title="TESTSCP", dicom_type="modality", modality="CT")
+    login_as("technician")
+    response = client.post("/assets/CT-01/verify", follow_redirects=True)
+    assert response.status_code == 200
+    assert b"C-ECHO TESTSCP@127.0.0.1:" in response.data and b": ok (" in response.data
+    assert _state(app, "CT-01") == "up"
+
+
+def test_compliance_cannot_verify_now(client, login_as, app):
+    add_asset(app, asset_tag="CT-01", kind="dicom_node", ip_address="127.0.0.1", port=104,
+              ae_title="CT01")
+    login_as("compliance")
+    assert client.post("/assets/CT-01/verify").status_code == 403
+
+
+def test_verify_now_of_a_workstation_says_it_cannot(client, login_as, app):
+    add_asset(app, asset_tag="RWS-01")
+    login_as("technician")
+    response = client.post("/assets/RWS-01/verify", follow_redirects=True)
+    assert b"Cannot verify RWS-01" in response.data
+
+
+def test_list_filters_by_node_state_with_unchecked_nodes_unknown(client, login_as, app):
+    up = add_asset(app, asset_tag="N-UP", kind="dicom_node", ip_address="127.0.0.1", port=1,
+                   ae_title="A")
+    down = add_asset(app, asset_tag="N-DOWN", kind="dicom_node", ip_address="127.0.0.1",
+                     port=2, ae_title="B")
+    add_asset(app, asset_tag="N-NEVER", kind="dicom_node", ip_address="127.0.0.1", port=3,
+              ae_title="C")
+    add_asset(app, asset_tag="RWS-01")
+    with app.app_context():
+        db.session.add_all([NodeState(asset_id=up, state="up"),
+                            NodeState(asset_id=down, state="down")])
+        db.session.commit()
+    login_as("technician")
+
+    def tags(state: str) -> set[str]:
+        body = client.get(f"/assets?node_state={state}").get_data(as_text=True)
+        return {t for t in ("N-UP", "N-DOWN", "N-NEVER", "RWS-01") if f"/assets/{t}\"" in body}
+
+    assert tags("up") == {"N-UP"}
+    assert tags("down") == {"N-DOWN"}
+    assert tags("unknown") == {"N-NEVER"}
+    assert tags("") == {"N-UP", "N-DOWN", "N-NEVER", "RWS-01"}
+
+
+def test_demo_fleet_has_modalities_infrastructure_and_a_sanitised_disposal(app, make_user):
+    tech = make_user("technician", "pacs.sam")
+    with app.app_context():
+        ctx = DemoContext(rng=random.Random(1), users={"pacs.sam": db.session.get(User, tech.id)})
+        seed_assets(ctx)
+        db.session.commit()
+        modalities = set(db.session.scalars(select(Asset.modality).where(
+            Asset.modality.is_not(None))))
+        assert {"CT", "MR", "CR", "US", "MG"} <= modalities
+        types = set(db.session.scalars(select(Asset.dicom_type)))
+        assert {"pacs_archive", "router"} <= types
+        assert db.session.scalar(select(func.count(Asset.id)).where(
+            Asset.kind == "printer")) >= 1
+        disposed = db.session.scalar(select(Asset).where(Asset.status == "disposed"))
+        assert db.session.scalar(select(Sanitisation).where(
+            Sanitisation.asset_id == disposed.id)) is not None
+        soon = db.session.scalars(services.warranty_query(90)).all()
+        assert soon
+        assert any("127.0.0.1" in note for note in ctx.notes)
+        assert count_assets() > 15

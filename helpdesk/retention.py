@@ -20,8 +20,7 @@ def candidates(cutoff: datetime, anchor: str) -> Select:
     """(id, anchor time) of closed tickets whose anchor (closed or created) is before ``cutoff``."""
     column = Ticket.closed_at if anchor == "closed" else Ticket.created_at
     return (select(Ticket.id, column.label("anchor"))
-            .where(Ticket.status == TicketStatus.CLOSED.value, column.is_not(None), column < cutoff)
-            .order_by(column, Ticket.id))
+            .where(Ticket.status == TicketStatus.CLOSED.value, column.is_not(None), column < cutoff))
 
 
 def _scope_condition(hold: HoldScope):

@@ -33,10 +33,11 @@ def file_ticket(page: Page, title: str, description: str, attachment: dict | Non
     return match.group(1)
 
 
-def test_requester_files_a_ticket_with_a_screenshot_follows_it_and_replies(server, pages, journeys):
+def test_requester_files_a_ticket_with_a_screenshot_follows_it_and_replies(server, pages, signed_in,
+                                                                            journeys):
     """Filing, My tickets with its service level, a reply, the attachment back; others' tickets hidden."""
-    other = pages.open(server.url)
-    log_in(other, "dr.lindqvist")
+    other = pages.open(server.url, storage_state=signed_in("dr.lindqvist"))
+    other.goto("/")
     others_ticket = file_ticket(other, "Hanging protocol lost on reading station 4",
                                 "The MR hanging protocol resets after every restart.")
 
@@ -81,10 +82,9 @@ def test_requester_files_a_ticket_with_a_screenshot_follows_it_and_replies(serve
     assert pages.all_errors() == []
 
 
-def test_new_ticket_and_my_tickets_are_usable_on_a_phone(server, pages):
+def test_new_ticket_and_my_tickets_are_usable_on_a_phone(server, pages, signed_in):
     """At 390 px wide the form fits the screen, files a ticket, and My tickets shows it."""
-    page = pages.open(server.url, **PHONE)
-    log_in(page, "dr.okafor")
+    page = pages.open(server.url, storage_state=signed_in("dr.okafor"), **PHONE)
     page.goto("/tickets/new")
     fits = "() => document.documentElement.scrollWidth <= window.innerWidth"
     assert page.evaluate(fits), "the new-ticket page scrolls sideways at 390 px"

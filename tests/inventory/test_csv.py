@@ -8,6 +8,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from audit.models import AuditEvent
@@ -244,3 +245,28 @@ def test_web_import_checks_new_nodes_in_the_background(client, login_as, app, ve
     assert wait_for_pending_checks(10)
     with app.app_context():
         assert db.session.scalar(select(NodeState.state)) == "up"
+
+
+@pytest.mark.parametrize(("raw", "line", "message"), [
+    (b"", 1, "the file is empty"),
+    (HEADER.encode() + b"\r\n", 1, "the file has a header but no rows"),
+    (HEADER.encode("utf-16"), 1, "the file is UTF-16 text"),
+    (f"{HEADER}\n{WS},extra\n".encode(), 2, "17 cells where the header has 16 columns"),
+    (f"asset_tag,name,kind,name\n{'x,y,workstation,z'}\n".encode(), 1,
+     "column(s) given twice: name"),
+    (f"{HEADER}\n{WS.replace(',in_service,', ',disposed,')}\n".encode(), 2,
+     "status: dispose of an asset from its page"),
+])
+def test_malformed_files_are_refused_with_a_line_number(client, login_as, app, raw, line,
+                                                        message):
+    login_as("technician")
+    body = _upload(client, raw).get_data(as_text=True).replace("&#39;", "'")
+    assert f"<td>{line}</td><td>" in body and message in body
+    assert _count(app) == 0
+
+
+def test_duplicate_endpoints_inside_the_file_name_the_other_line(client, login_as, app):
+    login_as("technician")
+    second = NODE.replace("CT-01", "CT-02").replace("ct01", "ct02")
+    body = _upload(client, f"{HEADER}\n{NODE}\n{second}\n").get_data(as_text=True)
+    assert "<td>3</td><td>ae_title: the same host, port and AE title is on line 2" in body

@@ -203,3 +203,9 @@ def test_times_are_shown_in_the_configured_time_zone(app_config):
     with app.app_context():
         assert format_local(datetime(2026, 1, 15, 17, 0, tzinfo=UTC)) == "2026-01-15 12:00"
         db.engine.dispose()
+
+
+def test_readme_documents_every_setting():
+    readme = (ROOT / "README.md").read_text()
+    missing = [s.name for s in SETTINGS if f"| `{s.name}` |" not in readme]
+    assert not missing, f"add these to README.md's configuration table: {missing}"

@@ -28,7 +28,7 @@ def export_csv_command(file: Path) -> None:
     states = services.node_states([a.id for a in assets if a.is_dicom_node])
     with click.open_file(str(file), "w", encoding="utf-8") as out:
         count = csv_io.write_csv(assets, out, states)
-    services.record_export(services.AssetFilters(), count, via="cli")
+    services.record_export(services.AssetFilters(), count, via="cli", username="cli")
     db.session.commit()
     if str(file) != "-":
         click.echo(f"{count} asset(s) written to {file}.")

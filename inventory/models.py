@@ -94,6 +94,7 @@ class Asset(db.Model):
     __table_args__ = (
         Index("ix_asset_kind_status", "kind", "status"),
         Index("ix_asset_endpoint", "hostname", "ip_address", "port", "ae_title"),
+        Index("ix_asset_warranty_end", "warranty_end"),
     )
 
     @property

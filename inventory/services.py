@@ -489,9 +489,10 @@ def sanitisation_of(asset: Asset) -> Sanitisation | None:
     return db.session.scalar(select(Sanitisation).where(Sanitisation.asset_id == asset.id))
 
 
-def record_export(filters: AssetFilters, count: int, *, via: str) -> None:
+def record_export(filters: AssetFilters, count: int, *, via: str,
+                  username: str | None = None) -> None:
     """Audit an export of the asset list."""
-    record("asset.export", object_type="asset",
+    record("asset.export", object_type="asset", username=username,
            details={"count": count, "filters": filters.active(), "via": via})
 
 

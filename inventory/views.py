@@ -10,6 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from core.auth.forms import ConfirmForm
 from core.auth.models import User
@@ -151,10 +152,15 @@ def asset_new():
     if form.validate_on_submit():
         try:
             asset = services.create_asset(_form_data(form), user=current_user)
-        except AssetError as exc:
-            _show_errors(form, exc)
-        else:
             db.session.commit()
+        except AssetError as exc:
+            db.session.rollback()
+            _show_errors(form, exc)
+        except IntegrityError:
+            db.session.rollback()
+            form.asset_tag.errors = [*form.asset_tag.errors, "this asset tag was just taken by "
+                                     "someone else; choose another"]
+        else:
             if asset.is_dicom_node:
                 services.request_checks([asset.id])
             flash(f"Asset {asset.asset_tag} created.", "success")
@@ -176,11 +182,15 @@ def asset_edit(tag: str):
     if form.validate_on_submit():
         try:
             changed = services.update_asset(asset, _form_data(form), user=current_user)
+            db.session.commit()
         except AssetError as exc:
             db.session.rollback()
             _show_errors(form, exc)
+        except IntegrityError:
+            db.session.rollback()
+            form.asset_tag.errors = [*form.asset_tag.errors, "this asset tag was just taken by "
+                                     "someone else; choose another"]
         else:
-            db.session.commit()
             if services.needs_verification(asset, changed):
                 services.request_checks([asset.id])
             flash(f"Asset {asset.asset_tag} saved." if changed else "Nothing changed.",

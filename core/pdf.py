@@ -80,16 +80,21 @@ def _cell(value: object, width: int) -> str:
     text = " ".join(str(value if value is not None else "").split())
     if len(text) >= width:
         text = text[: width - 2] + "…"
+    elif text and len(text) % 8 == 0:
+        text += " "  # never end exactly on a tab stop
     return text + "\t" * (width // 8 - len(text) // 8)
 
 
 def text_columns(columns: Sequence[tuple[str, int]], rows: Iterable[Sequence[object]],
-                 per_page: int = 50, first_page: int = 40) -> Markup:
-    """Rows as tab-aligned monospace lines (widths in characters, multiples of 8), one block a page.
+                 per_page: int = 50, first_page: int = 40, page_breaks: bool = True,
+                 block: int = 10) -> Markup:
+    """Rows as tab-aligned monospace lines (widths in characters, multiples of 8).
 
     WeasyPrint lays out a line of text an order of magnitude faster than a row of table
-    cells, so long listings (report appendices) use this instead of a <table>. Each block
-    repeats the column titles and is kept on one page.
+    cells, so long listings (report appendices) use this instead of a <table>. Rows come
+    in groups of ``per_page`` (``first_page`` for the first) that repeat the column titles;
+    with ``page_breaks`` each group ends its page, so no layout is thrown away. Lines go in
+    small <pre> blocks because WeasyPrint shapes a block's whole remaining text per line.
     """
     widths = [width for _, width in columns]
     last = len(columns) - 1
@@ -99,15 +104,23 @@ def text_columns(columns: Sequence[tuple[str, int]], rows: Iterable[Sequence[obj
                  for i, (v, w) in enumerate(zip(values, widths, strict=True))]
         return escape("".join(cells))
 
-    head = "<b>" + line([title for title, _ in columns]) + "</b>"
-    blocks: list[str] = []
-    batch: list[str] = []
+    head = '<pre class="rows"><b>' + line([title for title, _ in columns]) + "</b></pre>"
+    css = "rows-page" if page_breaks else "rows-group"
+    groups: list[str] = []
+    lines: list[str] = []
+
+    def flush() -> None:
+        blocks = ("\n".join(lines[i:i + block]) for i in range(0, len(lines), block))
+        groups.append(f'<div class="{css}">{head}'
+                      + "".join(f'<pre class="rows">{text}</pre>' for text in blocks) + "</div>")
+        lines.clear()
+
     size = first_page
     for row in rows:
-        batch.append(line(row))
-        if len(batch) == size:
-            blocks.append('<pre class="rows">' + head + "\n" + "\n".join(batch) + "</pre>")
-            batch, size = [], per_page
-    if batch:
-        blocks.append('<pre class="rows">' + head + "\n" + "\n".join(batch) + "</pre>")
-    return Markup("".join(blocks))  # noqa: S704 - every line went through escape()
+        lines.append(line(row))
+        if len(lines) == size:
+            flush()
+            size = per_page
+    if lines:
+        flush()
+    return Markup("".join(groups))  # noqa: S704 - every line went through escape()

@@ -35,10 +35,17 @@ from core.timeutil import format_local
 
 E = AuditEvent
 LOGIN_FAILURE_ACTIONS = ("user.login_failed", "user.locked")
-SECTION_LIMIT = 300
+SUMMARY_LIMIT = 100      # rows of a per-user table
+LISTING_LIMIT = 500      # events listed in an exception section
 STAMP = "%Y-%m-%d %H:%M:%S"
 APPENDIX_COLUMNS = (("Local time", 24), ("User", 16), ("Role", 16), ("Action", 24),
                     ("Object", 32), ("Address", 24), ("Outcome", 8), ("Details", 44))
+EVENT_COLUMNS = (("Local time", 24), ("User", 16), ("Role", 16), ("Action", 24),
+                 ("Object", 24), ("Address", 16), ("Outcome", 8))
+EXPORT_COLUMNS = (("Local time", 24), ("User", 16), ("Action", 24), ("Address", 16),
+                  ("What", 48))
+PHI_COLUMNS = (("User", 16), ("Record", 24), ("Action", 24), ("Times", 8), ("Last", 24),
+               ("Identifiers", 40))
 
 
 def _when(value: datetime | None) -> str:
@@ -141,7 +148,7 @@ def _failed_logins(where: ColumnElement[bool]) -> list[dict[str, Any]]:
     rows = sorted(grouped.values(), key=lambda r: (-r["lockouts"], -r["failed"], r["username"]))
     for row in rows:
         row["first"], row["last"] = _when(row["first"]), _when(row["last"])
-    return rows[:SECTION_LIMIT]
+    return rows[:SUMMARY_LIMIT]
 
 
 def _after_hours(where: ColumnElement[bool], outside: ColumnElement[bool]
@@ -151,11 +158,9 @@ def _after_hours(where: ColumnElement[bool], outside: ColumnElement[bool]
                            func.min(E.occurred_at).label("first"),
                            func.max(E.occurred_at).label("last"))
                     .where(where, outside).group_by(E.username, E.user_role)
-                    .order_by(func.count().desc(), E.username).limit(SECTION_LIMIT))
+                    .order_by(func.count().desc(), E.username).limit(SUMMARY_LIMIT))
     total = db.session.execute(select(func.count()).where(where, outside)).scalar_one()
-    events = _rows(select(E.occurred_at, E.username, E.user_role, E.action, E.object_type,
-                          E.object_id, E.client_address, E.outcome)
-                   .where(where, outside).order_by(E.occurred_at, E.seq).limit(SECTION_LIMIT))
+    events = _event_listing(where, outside)
     return by_user, events, total
 
 
@@ -170,27 +175,38 @@ def _disabled(where: ColumnElement[bool]) -> list[Any]:
                  .join(User, User.id == E.user_id)
                  .where(where, User.is_disabled.is_(True))
                  .group_by(User.username, User.full_name, User.disabled_at)
-                 .order_by(func.count().desc()).limit(SECTION_LIMIT))
+                 .order_by(func.count().desc()).limit(SUMMARY_LIMIT))
 
 
-def _disabled_events(where: ColumnElement[bool]) -> list[Any]:
+def _event_listing(*conditions: ColumnElement[bool], join_users: bool = False) -> Any:
+    """The first events matching ``conditions``, as monospace lines."""
+    query = select(E.occurred_at, E.username, E.user_role, E.action, E.object_type, E.object_id,
+                   E.client_address, E.outcome)
+    if join_users:
+        query = query.join(User, User.id == E.user_id)
+    rows = ((_when(r[0]), r[1] or "", r[2] or "", r[3], f"{r[4]}:{r[5]}" if r[4] else "",
+             r[6] or "", r[7])
+            for r in db.session.execute(query.where(*conditions).order_by(E.occurred_at, E.seq)
+                                        .limit(LISTING_LIMIT)))
+    return text_columns(EVENT_COLUMNS, rows, per_page=20, first_page=20, page_breaks=False)
+
+
+def _disabled_events(where: ColumnElement[bool]) -> Any:
     """The events of disabled accounts themselves (first ones)."""
-    return _rows(select(E.occurred_at, E.username, E.action, E.object_type, E.object_id,
-                        E.client_address, E.outcome)
-                 .join(User, User.id == E.user_id)
-                 .where(where, User.is_disabled.is_(True))
-                 .order_by(E.occurred_at, E.seq).limit(SECTION_LIMIT))
+    return _event_listing(where, User.is_disabled.is_(True), join_users=True)
 
 
-def _exports(where: ColumnElement[bool]) -> tuple[list[Any], int]:
+def _exports(where: ColumnElement[bool]) -> tuple[Any, int]:
     """Searches and exports of the audit trail, reports and bulk exports, one line each."""
     actions = sorted(EXPORT_ACTIONS)
     total = db.session.execute(select(func.count()).where(where, E.action.in_(actions))).scalar_one()
-    rows = _rows(select(E.occurred_at, E.username, E.user_role, E.action, E.client_address,
-                        E.outcome, E.details)
-                 .where(where, E.action.in_(actions)).order_by(E.occurred_at, E.seq)
-                 .limit(SECTION_LIMIT))
-    return rows, total
+    rows = ((_when(r[0]), r[1] or "", EXPORT_ACTIONS.get(r[2], r[2])
+             + ("" if r[4] == "success" else f" ({r[4]})"), r[3] or "", _details_text(r[5], 48))
+            for r in db.session.execute(
+                select(E.occurred_at, E.username, E.action, E.client_address, E.outcome, E.details)
+                .where(where, E.action.in_(actions)).order_by(E.occurred_at, E.seq)
+                .limit(LISTING_LIMIT)))
+    return text_columns(EXPORT_COLUMNS, rows, per_page=20, first_page=20, page_breaks=False), total
 
 
 def _phi_condition() -> ColumnElement[bool] | None:
@@ -199,17 +215,17 @@ def _phi_condition() -> ColumnElement[bool] | None:
     return or_(*rules) if rules else None
 
 
-def _phi(where: ColumnElement[bool]) -> tuple[list[Any], list[dict[str, Any]], int]:
+def _phi(where: ColumnElement[bool]) -> tuple[list[Any], Any, int]:
     """PHI reads by user, and by user and record (with the identifiers the event noted)."""
     condition = _phi_condition()
     if condition is None:
-        return [], [], 0
+        return [], None, 0
     by_user = _rows(select(E.username, E.user_role, func.count().label("n"),
                            func.count(func.distinct(E.object_id)).label("records"),
                            func.sum(case((E.action == "attachment.download", 1), else_=0))
                            .label("downloads"))
                     .where(where, condition).group_by(E.username, E.user_role)
-                    .order_by(func.count().desc(), E.username).limit(SECTION_LIMIT))
+                    .order_by(func.count().desc(), E.username).limit(SUMMARY_LIMIT))
     total = db.session.execute(select(func.count()).where(where, condition)).scalar_one()
     keys = [key for rule in PHI_RULES.values() for key in rule.identifiers]
     records = []
@@ -218,16 +234,15 @@ def _phi(where: ColumnElement[bool]) -> tuple[list[Any], list[dict[str, Any]], i
                             func.max(E.occurred_at).label("last"), func.max(E.details).label("details"))
                      .where(where, condition)
                      .group_by(E.username, E.object_type, E.object_id, E.action)
-                     .order_by(E.username, E.object_id, E.action).limit(SECTION_LIMIT)):
+                     .order_by(E.username, E.object_id, E.action).limit(LISTING_LIMIT)):
         try:
             data = json.loads(row.details or "{}")
         except ValueError:
             data = {}
         identifiers = ", ".join(f"{k.replace('_', ' ')} {data[k]}" for k in keys if data.get(k))
-        records.append({"username": row.username, "object": f"{row.object_type}:{row.object_id}",
-                        "action": row.action, "n": row.n, "first": _when(row.first),
-                        "last": _when(row.last), "identifiers": identifiers})
-    return by_user, records, total
+        records.append((row.username or "", f"{row.object_type}:{row.object_id}", row.action,
+                        row.n, _when(row.last), identifiers))
+    return by_user, text_columns(PHI_COLUMNS, records, per_page=20, first_page=20, page_breaks=False), total
 
 
 def _appendix(where: ColumnElement[bool], limit: int) -> Any:
@@ -255,7 +270,8 @@ def build_access_audit(request: ReportRequest, progress: Progress) -> ReportCont
     progress(5, "Counting events")
     total = db.session.execute(select(func.count()).where(where)).scalar_one()
     context: dict[str, Any] = {"total": total, "business_hours": _hours_text(hours),
-                               "appendix_limit": request.appendix_limit}
+                               "appendix_limit": request.appendix_limit,
+                               "listing_limit": LISTING_LIMIT}
     if total:
         context["totals"] = _totals(where)
         context["failures"] = sum(r["failure"] for r in context["totals"])

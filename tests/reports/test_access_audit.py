@@ -62,7 +62,7 @@ def test_failed_logins_after_hours_and_disabled_accounts_are_listed(app, make_us
     assert "2026-03-10 10:15" not in after
     disabled = section(text, "Activity by disabled accounts", "Audit-trail searches")
     assert re.search(r"leaver\.lee\s+2026-03-12 08:00:00\s+2\s+1\s", disabled), disabled
-    assert re.search(r"2026-03-13 09:30:00\s+leaver\.lee\s+user\.login_failed", disabled)
+    assert re.search(r"2026-03-13 09:30:00\s+leaver\.lee\s+requester\s+user\.login_failed", disabled)
     assert "Period: 1 March 2026 to 31 March 2026" in text
     assert "Riverside General Hospital" in text
     assert re.search(r"Page 1 of \d+", text)

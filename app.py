@@ -54,6 +54,7 @@ def register_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Register each package's blueprint."""
+    import helpdesk.reports, inventory.reports  # noqa: E401, F401, I001 - register report kinds
     from audit.reports.views import bp as reports_bp
     from audit.views import bp as audit_bp
     from core.auth.views import bp as auth_bp

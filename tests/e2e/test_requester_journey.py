@@ -82,10 +82,18 @@ def test_requester_files_a_ticket_with_a_screenshot_follows_it_and_replies(serve
     assert pages.all_errors() == []
 
 
+def open_from_menu(page: Page, name: str) -> None:
+    """Open a page through the navigation collapsed behind its toggle button, as on a phone."""
+    page.get_by_role("button", name="Toggle navigation").click()
+    page.locator("#mainnav").get_by_role("link", name=name).click()
+
+
 def test_new_ticket_and_my_tickets_are_usable_on_a_phone(server, pages, signed_in):
-    """At 390 px wide the form fits the screen, files a ticket, and My tickets shows it."""
+    """At 390 px wide the menu opens, the form fits the screen and files a ticket, My tickets shows it."""
     page = pages.open(server.url, storage_state=signed_in("dr.okafor"), **PHONE)
-    page.goto("/tickets/new")
+    page.goto("/")
+    open_from_menu(page, "New ticket")
+    expect(page).to_have_url(re.compile(r"/tickets/new$"))
     fits = "() => document.documentElement.scrollWidth <= window.innerWidth"
     assert page.evaluate(fits), "the new-ticket page scrolls sideways at 390 px"
     screenshot(page, "phone-390-new-ticket")
@@ -99,7 +107,8 @@ def test_new_ticket_and_my_tickets_are_usable_on_a_phone(server, pages, signed_i
     match = TICKET_URL.search(page.url)
     assert match
 
-    page.goto("/my/tickets")
+    open_from_menu(page, "My tickets")
+    expect(page).to_have_url(re.compile(r"/my/tickets$"))
     assert page.evaluate(fits), "My tickets scrolls sideways at 390 px"
     link = page.get_by_role("link", name=match.group(1))
     expect(link).to_be_visible()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -257,6 +258,9 @@ def main() -> None:
     load_seconds = time.perf_counter() - began
     loaded_ticket = f"PD-{args.tickets // 2:06d}"
     loaded = measure(client, loaded_ticket, args.runs)
+    with app.app_context():
+        db.engine.dispose()
+    shutil.rmtree(workdir, ignore_errors=True)
 
     dialect = "PostgreSQL" if args.database_url else "SQLite"
     print(f"\nHelp desk benchmark on {dialect}: {total_tickets:,} tickets, {total_events:,} audit events "

@@ -42,8 +42,10 @@ def _uploads(field: str = "attachments") -> list[Upload]:
 
 
 def asset_url(ticket: Ticket) -> str | None:
-    """Link to the ticket's asset in the inventory, when the inventory serves asset pages."""
+    """Link to the ticket's asset page, when the inventory serves one and the user may read it."""
     if ticket.asset is None or "inventory.asset_detail" not in current_app.view_functions:
+        return None
+    if not has_permission(current_user, Permission.ASSET_READ):
         return None
     return url_for("inventory.asset_detail", tag=ticket.asset.asset_tag)
 

@@ -38,7 +38,6 @@ ORTHANC = "/usr/sbin/Orthanc"
 DESKTOP = {"width": 1280, "height": 900}
 
 
-
 def require_e2e(condition: bool, reason: str) -> None:
     """Skip a browser test locally when ``condition`` is false; fail when PACSDESK_REQUIRE_E2E=1."""
     require(condition, reason, "PACSDESK_REQUIRE_E2E")
@@ -95,11 +94,6 @@ class Server:
     log: Path
     admin_password: str
     process: subprocess.Popen | None = None
-    people: dict[str, str] = field(default_factory=dict)
-
-    def cli(self, *args: str, stdin: str | None = None) -> str:
-        """Run `pacsdesk <args>` on this server's instance and return its output."""
-        return run_cli(self.env, *args, stdin=stdin)
 
 
 def pacsdesk_command() -> list[str]:
@@ -193,7 +187,6 @@ def install_instance(instance: Path, name: str, **settings: str) -> Server:
         run_cli(env, "users", "create", username, "--role", role, "--full-name", full_name,
                 "--department", department, "--email", f"{username}@hospital.example",
                 "--password-stdin", stdin=PASSWORD + "\n")
-        server.people[username] = full_name
     return server
 
 

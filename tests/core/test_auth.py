@@ -226,7 +226,7 @@ def test_role_change_ends_the_session_so_new_powers_apply(app, client, login_as)
     assert response.status_code == 302 and response.headers["Location"].startswith("/login")
 
 
-def test_every_account_action_writes_its_audit_event(app, make_user, auth, time_machine):
+def test_every_account_action_writes_its_audit_event(app, client, make_user, auth, time_machine):
     time_machine.move_to(START, tick=False)
     admin_id = make_user("admin", "ada").id
     target = make_user("requester", "rita")
@@ -246,7 +246,7 @@ def test_every_account_action_writes_its_audit_event(app, make_user, auth, time_
     auth.logout()
     auth.login("rita")
     time_machine.shift(timedelta(minutes=30))
-    auth._client.get("/")
+    client.get("/")
     actions = [e.action for e in events(app)]
     for action in ("user.created", "user.role_changed", "user.disabled", "user.enabled",
                    "user.login_failed", "user.locked", "user.unlocked", "user.login", "user.logout",

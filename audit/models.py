@@ -38,6 +38,7 @@ class AuditEvent(db.Model):
         Index("ix_audit_event_user_time", "user_id", "occurred_at"),
         Index("ix_audit_event_action_time", "action", "occurred_at"),
         Index("ix_audit_event_object", "object_type", "object_id"),
+        Index("ix_audit_event_username_time", "username", "occurred_at"),
     )
 
 

@@ -7,9 +7,11 @@ import io
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, column, literal_column, select, table
 
+from audit import search_index
 from audit.chain import record
 from audit.models import AuditEvent
 from core.extensions import db
@@ -54,9 +56,17 @@ def local_day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=local_tz())
 
 
-def filtered_select(flt: AuditFilter) -> Select:
-    """The events matching ``flt`` (unordered)."""
+_FTS = table(search_index.FTS_TABLE, column("rowid"))
+
+
+def filtered_select(flt: AuditFilter) -> tuple[Select, Any]:
+    """The events matching ``flt`` (unordered) and the column that orders them by chain position.
+
+    Chain positions and row ids grow together (both are assigned under the chain lock), so
+    on SQLite a word search walks the word index in row-id order and stops at a page.
+    """
     query = select(AuditEvent)
+    order: Any = AuditEvent.seq
     if flt.date_from:
         query = query.where(AuditEvent.occurred_at >= local_day_start(flt.date_from))
     if flt.date_to:
@@ -73,18 +83,30 @@ def filtered_select(flt: AuditFilter) -> Select:
         query = query.where(AuditEvent.outcome == flt.outcome)
     if flt.client_address:
         query = query.where(AuditEvent.client_address == flt.client_address.strip())
-    for word in flt.words.split():
-        query = query.where(AuditEvent.details.icontains(word, autoescape=True))
-    return query
+    words = flt.words.split()
+    found = search_index.tokens(flt.words)
+    if found:
+        if db.session.get_bind().dialect.name == "postgresql":
+            query = query.where(search_index.POSTGRES_MATCH.bindparams(
+                tsquery=search_index.postgres_tsquery(found)))
+        else:
+            query = query.join(_FTS, _FTS.c.rowid == AuditEvent.id).where(
+                literal_column(search_index.FTS_TABLE).op("MATCH")(search_index.sqlite_match(found)))
+            order = _FTS.c.rowid
+    for word in words:
+        if search_index.tokens(word) != [word.lower()] or not found:
+            # a word with punctuation must also appear literally ("HD-000123", "100%")
+            query = query.where(AuditEvent.details.icontains(word, autoescape=True))
+    return query, order
 
 
 def find_events(flt: AuditFilter, before: int | None = None, after: int | None = None,
                 per_page: int = PER_PAGE) -> EventPage:
     """A page of matching events by chain position, without counting the whole trail."""
-    query = filtered_select(flt)
+    query, order = filtered_select(flt)
     if after is not None:
         rows = list(db.session.execute(
-            query.where(AuditEvent.seq > after).order_by(AuditEvent.seq.asc()).limit(per_page + 1)
+            query.where(AuditEvent.seq > after).order_by(order.asc()).limit(per_page + 1)
         ).scalars())
         has_newer = len(rows) > per_page
         events = list(reversed(rows[:per_page]))
@@ -92,9 +114,7 @@ def find_events(flt: AuditFilter, before: int | None = None, after: int | None =
     else:
         if before is not None:
             query = query.where(AuditEvent.seq < before)
-        rows = list(db.session.execute(
-            query.order_by(AuditEvent.seq.desc()).limit(per_page + 1)
-        ).scalars())
+        rows = list(db.session.execute(query.order_by(order.desc()).limit(per_page + 1)).scalars())
         has_older = len(rows) > per_page
         events = rows[:per_page]
         has_newer = before is not None
@@ -137,11 +157,10 @@ def export_rows(flt: AuditFilter) -> Iterator[str]:
     yield buffer.getvalue()
     before: int | None = None
     while True:
-        query = filtered_select(flt)
+        query, order = filtered_select(flt)
         if before is not None:
             query = query.where(AuditEvent.seq < before)
-        events = list(db.session.execute(
-            query.order_by(AuditEvent.seq.desc()).limit(EXPORT_CHUNK)).scalars())
+        events = list(db.session.execute(query.order_by(order.desc()).limit(EXPORT_CHUNK)).scalars())
         db.session.rollback()
         if not events:
             return

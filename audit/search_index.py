@@ -1,0 +1,84 @@
+"""A word index over audit event details: FTS5 on SQLite, a GIN tsvector index on PostgreSQL.
+
+Word search must answer in well under a second over millions of events, so it looks words
+up in an index rather than scanning every row. Words are matched case-insensitively as
+whole words or word beginnings ("miss" finds "missing"; "HD-000123" finds that ticket).
+The index is installed beside the table by ``create_all`` and by the migration
+(``install_search_index``); on SQLite triggers keep it in step with inserts and purges.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+
+from audit.models import AuditEvent
+
+FTS_TABLE = "audit_event_fts"
+TOKEN = re.compile(r"[^\W_]+")
+
+_SQLITE = [
+    """CREATE VIRTUAL TABLE IF NOT EXISTS audit_event_fts USING fts5(
+        details, content='audit_event', content_rowid='id', tokenize='unicode61 remove_diacritics 0')""",
+    """CREATE TRIGGER IF NOT EXISTS audit_event_fts_insert AFTER INSERT ON audit_event BEGIN
+        INSERT INTO audit_event_fts(rowid, details) VALUES (new.id, new.details); END""",
+    """CREATE TRIGGER IF NOT EXISTS audit_event_fts_delete AFTER DELETE ON audit_event BEGIN
+        INSERT INTO audit_event_fts(audit_event_fts, rowid, details)
+        VALUES ('delete', old.id, old.details); END""",
+]
+
+_POSTGRES = [
+    """CREATE INDEX IF NOT EXISTS ix_audit_event_details_words ON audit_event
+        USING gin (to_tsvector('simple'::regconfig, details))""",
+]
+
+
+def install_search_index(connection: Connection) -> None:
+    """Create the word index (and on SQLite its triggers), filling it from existing rows."""
+    if connection.dialect.name == "postgresql":
+        for statement in _POSTGRES:
+            connection.exec_driver_sql(statement)
+        return
+    exists = connection.exec_driver_sql(
+        "SELECT 1 FROM sqlite_master WHERE name = ?", (FTS_TABLE,)).first()
+    for statement in _SQLITE:
+        connection.exec_driver_sql(statement)
+    if not exists:
+        connection.exec_driver_sql("INSERT INTO audit_event_fts(audit_event_fts) VALUES ('rebuild')")
+
+
+def drop_search_index(connection: Connection) -> None:
+    """Remove the word index (the migration's downgrade)."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("DROP INDEX IF EXISTS ix_audit_event_details_words")
+        return
+    connection.exec_driver_sql("DROP TRIGGER IF EXISTS audit_event_fts_insert")
+    connection.exec_driver_sql("DROP TRIGGER IF EXISTS audit_event_fts_delete")
+    connection.exec_driver_sql("DROP TABLE IF EXISTS audit_event_fts")
+
+
+def tokens(words: str) -> list[str]:
+    """The index's tokens of a search text, lower-case."""
+    return [t.lower() for t in TOKEN.findall(words)]
+
+
+def sqlite_match(words: list[str]) -> str:
+    """An FTS5 query: every token as a word beginning."""
+    return " AND ".join(f'"{t}"*' for t in words)
+
+
+def postgres_tsquery(words: list[str]) -> str:
+    """A to_tsquery text: every token as a word beginning."""
+    return " & ".join(f"{t}:*" for t in words)
+
+
+POSTGRES_MATCH = text("to_tsvector('simple'::regconfig, audit_event.details) "
+                      "@@ to_tsquery('simple'::regconfig, :tsquery)")
+
+
+@event.listens_for(AuditEvent.__table__, "after_create")
+def _after_create(target, connection: Connection, **kw) -> None:
+    """Install the word index whenever the table is created with ``create_all``."""
+    install_search_index(connection)

@@ -1,3 +1,3 @@
 """The report kinds the audit package itself provides (domains register theirs)."""
 
-from audit.reports import access_audit  # noqa: F401
+from audit.reports import access_audit, retention, training  # noqa: F401

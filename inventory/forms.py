@@ -99,7 +99,8 @@ class SanitisationForm(FlaskForm):
 
     method = SelectField("Sanitisation method",
                          choices=[("", "— none (asset held no patient data) —"),
-                                  *SANITISATION_METHODS.items()])
+                                  *((key, f"{key.capitalize()}: {text}")
+                                    for key, text in SANITISATION_METHODS.items())])
     performed_on = DateField("Date sanitised", validators=[Optional()])
     performed_by = StringField("Sanitised by", validators=[Length(max=200)])
     witness = StringField("Witness", validators=[Length(max=200)])

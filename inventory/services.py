@@ -47,9 +47,9 @@ CHUNK = 500
 INACTIVE_STATUSES = (AssetStatus.RETIRED.value, AssetStatus.DISPOSED.value)
 ADDRESS_FIELDS = frozenset({"kind", "hostname", "ip_address", "port", "ae_title", "tls"})
 SANITISATION_METHODS = {
-    "clear": "Clear (logical overwrite of user-addressable storage)",
-    "purge": "Purge (cryptographic erase, block erase or degauss)",
-    "destroy": "Destroy (shred, disintegrate, pulverise or incinerate)",
+    "clear": "logical overwrite of all user-addressable storage",
+    "purge": "cryptographic erase, block erase or degaussing",
+    "destroy": "shredding, disintegration, pulverisation or incineration",
 }
 FIELD_LABELS = {
     "asset_tag": "Asset tag", "name": "Name", "kind": "Kind", "status": "Status",

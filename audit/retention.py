@@ -50,6 +50,10 @@ class RetentionBusy(RetentionError):
     """Another retention run is in progress."""
 
 
+class RetentionChanged(RetentionError):
+    """What a confirmed dry run listed is no longer what a run would destroy."""
+
+
 # Classes whose hold matching can be answered by one query instead of a scan of candidates.
 _SCOPE_MATCHERS: dict[str, Callable[[HoldScope], bool]] = {}
 
@@ -424,9 +428,17 @@ def _claim_run(started_by: str, user: Any, policies: list[tuple[RecordClass, Ret
     raise RetentionBusy("Another retention run is starting; try again in a moment.")
 
 
-def run_retention(started_by: str, user: Any = None, batch_size: int = BATCH_SIZE) -> RunReport:
-    """Destroy what has outlived its policy, batch by batch, and record the run (commits)."""
+def run_retention(started_by: str, user: Any = None, batch_size: int = BATCH_SIZE,
+                  expected_digest: str | None = None) -> RunReport:
+    """Destroy what has outlived its policy, batch by batch, and record the run (commits).
+
+    With ``expected_digest`` (the dry run a person confirmed), nothing is destroyed unless
+    the records due now are still exactly those.
+    """
     db.session.rollback()
+    if expected_digest is not None and dry_run(batch_size).digest != expected_digest:
+        raise RetentionChanged("The records due for destruction changed since the dry run you "
+                               "reviewed; review the new dry run and confirm again.")
     policies = _in_force()
     run = _claim_run(started_by, user, policies)
     run_id = run.id
@@ -461,6 +473,7 @@ def run_retention(started_by: str, user: Any = None, batch_size: int = BATCH_SIZ
         run.counts = json.dumps({c.key: c.count for c in report.classes}, sort_keys=True)
         run.held_counts = json.dumps({c.key: c.held for c in report.classes}, sort_keys=True)
         run.class_digests = json.dumps(class_digests, sort_keys=True)
+        run.classes = json.dumps([asdict(c) for c in report.classes])
         run.digest = report.digest
         run.total = report.total
         record("retention.run_completed", object_type="retention_run", object_id=run_id,

@@ -81,6 +81,7 @@ class RetentionRun(db.Model):
     counts: Mapped[str] = mapped_column(Text, default="{}")       # JSON: class -> records destroyed
     held_counts: Mapped[str] = mapped_column(Text, default="{}")  # JSON: class -> kept by holds
     class_digests: Mapped[str] = mapped_column(Text, default="{}")  # JSON: class -> SHA-256
+    classes: Mapped[str] = mapped_column(Text, default="[]")  # JSON: per class count, held, dates
     digest: Mapped[str | None] = mapped_column(String(64))
     total: Mapped[int] = mapped_column(BigInteger, default=0)
     error: Mapped[str | None] = mapped_column(Text)

@@ -106,9 +106,10 @@ def retention_run():
     form = RunConfirmForm()
     if form.validate_on_submit():
         try:
-            report = retention.run_retention(current_user.username, current_user)
-        except retention.RetentionBusy as busy:
-            flash(str(busy), "danger")
+            report = retention.run_retention(current_user.username, current_user,
+                                             expected_digest=form.plan_digest.data or "")
+        except (retention.RetentionBusy, retention.RetentionChanged) as refused:
+            flash(str(refused), "danger")
             return redirect(url_for("audit.retention_run"))
         flash(f"Retention run #{report.run_id} destroyed {report.total} records.", "success")
         return redirect(url_for("audit.retention_run_detail", run_id=report.run_id))
@@ -126,4 +127,5 @@ def retention_run_detail(run_id: int):
     return render_template("audit/retention_run_detail.html", run=run,
                            policies=json.loads(run.policies), counts=json.loads(run.counts),
                            held=json.loads(run.held_counts), digests=json.loads(run.class_digests),
+                           spans={c["key"]: c for c in json.loads(run.classes)},
                            classes=RECORD_CLASSES)

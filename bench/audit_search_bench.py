@@ -197,8 +197,10 @@ def one_size(url: str, schema: str | None, total: int, runs: int) -> dict[str, A
         child = multiprocessing.get_context("spawn").Process(
             target=purge_child, args=(url, instance, schema, queue))
         child.start()
-        purge = queue.get()
         child.join()
+        if child.exitcode != 0:
+            raise SystemExit(f"the retention process failed (exit {child.exitcode})")
+        purge = queue.get(timeout=10)
     return {"events": total, "build_s": built, "searches": searches, "purge": purge}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import time_machine
@@ -152,18 +153,36 @@ def test_cli_dry_run_json_lists_counts_and_purges_nothing(app, runner, scratch_c
     assert "destroyed 1" in outcome.output and remaining_test_records(app) == []
 
 
+def plan_digest(page: str) -> str:
+    """The dry run's digest the confirmation form carries."""
+    return re.search(r'name="plan_digest" type="hidden" value="([0-9a-f]{64})"', page).group(1)
+
+
 def test_web_run_shows_the_dry_run_then_runs_on_confirmation(app, client, login_as, scratch_class, frozen):
     scratch_class("T-1", at(2020))
     set_policy(app, "test_records", 1)
     login_as("compliance")
-    page = client.get("/retention/run")
-    assert page.status_code == 200 and "Test records" in page.get_data(as_text=True)
-    refused = client.post("/retention/run", data={})
+    page = client.get("/retention/run").get_data(as_text=True)
+    assert "Test records" in page
+    refused = client.post("/retention/run", data={"plan_digest": plan_digest(page)})
     assert refused.status_code == 200 and remaining_test_records(app) == ["T-1"]
-    done = client.post("/retention/run", data={"confirm": "y"})
+    done = client.post("/retention/run", data={"confirm": "y", "plan_digest": plan_digest(page)})
     assert done.status_code == 302 and remaining_test_records(app) == []
-    detail = client.get(done.headers["Location"])
-    assert "Records destroyed" in detail.get_data(as_text=True)
+    detail = client.get(done.headers["Location"]).get_data(as_text=True)
+    assert "Records destroyed" in detail and "2020-01-01 to 2020-01-01" in detail
+
+
+def test_web_run_refuses_when_the_records_due_changed_since_the_dry_run(app, client, login_as,
+                                                                       scratch_class, frozen):
+    scratch_class("T-1", at(2020))
+    set_policy(app, "test_records", 1)
+    login_as("compliance")
+    page = client.get("/retention/run").get_data(as_text=True)
+    scratch_class("T-2", at(2021))
+    response = client.post("/retention/run", data={"confirm": "y", "plan_digest": plan_digest(page)},
+                           follow_redirects=True)
+    assert "changed since the dry run" in response.get_data(as_text=True)
+    assert remaining_test_records(app) == ["T-1", "T-2"]
 
 
 # ---------------------------------------------------------------- concurrency guard

@@ -443,10 +443,12 @@ def asset_query(filters: AssetFilters) -> Select:
     if filters.department:
         query = query.where(func.lower(Asset.department) == filters.department.lower())
     if filters.q:
-        like = f"%{filters.q.lower()}%"
-        query = query.where(or_(*(func.lower(column).like(like) for column in (
-            Asset.asset_tag, Asset.name, Asset.hostname, Asset.ip_address, Asset.ae_title,
-            Asset.serial_number, Asset.model, Asset.manufacturer, Asset.location))))
+        text = filters.q.lower()
+        columns = (Asset.asset_tag, Asset.name, Asset.hostname, Asset.ip_address,
+                   Asset.ae_title, Asset.serial_number, Asset.model, Asset.manufacturer,
+                   Asset.location)
+        query = query.where(or_(*(func.lower(column).contains(text, autoescape=True)
+                                  for column in columns)))
     if filters.node_state:
         query = _filter_node_state(query, filters.node_state)
     return query.order_by(Asset.asset_tag)

@@ -81,6 +81,7 @@ def test_list_filters_by_kind_status_location_department_and_search(client, logi
     assert tags("location=room+a") == {"RWS-01"}
     assert tags("department=Cardiology") == {"PRN-01"}
     assert tags("q=film") == {"PRN-01"}
+    assert tags("q=%25") == set()
     assert tags("kind=nonsense") == {"RWS-01", "PRN-01"}
 
 

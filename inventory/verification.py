@@ -54,6 +54,8 @@ UPTIME_WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": ti
 INTERMITTENT_WINDOW = timedelta(hours=1)
 DETAIL_MAX = 1000
 INACTIVE_STATUSES = (AssetStatus.RETIRED.value, AssetStatus.DISPOSED.value)
+WRITE_BATCH = 100        # sweep results written per transaction
+WRITE_EVERY = 0.5        # ...or after this many seconds, whichever comes first
 
 
 class VerificationError(ValueError):
@@ -139,6 +141,7 @@ def _apply_check(state: NodeState, check: NodeCheck) -> _Transition:
     config = current_app.config
     previous = state.state or NodeStateName.UNKNOWN.value
     state.last_check_at = check.checked_at
+    state.last_latency_ms = check.latency_ms
     if check.ok:
         was_down_since = state.down_since
         state.consecutive_failures = 0
@@ -415,9 +418,41 @@ def echo_many(targets: Sequence[EchoTarget], calling_ae: str, timeout: float,
             yield futures[future], future.result()
 
 
+def _slowest_first(targets: list[EchoTarget]) -> list[EchoTarget]:
+    """Never-checked and slowest-answering nodes first, so their waits overlap the quick ones."""
+    latency = {asset_id: ms for asset_id, ms in
+               db.session.execute(select(NodeState.asset_id, NodeState.last_latency_ms))}
+    return sorted(targets, key=lambda t: -(latency.get(t.asset_id) or float("inf")))
+
+
+def _write_result(sweep: SweepResult, target: EchoTarget, result: EchoResult, trigger: str,
+                  audit_each: bool, username: str | None) -> None:
+    """Store one node's result and note what it changed."""
+    asset = db.session.get(Asset, target.asset_id)
+    if asset is None:
+        return
+    previous = db.session.get(NodeState, asset.id)
+    before = previous.state if previous is not None else NodeStateName.UNKNOWN.value
+    check = record_check(asset, result, trigger, audit_each=audit_each, username=username,
+                         **_request_actor())
+    state = db.session.get(NodeState, asset.id)
+    assert state is not None
+    if state.state == NodeStateName.DOWN.value and before != NodeStateName.DOWN.value:
+        sweep.went_down.append(asset.asset_tag)
+    elif before == NodeStateName.DOWN.value and check.ok:
+        sweep.recovered.append(asset.asset_tag)
+    sweep.results.append(NodeResult(target.asset_tag, target.ae_title, target.host, target.port,
+                                    check.outcome, check.latency_ms, check.detail, state.state))
+
+
 def run_checks(assets: Sequence[Asset], trigger: str, *, audit_each: bool,
                username: str | None = None) -> SweepResult:
-    """Echo ``assets`` concurrently, then write every result from this thread (commits)."""
+    """Echo ``assets`` concurrently, writing results from this thread as they come.
+
+    Job-level code (the sweep, the CLI): it commits each batch of results, so no transaction
+    (nor SQLite's write lock) is held while the network is waited for; the last batch is left
+    for the caller to commit with its own summary.
+    """
     started_at = utcnow()
     clock = time.perf_counter()
     calling_ae, timeout = _settings()
@@ -429,25 +464,21 @@ def run_checks(assets: Sequence[Asset], trigger: str, *, audit_each: bool,
             targets.append(echo_target(asset))
         except VerificationError as exc:
             sweep.skipped.append((asset.asset_tag, str(exc)))
-    db.session.commit()  # no transaction (nor SQLite's write lock) held while the network works
-    results = list(echo_many(targets, calling_ae, timeout, concurrency))
-    for target, result in sorted(results, key=lambda pair: pair[0].asset_tag):
-        asset = db.session.get(Asset, target.asset_id)
-        if asset is None:
-            continue
-        previous = db.session.get(NodeState, asset.id)
-        before = previous.state if previous is not None else NodeStateName.UNKNOWN.value
-        check = record_check(asset, result, trigger, audit_each=audit_each, username=username,
-                             **_request_actor())
-        state = db.session.get(NodeState, asset.id)
-        assert state is not None
-        if state.state == NodeStateName.DOWN.value and before != NodeStateName.DOWN.value:
-            sweep.went_down.append(asset.asset_tag)
-        elif before == NodeStateName.DOWN.value and check.ok:
-            sweep.recovered.append(asset.asset_tag)
-        sweep.results.append(NodeResult(target.asset_tag, target.ae_title, target.host,
-                                        target.port, check.outcome, check.latency_ms,
-                                        check.detail, state.state))
+    targets = _slowest_first(targets)
+    db.session.commit()
+    batch: list[tuple[EchoTarget, EchoResult]] = []
+    written = time.perf_counter()
+    for target, result in echo_many(targets, calling_ae, timeout, concurrency):
+        batch.append((target, result))
+        if len(batch) >= WRITE_BATCH or time.perf_counter() - written > WRITE_EVERY:
+            for pair in batch:
+                _write_result(sweep, *pair, trigger, audit_each, username)
+            db.session.commit()
+            batch, written = [], time.perf_counter()
+    for pair in batch:
+        _write_result(sweep, *pair, trigger, audit_each, username)
+    db.session.flush()
+    sweep.results.sort(key=lambda r: r.asset_tag)
     sweep.seconds = round(time.perf_counter() - clock, 3)
     return sweep
 

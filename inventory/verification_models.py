@@ -64,6 +64,7 @@ class NodeState(db.Model):
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
     last_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_ok_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_latency_ms: Mapped[float | None] = mapped_column(Float)  # sweeps start slow nodes first
     down_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # No foreign key: retention may purge old tickets; the ticket's dedup key is the real link.
     open_ticket_id: Mapped[int | None] = mapped_column(Integer)

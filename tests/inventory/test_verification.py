@@ -321,3 +321,18 @@ def test_verification_of_an_unreachable_free_port_stays_bounded(app, make_node):
     with app.app_context():
         check = verify_asset(db.session.get(Asset, asset_id), "manual")
         assert check.outcome == "dns_error"
+
+
+def test_sweep_starts_the_nodes_slowest_last_time_first(app, verification_scp, closed_port,
+                                                        make_node):
+    app.config["PACSDESK_VERIFY_CONCURRENCY"] = 1
+    quick = make_node("A-QUICK", verification_scp())
+    slow = make_node("Z-SLOW", closed_port)
+    feed(app, quick, OK, T0)
+    feed(app, slow, EchoResult(Outcome.NO_RESPONSE, "no association answer", 1000.0), T0)
+    with app.app_context():
+        sweep()
+        order = db.session.execute(
+            select(Asset.asset_tag).join(NodeCheck, NodeCheck.asset_id == Asset.id)
+            .where(NodeCheck.checked_at > T0).order_by(NodeCheck.id)).scalars().all()
+        assert order == ["Z-SLOW", "A-QUICK"]

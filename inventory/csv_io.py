@@ -16,19 +16,16 @@ from sqlalchemy import insert, select
 from audit import record
 from core.auth.models import User
 from core.extensions import db
+from inventory.asset_rules import INACTIVE_STATUSES, AssetData, local_today, normalise
 from inventory.models import Asset, AssetChange, AssetKind, AssetStatus
 from inventory.services import (
     ADDRESS_FIELDS,
     CHUNK,
-    INACTIVE_STATUSES,
-    AssetData,
     apply_changes,
     data_of,
     diff,
     display_value,
     endpoint_message,
-    local_today,
-    normalise,
 )
 
 COLUMNS = (

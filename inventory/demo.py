@@ -6,8 +6,9 @@ from datetime import timedelta
 
 from core.demo import DemoContext, register_data_check, register_seeder
 from core.extensions import db
+from inventory.asset_rules import local_today
 from inventory.models import Asset, AssetChange, AssetKind, AssetStatus, Sanitisation
-from inventory.services import count_assets, local_today
+from inventory.services import count_assets
 
 # tag, name, modality/type, manufacturer, model, location, department, AE title
 NODES = (

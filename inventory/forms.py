@@ -15,8 +15,8 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Length, Optional
 
+from inventory.asset_rules import SANITISATION_METHODS
 from inventory.models import MODALITY_CODES, AssetKind, AssetStatus, DicomRole, DicomType
-from inventory.services import SANITISATION_METHODS
 
 KIND_LABELS = {
     AssetKind.WORKSTATION.value: "Workstation",

@@ -20,6 +20,14 @@ from core.navigation import NavItem, register_nav
 from core.pagination import paginate
 from core.timeutil import utcnow
 from inventory import csv_io, jobs, services  # noqa: F401 - jobs registers the C-ECHO sweep
+from inventory.asset_rules import (
+    FIELD_LABELS,
+    SANITISATION_METHODS,
+    AssetData,
+    AssetError,
+    SanitisationData,
+    local_today,
+)
 from inventory.forms import (
     DICOM_TYPE_LABELS,
     KIND_LABELS,
@@ -30,7 +38,6 @@ from inventory.forms import (
     SanitisationForm,
 )
 from inventory.models import Asset, AssetStatus
-from inventory.services import FIELD_LABELS, SANITISATION_METHODS, AssetData, AssetError
 from inventory.verification import VerificationError, node_summary, verify_asset
 
 bp = Blueprint("inventory", __name__)
@@ -109,7 +116,7 @@ def asset_export():
 def warranty():
     """Assets whose warranty ends in the next 90 days."""
     page = paginate(services.warranty_query(WARRANTY_DAYS), per_page=PER_PAGE)
-    today = services.local_today()
+    today = local_today()
     return render_template("inventory/asset_warranty.html", page=page, today=today,
                            until=today + timedelta(days=WARRANTY_DAYS))
 
@@ -242,7 +249,7 @@ def asset_dispose(tag: str):
         return redirect(url_for("inventory.asset_detail", tag=asset.asset_tag))
     form = SanitisationForm()
     if form.validate_on_submit():
-        record = services.SanitisationData(
+        record = SanitisationData(
             method=form.method.data or "", performed_on=form.performed_on.data,
             performed_by=form.performed_by.data or "", witness=form.witness.data or "",
             certificate_ref=form.certificate_ref.data or "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -376,3 +377,47 @@ def test_held_ticket_ten_years_old_survives(app, make_user, frozen):
         left = [t.number for t in db.session.execute(select(Ticket)).scalars()]
     assert {c.key: c.count for c in report.classes}["closed_tickets"] == 1
     assert left == [numbers[0]]
+
+
+def test_retention_pages_render_for_compliance(app, client, login_as):
+    login_as("compliance")
+    for url in ("/retention", "/retention/holds/new", "/retention/policies/audit_events", "/retention/run"):
+        response = client.get(url)
+        assert response.status_code == 200, url
+    assert client.get("/retention/policies/no_such_class").status_code == 404
+    assert client.get("/retention/runs/999").status_code == 404
+
+
+def test_concurrent_runs_on_postgres_one_runs_the_other_is_refused(app, scratch_class, frozen):
+    import threading
+
+    from tests.audit import compliance_fixtures
+    from tests.helpers import require_postgres
+
+    require_postgres()
+    scratch_class("T-1", at(2020))
+    set_policy(app, "test_records", 1)
+    entered, release = threading.Event(), threading.Event()
+    original = compliance_fixtures._purge
+    outcome: dict[str, object] = {}
+
+    def slow_purge(ids):
+        entered.set()
+        release.wait(10)
+        return original(ids)
+
+    retention.RECORD_CLASSES["test_records"] = dataclasses.replace(
+        retention.RECORD_CLASSES["test_records"], purge=slow_purge)
+
+    def first() -> None:
+        with app.app_context():
+            outcome["first"] = retention.run_retention("replica-a").total
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert entered.wait(10)
+    with app.app_context(), pytest.raises(retention.RetentionBusy, match="by replica-a"):
+        retention.run_retention("replica-b")
+    release.set()
+    thread.join(10)
+    assert outcome["first"] == 1 and remaining_test_records(app) == []

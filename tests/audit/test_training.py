@@ -316,3 +316,13 @@ def test_retention_destroys_superseded_completions_only(app, client, login_as):
     entry = {c.key: c for c in report.classes}["training_records"]
     assert entry.count == 2 and report.digest == plan.digest
     assert left == [date(2028, 1, 20)]
+
+
+def test_training_pages_render_for_compliance(app, client, login_as):
+    login_as("compliance", "privacy")
+    for url in ("/training", "/training/courses", "/training/courses/new",
+                f"/training/courses/{course_id(app, 'hipaa-privacy')}", "/training/mine",
+                f"/training/assignments/{assignment_of(app, 'privacy', 'hipaa-privacy')}"):
+        response = client.get(url)
+        assert response.status_code == 200, url
+    assert client.get("/training/assignments/999999").status_code == 404

@@ -336,3 +336,26 @@ def test_sweep_starts_the_nodes_slowest_last_time_first(app, verification_scp, c
             select(Asset.asset_tag).join(NodeCheck, NodeCheck.asset_id == Asset.id)
             .where(NodeCheck.checked_at > T0).order_by(NodeCheck.id)).scalars().all()
         assert order == ["Z-SLOW", "A-QUICK"]
+
+
+def test_a_fresh_app_registers_the_sweep_job_audit_actions_retention_class_and_panel(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "from app import create_app\n"
+        f"create_app({{'SQLALCHEMY_DATABASE_URI': 'sqlite://', 'SECRET_KEY': 'x', "
+        f"'PACSDESK_INSTANCE_PATH': {str(tmp_path)!r}}})\n"
+        "from core.scheduler import JOBS\n"
+        "from audit.chain import ACTIONS\n"
+        "from audit.retention_registry import RECORD_CLASSES\n"
+        "from core.navigation import DASHBOARD_PANELS\n"
+        "print(JOBS['inventory.sweep'].name, sorted(a for a in ACTIONS if a.startswith('node.')),\n"
+        "      'verification_results' in RECORD_CLASSES,\n"
+        "      any(p.template == 'inventory/_dashboard_nodes.html' for p in DASHBOARD_PANELS))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.strip() == ("inventory.sweep ['node.down', 'node.recovered', 'node.sweep', "
+                           "'node.verify'] True True")

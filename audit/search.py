@@ -84,7 +84,7 @@ def filtered_select(flt: AuditFilter) -> tuple[Select, Any]:
     if flt.client_address:
         query = query.where(AuditEvent.client_address == flt.client_address.strip())
     words = flt.words.split()
-    found = search_index.tokens(flt.words)
+    found = search_index.tokens(flt.words) if search_index.index_present() else []
     if found:
         if db.session.get_bind().dialect.name == "postgresql":
             query = query.where(search_index.POSTGRES_MATCH.bindparams(

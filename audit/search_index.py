@@ -15,6 +15,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 
 from audit.models import AuditEvent
+from core.extensions import db
 
 FTS_TABLE = "audit_event_fts"
 TOKEN = re.compile(r"[^\W_]+")
@@ -57,6 +58,28 @@ def drop_search_index(connection: Connection) -> None:
     connection.exec_driver_sql("DROP TRIGGER IF EXISTS audit_event_fts_insert")
     connection.exec_driver_sql("DROP TRIGGER IF EXISTS audit_event_fts_delete")
     connection.exec_driver_sql("DROP TABLE IF EXISTS audit_event_fts")
+
+
+_present: dict[str, bool] = {}
+
+
+def index_present() -> bool:
+    """Whether this database has the word index (checked once per database)."""
+    engine = db.session.get_bind()
+    key = engine.url.render_as_string(hide_password=True)
+    if key not in _present:
+        if engine.dialect.name == "postgresql":
+            query = "SELECT 1 FROM pg_indexes WHERE indexname = 'ix_audit_event_details_words'"
+        else:
+            query = "SELECT 1 FROM sqlite_master WHERE name = 'audit_event_fts'"
+        _present[key] = db.session.execute(text(query)).first() is not None
+    return _present[key]
+
+
+def ensure_search_index() -> None:
+    """Install the word index on a database migrated without it (reference data; no commit)."""
+    install_search_index(db.session.connection())
+    _present.clear()
 
 
 def tokens(words: str) -> list[str]:

@@ -8,7 +8,7 @@ from flask import url_for
 from markupsafe import Markup
 from sqlalchemy import func, select
 
-from audit import demo, jobs, retention, training
+from audit import demo, jobs, retention, search_index, training
 from audit.verification_runs import broken_chain_banner, last_verification, unacknowledged_failure
 from core.auth.permissions import Permission, has_permission
 from core.auth.services import register_user_created_hook
@@ -64,6 +64,7 @@ register_banner_source(broken_chain_banner)
 register_banner_source(overdue_training_banner)
 register_reference_data("training courses", training.seed_courses)
 register_reference_data("retention policies", retention.ensure_default_policies)
+register_reference_data("audit search index", search_index.ensure_search_index)
 register_user_created_hook(training.assign_new_user)
 jobs.register_jobs()
 demo.register()

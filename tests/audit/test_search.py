@@ -155,3 +155,20 @@ def test_export_of_many_events_arrives_complete(app, client, login_as):
     finally:
         search.EXPORT_CHUNK = original
     assert [int(r[0]) for r in table[1:]] == list(range(12, 0, -1))
+
+
+def test_word_search_works_on_a_database_migrated_without_the_index_and_setup_installs_it(app):
+    from audit import search_index
+    from core.reference_data import load_reference_data
+
+    write_events(app, at(2026, 5), 2, details={"note": "needle in the haystack"})
+    with app.app_context(), db.engine.begin() as connection:
+        search_index.drop_search_index(connection)
+    search_index._present.clear()
+    with app.app_context():
+        assert not search_index.index_present()
+        assert len(find_events(AuditFilter(words="needle")).events) == 2
+        load_reference_data()
+        db.session.commit()
+        assert search_index.index_present()
+        assert len(find_events(AuditFilter(words="needle haystack")).events) == 2

@@ -175,10 +175,11 @@ def _state_for(asset_id: int) -> NodeState:
 
 def record_check(asset: Asset, result: EchoResult, trigger: str, *, user: Any = None,
                  username: str | None = None, client_address: str | None = None,
-                 audit_each: bool = True) -> NodeCheck:
+                 audit_each: bool = True, checked_at: datetime | None = None) -> NodeCheck:
     """Store one check's result, move the node's state, open or close its ticket (flushes)."""
     trigger = CheckTrigger(trigger).value
-    check = NodeCheck(asset_id=asset.id, checked_at=utcnow(), outcome=result.outcome.value,
+    check = NodeCheck(asset_id=asset.id, checked_at=checked_at or utcnow(),
+                      outcome=result.outcome.value,
                       detail=result.detail[:DETAIL_MAX], latency_ms=result.latency_ms,
                       trigger=trigger)
     db.session.add(check)
@@ -425,8 +426,9 @@ def _slowest_first(targets: list[EchoTarget]) -> list[EchoTarget]:
     return sorted(targets, key=lambda t: -(latency.get(t.asset_id) or float("inf")))
 
 
-def _write_result(sweep: SweepResult, target: EchoTarget, result: EchoResult, trigger: str,
-                  audit_each: bool, username: str | None) -> None:
+def _write_result(sweep: SweepResult, target: EchoTarget, result: EchoResult,
+                  checked_at: datetime, trigger: str, audit_each: bool,
+                  username: str | None) -> None:
     """Store one node's result and note what it changed."""
     asset = db.session.get(Asset, target.asset_id)
     if asset is None:
@@ -434,7 +436,7 @@ def _write_result(sweep: SweepResult, target: EchoTarget, result: EchoResult, tr
     previous = db.session.get(NodeState, asset.id)
     before = previous.state if previous is not None else NodeStateName.UNKNOWN.value
     check = record_check(asset, result, trigger, audit_each=audit_each, username=username,
-                         **_request_actor())
+                         checked_at=checked_at, **_request_actor())
     state = db.session.get(NodeState, asset.id)
     assert state is not None
     if state.state == NodeStateName.DOWN.value and before != NodeStateName.DOWN.value:
@@ -466,10 +468,10 @@ def run_checks(assets: Sequence[Asset], trigger: str, *, audit_each: bool,
             sweep.skipped.append((asset.asset_tag, str(exc)))
     targets = _slowest_first(targets)
     db.session.commit()
-    batch: list[tuple[EchoTarget, EchoResult]] = []
+    batch: list[tuple[EchoTarget, EchoResult, datetime]] = []
     written = time.perf_counter()
     for target, result in echo_many(targets, calling_ae, timeout, concurrency):
-        batch.append((target, result))
+        batch.append((target, result, utcnow()))
         if len(batch) >= WRITE_BATCH or time.perf_counter() - written > WRITE_EVERY:
             for pair in batch:
                 _write_result(sweep, *pair, trigger, audit_each, username)

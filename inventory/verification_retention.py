@@ -8,7 +8,6 @@ from typing import Any
 
 from sqlalchemy import Select, delete, select
 
-from audit.retention import register_scope_matcher
 from audit.retention_registry import HoldScope, RecordClass, register_record_class
 from core.extensions import db
 from inventory.models import Asset
@@ -62,12 +61,3 @@ register_record_class(RecordClass(
     floor_years=0, floor_rule="no legal minimum (operational records)",
     candidates=_candidates, held=_held, purge=_purge))
 
-
-def _matches(scope: HoldScope) -> bool:
-    """Whether a hold's scope covers any stored check (one query, no scan)."""
-    condition = _hold_condition(scope)
-    return condition is not None and db.session.execute(
-        select(NodeCheck.id).where(condition).limit(1)).first() is not None
-
-
-register_scope_matcher(RECORD_CLASS, _matches)

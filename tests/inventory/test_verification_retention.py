@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 import time_machine
 from sqlalchemy import select
 
-from audit.retention import NewHold, ensure_default_policies, place_hold, policy_for, run_retention
+from audit.retention import ensure_default_policies, policy_for, run_retention
+from audit.retention_models import LegalHold
 from audit.retention_registry import RECORD_CLASSES
 from core.extensions import db
 from inventory.verification_models import NodeCheck
@@ -40,10 +41,9 @@ def test_retention_purges_old_checks_but_keeps_those_of_a_held_asset(app, make_n
     with time_machine.travel(NOW, tick=False), app.app_context():
         ensure_default_policies()
         policy_for("verification_results").enabled = True
-        from core.auth.models import User
-
-        place_hold(NewHold(reason="Litigation about CT-01 downtime", kind="asset",
-                           object_key="CT-01"), db.session.get(User, compliance.id))
+        db.session.add(LegalHold(reason="Litigation about CT-01 downtime",
+                                 placed_by_id=compliance.id, object_type="asset",
+                                 object_key="CT-01"))
         db.session.commit()
         report = run_retention("test")
         result = next(c for c in report.classes if c.key == "verification_results")

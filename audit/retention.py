@@ -1,4 +1,4 @@
-"""Retention engine: policies with floors, legal holds, dry runs and batched purges."""
+"""Retention engine: policies with floors, dry runs, and batched purges that respect legal holds."""
 
 from __future__ import annotations
 
@@ -10,40 +10,43 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from audit.chain import purge_through, record, register_actions
-from audit.models import AuditEvent
-from audit.retention_models import LegalHold, RetentionPolicy, RetentionRun, RunStatus
-from audit.retention_registry import RECORD_CLASSES, HoldScope, RecordClass, register_record_class
-from core.auth.models import User
+from audit import retention_audit_events
+from audit.chain import record, register_actions
+from audit.legal_holds import (
+    NewHold,
+    RetentionError,
+    active_holds,
+    describe_scope,
+    hold_scope,
+    place_hold,
+    register_scope_matcher,
+    release_hold,
+)
+from audit.retention_models import RetentionPolicy, RetentionRun, RunStatus
+from audit.retention_registry import RECORD_CLASSES, HoldScope, RecordClass
 from core.extensions import db
 from core.timeutil import format_local, utcnow
+
+# The retention API domains and reports use (holds live in audit.legal_holds).
+__all__ = ["NewHold", "RetentionBusy", "RetentionChanged", "RetentionError", "describe_scope",
+           "dry_run", "ensure_default_policies", "last_run", "list_policies", "place_hold",
+           "policy_for", "recent_runs", "register_scope_matcher", "release_hold", "run_retention",
+           "running_run", "update_policy"]
 
 BATCH_SIZE = 10000
 STALE_AFTER = timedelta(minutes=30)
 MAX_YEARS = 100
-DOCUMENTATION_RULE = "45 CFR 164.316(b)(2) (keep documentation 6 years)"
-HOLD_OBJECT_TYPES = ("ticket", "asset", "user")
 
 register_actions({
     "retention.policy_changed": "Retention policy changed",
-    "retention.hold_placed": "Legal hold placed",
-    "retention.hold_released": "Legal hold released",
     "retention.run_started": "Retention run started",
     "retention.batch_purged": "Records destroyed under the retention schedule",
     "retention.run_completed": "Retention run completed",
     "retention.run_failed": "Retention run failed",
 })
-
-
-class RetentionError(ValueError):
-    """A retention operation was refused; ``field`` names the form field at fault."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 class RetentionBusy(RetentionError):
@@ -52,10 +55,6 @@ class RetentionBusy(RetentionError):
 
 class RetentionChanged(RetentionError):
     """What a confirmed dry run listed is no longer what a run would destroy."""
-
-
-# Classes whose hold matching can be answered by one query instead of a scan of candidates.
-_SCOPE_MATCHERS: dict[str, Callable[[HoldScope], bool]] = {}
 
 
 def add_months(day: datetime, months: int) -> datetime:
@@ -146,136 +145,6 @@ def _policy_state(policy: RetentionPolicy) -> dict[str, Any]:
     """A policy as plain values."""
     return {"years": policy.years, "months": policy.months, "days": policy.days,
             "anchor": policy.anchor, "enabled": policy.enabled, "period": policy.period_text}
-
-
-# ---------------------------------------------------------------- legal holds
-
-
-def active_holds() -> list[LegalHold]:
-    """Holds not yet released, oldest first."""
-    return list(db.session.execute(
-        select(LegalHold).where(LegalHold.released_at.is_(None)).order_by(LegalHold.id)).scalars())
-
-
-def hold_scope(hold: LegalHold) -> HoldScope:
-    """A hold in the terms record classes understand."""
-    return HoldScope(record_class=hold.record_class, object_type=hold.object_type,
-                     object_key=hold.object_key, start=hold.start, end=hold.end)
-
-
-def describe_scope(hold: LegalHold) -> str:
-    """What a hold covers, in words."""
-    if hold.object_type:
-        return f"{hold.object_type} {hold.object_key}"
-    label = RECORD_CLASSES[hold.record_class].label if hold.record_class in RECORD_CLASSES \
-        else hold.record_class
-    span = f"{format_local(hold.start, '%Y-%m-%d') or 'the beginning'} to " \
-           f"{format_local(hold.end, '%Y-%m-%d') or 'now'}"
-    return f"{label}, {span}"
-
-
-def _scan_matches(rc: RecordClass, scope: HoldScope) -> bool:
-    """Whether any of ``rc``'s records falls under ``scope`` (scans its candidates in batches)."""
-    cutoff = utcnow() + timedelta(days=366 * 200)
-    last = None
-    while True:
-        sub = rc.candidates(cutoff, rc.anchors[0]).subquery()
-        id_col = next(iter(sub.c))
-        query = select(id_col).order_by(id_col).limit(BATCH_SIZE)
-        if last is not None:
-            query = query.where(id_col > last)
-        ids = list(db.session.execute(query).scalars())
-        if not ids:
-            return False
-        if rc.held(ids, [scope]):
-            return True
-        last = ids[-1]
-
-
-def scope_matches(scope: HoldScope) -> bool:
-    """Whether a hold's scope covers anything PACS Desk keeps."""
-    if scope.object_type and scope.object_key:
-        trail = db.session.execute(
-            select(AuditEvent.id).where(AuditEvent.object_type == scope.object_type,
-                                        AuditEvent.object_id == scope.object_key).limit(1)).first()
-        if trail is not None:
-            return True
-    keys = [scope.record_class] if scope.record_class else sorted(RECORD_CLASSES)
-    for key in keys:
-        rc = RECORD_CLASSES[key]
-        matcher = _SCOPE_MATCHERS.get(key)
-        if matcher(scope) if matcher else _scan_matches(rc, scope):
-            return True
-    return False
-
-
-@dataclass(frozen=True)
-class NewHold:
-    """What it takes to place a legal hold."""
-
-    reason: str
-    kind: str                    # ticket, asset, user or class
-    object_key: str = ""
-    record_class: str = ""
-    start: datetime | None = None
-    end: datetime | None = None
-
-
-def place_hold(new: NewHold, user: Any) -> LegalHold:
-    """Place a legal hold after checking that its scope covers something (flushes and audits)."""
-    reason = new.reason.strip()
-    if not reason:
-        raise RetentionError("Give the reason for the hold (case, investigation or audit).", "reason")
-    if new.kind in HOLD_OBJECT_TYPES:
-        key = new.object_key.strip()
-        if not key:
-            raise RetentionError(f"Give the {new.kind} this hold covers.", "object_key")
-        if new.kind == "user":
-            key = key.lower()
-            if db.session.execute(select(User.id).where(User.username == key)).first() is None:
-                raise RetentionError(f"There is no user '{key}'.", "object_key")
-        scope = HoldScope(object_type=new.kind, object_key=key)
-    elif new.kind == "class":
-        if new.record_class not in RECORD_CLASSES:
-            raise RetentionError("Choose a record class.", "record_class")
-        if new.start and new.end and new.start > new.end:
-            raise RetentionError("The range starts after it ends.", "start")
-        scope = HoldScope(record_class=new.record_class, start=new.start, end=new.end)
-    else:
-        raise RetentionError("Choose what the hold covers.", "kind")
-    if not scope_matches(scope):
-        raise RetentionError("This hold's scope matches no record: check the number, tag, user or "
-                             "dates.", "object_key" if scope.object_type else "record_class")
-    hold = LegalHold(reason=reason, placed_by_id=user.id, placed_at=utcnow(),
-                     record_class=scope.record_class, object_type=scope.object_type,
-                     object_key=scope.object_key, start=scope.start, end=scope.end)
-    db.session.add(hold)
-    db.session.flush()
-    record("retention.hold_placed", object_type="legal_hold", object_id=hold.id,
-           details={"reason": reason, "scope": describe_scope(hold)})
-    return hold
-
-
-def release_hold(hold_id: int, reason: str, user: Any) -> LegalHold:
-    """Release a hold once; the release is recorded (flushes and audits)."""
-    hold = db.session.get(LegalHold, hold_id)
-    if hold is None:
-        raise RetentionError(f"There is no legal hold #{hold_id}.")
-    if hold.released_at is not None:
-        raise RetentionError(f"Legal hold #{hold.id} was already released on "
-                             f"{format_local(hold.released_at)}.")
-    if not reason.strip():
-        raise RetentionError("Give the reason for releasing the hold.", "reason")
-    released = db.session.execute(
-        update(LegalHold).where(LegalHold.id == hold_id, LegalHold.released_at.is_(None))
-        .values(released_at=utcnow(), released_by_id=user.id, release_reason=reason.strip())
-    ).rowcount
-    if released != 1:
-        raise RetentionError(f"Legal hold #{hold_id} was already released.")
-    db.session.refresh(hold)
-    record("retention.hold_released", object_type="legal_hold", object_id=hold.id,
-           details={"reason": reason.strip(), "scope": describe_scope(hold)})
-    return hold
 
 
 # ---------------------------------------------------------------- runs
@@ -374,7 +243,7 @@ def _in_force() -> list[tuple[RecordClass, RetentionPolicy]]:
 def dry_run(batch_size: int = BATCH_SIZE) -> RunReport:
     """List what a run would destroy now, class by class, without destroying anything."""
     now = utcnow()
-    _FIRST_YOUNG.clear()
+    retention_audit_events.begin_walk()
     policies = _in_force()
     holds = [hold_scope(h) for h in active_holds()]
     report = RunReport(dry_run=True)
@@ -421,7 +290,8 @@ def _claim_run(started_by: str, user: Any, policies: list[tuple[RecordClass, Ret
                 continue
             raise RetentionBusy(_busy_message(other)) from None
         record("retention.run_started", object_type="retention_run", object_id=run.id,
-               details={"started_by": started_by, "policies": json.loads(run.policies)},
+               details={"started_by": started_by, "policies": json.loads(run.policies),
+                        "holds": [f"#{h.id} {describe_scope(h)}" for h in active_holds()]},
                **({} if user is None else {"user": user}))
         db.session.commit()
         return run
@@ -442,7 +312,7 @@ def run_retention(started_by: str, user: Any = None, batch_size: int = BATCH_SIZ
     policies = _in_force()
     run = _claim_run(started_by, user, policies)
     run_id = run.id
-    _FIRST_YOUNG.clear()
+    retention_audit_events.begin_walk()
     actor = {} if user is None else {"user": user}
     report = RunReport(dry_run=False, run_id=run_id)
     counts: dict[str, int] = {}
@@ -505,73 +375,3 @@ def last_run() -> RetentionRun | None:
     return runs[0] if runs else None
 
 
-# ---------------------------------------------------------------- the audit trail's own class
-
-
-def _audit_hold_condition(scope: HoldScope) -> Any:
-    """SQL condition for the audit events a hold scope covers (None: covers none)."""
-    if scope.object_type == "user":
-        return AuditEvent.user_id == select(User.id).where(User.username == scope.object_key) \
-            .scalar_subquery()
-    if scope.object_type:
-        return (AuditEvent.object_type == scope.object_type) & (AuditEvent.object_id == scope.object_key)
-    if scope.record_class == "audit_events":
-        cond = AuditEvent.seq.is_not(None)
-        if scope.start:
-            cond = cond & (AuditEvent.occurred_at >= scope.start)
-        if scope.end:
-            cond = cond & (AuditEvent.occurred_at <= scope.end)
-        return cond
-    return None
-
-
-# First young event per cutoff, for one walk: later events only append larger positions, so the
-# value stays right while a walk runs; it is cleared when a run or dry run begins.
-_FIRST_YOUNG: dict[datetime, int | None] = {}
-
-
-def _audit_candidates(cutoff: datetime, anchor: str) -> Any:
-    """Events older than ``cutoff`` that form an unbroken prefix of the chain (by seq)."""
-    if cutoff not in _FIRST_YOUNG:
-        _FIRST_YOUNG[cutoff] = db.session.execute(
-            select(func.min(AuditEvent.seq)).where(AuditEvent.occurred_at >= cutoff)).scalar()
-    query = select(AuditEvent.seq, AuditEvent.occurred_at).where(AuditEvent.occurred_at < cutoff)
-    if _FIRST_YOUNG[cutoff] is not None:
-        query = query.where(AuditEvent.seq < _FIRST_YOUNG[cutoff])
-    return query
-
-
-def _audit_held(ids: Sequence[int], holds: Sequence[HoldScope]) -> set[int]:
-    """A held event stops the purge there: only the chain's prefix before it may go."""
-    conditions = [c for c in (_audit_hold_condition(s) for s in holds) if c is not None]
-    if not conditions or not ids:
-        return set()
-    first_held = db.session.execute(
-        select(func.min(AuditEvent.seq)).where(or_(*conditions))).scalar_one_or_none()
-    if first_held is None:
-        return set()
-    return {i for i in ids if i >= first_held}
-
-
-def _audit_purge(ids: Sequence[int]) -> int:
-    """Purge the chain through the last of ``ids`` (they are its prefix)."""
-    return purge_through(max(ids), "retention schedule")
-
-
-def _audit_matches(scope: HoldScope) -> bool:
-    """Whether any audit event falls under ``scope``."""
-    condition = _audit_hold_condition(scope)
-    return condition is not None and db.session.execute(
-        select(AuditEvent.id).where(condition).limit(1)).first() is not None
-
-
-register_record_class(RecordClass(
-    key="audit_events", label="Audit events", anchors=("created",), default_years=6, floor_years=6,
-    floor_rule=DOCUMENTATION_RULE, candidates=_audit_candidates, held=_audit_held,
-    purge=_audit_purge))
-_SCOPE_MATCHERS["audit_events"] = _audit_matches
-
-
-def register_scope_matcher(key: str, matcher: Callable[[HoldScope], bool]) -> None:
-    """Answer "does this scope cover any of class ``key``?" with one query instead of a scan."""
-    _SCOPE_MATCHERS[key] = matcher

@@ -8,7 +8,7 @@ from datetime import timedelta
 from flask import abort, flash, redirect, render_template, url_for
 from flask_login import current_user
 
-from audit import retention
+from audit import legal_holds, retention
 from audit.forms import HoldForm, PolicyForm, ReleaseHoldForm, RunConfirmForm
 from audit.retention_models import LegalHold, RetentionRun
 from audit.retention_registry import RECORD_CLASSES
@@ -27,7 +27,7 @@ def retention_home():
     holds = db.session.execute(db.select(LegalHold).order_by(LegalHold.id.desc())).scalars().all()
     return render_template("audit/retention_home.html", policies=policies, holds=holds,
                            runs=retention.recent_runs(), running=retention.running_run(),
-                           describe=retention.describe_scope, release_form=ReleaseHoldForm())
+                           describe=legal_holds.describe_scope, release_form=ReleaseHoldForm())
 
 
 @bp.route("/retention/policies/<key>", methods=["GET", "POST"])
@@ -62,15 +62,15 @@ def hold_new():
     form = HoldForm()
     form.record_class.choices = [("", "—")] + [(k, rc.label) for k, rc in sorted(RECORD_CLASSES.items())]
     if form.validate_on_submit():
-        new = retention.NewHold(
+        new = legal_holds.NewHold(
             reason=form.reason.data, kind=form.kind.data, object_key=form.object_key.data or "",
             record_class=form.record_class.data or "",
             start=local_day_start(form.start.data) if form.start.data else None,
             end=(local_day_start(form.end.data + timedelta(days=1)) - timedelta(microseconds=1))
             if form.end.data else None)
         try:
-            hold = retention.place_hold(new, current_user)
-        except retention.RetentionError as error:
+            hold = legal_holds.place_hold(new, current_user)
+        except legal_holds.RetentionError as error:
             db.session.rollback()
             getattr(form, error.field or "kind").errors.append(str(error))
         else:
@@ -89,8 +89,8 @@ def hold_release(hold_id: int):
         flash("Give a reason for releasing the hold.", "danger")
         return redirect(url_for("audit.retention_home"))
     try:
-        retention.release_hold(hold_id, form.reason.data, current_user)
-    except retention.RetentionError as error:
+        legal_holds.release_hold(hold_id, form.reason.data, current_user)
+    except legal_holds.RetentionError as error:
         db.session.rollback()
         flash(str(error), "danger")
     else:

@@ -17,7 +17,8 @@ from sqlalchemy import and_, delete, exists, func, select
 from sqlalchemy.orm import aliased
 
 from audit.chain import record, register_actions
-from audit.retention import add_months_to_date, register_scope_matcher
+from audit.legal_holds import register_scope_matcher
+from audit.retention import add_months_to_date
 from audit.retention_registry import HoldScope, RecordClass, register_record_class
 from audit.search import safe_cell
 from audit.training_models import Course, TrainingAssignment, TrainingCompletion

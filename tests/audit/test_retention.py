@@ -10,7 +10,7 @@ import pytest
 import time_machine
 from sqlalchemy import func, select
 
-from audit import retention
+from audit import legal_holds, retention
 from audit.chain import verify_chain
 from audit.models import AuditEvent
 from audit.retention_models import LegalHold, RetentionRun, RunStatus
@@ -285,9 +285,9 @@ def test_released_hold_no_longer_protects(app, scratch_class, frozen, make_user)
     officer = make_user("compliance", "privacy")
     with app.app_context():
         officer = db.session.get(User, officer.id)
-        hold = retention.place_hold(retention.NewHold(reason="Case", kind="class",
+        hold = legal_holds.place_hold(legal_holds.NewHold(reason="Case", kind="class",
                                                       record_class="test_records"), officer)
-        retention.release_hold(hold.id, "done", officer)
+        legal_holds.release_hold(hold.id, "done", officer)
         db.session.commit()
         assert retention.run_retention("tester").total == 1
 
@@ -320,7 +320,7 @@ def test_held_audit_event_stops_the_purge_at_its_position(app, make_user, frozen
     officer = make_user("compliance", "privacy")
     with app.app_context():
         officer = db.session.get(User, officer.id)
-        retention.place_hold(retention.NewHold(reason="Case", kind="ticket", object_key="HD-000042"),
+        legal_holds.place_hold(legal_holds.NewHold(reason="Case", kind="ticket", object_key="HD-000042"),
                              officer)
         db.session.commit()
         plan = retention.dry_run()
@@ -368,7 +368,7 @@ def test_held_ticket_ten_years_old_survives(app, make_user, frozen):
     set_policy(app, "closed_tickets", 7, anchor="closed")
     officer = make_user("compliance", "privacy")
     with app.app_context():
-        retention.place_hold(retention.NewHold(reason="Lawsuit", kind="ticket", object_key=numbers[0]),
+        legal_holds.place_hold(legal_holds.NewHold(reason="Lawsuit", kind="ticket", object_key=numbers[0]),
                              db.session.get(User, officer.id))
         db.session.commit()
         report = retention.run_retention("tester")

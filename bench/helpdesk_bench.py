@@ -36,6 +36,7 @@ from core.config import _database_url
 from core.extensions import db
 from core.reference_data import load_reference_data
 from helpdesk.models import Category, Ticket, TicketChange, TicketComment
+from helpdesk.search import TicketWord, words_of
 from helpdesk.sla import DEFAULT_SLAS
 
 PASSWORD = "bench-password-long-enough"
@@ -77,6 +78,20 @@ def _batched(rows: Iterator[dict], size: int = BATCH) -> Iterator[list[dict]]:
         yield batch
 
 
+def _bulk_insert(model: type, rows: list[dict]) -> None:
+    """Insert rows fast: COPY on PostgreSQL, executemany on SQLite."""
+    if not rows:
+        return
+    if db.engine.dialect.name != "postgresql":
+        db.session.execute(insert(model), rows)
+        return
+    columns = list(rows[0])
+    cursor = db.session.connection().connection.dbapi_connection.cursor()
+    with cursor.copy(f"COPY {model.__tablename__} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([row[c] for c in columns])
+
+
 def load_tickets(count: int, requester_ids: list[int], tech_ids: list[int], rng: random.Random) -> None:
     """Bulk-insert ``count`` tickets with two replies and one history line each."""
     categories = [c.id for c in db.session.execute(db.select(Category)).scalars()]
@@ -92,8 +107,9 @@ def load_tickets(count: int, requester_ids: list[int], tech_ids: list[int], rng:
             response_due = created + timedelta(minutes=response)
             resolution_due = created + timedelta(minutes=resolution)
             done = created + timedelta(hours=rng.randint(1, 72))
+            rare = " kerberos" if ticket_id % 1000 == 0 else ""
             yield {
-                "id": ticket_id, "title": _sentence(rng, 6)[:200], "description": _sentence(rng, 45),
+                "id": ticket_id, "title": (_sentence(rng, 6) + rare)[:200], "description": _sentence(rng, 45),
                 "category_id": rng.choice(categories), "priority": priority, "status": status,
                 "impact": "one", "urgency": "hours", "requester_id": rng.choice(requester_ids),
                 "assignee_id": rng.choice(tech_ids) if status != "new" else None, "asset_id": None,
@@ -111,17 +127,18 @@ def load_tickets(count: int, requester_ids: list[int], tech_ids: list[int], rng:
             }
 
     for batch in _batched(tickets()):
-        db.session.execute(insert(Ticket), batch)
+        _bulk_insert(Ticket, batch)
+        _bulk_insert(TicketWord, [{"word": w, "ticket_id": t["id"]} for t in batch
+                                  for w in words_of(f"{t['title']}\n{t['description']}")])
         comments = [{"ticket_id": t["id"], "author_id": author, "is_internal": internal,
                      "body": _sentence(rng, 25), "created_at": t["created_at"] + timedelta(minutes=k)}
                     for t in batch for k, (author, internal) in
                     enumerate(((t["requester_id"], False), (rng.choice(tech_ids), rng.random() < 0.3)))]
-        db.session.execute(insert(TicketComment), comments)
+        _bulk_insert(TicketComment, comments)
         changes = [{"ticket_id": t["id"], "changed_at": t["updated_at"], "user_id": rng.choice(tech_ids),
                     "field": "status", "old_value": "new", "new_value": t["status"]}
                    for t in batch if t["status"] != "new"]
-        if changes:
-            db.session.execute(insert(TicketChange), changes)
+        _bulk_insert(TicketChange, changes)
         db.session.commit()
 
 
@@ -151,7 +168,7 @@ def load_audit_events(count: int, rng: random.Random) -> None:
             prev = digest
 
     for batch in _batched(events(), 20000):
-        db.session.execute(insert(AuditEvent), batch)
+        _bulk_insert(AuditEvent, batch)
         db.session.commit()
 
 
@@ -188,6 +205,7 @@ def measure(client, ticket_number: str, runs: int) -> dict[str, list[float]]:
         "word search 'tomosynthesis', all statuses": timed(get("/tickets?q=tomosynthesis&status=all"),
                                                            runs),
         "word search 'hanging protocol', open work": timed(get("/tickets?q=hanging+protocol"), runs),
+        "word search, rare word, all statuses": timed(get("/tickets?q=kerberos&status=all"), runs),
         "ticket page (audited view)": timed(get(f"/tickets/{ticket_number}"), runs),
         "my tickets page": timed(get("/my/tickets"), runs),
     }
@@ -251,6 +269,9 @@ def main() -> None:
         db.session.commit()
         load_tickets(args.tickets, requester_ids, tech_ids, rng)
         load_audit_events(args.audit_events, rng)
+        if db.engine.dialect.name == "postgresql":
+            db.session.execute(text("SELECT setval(pg_get_serial_sequence('ticket', 'id'), max(id)) "
+                                    "FROM ticket"))
         db.session.execute(text("ANALYZE"))
         db.session.commit()
         total_tickets = db.session.execute(text("SELECT count(*) FROM ticket")).scalar()

@@ -137,7 +137,6 @@ class Ticket(db.Model):
         Index("ix_ticket_status_sla_due", "status", "sla_due_at"),
         Index("ix_ticket_status_created", "status", "created_at"),
         Index("ix_ticket_status_resolved", "status", "resolved_at"),
-        Index("ix_ticket_sla_due", "sla_due_at"),
         Index("ix_ticket_created", "created_at"),
         Index("ix_ticket_requester_created", "requester_id", "created_at"),
         Index("ix_ticket_assignee_status", "assignee_id", "status"),
@@ -172,6 +171,11 @@ class Ticket(db.Model):
         values = {"accession_number": self.accession_number, "patient_id": self.patient_id,
                   "study_instance_uid": self.study_instance_uid}
         return {k: v for k, v in values.items() if v}
+
+
+# The queue's "due first" order: running clocks by deadline, then tickets without one.
+QUEUE_ORDER = (Ticket.sla_due_at.is_(None), Ticket.sla_due_at)
+Index("ix_ticket_queue_order", *QUEUE_ORDER)
 
 
 class TicketComment(db.Model):

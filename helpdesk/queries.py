@@ -12,7 +12,8 @@ from sqlalchemy.orm import selectinload
 
 from core.extensions import db
 from core.timeutil import utcnow
-from helpdesk.models import ACTIVE_STATUSES, Priority, Ticket, TicketStatus, parse_number
+from helpdesk.models import ACTIVE_STATUSES, QUEUE_ORDER, Priority, Ticket, TicketStatus
+from helpdesk.search import search_conditions
 from helpdesk.sla import RUNNING, SOON
 
 STATUS_FILTERS = {"active": "Open work (new, open, waiting)", "all": "All statuses",
@@ -20,7 +21,6 @@ STATUS_FILTERS = {"active": "Open work (new, open, waiting)", "all": "All status
 SLA_FILTERS = {"breached": "Breached now", "soon": "Breached or breaching within the hour"}
 SORTS = {"due": "Due first", "newest": "Newest first", "oldest": "Oldest first",
          "priority": "Priority", "updated": "Recently updated"}
-MAX_TERMS = 8
 
 
 @dataclass(frozen=True)
@@ -63,29 +63,6 @@ def parse_filters(args: Mapping[str, str], default_status: str = "active") -> Ti
     )
 
 
-def _like_escape(term: str) -> str:
-    """Escape LIKE wildcards in a search term."""
-    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _word_search(query: Select, text: str) -> Select:
-    """Every word must appear in the number, title or description (case-insensitive)."""
-    postgres = db.session.get_bind().dialect.name == "postgresql"
-    for term in text.split()[:MAX_TERMS]:
-        pattern = f"%{_like_escape(term)}%"
-        if postgres:
-            match = or_(Ticket.title.ilike(pattern, escape="\\"),
-                        Ticket.description.ilike(pattern, escape="\\"))
-        else:  # SQLite's LIKE is already case-insensitive for ASCII
-            match = or_(Ticket.title.like(pattern, escape="\\"),
-                        Ticket.description.like(pattern, escape="\\"))
-        ticket_id = parse_number(term) or (int(term) if term.isdigit() and len(term) < 10 else None)
-        if ticket_id is not None:
-            match = or_(match, Ticket.id == ticket_id)
-        query = query.where(match)
-    return query
-
-
 def ticket_query(filters: TicketFilters, user_id: int, requester_id: int | None = None,
                  now: datetime | None = None) -> Select:
     """Select tickets matching ``filters``; ``requester_id`` restricts to one requester's own."""
@@ -115,12 +92,12 @@ def ticket_query(filters: TicketFilters, user_id: int, requester_id: int | None 
         query = query.where(Ticket.asset_id.in_(
             select(asset_class.id).where(asset_class.asset_tag == filters.asset_tag)))
     if filters.q:
-        query = _word_search(query, filters.q)
+        query = query.where(*search_conditions(filters.q))
     order: dict[str, tuple[Any, ...]] = {
-        "due": (Ticket.sla_due_at.is_(None), Ticket.sla_due_at, Ticket.id),
+        "due": (*QUEUE_ORDER, Ticket.id),
         "newest": (Ticket.created_at.desc(), Ticket.id.desc()),
         "oldest": (Ticket.created_at, Ticket.id),
-        "priority": (Ticket.priority, Ticket.sla_due_at.is_(None), Ticket.sla_due_at, Ticket.id),
+        "priority": (Ticket.priority, *QUEUE_ORDER, Ticket.id),
         "updated": (Ticket.updated_at.desc(), Ticket.id.desc()),
     }
     if filters.sort == "due" and filters.status in RUNNING:

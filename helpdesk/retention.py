@@ -11,6 +11,7 @@ from audit.retention_registry import HoldScope, RecordClass, register_record_cla
 from core.auth.models import User
 from core.extensions import db
 from helpdesk.models import Ticket, TicketAttachment, TicketChange, TicketComment, TicketStatus, parse_number
+from helpdesk.search import TicketWord
 
 RECORD_CLASS = "closed_tickets"
 BATCH = 500
@@ -73,6 +74,7 @@ def purge(ids: Sequence[int]) -> int:
         db.session.execute(delete(TicketAttachment).where(TicketAttachment.ticket_id.in_(chunk)))
         db.session.execute(delete(TicketComment).where(TicketComment.ticket_id.in_(chunk)))
         db.session.execute(delete(TicketChange).where(TicketChange.ticket_id.in_(chunk)))
+        db.session.execute(delete(TicketWord).where(TicketWord.ticket_id.in_(chunk)))
         removed += db.session.execute(delete(Ticket).where(Ticket.id.in_(chunk))).rowcount
     db.session.flush()
     return removed

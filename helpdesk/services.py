@@ -27,6 +27,7 @@ from helpdesk.models import (
     TicketComment,
     TicketStatus,
 )
+from helpdesk.search import index_ticket
 
 register_actions({
     "ticket.create": "Ticket filed",
@@ -213,6 +214,7 @@ def create_ticket(new: NewTicket, requester: User, uploads: Sequence[Upload] = (
     db.session.add(ticket)
     db.session.flush()
     sla.apply_sla(ticket)
+    index_ticket(ticket)
     record("ticket.create", object_type="ticket", object_id=ticket.number, user=requester,
            details={"title": title, "category": category.code, "priority": priority,
                     "attachments": len(files), **ticket.phi_identifiers()})
@@ -431,6 +433,7 @@ def open_system_ticket(dedup_key: str, title: str, description: str,
     db.session.add(ticket)
     db.session.flush()
     sla.apply_sla(ticket)
+    index_ticket(ticket)
     record("ticket.create", object_type="ticket", object_id=ticket.number, user=None,
            details={"title": ticket.title, "category": category.code, "priority": priority,
                     "dedup_key": dedup_key, "system": True})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -13,6 +13,9 @@ from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 
 from core.extensions import db
 from core.timeutil import UTCDateTime, utcnow
+
+# A job neither done nor failed this long after it was asked for died with its process.
+ABANDONED_AFTER = timedelta(hours=2)
 
 
 class JobStatus(StrEnum):
@@ -64,3 +67,8 @@ class ReportJob(db.Model):
     def is_finished(self) -> bool:
         """Whether the job ended (done or failed)."""
         return self.status in (JobStatus.DONE.value, JobStatus.FAILED.value)
+
+    @property
+    def is_abandoned(self) -> bool:
+        """Whether an unfinished job is too old to be still running (its server restarted)."""
+        return not self.is_finished and utcnow() - self.created_at > ABANDONED_AFTER

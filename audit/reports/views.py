@@ -83,7 +83,7 @@ def detail(job_id: str):
     kind = REPORT_KINDS.get(job.kind)
     return render_template("reports/report_detail.html", job=job,
                            title=kind.title if kind else job.kind,
-                           waiting=job.status in (JobStatus.QUEUED.value, JobStatus.RUNNING.value))
+                           waiting=not job.is_finished and not job.is_abandoned)
 
 
 @bp.route("/reports/<job_id>/download")

@@ -99,3 +99,24 @@ def test_report_narrowed_to_one_object_lists_who_opened_it(app, make_user, seed_
     assert "sam.tech" in appendix and "user:77" in appendix
     assert "noor.tech" not in appendix
     assert "Object" in text and "user:77" in text
+
+
+def test_phi_reads_and_audit_searches_have_their_own_sections(app, make_user, seed_event, tmp_path):
+    import helpdesk.services  # noqa: F401 - registers the ticket actions
+    import audit.search  # noqa: F401 - registers the audit search actions
+
+    tech = make_user("technician", "sam.tech")
+    officer = make_user("compliance", "privacy.garcia")
+    seed_event("2026-03-10 10:00", "ticket.view", user=tech, object_type="ticket",
+               object_id="PD-000123", details={"accession_number": "ACC-778899"})
+    seed_event("2026-03-10 10:05", "ticket.view", user=tech, object_type="ticket",
+               object_id="PD-000124", details={})
+    seed_event("2026-03-11 09:00", "audit.search", user=officer, details={"user": "sam.tech"})
+    text = build(app, tmp_path, "2026-03-01", "2026-03-31")
+    phi = section(text, "Reads of patient identifiers (PHI) by user", "Integrity of the audit trail")
+    assert re.search(r"sam\.tech\s+technician\s+1\s+1\s+0", phi), phi
+    assert re.search(r"sam\.tech\s+ticket:PD-000123\s+ticket\.view\s+1\s+2026-03-10 10:00:00\s+"
+                     r"accession number ACC-778899", phi), phi
+    assert "PD-000124" not in phi
+    searches = section(text, "Audit-trail searches, reports and exports", "Reads of patient identifiers")
+    assert re.search(r"2026-03-11 09:00:00\s+privacy\.garcia\s+Audit trail searched", searches), searches

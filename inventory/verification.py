@@ -21,6 +21,8 @@ from flask import Flask, current_app, has_request_context, request
 from flask_login import current_user
 from markupsafe import Markup
 from sqlalchemy import case, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from audit import record, register_actions
 from core.auth.models import User
@@ -164,12 +166,17 @@ def _apply_check(state: NodeState, check: NodeCheck) -> _Transition:
 
 
 def _state_for(asset_id: int) -> NodeState:
-    """The node's state row, created (unknown) on its first check."""
-    state = db.session.get(NodeState, asset_id)
-    if state is None:
-        state = NodeState(asset_id=asset_id, state=NodeStateName.UNKNOWN.value,
-                          consecutive_failures=0)
-        db.session.add(state)
+    """The node's state row, locked for this transaction (created unknown on the first check).
+
+    A sweep and a check after a save may record the same node at once: the row is inserted
+    if missing without failing on the race, then locked so neither update is lost.
+    """
+    insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    db.session.execute(insert(NodeState).values(
+        asset_id=asset_id, state=NodeStateName.UNKNOWN.value, consecutive_failures=0)
+        .on_conflict_do_nothing())
+    state = db.session.get(NodeState, asset_id, with_for_update=True, populate_existing=True)
+    assert state is not None
     return state
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -359,3 +360,28 @@ def test_a_fresh_app_registers_the_sweep_job_audit_actions_retention_class_and_p
                          capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.strip() == ("inventory.sweep ['node.down', 'node.recovered', 'node.sweep', "
                            "'node.verify'] True True")
+
+
+def test_two_checks_of_a_new_node_recorded_at_once_both_count(app, make_node):
+    asset_id = make_node("CT-01", 104)
+    barrier = threading.Barrier(2)
+    errors: list[Exception] = []
+
+    def record_failure() -> None:
+        try:
+            with app.app_context():
+                barrier.wait(5)
+                record_check(db.session.get(Asset, asset_id), REFUSED, "schedule", audit_each=False)
+                db.session.commit()
+        except Exception as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=record_failure) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    assert errors == []
+    with app.app_context():
+        state = db.session.get(NodeState, asset_id)
+        assert (state.consecutive_failures, state.state) == (2, "down")

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from audit.models import AuditEvent
 from core.extensions import db
+from inventory.asset_rules import local_today
 from inventory.models import Asset, AssetChange, Sanitisation
 from tests.inventory.assets_support import (  # noqa: F401 - autouse fixtures
     _settle_checks,
@@ -165,7 +166,7 @@ def test_edit_cannot_set_disposed_status(client, login_as, app):
 
 
 def _sanitisation(**overrides: str) -> dict[str, str]:
-    data = {"method": "purge", "performed_on": date.today().isoformat(),
+    data = {"method": "purge", "performed_on": (date.today() - timedelta(days=1)).isoformat(),
             "performed_by": "Min-jun Kim", "witness": "Sam Rivera",
             "certificate_ref": "SAN-0042"}
     data.update(overrides)
@@ -224,7 +225,8 @@ def test_assets_are_never_deleted(client, login_as, app):
 
 
 def test_warranty_view_lists_warranties_ending_in_the_next_90_days(client, login_as, app):
-    today = date.today()
+    with app.app_context():
+        today = local_today()
     add_asset(app, asset_tag="SOON", warranty_end=today + timedelta(days=10))
     add_asset(app, asset_tag="EDGE", warranty_end=today + timedelta(days=90))
     add_asset(app, asset_tag="LATER", warranty_end=today + timedelta(days=91))

@@ -230,7 +230,10 @@ def _first_due(user: User, course: Course) -> date:
 
 def _missing(users: Sequence[User], courses: Sequence[Course]) -> list[tuple[User, Course]]:
     """Pairs of user and course that should have an assignment and do not."""
-    have = set(db.session.execute(select(TrainingAssignment.user_id, TrainingAssignment.course_id)).all())
+    query = select(TrainingAssignment.user_id, TrainingAssignment.course_id)
+    if len(users) == 1:
+        query = query.where(TrainingAssignment.user_id == users[0].id)
+    have = set(db.session.execute(query).all())
     return [(u, c) for u in users for c in courses if c.applies_to(u) and (u.id, c.id) not in have]
 
 

@@ -21,7 +21,7 @@ import urllib.request
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -141,10 +141,12 @@ def run_in_app(env: dict[str, str], body: str) -> str:
     return done.stdout
 
 
-def create_unmigrated_tables(env: dict[str, str]) -> None:
-    """Create tables no migration builds yet, with a warning: `pacsdesk setup` should build them all."""
+def build_schema(env: dict[str, str]) -> None:
+    """Apply the migrations, then create any table none builds yet, with a warning saying which."""
     missing = run_in_app(env, (
+        "from flask_migrate import upgrade\n"
         "from sqlalchemy import inspect\n"
+        "upgrade()\n"
         "have = set(inspect(db.engine).get_table_names())\n"
         "print(' '.join(t.name for t in db.metadata.sorted_tables if t.name not in have))\n"
         "db.create_all()\n"
@@ -168,7 +170,7 @@ def make_training_overdue(env: dict[str, str], usernames: list[str], days: int) 
     ))
 
 
-def install_instance(instance: Path, name: str, **settings: str) -> Server:
+def install_instance(instance: Path, **settings: str) -> Server:
     """Run `pacsdesk setup` on a fresh instance and create the journeys' people.
 
     The schema is migrated first and any table still without a migration is created (with a
@@ -176,12 +178,11 @@ def install_instance(instance: Path, name: str, **settings: str) -> Server:
     """
     instance.mkdir(parents=True, exist_ok=True)
     env = server_env(instance, **settings)
-    run_cli(env, "db", "upgrade")
-    create_unmigrated_tables(env)
+    build_schema(env)
     out = run_cli(env, "setup")
     match = re.search(r"password:\s*(\S+)", out)
     assert match, f"setup printed no administrator password:\n{out}"
-    server = Server(url="", instance=instance, env=env, log=ARTIFACTS / f"server-{name}.log",
+    server = Server(url="", instance=instance, env=env, log=ARTIFACTS / "server-main.log",
                     admin_password=match.group(1))
     for username, role, full_name, department in PEOPLE:
         run_cli(env, "users", "create", username, "--role", role, "--full-name", full_name,
@@ -234,7 +235,7 @@ def _fresh_artifacts() -> None:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The app served by gunicorn with its scheduler sweeping DICOM nodes every 10 seconds."""
     installed = install_instance(
-        tmp_path_factory.mktemp("e2e") / "instance", "main",
+        tmp_path_factory.mktemp("e2e") / "instance",
         PACSDESK_VERIFY_INTERVAL="10",
         PACSDESK_VERIFY_TIMEOUT="2",
         PACSDESK_DOWN_AFTER_FAILURES="1",
@@ -245,11 +246,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="session")
-def idle_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A second served instance that logs users off after one idle minute (no scheduler)."""
-    installed = install_instance(tmp_path_factory.mktemp("e2e-idle") / "instance", "idle",
-                                 PACSDESK_SESSION_IDLE_MINUTES="1")
-    with serving(installed, "--no-scheduler") as running:
+def idle_server(server: Server) -> Iterator[Server]:
+    """A second server on the same instance that logs users off after one idle minute."""
+    replica = replace(server, url="", process=None, log=ARTIFACTS / "server-idle.log",
+                      env={**server.env, "PACSDESK_SESSION_IDLE_MINUTES": "1"})
+    with serving(replica, "--no-scheduler") as running:
         yield running
 
 
@@ -410,6 +411,7 @@ def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
 ORDER = ["test_login.py", "test_requester_journey.py", "test_technician_journey.py",
          "test_compliance_journey.py", "test_accessibility.py"]
 IDLE_MODULE = "test_idle_logoff.py"
+IDLE_USER = "dr.lindqvist"
 
 
 def _rank(item: pytest.Item) -> int:
@@ -447,6 +449,7 @@ class IdleSession:
     """A user who signed in to the idle server and then left the page alone."""
 
     page: Page
+    username: str
     path: str
     idle_since: float
 
@@ -456,9 +459,9 @@ def idle_session(browser: Browser, idle_server: Server) -> Iterator[IdleSession]
     """Sign in on the one-minute idle server, open a page, and leave it untouched."""
     context = browser.new_context(base_url=idle_server.url, viewport=DESKTOP, timezone_id=TIMEZONE)
     page = context.new_page()
-    log_in(page, "dr.okafor")
+    log_in(page, IDLE_USER)
     page.goto("/account/password")
-    yield IdleSession(page, "/account/password", time.monotonic())
+    yield IdleSession(page, IDLE_USER, "/account/password", time.monotonic())
     context.close()
 
 

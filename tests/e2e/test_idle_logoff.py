@@ -27,5 +27,5 @@ def test_a_page_used_after_a_minute_idle_lands_on_login_and_returns_after_login(
     expect(page.get_by_text("logged off after a period of inactivity")).to_be_visible()
     screenshot(page, "idle-logoff")
 
-    log_in(page, "dr.okafor")
+    log_in(page, idle_session.username)
     assert urlsplit(page.url).path == idle_session.path

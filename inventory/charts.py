@@ -13,7 +13,7 @@ from markupsafe import Markup, escape
 
 from core.timeutil import format_local
 
-WIDTH, HEIGHT = 720, 210
+WIDTH, HEIGHT = 720, 184
 LEFT, RIGHT, TOP = 56, 16, 14
 PLOT_H = 120
 STRIP_Y = TOP + PLOT_H + 12
@@ -45,7 +45,7 @@ def node_chart_svg(points: Sequence[Point], *, end: datetime, span: timedelta,
 
     answered = [p for p in points if p[2]]
     failed = len(points) - len(answered)
-    top_ms = _nice_ceiling(max([p[1] for p in answered] + [threshold_ms * 1.2, 1.0]))
+    top_ms = _nice_ceiling(max([p[1] * 1.2 for p in answered] + [10.0]))
 
     def y(ms: float) -> float:
         return round(TOP + PLOT_H - PLOT_H * min(ms / top_ms, 1.0), 1)
@@ -85,12 +85,20 @@ def node_chart_svg(points: Sequence[Point], *, end: datetime, span: timedelta,
             (f"answered in {latency:.0f} ms" if ok else "failed")
         parts.append(f'<rect x="{left}" y="{STRIP_Y}" width="{width}" height="{STRIP_H}" '
                      f'fill="{OK_COLOUR if ok else FAIL_COLOUR}"><title>{escape(label)}</title></rect>')
-    if len(answered) > 1:
-        coords = " ".join(f"{x(at)},{y(ms)}" for at, ms, _ in sorted(answered))
-        parts.append(f'<polyline points="{coords}" fill="none" stroke="{LINE_COLOUR}" '
-                     f'stroke-width="1.5" stroke-linejoin="round"/>')
-    for at, ms, _ in answered[-1:] if len(answered) == 1 else ():
-        parts.append(f'<circle cx="{x(at)}" cy="{y(ms)}" r="3" fill="{LINE_COLOUR}"/>')
+    segments: list[list[Point]] = [[]]
+    for point in ordered:  # the line breaks where a check failed
+        if point[2]:
+            segments[-1].append(point)
+        elif segments[-1]:
+            segments.append([])
+    for segment in segments:
+        if len(segment) > 1:
+            coords = " ".join(f"{x(at)},{y(ms)}" for at, ms, _ in segment)
+            parts.append(f'<polyline points="{coords}" fill="none" stroke="{LINE_COLOUR}" '
+                         f'stroke-width="1.5" stroke-linejoin="round"/>')
+        elif segment:
+            at, ms, _ = segment[0]
+            parts.append(f'<circle cx="{x(at)}" cy="{y(ms)}" r="2.5" fill="{LINE_COLOUR}"/>')
     ticks = 4
     for i in range(ticks + 1):
         at = start + span * i / ticks

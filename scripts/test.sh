@@ -37,7 +37,7 @@ run_suite() {
   shift
   echo "==> tests on $label"
   local status=0
-  "$@" "$VENV/bin/pytest" -q || status=$?
+  "$@" "$VENV/bin/pytest" -q --durations=10 || status=$?
   if [ "$status" -eq 5 ]; then
     echo "!! no tests ran on $label"
     return 1

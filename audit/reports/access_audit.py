@@ -13,8 +13,9 @@ from flask import current_app
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from audit.chain import ACTIONS, verify_chain
+from audit.chain import ACTIONS
 from audit.models import AuditEvent
+from audit.reports.chaincheck import ChainCheck
 from audit.reports.charts import bar_chart
 from audit.reports.localtime import LocalClock
 from audit.reports.registry import (
@@ -95,14 +96,12 @@ def _totals(where: ColumnElement[bool]) -> list[dict[str, Any]]:
     return rows
 
 
-def _top_users(where: ColumnElement[bool], outside: ColumnElement[bool]) -> list[Any]:
-    """The busiest accounts, with their failures and after-hours share."""
+def _top_users(where: ColumnElement[bool]) -> list[Any]:
+    """The busiest accounts, with their failures."""
     failures = func.sum(case((E.outcome == "failure", 1), else_=0))
-    after = func.sum(case((outside, 1), else_=0))
     return _rows(
         select(E.username, E.user_role, func.count().label("n"), failures.label("failures"),
-               after.label("after"), func.count(func.distinct(E.client_address)).label("addresses"),
-               func.max(E.occurred_at).label("last"))
+               func.min(E.occurred_at).label("first"), func.max(E.occurred_at).label("last"))
         .where(where).group_by(E.username, E.user_role)
         .order_by(func.count().desc(), E.username).limit(20)
     )
@@ -158,8 +157,9 @@ def _after_hours(where: ColumnElement[bool], outside: ColumnElement[bool]
                            func.min(E.occurred_at).label("first"),
                            func.max(E.occurred_at).label("last"))
                     .where(where, outside).group_by(E.username, E.user_role)
-                    .order_by(func.count().desc(), E.username).limit(SUMMARY_LIMIT))
-    total = db.session.execute(select(func.count()).where(where, outside)).scalar_one()
+                    .order_by(func.count().desc(), E.username))
+    total = sum(row.n for row in by_user)
+    by_user = by_user[:SUMMARY_LIMIT]
     events = _event_listing(where, outside)
     return by_user, events, total
 
@@ -268,6 +268,7 @@ def build_access_audit(request: ReportRequest, progress: Progress) -> ReportCont
     outside = clock.outside_hours(E.occurred_at, hours)
     where = and_(*_filters(request))
     progress(5, "Counting events")
+    chain = ChainCheck(db.session.execute(select(func.count()).select_from(E)).scalar_one())
     total = db.session.execute(select(func.count()).where(where)).scalar_one()
     context: dict[str, Any] = {"total": total, "business_hours": _hours_text(hours),
                                "appendix_limit": request.appendix_limit,
@@ -276,7 +277,7 @@ def build_access_audit(request: ReportRequest, progress: Progress) -> ReportCont
         context["totals"] = _totals(where)
         context["failures"] = sum(r["failure"] for r in context["totals"])
         progress(15, "Top users")
-        context["top_users"] = _top_users(where, outside)
+        context["top_users"] = _top_users(where)
         progress(25, "Events per day")
         context["chart"], context["peak"] = _per_day(where, clock, request.start, request.end)
         progress(35, "Failed logins and lockouts")
@@ -296,7 +297,7 @@ def build_access_audit(request: ReportRequest, progress: Progress) -> ReportCont
         context["appendix"] = _appendix(where, request.appendix_limit)
         context["appendix_shown"] = min(total, request.appendix_limit)
     progress(65, "Verifying the audit trail")
-    context["chain"] = verify_chain()
+    context["chain"] = chain.result()
     filters = []
     if request.username:
         filters.append(("User", request.username))

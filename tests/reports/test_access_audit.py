@@ -120,3 +120,19 @@ def test_phi_reads_and_audit_searches_have_their_own_sections(app, make_user, se
     assert "PD-000124" not in phi
     searches = section(text, "Audit-trail searches, reports and exports", "Reads of patient identifiers")
     assert re.search(r"2026-03-11 09:00:00\s+privacy\.garcia\s+Audit trail searched", searches), searches
+
+
+def test_large_trails_are_verified_in_a_second_process_with_the_same_result(app, make_user,
+                                                                            seed_event, monkeypatch,
+                                                                            caplog):
+    from audit.chain import verify_chain
+    from audit.reports import chaincheck
+
+    tech = make_user("technician", "sam.tech")
+    seed_event("2026-03-10 10:00", "user.login", user=tech)
+    monkeypatch.setattr(chaincheck, "PARALLEL_FROM", 1)
+    with app.app_context():
+        check = chaincheck.ChainCheck(2)
+        assert check._process is not None
+        assert check.result(timeout=60) == verify_chain()
+    assert "verifying here" not in caplog.text

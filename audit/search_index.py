@@ -1,8 +1,8 @@
 """A word index over audit event details: FTS5 on SQLite, a GIN tsvector index on PostgreSQL.
 
 Word search must answer in well under a second over millions of events, so it looks words
-up in an index rather than scanning every row. Words are matched case-insensitively as
-whole words or word beginnings ("miss" finds "missing"; "HD-000123" finds that ticket).
+up in an index rather than scanning every row. Words are runs of letters and digits,
+matched case-insensitively as whole words ("HD-000123" is the words "hd" and "000123").
 The index is installed beside the table by ``create_all`` and by the migration
 (``install_search_index``); on SQLite triggers keep it in step with inserts and purges.
 """
@@ -30,9 +30,13 @@ _SQLITE = [
         VALUES ('delete', old.id, old.details); END""",
 ]
 
+# PostgreSQL's text parser reads "-001234" as a signed number and "a@b.c" as one e-mail
+# token; splitting on everything but letters and digits first makes it tokenise as FTS5 does.
+_PG_WORDS = "to_tsvector('simple'::regconfig, regexp_replace({}, '[^[:alnum:]]+', ' ', 'g'))"
+PG_INDEX = "ix_audit_event_details_tokens"
+
 _POSTGRES = [
-    """CREATE INDEX IF NOT EXISTS ix_audit_event_details_words ON audit_event
-        USING gin (to_tsvector('simple'::regconfig, details))""",
+    f"CREATE INDEX IF NOT EXISTS {PG_INDEX} ON audit_event USING gin ({_PG_WORDS.format('details')})",
 ]
 
 
@@ -53,7 +57,7 @@ def install_search_index(connection: Connection) -> None:
 def drop_search_index(connection: Connection) -> None:
     """Remove the word index (the migration's downgrade)."""
     if connection.dialect.name == "postgresql":
-        connection.exec_driver_sql("DROP INDEX IF EXISTS ix_audit_event_details_words")
+        connection.exec_driver_sql(f"DROP INDEX IF EXISTS {PG_INDEX}")
         return
     connection.exec_driver_sql("DROP TRIGGER IF EXISTS audit_event_fts_insert")
     connection.exec_driver_sql("DROP TRIGGER IF EXISTS audit_event_fts_delete")
@@ -69,7 +73,7 @@ def index_present() -> bool:
     key = engine.url.render_as_string(hide_password=True)
     if key not in _present:
         if engine.dialect.name == "postgresql":
-            query = "SELECT 1 FROM pg_indexes WHERE indexname = 'ix_audit_event_details_words'"
+            query = "SELECT 1 FROM pg_indexes WHERE indexname = 'ix_audit_event_details_tokens'"
         else:
             query = "SELECT 1 FROM sqlite_master WHERE name = 'audit_event_fts'"
         _present[key] = db.session.execute(text(query)).first() is not None
@@ -88,17 +92,18 @@ def tokens(words: str) -> list[str]:
 
 
 def sqlite_match(words: list[str]) -> str:
-    """An FTS5 query: every token as a word beginning."""
-    return " AND ".join(f'"{t}"*' for t in words)
+    """An FTS5 query: every token, as a whole word."""
+    return " AND ".join(f'"{t}"' for t in words)
 
 
 def postgres_tsquery(words: list[str]) -> str:
-    """A to_tsquery text: every token as a word beginning."""
-    return " & ".join(f"{t}:*" for t in words)
+    """A to_tsquery text: every token, as a whole word."""
+    return " & ".join(words)
 
 
-POSTGRES_MATCH = text("to_tsvector('simple'::regconfig, audit_event.details) "
-                      "@@ to_tsquery('simple'::regconfig, :tsquery)")
+# The same expression as the index, so the planner uses it.
+POSTGRES_MATCH = text(_PG_WORDS.format("audit_event.details")
+                      + " @@ to_tsquery('simple'::regconfig, :tsquery)")
 
 
 @event.listens_for(AuditEvent.__table__, "after_create")

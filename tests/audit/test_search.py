@@ -93,13 +93,19 @@ def test_period_is_in_local_days(app_config, make_user):
     assert [e.details for e in march] == ['{"w":"afternoon"}']
 
 
-def test_word_search_matches_details_case_insensitively_and_literally(app):
-    write_events(app, at(2026, 5), 1, details={"note": "Priors MISSING for CT"})
-    write_events(app, at(2026, 5), 1, details={"note": "100% done"})
-    write_events(app, at(2026, 5), 1, details={"note": "1000 done"})
+def test_word_search_matches_whole_words_in_details_case_insensitively(app):
+    write_events(app, at(2026, 5), 1, details={"note": "Priors MISSING for CT", "ticket": "HD-001234"})
+    write_events(app, at(2026, 5), 1, details={"note": "100% done", "ticket": "HD-0012345"})
+    write_events(app, at(2026, 5), 1, details={"note": "1000 done", "mail": "sam@rad.example"})
     with app.app_context():
-        assert len(find_events(AuditFilter(words="missing priors")).events) == 1
-        assert len(find_events(AuditFilter(words="100%")).events) == 1
+        def words(text: str) -> list[str]:
+            return [e.details for e in find_events(AuditFilter(words=text)).events]
+
+        assert len(words("missing priors")) == 1 and words("miss") == []
+        assert len(words("100%")) == 1 and len(words("done")) == 2
+        assert words("HD-001234") == words("hd-001234") == words("001234")
+        assert len(words("HD-001234")) == 1 and len(words("0012345")) == 1
+        assert len(words("rad")) == 1 and len(words("sam@rad.example")) == 1
 
 
 def test_paging_moves_by_chain_position_without_counting(app, client, login_as):

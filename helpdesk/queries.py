@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import selectinload
 
 from core.extensions import db
+from core.pagination import paginate
 from core.timeutil import utcnow
 from helpdesk.models import ACTIVE_STATUSES, QUEUE_ORDER, Priority, Ticket, TicketStatus
 from helpdesk.search import search_conditions
@@ -19,6 +21,7 @@ from helpdesk.sla import RUNNING, SOON
 STATUS_FILTERS = {"active": "Open work (new, open, waiting)", "all": "All statuses",
                   **{s.value: s.label for s in TicketStatus}}
 SLA_FILTERS = {"breached": "Breached now", "soon": "Breached or breaching within the hour"}
+COUNT_CAP = 1000
 SORTS = {"due": "Due first", "newest": "Newest first", "oldest": "Oldest first",
          "priority": "Priority", "updated": "Recently updated"}
 
@@ -103,6 +106,18 @@ def ticket_query(filters: TicketFilters, user_id: int, requester_id: int | None 
     if filters.sort == "due" and filters.status in RUNNING:
         return query.order_by(Ticket.sla_due_at, Ticket.id)  # all have a due time: use the index
     return query.order_by(*order[filters.sort])
+
+
+def paginate_tickets(query: Select, searching: bool, per_page: int = 25) -> Pagination:
+    """A page of tickets; a word search counts its matches only up to COUNT_CAP."""
+    if not searching:
+        return paginate(query, per_page=per_page)
+    page = paginate(query, per_page=per_page, count=False)
+    capped = query.with_only_columns(Ticket.id).order_by(None).limit(COUNT_CAP + 1)
+    total = db.session.execute(select(func.count()).select_from(capped.subquery())).scalar_one()
+    page.total = min(total, COUNT_CAP)
+    page.capped = total > COUNT_CAP  # type: ignore[attr-defined]
+    return page
 
 
 def dashboard_figures(now: datetime | None = None) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import ColumnElement, ForeignKey, String, delete, insert, or_, select
+from sqlalchemy import ColumnElement, ForeignKey, Index, String, delete, exists, func, insert, or_, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.extensions import db
@@ -20,6 +20,7 @@ WORD_RE = re.compile(r"[^\W_]+", re.UNICODE)
 WORD_MAX = 40
 MIN_WORD = 2
 MAX_TERMS = 8
+COMMON_WORD = 2000  # postings from which a word counts as common
 
 
 class TicketWord(db.Model):
@@ -30,7 +31,9 @@ class TicketWord(db.Model):
     word: Mapped[str] = mapped_column(
         String(WORD_MAX).with_variant(String(WORD_MAX, collation="C"), "postgresql"),
         primary_key=True)
-    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), primary_key=True, index=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), primary_key=True)
+
+    __table_args__ = (Index("ix_ticket_word_ticket", "ticket_id", "word"),)
 
 
 def words_of(text: str) -> set[str]:
@@ -47,10 +50,20 @@ def index_ticket(ticket: Ticket) -> None:
 
 
 def _prefix(word: str) -> ColumnElement[bool]:
-    """Tickets holding a word that starts with ``word``."""
+    """Tickets holding a word that starts with ``word``.
+
+    A rare word drives the query from the word index; a common one is checked per ticket
+    (an index probe by ticket), so the queue's own order index finds the first page
+    without fetching and sorting every match.
+    """
     upper = word[:-1] + chr(ord(word[-1]) + 1)
-    return Ticket.id.in_(select(TicketWord.ticket_id)
-                         .where(TicketWord.word >= word, TicketWord.word < upper))
+    in_range = (TicketWord.word >= word, TicketWord.word < upper)
+    postings = select(TicketWord.ticket_id).where(*in_range)
+    seen = db.session.execute(
+        select(func.count()).select_from(postings.limit(COMMON_WORD).subquery())).scalar_one()
+    if seen >= COMMON_WORD:
+        return exists().where(TicketWord.ticket_id == Ticket.id, *in_range)
+    return Ticket.id.in_(postings)
 
 
 def _like_escape(term: str) -> str:

@@ -14,7 +14,6 @@ from core.auth.forms import ConfirmForm
 from core.auth.models import Role, User
 from core.auth.permissions import Permission, has_permission, require_permission
 from core.extensions import db
-from core.pagination import paginate
 from core.timeutil import format_local, utcnow
 from helpdesk import configuration, queries, services
 from helpdesk.attachments import Upload
@@ -99,7 +98,7 @@ def _list_page(template: str, requester_id: int | None, default_status: str, **e
     """Render a filtered, paginated ticket list."""
     filters = queries.parse_filters(request.args, default_status)
     query = queries.ticket_query(filters, current_user.id, requester_id=requester_id)
-    page = paginate(query, per_page=25)
+    page = queries.paginate_tickets(query, searching=bool(filters.q))
     return render_template(template, page=page, filters=filters, now=utcnow(),
                            sla_state=sla_state, describe_remaining=describe_remaining,
                            categories=configuration.list_categories(),

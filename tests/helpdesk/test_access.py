@@ -129,3 +129,17 @@ def test_attachment_of_another_ticket_is_404_under_this_ticket_number(client, lo
     login_as("requester", "dr.lindqvist")
     mine = file_ticket()
     assert client.get(f"/tickets/{mine}/attachments/1").status_code == 404
+
+
+def test_change_routes_refuse_posts_without_a_csrf_token(app, client, login_as, file_ticket,
+                                                         ticket_row):
+    login_as("technician")
+    number = file_ticket()
+    app.config["WTF_CSRF_ENABLED"] = True
+    for url, data in ((f"/tickets/{number}/reply", {"body": "forged"}),
+                      (f"/tickets/{number}/update", {"status": "closed", "priority": "P1"}),
+                      (f"/tickets/{number}/reopen", {})):
+        assert client.post(url, data=data).status_code == 400
+    ticket = ticket_row(number)
+    assert (ticket.status, ticket.priority) == ("new", "P3")
+    assert b"forged" not in client.get(f"/tickets/{number}").data

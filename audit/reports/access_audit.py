@@ -31,7 +31,7 @@ from audit.reports.services import period_bounds, period_text
 from core.auth.models import User
 from core.auth.permissions import Permission
 from core.extensions import db
-from core.pdf import text_columns
+from core.pdf import Listing, text_columns
 from core.timeutil import format_local
 
 E = AuditEvent
@@ -39,13 +39,13 @@ LOGIN_FAILURE_ACTIONS = ("user.login_failed", "user.locked")
 SUMMARY_LIMIT = 100      # rows of a per-user table
 LISTING_LIMIT = 500      # events listed in an exception section
 STAMP = "%Y-%m-%d %H:%M:%S"
-APPENDIX_COLUMNS = (("Local time", 24), ("User", 16), ("Role", 16), ("Action", 24),
-                    ("Object", 32), ("Address", 24), ("Outcome", 8), ("Details", 44))
-EVENT_COLUMNS = (("Local time", 24), ("User", 16), ("Role", 16), ("Action", 24),
-                 ("Object", 24), ("Address", 16), ("Outcome", 8))
-EXPORT_COLUMNS = (("Local time", 24), ("User", 16), ("Action", 24), ("Address", 16),
-                  ("What", 48))
-PHI_COLUMNS = (("User", 16), ("Record", 24), ("Action", 24), ("Times", 8), ("Last", 24),
+APPENDIX_COLUMNS = (("Local time", 21), ("User", 18), ("Role", 12), ("Action", 24),
+                    ("Object", 28), ("Address", 20), ("Outcome", 9), ("Details", 60))
+EVENT_COLUMNS = (("Local time", 21), ("User", 18), ("Role", 12), ("Action", 24),
+                 ("Object", 26), ("Address", 18), ("Outcome", 8))
+EXPORT_COLUMNS = (("Local time", 21), ("User", 18), ("Action", 24), ("Address", 18),
+                  ("What", 46))
+PHI_COLUMNS = (("User", 18), ("Record", 22), ("Action", 22), ("Times", 7), ("Last", 21),
                ("Identifiers", 40))
 
 
@@ -245,8 +245,8 @@ def _phi(where: ColumnElement[bool]) -> tuple[list[Any], Any, int]:
     return by_user, text_columns(PHI_COLUMNS, records, per_page=20, first_page=20, page_breaks=False), total
 
 
-def _appendix(where: ColumnElement[bool], limit: int) -> Any:
-    """The detail listing, oldest first, as fast preformatted text."""
+def _appendix(where: ColumnElement[bool], limit: int) -> Listing:
+    """The detail listing, oldest first (its later pages are written without layout)."""
     query = (select(E.occurred_at, E.username, E.user_role, E.action, E.object_type, E.object_id,
                     E.client_address, E.outcome, E.details)
              .where(where).order_by(E.occurred_at, E.seq).limit(limit))
@@ -255,7 +255,7 @@ def _appendix(where: ColumnElement[bool], limit: int) -> Any:
          r[7], _details_text(r[8], 60))
         for r in db.session.execute(query)
     )
-    return text_columns(APPENDIX_COLUMNS, rows)
+    return Listing(APPENDIX_COLUMNS, rows)
 
 
 def build_access_audit(request: ReportRequest, progress: Progress) -> ReportContent:
@@ -306,7 +306,7 @@ def build_access_audit(request: ReportRequest, progress: Progress) -> ReportCont
     context.update(when=_when, details_text=_details_text, export_labels=EXPORT_ACTIONS,
                    action_labels=ACTIONS)
     return ReportContent("access_audit.html", context, period_text(request.start, request.end),
-                         filters)
+                         filters, listing=context.get("appendix"))
 
 
 DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement
 
 from core.auth.permissions import Permission, has_permission
+from core.pdf import Listing
 
 
 class ReportError(ValueError):
@@ -62,6 +63,7 @@ class ReportContent:
     context: dict[str, Any]
     period_text: str = ""
     filters: list[tuple[str, str]] = field(default_factory=list)
+    listing: Listing | None = None     # a long appendix the template places (see core.pdf)
 
 
 Progress = Callable[[int, str], None]

@@ -28,7 +28,7 @@ from audit.reports.registry import (
 )
 from core.auth.models import User
 from core.extensions import db
-from core.pdf import render_pdf
+from core.pdf import PageFrame, render_pdf
 from core.timeutil import format_local, local_tz, utcnow
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,10 @@ def build_pdf(request: ReportRequest, progress: Progress | None = None) -> bytes
     # End the read transaction before the long layout (SQLite would keep its lock).
     db.session.commit()
     step(80, "Laying out the PDF")
-    return render_pdf(content.template, meta=meta, **content.context)
+    frame = PageFrame(meta.organization, meta.title,
+                      f"Report {meta.report_id} · audit chain head {meta.head_hash}")
+    return render_pdf(content.template, listing=content.listing, frame=frame, meta=meta,
+                      **content.context)
 
 
 def request_report(request: ReportRequest, user: User) -> ReportJob:

@@ -136,3 +136,32 @@ def test_large_trails_are_verified_in_a_second_process_with_the_same_result(app,
         assert check._process is not None
         assert check.result(timeout=60) == verify_chain()
     assert "verifying here" not in caplog.text
+
+
+def test_long_appendix_is_complete_and_numbered_on_every_page(app, tmp_path):
+    from pypdf import PdfReader
+
+    from audit import record
+
+    with app.app_context(), time_machine.travel(local("2026-03-10 09:00"), tick=True):
+        for i in range(300):
+            record("user.login_failed", username=f"probe{i:03d}", outcome="failure",
+                   client_address="10.66.0.1", details={"reason": "unknown user"})
+        db.session.commit()
+    with app.app_context():
+        pdf = services.build_from_cli(services.validate_request("access-audit", "2026-03-01",
+                                                                "2026-03-31"))
+        db.session.commit()
+    path = tmp_path / "long.pdf"
+    path.write_bytes(pdf)
+    reader = PdfReader(str(path))
+    total = len(reader.pages)
+    texts = [page.extract_text() for page in reader.pages]
+    for number, text in enumerate(texts, start=1):
+        assert f"Page {number} of {total}" in text, (number, text[-300:])
+    appendix = "\n".join(texts[texts.index(next(t for t in texts if "Appendix: event detail" in t)):])
+    for i in (0, 39, 40, 150, 299):
+        assert f"probe{i:03d}" in appendix
+    last = reader.pages[-1]
+    assert float(last.mediabox.width) > float(last.mediabox.height)  # landscape
+    assert "Riverside General Hospital" in texts[-1] and "Local time" in texts[-1]

@@ -28,8 +28,9 @@ if [ -f package.json ]; then
   npm ci --no-audit --no-fund
 fi
 
+failed=0
 echo "==> ruff"
-"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" check . || { echo "!! ruff found problems"; failed=1; }
 
 # Run pytest with the given label; pytest's exit status 5 (no tests collected) fails too.
 run_suite() {
@@ -45,7 +46,6 @@ run_suite() {
   return "$status"
 }
 
-failed=0
 run_suite "SQLite" env -u PACSDESK_TEST_DATABASE_URL || failed=1
 if [ -n "${PACSDESK_TEST_DATABASE_URL:-}" ]; then
   run_suite "PostgreSQL" env || failed=1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import socket
@@ -165,6 +166,12 @@ def _resolve(host: str, port: int, seconds: float) -> tuple[str | None, str]:
     return None, f"Cannot resolve host name {host!r}: no answer within {seconds:.1f} s"
 
 
+@functools.cache
+def _system_trust() -> ssl.SSLContext:
+    """Client TLS context trusting the system CAs (or SSL_CERT_FILE/SSL_CERT_DIR), built once."""
+    return ssl.create_default_context()
+
+
 def _ms(start: float) -> float:
     """Milliseconds since ``start`` (a perf_counter value)."""
     return round((time.perf_counter() - start) * 1000, 1)
@@ -206,7 +213,7 @@ def echo(host: str, port: int, called_ae: str, calling_ae: str, timeout: float,
 
     handlers = [(evt.EVT_CONN_OPEN, on_conn_open), (evt.EVT_ACCEPTED, on_accepted),
                 (evt.EVT_FSM_TRANSITION, on_transition)]
-    context = (ssl_context or ssl.create_default_context()) if tls else None
+    context = (ssl_context or _system_trust()) if tls else None
     tls_args = (context, host) if context is not None else None
     assoc = ae.associate(address, port, ae_title=called_ae, tls_args=tls_args,
                          evt_handlers=handlers)

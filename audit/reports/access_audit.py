@@ -37,7 +37,7 @@ from core.timeutil import format_local
 E = AuditEvent
 LOGIN_FAILURE_ACTIONS = ("user.login_failed", "user.locked")
 SUMMARY_LIMIT = 100      # rows of a per-user table
-LISTING_LIMIT = 500      # events listed in an exception section
+LISTING_LIMIT = 250      # events listed in an exception section
 STAMP = "%Y-%m-%d %H:%M:%S"
 APPENDIX_COLUMNS = (("Local time", 21), ("User", 18), ("Role", 12), ("Action", 24),
                     ("Object", 28), ("Address", 20), ("Outcome", 9), ("Details", 60))

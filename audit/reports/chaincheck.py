@@ -1,7 +1,8 @@
 """Verify the audit chain for a report, in a second process when the trail is large.
 
 Walking a million events is CPU work in Python; in its own process it runs beside the
-report's queries and layout instead of before them.
+report's queries and layout instead of before them. PostgreSQL only: SQLite takes its
+write lock for every transaction here, so a second reader would only queue the first.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from flask import current_app
 
 from audit.chain import ChainVerification, verify_chain
+from core.extensions import db
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +28,6 @@ def _child(config: dict[str, Any], connection: Any) -> None:
 
     try:
         app = create_app(config)
-        from core.extensions import db
-
         with app.app_context():
             connection.send(verify_chain())
             db.session.remove()
@@ -56,7 +56,7 @@ class ChainCheck:
     def __init__(self, event_count: int) -> None:
         self._process: Any = None
         self._receiver: Any = None
-        if event_count < PARALLEL_FROM:
+        if event_count < PARALLEL_FROM or db.session.get_bind().dialect.name != "postgresql":
             return
         context = multiprocessing.get_context("spawn")
         self._receiver, sender = context.Pipe(duplex=False)

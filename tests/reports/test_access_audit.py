@@ -102,8 +102,8 @@ def test_report_narrowed_to_one_object_lists_who_opened_it(app, make_user, seed_
 
 
 def test_phi_reads_and_audit_searches_have_their_own_sections(app, make_user, seed_event, tmp_path):
-    import helpdesk.services  # noqa: F401 - registers the ticket actions
     import audit.search  # noqa: F401 - registers the audit search actions
+    import helpdesk.services  # noqa: F401 - registers the ticket actions
 
     tech = make_user("technician", "sam.tech")
     officer = make_user("compliance", "privacy.garcia")
@@ -127,7 +127,9 @@ def test_large_trails_are_verified_in_a_second_process_with_the_same_result(app,
                                                                             caplog):
     from audit.chain import verify_chain
     from audit.reports import chaincheck
+    from tests.helpers import require_postgres
 
+    require_postgres()
     tech = make_user("technician", "sam.tech")
     seed_event("2026-03-10 10:00", "user.login", user=tech)
     monkeypatch.setattr(chaincheck, "PARALLEL_FROM", 1)

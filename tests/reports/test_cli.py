@@ -50,3 +50,26 @@ def test_cli_refuses_bad_input_with_a_clear_message(runner, tmp_path, args, mess
     assert message in result.output
     assert "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_cli_generation_is_an_audit_event_with_kind_period_and_report_id(app, runner, tmp_path):
+    import json
+
+    from sqlalchemy import select
+
+    from audit.models import AuditEvent
+    from core.extensions import db
+
+    out = tmp_path / "t.pdf"
+    result = runner.invoke(args=["reports", "build", "training", "--from", "2026-01-01",
+                                 "--to", "2026-06-30", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    report_id = re.search(r"training report (\S+) written", result.output).group(1)
+    with app.app_context():
+        event = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "report.generate")).one()
+        assert event.object_id == report_id
+        details = json.loads(event.details)
+    assert details["kind"] == "training" and details["report_id"] == report_id
+    assert details["from"] == "2026-01-01" and details["to"] == "2026-06-30"
+    assert details["source"] == "cli"
+    assert report_id in pdf_text(out.read_bytes(), tmp_path)

@@ -74,6 +74,15 @@ def test_technician_sees_a_node_verified_lost_and_recovered_and_imports_workstat
     expect(timeline).to_contain_text(f"{NODE_NAME} ({NODE_TAG}) answers C-ECHO again")
     screenshot(page, "technician-ticket-recovered")
 
+    page.get_by_role("link", name=NODE_TAG).first.click()
+    # Answering again, shown as degraded (intermittent) while the outage is recent.
+    expect(page.locator("[data-node-state]")).to_have_attribute("data-node-state",
+                                                                re.compile("^(up|degraded)$"))
+    page.get_by_role("link", name="Edit").click()
+    page.get_by_label("Location").fill("Data centre, rack B5")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_role("alert").filter(has_text=f"Asset {NODE_TAG} saved.")).to_be_visible()
+
     page.get_by_role("link", name="Inventory").first.click()
     page.get_by_role("link", name="Import CSV").click()
     page.get_by_label("CSV file").set_input_files({"name": "reading-rooms.csv", "mimeType": "text/csv",

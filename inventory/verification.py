@@ -1,8 +1,9 @@
-"""Verification of DICOM nodes: checks, node states, sweeps, automatic tickets, summaries.
+"""Verification of DICOM nodes: stored checks, the node state machine, checks after a save, sweeps.
 
 The C-ECHO itself (``inventory.dicom.echo``) never touches the database: it runs in worker
 threads; results are written from the calling thread. Services flush; ``sweep`` (a scheduled
-job) and the background check after a save commit for themselves.
+job) and the background check after a save commit for themselves. Outage tickets live in
+``verification_tickets``, what pages show in ``verification_summary``.
 """
 
 from __future__ import annotations
@@ -19,28 +20,24 @@ from typing import Any
 
 from flask import Flask, current_app, has_request_context, request
 from flask_login import current_user
-from markupsafe import Markup
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from audit import record, register_actions
 from core.auth.models import User
-from core.auth.permissions import Permission
 from core.extensions import db
-from core.navigation import DashboardPanel, register_dashboard_panel
-from core.timeutil import format_local, utcnow
-from helpdesk.services import (
-    add_system_reply,
-    find_open_system_ticket,
-    open_system_ticket,
-    resolve_system_ticket,
-)
+from core.timeutil import utcnow
 from inventory import verification_retention  # noqa: F401 - registers the retention class
-from inventory.charts import node_chart_svg
 from inventory.dicom import EchoResult, Outcome, echo
-from inventory.models import Asset, AssetKind, AssetStatus
+from inventory.models import Asset
 from inventory.verification_models import CheckTrigger, NodeCheck, NodeState, NodeStateName
+from inventory.verification_summary import (  # noqa: F401 - node_summary is part of this interface
+    NodeSummary,
+    node_summary,
+    verifiable_nodes,
+)
+from inventory.verification_tickets import node_recovered, node_went_down
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +48,8 @@ register_actions({
     "node.recovered": "DICOM node recovered",
 })
 
-RECENT_CHECKS = 20
-UPTIME_WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 INTERMITTENT_WINDOW = timedelta(hours=1)
 DETAIL_MAX = 1000
-INACTIVE_STATUSES = (AssetStatus.RETIRED.value, AssetStatus.DISPOSED.value)
 WRITE_BATCH = 100        # sweep results written per transaction
 WRITE_EVERY = 0.5        # ...or after this many seconds, whichever comes first
 
@@ -194,9 +188,9 @@ def record_check(asset: Asset, result: EchoResult, trigger: str, *, user: Any = 
     db.session.flush()
     moved = _apply_check(state, check)
     if moved.current == NodeStateName.DOWN.value and moved.previous != NodeStateName.DOWN.value:
-        _node_went_down(asset, state, check)
+        node_went_down(asset, state, check)
     elif moved.previous == NodeStateName.DOWN.value and check.ok:
-        _node_recovered(asset, state, check, moved.down_since)
+        node_recovered(asset, state, check, moved.down_since)
     if audit_each:
         record("node.verify", object_type="asset", object_id=asset.asset_tag, user=user,
                username=username, client_address=client_address,
@@ -220,75 +214,6 @@ def _request_actor() -> dict[str, Any]:
         return {}
     user = current_user._get_current_object() if current_user.is_authenticated else None
     return {"user": user, "client_address": request.remote_addr}
-
-
-# ---------------------------------------------------------------- automatic tickets
-
-
-def _duration(delta: timedelta) -> str:
-    """A duration in words: '2 h 05 min', '3 min 20 s'."""
-    seconds = max(int(delta.total_seconds()), 0)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days} d {hours} h {minutes:02d} min"
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    if minutes:
-        return f"{minutes} min {secs:02d} s"
-    return f"{secs} s"
-
-
-def ticket_key(asset_id: int) -> str:
-    """De-duplication key of a node's automatic ticket."""
-    return f"node-down:{asset_id}"
-
-
-def _node_went_down(asset: Asset, state: NodeState, check: NodeCheck) -> None:
-    """Audit the outage and open its ticket (never a second while one is open)."""
-    description = (
-        f"PACS Desk could not verify DICOM node {asset.name} ({asset.asset_tag}) by C-ECHO "
-        f"{state.consecutive_failures} times in a row.\n\n"
-        f"Address: {asset.host}:{asset.port}, AE title {asset.ae_title}"
-        f"{', TLS' if asset.tls else ''}\n"
-        f"Location: {asset.location or 'not recorded'}\n"
-        f"Failing since: {format_local(state.down_since, '%Y-%m-%d %H:%M:%S %Z')}\n"
-        f"Last failure ({format_local(check.checked_at, '%Y-%m-%d %H:%M:%S %Z')}): "
-        f"{check.outcome}: {check.detail}"
-    )
-    ticket = open_system_ticket(ticket_key(asset.id), f"DICOM node down: {asset.name} "
-                                f"({asset.asset_tag})", description,
-                                category_code="dicom_node_down", priority="P2", asset_id=asset.id)
-    state.open_ticket_id = ticket.id
-    record("node.down", object_type="asset", object_id=asset.asset_tag, user=None,
-           client_address=None,
-           details={"down_since": state.down_since, "failures": state.consecutive_failures,
-                    "outcome": check.outcome, "detail": check.detail,
-                    "ticket": getattr(ticket, "number", ticket.id)})
-
-
-def _node_recovered(asset: Asset, state: NodeState, check: NodeCheck,
-                    down_since: datetime | None) -> None:
-    """Audit the recovery, reply on the outage's ticket, resolve it when configured to."""
-    downtime = check.checked_at - down_since if down_since else None
-    body = (f"{asset.name} ({asset.asset_tag}) answers C-ECHO again: recovered at "
-            f"{format_local(check.checked_at, '%Y-%m-%d %H:%M:%S %Z')}"
-            + (f" after {_duration(downtime)} of downtime (failing since "
-               f"{format_local(down_since, '%Y-%m-%d %H:%M:%S %Z')})" if downtime else "")
-            + f". {check.detail}.")
-    ticket = find_open_system_ticket(ticket_key(asset.id))
-    if ticket is not None:
-        if current_app.config["PACSDESK_AUTO_RESOLVE"]:
-            resolve_system_ticket(ticket, body)
-        else:
-            add_system_reply(ticket, body)
-    state.open_ticket_id = None
-    record("node.recovered", object_type="asset", object_id=asset.asset_tag, user=None,
-           client_address=None,
-           details={"down_since": down_since,
-                    "downtime_seconds": int(downtime.total_seconds()) if downtime else None,
-                    "ticket": getattr(ticket, "number", None)})
 
 
 # ---------------------------------------------------------------- checks after a save
@@ -404,16 +329,6 @@ class SweepResult:
         return not self.skipped and self.failed == 0
 
 
-def verifiable_nodes() -> list[Asset]:
-    """DICOM nodes that the sweep checks: enabled and not retired or disposed."""
-    return list(db.session.execute(
-        select(Asset).where(Asset.kind == AssetKind.DICOM_NODE.value,
-                            Asset.verify_enabled.is_(True),
-                            Asset.status.not_in(INACTIVE_STATUSES))
-        .order_by(Asset.asset_tag)
-    ).scalars())
-
-
 def echo_many(targets: Sequence[EchoTarget], calling_ae: str, timeout: float,
               concurrency: int) -> Iterable[tuple[EchoTarget, EchoResult]]:
     """Echo ``targets`` with at most ``concurrency`` at once; yields results as they come."""
@@ -502,70 +417,3 @@ def sweep() -> SweepResult:
         "seconds": result.seconds})
     db.session.commit()
     return result
-
-
-# ---------------------------------------------------------------- what the pages show
-
-
-@dataclass(frozen=True)
-class NodeSummary:
-    """A node's verification at a glance: state, last checks, uptime, chart."""
-
-    state: NodeStateName
-    node_state: NodeState | None
-    last_check: NodeCheck | None
-    recent: list[NodeCheck]
-    uptime: dict[str, float | None]
-    chart_svg: Markup
-
-
-def uptime_percentages(asset_id: int, now: datetime | None = None) -> dict[str, float | None]:
-    """Share of successful checks over 24 h, 7 d and 30 d (None when there was no check)."""
-    now = now or utcnow()
-    ok = func.sum(case((NodeCheck.outcome == Outcome.OK.value, 1), else_=0))
-    result: dict[str, float | None] = {}
-    for label, span in UPTIME_WINDOWS.items():
-        total, good = db.session.execute(
-            select(func.count(NodeCheck.id), ok).where(NodeCheck.asset_id == asset_id,
-                                                       NodeCheck.checked_at >= now - span)
-        ).one()
-        result[label] = round(100.0 * (good or 0) / total, 2) if total else None
-    return result
-
-
-def node_summary(asset: Asset) -> NodeSummary:
-    """What the node page shows about ``asset``'s verification."""
-    now = utcnow()
-    node_state = db.session.get(NodeState, asset.id)
-    recent = list(db.session.execute(
-        select(NodeCheck).where(NodeCheck.asset_id == asset.id)
-        .order_by(NodeCheck.checked_at.desc(), NodeCheck.id.desc()).limit(RECENT_CHECKS)
-    ).scalars())
-    day = list(db.session.execute(
-        select(NodeCheck.checked_at, NodeCheck.latency_ms, NodeCheck.outcome)
-        .where(NodeCheck.asset_id == asset.id, NodeCheck.checked_at >= now - timedelta(hours=24))
-        .order_by(NodeCheck.checked_at)
-    ).all())
-    state = NodeStateName(node_state.state) if node_state else NodeStateName.UNKNOWN
-    chart = node_chart_svg([(at, latency, outcome == Outcome.OK.value) for at, latency, outcome in day],
-                           end=now, span=timedelta(hours=24),
-                           threshold_ms=current_app.config["PACSDESK_DEGRADED_LATENCY_MS"])
-    return NodeSummary(state=state, node_state=node_state, last_check=recent[0] if recent else None,
-                       recent=recent, uptime=uptime_percentages(asset.id, now), chart_svg=chart)
-
-
-def node_state_counts() -> dict[str, Any]:
-    """For the dashboard: nodes per state, and the ones down or degraded."""
-    nodes = verifiable_nodes()
-    states = {s.asset_id: s for s in db.session.execute(select(NodeState)).scalars()}
-    counts = Counter(states[n.id].state if n.id in states else NodeStateName.UNKNOWN.value
-                     for n in nodes)
-    troubled = [(n, states[n.id]) for n in nodes if n.id in states
-                and states[n.id].state in (NodeStateName.DOWN.value, NodeStateName.DEGRADED.value)]
-    troubled.sort(key=lambda pair: (pair[1].state != NodeStateName.DOWN.value, pair[0].asset_tag))
-    return {"total": len(nodes), "counts": {s.value: counts.get(s.value, 0) for s in NodeStateName},
-            "troubled": troubled[:10], "more": max(len(troubled) - 10, 0)}
-
-
-register_dashboard_panel(DashboardPanel("inventory/_dashboard_nodes.html", Permission.ASSET_READ, 30,
-                                        node_state_counts))

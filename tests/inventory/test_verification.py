@@ -21,11 +21,11 @@ from inventory.verification import (
     record_check,
     request_check,
     sweep,
-    uptime_percentages,
     verify_asset,
     wait_for_pending_checks,
 )
 from inventory.verification_models import NodeCheck, NodeState
+from inventory.verification_summary import uptime_percentages
 from tests.inventory.conftest import free_port, stay_silent
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -63,7 +65,10 @@ def storescp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """Orthanc with its own storage, checking the called AE title, on free ports."""
-    binary = require_binary("Orthanc")
+    # Debian installs Orthanc in /usr/sbin, which is not on every user's PATH.
+    debian = Path("/usr/sbin/Orthanc")
+    binary = str(debian) if not shutil.which("Orthanc") and debian.exists() \
+        else require_binary("Orthanc")
     tmp_path = tmp_path_factory.mktemp("orthanc")
     port, http_port = free_port(), free_port()
     config = {

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -206,6 +207,7 @@ def run_forever(app: Flask, stop_event: threading.Event | None = None) -> None:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
         for thread in threads:
-            thread.join(STOP_GRACE_SECONDS)
+            thread.join(max(deadline - time.monotonic(), 0))
         log.info("scheduler %s stopped", holder)

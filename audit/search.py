@@ -87,8 +87,12 @@ def filtered_select(flt: AuditFilter) -> tuple[Select, Any]:
     found = search_index.tokens(flt.words) if search_index.index_present() else []
     if found:
         if db.session.get_bind().dialect.name == "postgresql":
-            query = query.where(search_index.POSTGRES_MATCH.bindparams(
-                tsquery=search_index.postgres_tsquery(found)))
+            match = search_index.POSTGRES_MATCH.bindparams(tsquery=search_index.postgres_tsquery(found))
+            if set(found) <= search_index.common_words():
+                query = query.where(match)
+            else:
+                rare = select(AuditEvent.id).where(match).cte("word_matches").prefix_with("MATERIALIZED")
+                query = query.where(AuditEvent.id.in_(select(rare.c.id)))
         else:
             query = query.join(_FTS, _FTS.c.rowid == AuditEvent.id).where(
                 literal_column(search_index.FTS_TABLE).op("MATCH")(search_index.sqlite_match(found)))

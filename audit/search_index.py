@@ -10,6 +10,7 @@ The index is installed beside the table by ``create_all`` and by the migration
 from __future__ import annotations
 
 import re
+import time
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
@@ -84,6 +85,31 @@ def ensure_search_index() -> None:
     """Install the word index on a database migrated without it (reference data; no commit)."""
     install_search_index(db.session.connection())
     _present.clear()
+
+
+# PostgreSQL keeps word frequencies only for words in most rows; it guesses the same for a word
+# in three rows as for one in thousands, and then walks the whole trail newest-first looking
+# for it. Words it knows to be common are left to that plan; others are looked up in the
+# index first (a materialised set of matches), which is what rare words need.
+COMMON_FREQUENCY = 0.01
+_common: dict[str, tuple[float, frozenset[str]]] = {}
+COMMON_TTL = 600.0
+
+
+def common_words() -> frozenset[str]:
+    """Words PostgreSQL's statistics say are in at least 1% of events (cached 10 minutes)."""
+    key = db.session.get_bind().url.render_as_string(hide_password=True)
+    cached = _common.get(key)
+    if cached is not None and time.monotonic() - cached[0] < COMMON_TTL:
+        return cached[1]
+    row = db.session.execute(text(
+        "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats "
+        "WHERE tablename = 'ix_audit_event_details_tokens' AND schemaname = current_schema()")).first()
+    words = frozenset()
+    if row is not None and row[0]:
+        words = frozenset(w for w, f in zip(row[0], row[1], strict=False) if f >= COMMON_FREQUENCY)
+    _common[key] = (time.monotonic(), words)
+    return words
 
 
 def tokens(words: str) -> list[str]:

@@ -80,7 +80,7 @@ def test_scp_slower_than_the_timeout_is_echo_failed_within_the_timeout(verificat
     result = echo("127.0.0.1", port, PEER_AET, "PACSDESK", TIMEOUT)
     assert result.outcome is Outcome.ECHO_FAILED
     assert "No C-ECHO response within" in result.detail
-    assert time.monotonic() - started < TIMEOUT + 0.5
+    assert time.monotonic() - started < TIMEOUT + 1.0
 
 
 def test_non_success_echo_status_is_echo_failed_with_the_status(verification_scp):
@@ -123,17 +123,17 @@ def test_tls_to_a_plain_scp_is_tls_error(verification_scp):
 
 
 def test_closed_port_is_refused_quickly(closed_port):
-    result = echo("127.0.0.1", closed_port, PEER_AET, "PACSDESK", TIMEOUT)
+    result = echo("127.0.0.1", closed_port, PEER_AET, "PACSDESK", 5.0)
     assert result.outcome is Outcome.REFUSED
     assert "refused" in result.detail
-    assert result.latency_ms < 500
+    assert result.latency_ms < 1500, "refused at once, not after the 5 s timeout"
 
 
 def test_host_that_never_completes_the_tcp_handshake_is_connect_timeout(full_backlog_port):
     started = time.monotonic()
     result = echo("127.0.0.1", full_backlog_port, PEER_AET, "PACSDESK", TIMEOUT)
     assert result.outcome is Outcome.CONNECT_TIMEOUT
-    assert time.monotonic() - started < TIMEOUT + 0.5
+    assert time.monotonic() - started < TIMEOUT + 1.0
 
 
 def test_socket_that_accepts_and_stays_silent_is_no_response_within_the_timeout(raw_peer):
@@ -142,7 +142,7 @@ def test_socket_that_accepts_and_stays_silent_is_no_response_within_the_timeout(
     result = echo("127.0.0.1", port, PEER_AET, "PACSDESK", TIMEOUT)
     assert result.outcome is Outcome.NO_RESPONSE
     assert "no association answer" in result.detail
-    assert time.monotonic() - started < TIMEOUT + 0.5
+    assert time.monotonic() - started < TIMEOUT + 1.0
 
 
 def test_peer_sending_garbage_is_aborted_not_a_crash(raw_peer):

@@ -40,24 +40,6 @@ class Outcome(StrEnum):
     ECHO_FAILED = "echo_failed"
     TLS_ERROR = "tls_error"
 
-    @property
-    def label(self) -> str:
-        """Short text for people."""
-        return OUTCOME_LABELS[self]
-
-
-OUTCOME_LABELS = {
-    Outcome.OK: "OK",
-    Outcome.REFUSED: "Connection refused",
-    Outcome.CONNECT_TIMEOUT: "Connect timeout",
-    Outcome.DNS_ERROR: "DNS error",
-    Outcome.NO_RESPONSE: "No response",
-    Outcome.REJECTED: "Association rejected",
-    Outcome.ABORTED: "Association aborted",
-    Outcome.NO_VERIFICATION_CONTEXT: "No Verification context",
-    Outcome.ECHO_FAILED: "C-ECHO failed",
-    Outcome.TLS_ERROR: "TLS error",
-}
 
 REJECT_RESULTS = {1: "permanent", 2: "transient"}
 REJECT_SOURCES = {1: "service user", 2: "service provider, ACSE", 3: "service provider, presentation"}

@@ -33,7 +33,6 @@ from inventory.dicom import EchoResult, Outcome, echo
 from inventory.models import Asset
 from inventory.verification_models import CheckTrigger, NodeCheck, NodeState, NodeStateName
 from inventory.verification_summary import (  # noqa: F401 - node_summary is part of this interface
-    NodeSummary,
     node_summary,
     verifiable_nodes,
 )

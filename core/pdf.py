@@ -127,7 +127,7 @@ def text_columns(columns: Sequence[tuple[str, int]], rows: Iterable[Sequence[obj
     last = len(columns) - 1
 
     def line(values: Sequence[object]) -> str:
-        cells = [_cell(v, w) if i < last else " ".join(str(v or "").split())[:w]
+        cells = [_cell(v, w) if i < last else " ".join(str("" if v is None else v).split())[:w]
                  for i, (v, w) in enumerate(zip(values, widths, strict=True))]
         return escape("".join(cells))
 
@@ -182,7 +182,7 @@ class Listing:
     def _line(self, values: Sequence[object]) -> str:
         """One row as fixed-width text (not escaped)."""
         last = len(self.widths) - 1
-        return "".join(_cell(v, w) if i < last else " ".join(str(v or "").split())[:w]
+        return "".join(_cell(v, w) if i < last else " ".join(str("" if v is None else v).split())[:w]
                        for i, (v, w) in enumerate(zip(values, self.widths, strict=True))).rstrip()
 
     def later_pages(self) -> list[list[str]]:

@@ -45,6 +45,12 @@ EVENT_COLUMNS = (("Local time", 21), ("User", 18), ("Role", 12), ("Action", 24),
                  ("Object", 26), ("Address", 18), ("Outcome", 8))
 EXPORT_COLUMNS = (("Local time", 21), ("User", 18), ("Action", 24), ("Address", 18),
                   ("What", 46))
+FAILED_COLUMNS = (("User", 20), ("Address", 18), ("Failed", 8), ("Lockouts", 10), ("First", 21),
+                  ("Last", 21))
+AFTER_USER_COLUMNS = (("User", 20), ("Role", 12), ("Events", 10), ("First", 21), ("Last", 21))
+DISABLED_COLUMNS = (("User", 18), ("Name", 20), ("Disabled on", 21), ("Events", 8),
+                    ("Since off", 10), ("First", 21), ("Last", 21))
+PHI_USER_COLUMNS = (("User", 20), ("Role", 12), ("Reads", 8), ("Records", 9), ("Downloads", 10))
 PHI_COLUMNS = (("User", 18), ("Record", 22), ("Action", 22), ("Times", 7), ("Last", 21),
                ("Identifiers", 40))
 
@@ -245,6 +251,11 @@ def _phi(where: ColumnElement[bool]) -> tuple[list[Any], Any, int]:
     return by_user, text_columns(PHI_COLUMNS, records, per_page=20, first_page=20, page_breaks=False), total
 
 
+def _listing(columns: Any, rows: list[tuple[Any, ...]]) -> Any:
+    """A per-user summary as monospace lines (fast to lay out), or None when empty."""
+    return text_columns(columns, rows, per_page=20, first_page=20, page_breaks=False) if rows else None
+
+
 def _appendix(where: ColumnElement[bool], limit: int) -> Listing:
     """The detail listing, oldest first (its later pages are written without layout)."""
     query = (select(E.occurred_at, E.username, E.user_role, E.action, E.object_type, E.object_id,
@@ -281,17 +292,27 @@ def build_access_audit(request: ReportRequest, progress: Progress) -> ReportCont
         progress(25, "Events per day")
         context["chart"], context["peak"] = _per_day(where, clock, request.start, request.end)
         progress(35, "Failed logins and lockouts")
-        context["failed_logins"] = _failed_logins(where)
+        failed = _failed_logins(where)
+        context["failed_logins"] = _listing(FAILED_COLUMNS, [
+            (r["username"], r["address"], r["failed"], r["lockouts"], r["first"], r["last"])
+            for r in failed])
         progress(40, "Access outside business hours")
-        (context["after_by_user"], context["after_events"],
-         context["after_total"]) = _after_hours(where, outside)
+        after_by_user, context["after_events"], context["after_total"] = _after_hours(where, outside)
+        context["after_by_user"] = _listing(AFTER_USER_COLUMNS, [
+            (r.username or "(no account)", r.user_role, r.n, _when(r.first), _when(r.last))
+            for r in after_by_user])
         progress(48, "Disabled accounts")
-        context["disabled"] = _disabled(where)
+        context["disabled"] = _listing(DISABLED_COLUMNS, [
+            (r.username, r.full_name, _when(r.disabled_at), r.n, r.after_disabled, _when(r.first),
+             _when(r.last)) for r in _disabled(where)])
         context["disabled_events"] = _disabled_events(where)
         progress(52, "Searches and exports")
         context["exports"], context["exports_total"] = _exports(where)
         progress(56, "Reads of patient identifiers")
-        context["phi_by_user"], context["phi_records"], context["phi_total"] = _phi(where)
+        phi_by_user, context["phi_records"], context["phi_total"] = _phi(where)
+        context["phi_by_user"] = _listing(PHI_USER_COLUMNS, [
+            (r.username or "(no account)", r.user_role, r.n, r.records, r.downloads)
+            for r in phi_by_user])
         context["phi_rules"] = list(PHI_RULES)
         progress(60, "Detail appendix")
         context["appendix"] = _appendix(where, request.appendix_limit)

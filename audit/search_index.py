@@ -74,7 +74,8 @@ def index_present() -> bool:
     key = engine.url.render_as_string(hide_password=True)
     if key not in _present:
         if engine.dialect.name == "postgresql":
-            query = "SELECT 1 FROM pg_indexes WHERE indexname = 'ix_audit_event_details_tokens'"
+            query = ("SELECT 1 FROM pg_indexes WHERE indexname = 'ix_audit_event_details_tokens' "
+                     "AND schemaname = current_schema()")
         else:
             query = "SELECT 1 FROM sqlite_master WHERE name = 'audit_event_fts'"
         _present[key] = db.session.execute(text(query)).first() is not None

@@ -178,3 +178,15 @@ def test_word_search_works_on_a_database_migrated_without_the_index_and_setup_in
         db.session.commit()
         assert search_index.index_present()
         assert len(find_events(AuditFilter(words="needle haystack")).events) == 2
+
+
+def test_common_and_rare_word_plans_find_the_same_events(app, monkeypatch):
+    from audit import search_index
+
+    write_events(app, at(2026, 5), 3, details={"note": "priors missing"})
+    write_events(app, at(2026, 5), 2, details={"note": "priors present"})
+    with app.app_context():
+        rare = [e.seq for e in find_events(AuditFilter(words="priors")).events]
+        monkeypatch.setattr(search_index, "common_words", lambda: frozenset({"priors"}))
+        common = [e.seq for e in find_events(AuditFilter(words="priors")).events]
+    assert rare == common == [5, 4, 3, 2, 1]

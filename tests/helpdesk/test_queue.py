@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from flask import render_template
 from flask_login import login_user
 
 from core.extensions import db
+from helpdesk import queries, search
 from helpdesk.queries import dashboard_figures
 
 
@@ -134,3 +136,25 @@ def test_navigation_shows_each_role_its_help_desk_links(client, login_as):
     assert "New ticket" in page and "My tickets" in page and 'href="/tickets"' not in page
     login_as("technician")
     assert 'href="/tickets"' in client.get("/my/tickets").data.decode()
+
+
+@pytest.mark.parametrize("common_from", [1, 2000])
+def test_common_and_rare_words_find_the_same_tickets(client, login_as, file_ticket, monkeypatch,
+                                                     common_from):
+    monkeypatch.setattr(search, "COMMON_WORD", common_from)
+    login_as("technician")
+    both = file_ticket(title="Hanging protocol lost", description="Mammography tomosynthesis")
+    one = file_ticket(title="Hanging monitor arm", description="Loose screw")
+    page = client.get("/tickets?q=hang+tomo&status=all").data.decode()
+    assert _link(both) in page and _link(one) not in page
+    page = client.get("/tickets?q=hanging&status=all").data.decode()
+    assert _link(both) in page and _link(one) in page and "2 results" in page
+
+
+def test_search_total_is_capped_and_says_so(client, login_as, file_ticket, monkeypatch):
+    monkeypatch.setattr(queries, "COUNT_CAP", 2)
+    login_as("technician")
+    for _ in range(3):
+        file_ticket(title="Printer jam")
+    page = client.get("/tickets?q=printer").data.decode()
+    assert "More than 2 results" in page

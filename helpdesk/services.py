@@ -73,18 +73,6 @@ def suggested_priority(impact: str, urgency: str) -> str:
     return ("P1", "P2", "P2", "P3", "P3", "P4", "P4")[score]
 
 
-def can_see(user: Any, ticket: Ticket) -> bool:
-    """Staff who read all tickets see every ticket; others only those they filed."""
-    return has_permission(user, Permission.TICKET_READ_ALL) or (
-        ticket.requester_id is not None and ticket.requester_id == getattr(user, "id", None))
-
-
-def can_reply(user: Any, ticket: Ticket) -> bool:
-    """Technicians reply to any ticket; anyone else only to tickets they filed."""
-    return has_permission(user, Permission.TICKET_WORK) or (
-        ticket.requester_id is not None and ticket.requester_id == getattr(user, "id", None))
-
-
 def _text(value: str | None, label: str, field: str, maximum: int, required: bool = False) -> str:
     """Strip ``value``; check presence and length."""
     value = (value or "").replace("\x00", "").strip()
@@ -382,25 +370,6 @@ def autoclose_resolved(now: datetime | None = None) -> list[str]:
                client_address=None, details={"changes": changes, "autoclosed": True})
     db.session.flush()
     return [t.number for t in tickets]
-
-
-def record_ticket_view(ticket: Ticket) -> None:
-    """Audit that the current user opened the ticket page (a PHI read when identifiers exist)."""
-    record("ticket.view", object_type="ticket", object_id=ticket.number,
-           details=ticket.phi_identifiers())
-
-
-def record_download(ticket: Ticket, attachment: TicketAttachment) -> None:
-    """Audit an attachment download."""
-    record("attachment.download", object_type="ticket", object_id=ticket.number,
-           details={"attachment_id": attachment.id, "filename": attachment.filename,
-                    **ticket.phi_identifiers()})
-
-
-def record_export(count: int, filters: dict[str, Any], mine: bool) -> None:
-    """Audit a CSV export of a ticket list."""
-    record("ticket.export", object_type="ticket", details={"count": count, "filters": filters,
-                                                           "own_tickets_only": mine})
 
 
 def find_open_system_ticket(dedup_key: str) -> Ticket | None:

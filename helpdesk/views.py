@@ -15,7 +15,7 @@ from core.auth.models import Role, User
 from core.auth.permissions import Permission, has_permission, require_permission
 from core.extensions import db
 from core.timeutil import format_local, utcnow
-from helpdesk import configuration, queries, services
+from helpdesk import access, configuration, queries, services
 from helpdesk.attachments import Upload
 from helpdesk.forms import ReplyForm, TicketForm, TicketUpdateForm
 from helpdesk.models import Priority, Ticket, TicketAttachment, TicketChange, TicketComment, parse_number
@@ -30,7 +30,7 @@ def _ticket_or_404(number: str) -> Ticket:
     """The ticket with ``number`` if the current user may see it; 404 otherwise (even if it exists)."""
     ticket_id = parse_number(number)
     ticket = db.session.get(Ticket, ticket_id) if ticket_id is not None else None
-    if ticket is None or not services.can_see(current_user, ticket):
+    if ticket is None or not access.can_see(current_user, ticket):
         abort(404)
     return ticket
 
@@ -126,7 +126,7 @@ def _export(requester_id: int | None, default_status: str, name: str) -> Respons
     filters = queries.parse_filters(request.args, default_status)
     query = queries.ticket_query(filters, current_user.id, requester_id=requester_id).limit(EXPORT_LIMIT)
     tickets = db.session.execute(query).scalars().all()
-    services.record_export(len(tickets), filters.__dict__, mine=requester_id is not None)
+    access.record_export(len(tickets), filters.__dict__, mine=requester_id is not None)
     db.session.commit()
     out = io.StringIO()
     writer = csv.writer(out)
@@ -185,11 +185,11 @@ def _render_detail(ticket: Ticket, reply_form: ReplyForm | None = None,
                                        asset_tag=ticket.asset.asset_tag if ticket.asset else "")
     if update_form is not None:
         _fill_update_choices(update_form, ticket)
-    if reply_form is None and services.can_reply(current_user, ticket):
+    if reply_form is None and access.can_reply(current_user, ticket):
         reply_form = ReplyForm()
     if reply_form is not None and not has_permission(current_user, Permission.TICKET_WORK):
         del reply_form.internal
-    services.record_ticket_view(ticket)
+    access.record_ticket_view(ticket)
     db.session.commit()
     return render_template(
         "helpdesk/ticket_detail.html", ticket=ticket, timeline=timeline, attachments=attachments,
@@ -218,7 +218,7 @@ def ticket_detail(number: str):
 def ticket_reply(number: str):
     """Add a reply or internal note."""
     ticket = _ticket_or_404(number)
-    if not services.can_reply(current_user, ticket):
+    if not access.can_reply(current_user, ticket):
         abort(403)
     form = ReplyForm()
     internal_allowed = has_permission(current_user, Permission.TICKET_WORK)
@@ -271,7 +271,7 @@ def ticket_update(number: str):
 def ticket_reopen(number: str):
     """The requester (or a technician) reopens a resolved ticket."""
     ticket = _ticket_or_404(number)
-    if not services.can_reply(current_user, ticket):
+    if not access.can_reply(current_user, ticket):
         abort(403)
     if not ConfirmForm().validate_on_submit():
         abort(400)
@@ -296,7 +296,7 @@ def attachment_download(number: str, attachment_id: int):
         abort(404)
     if attachment.is_internal and not has_permission(current_user, Permission.TICKET_READ_ALL):
         abort(404)
-    services.record_download(ticket, attachment)
+    access.record_download(ticket, attachment)
     db.session.commit()
     response = Response(attachment.data, content_type=attachment.content_type)
     response.headers["Content-Disposition"] = f'attachment; filename="{attachment.filename}"'

@@ -1,0 +1,40 @@
+"""Who may see and answer a ticket, and the audit events of reading tickets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from audit import record
+from core.auth.permissions import Permission, has_permission
+from helpdesk.models import Ticket, TicketAttachment
+
+
+def can_see(user: Any, ticket: Ticket) -> bool:
+    """Staff who read all tickets see every ticket; others only those they filed."""
+    return has_permission(user, Permission.TICKET_READ_ALL) or (
+        ticket.requester_id is not None and ticket.requester_id == getattr(user, "id", None))
+
+
+def can_reply(user: Any, ticket: Ticket) -> bool:
+    """Technicians reply to any ticket; anyone else only to tickets they filed."""
+    return has_permission(user, Permission.TICKET_WORK) or (
+        ticket.requester_id is not None and ticket.requester_id == getattr(user, "id", None))
+
+
+def record_ticket_view(ticket: Ticket) -> None:
+    """Audit that the current user opened the ticket page (a PHI read when identifiers exist)."""
+    record("ticket.view", object_type="ticket", object_id=ticket.number,
+           details=ticket.phi_identifiers())
+
+
+def record_download(ticket: Ticket, attachment: TicketAttachment) -> None:
+    """Audit an attachment download."""
+    record("attachment.download", object_type="ticket", object_id=ticket.number,
+           details={"attachment_id": attachment.id, "filename": attachment.filename,
+                    **ticket.phi_identifiers()})
+
+
+def record_export(count: int, filters: dict[str, Any], mine: bool) -> None:
+    """Audit a CSV export of a ticket list."""
+    record("ticket.export", object_type="ticket", details={"count": count, "filters": filters,
+                                                           "own_tickets_only": mine})

@@ -41,6 +41,9 @@ class TicketForm(FlaskForm):
     urgency = SelectField("How urgent is it?", choices=list(URGENCIES.items()), default="hours")
     priority = SelectField("Priority", choices=[("", "From impact and urgency"), *PRIORITY_CHOICES],
                            validators=[Optional()])
+    requester_username = StringField(
+        "On behalf of (username)", validators=[Optional(), Length(max=64)],
+        description="For a call or a walk-up: the person the ticket is for. Empty: yourself.")
     location = StringField("Location", validators=[Optional(), Length(max=200)],
                            description="Room, reading station or modality.")
     callback_phone = StringField("Call-back phone", validators=[Optional(), Length(max=40)])

@@ -157,6 +157,7 @@ class NewTicket:
     study_instance_uid: str = ""
     asset_tag: str = ""
     priority: str | None = None       # technicians only
+    requester_username: str = ""      # technicians only: file for this person
 
 
 def _identifiers(new: NewTicket) -> dict[str, str]:
@@ -175,8 +176,21 @@ def _identifiers(new: NewTicket) -> dict[str, str]:
     return values
 
 
-def create_ticket(new: NewTicket, requester: User, uploads: Sequence[Upload] = ()) -> Ticket:
-    """File a ticket for ``requester`` with its attachments; audited as ticket.create."""
+def _on_behalf_of(username: str) -> User:
+    """The active account a technician files a ticket for (a phone call, a walk-up)."""
+    user = db.session.execute(
+        select(User).where(User.username == username.strip().lower())).scalar_one_or_none()
+    if user is None or user.is_disabled:
+        raise TicketError(f"Requester: no active account is called {username.strip()[:64]!r}.",
+                          "requester_username")
+    return user
+
+
+def create_ticket(new: NewTicket, actor: User, uploads: Sequence[Upload] = ()) -> Ticket:
+    """File a ticket by ``actor`` (for ``new.requester_username`` when a technician says so)."""
+    requester = actor
+    if new.requester_username.strip() and has_permission(actor, Permission.TICKET_WORK):
+        requester = _on_behalf_of(new.requester_username)
     title = _text(new.title, "Title", "title", TITLE_MAX, required=True)
     description = _text(new.description, "Description", "description", DESCRIPTION_MAX, required=True)
     category = _category(new.category_id)
@@ -185,7 +199,7 @@ def create_ticket(new: NewTicket, requester: User, uploads: Sequence[Upload] = (
     if new.urgency not in URGENCIES:
         raise TicketError("Urgency: choose one of the listed answers.", "urgency")
     priority = suggested_priority(new.impact, new.urgency)
-    if new.priority and has_permission(requester, Permission.TICKET_WORK):
+    if new.priority and has_permission(actor, Permission.TICKET_WORK):
         if new.priority not in set(Priority):
             raise TicketError("Priority: choose P1, P2, P3 or P4.", "priority")
         priority = new.priority
@@ -203,10 +217,11 @@ def create_ticket(new: NewTicket, requester: User, uploads: Sequence[Upload] = (
     db.session.flush()
     sla.apply_sla(ticket)
     index_ticket(ticket)
-    record("ticket.create", object_type="ticket", object_id=ticket.number, user=requester,
+    on_behalf = {"requester": requester.username} if requester is not actor else {}
+    record("ticket.create", object_type="ticket", object_id=ticket.number, user=actor,
            details={"title": title, "category": category.code, "priority": priority,
-                    "attachments": len(files), **ticket.phi_identifiers()})
-    _store_files(ticket, files, requester, None, now)
+                    "attachments": len(files), **on_behalf, **ticket.phi_identifiers()})
+    _store_files(ticket, files, actor, None, now)
     db.session.flush()
     notifications.queue_signal(db.session(), notifications.ticket_created,
                                ticket_id=ticket.id, number=ticket.number, system=False)

@@ -71,6 +71,7 @@ def ticket_new():
     form.category_id.choices = _category_choices()
     if not has_permission(current_user, Permission.TICKET_WORK):
         del form.priority
+        del form.requester_username
     status = 200
     if form.validate_on_submit():
         new = services.NewTicket(
@@ -79,7 +80,8 @@ def ticket_new():
             location=form.location.data or "", callback_phone=form.callback_phone.data or "",
             accession_number=form.accession_number.data or "", patient_id=form.patient_id.data or "",
             study_instance_uid=form.study_instance_uid.data or "", asset_tag=form.asset_tag.data or "",
-            priority=form.priority.data if "priority" in form else None)
+            priority=form.priority.data if "priority" in form else None,
+            requester_username=(form.requester_username.data or "") if "requester_username" in form else "")
         try:
             ticket = services.create_ticket(new, current_user, _uploads())
         except services.TicketError as exc:

@@ -93,3 +93,24 @@ def test_new_ticket_page_is_open_to_every_role(client, login_as):
         login_as(role)
         assert client.get("/tickets/new").status_code == 200
         client.post("/logout")
+
+
+def test_technician_files_on_behalf_of_a_caller(client, login_as, make_user, file_ticket, ticket_row,
+                                                audit_events):
+    caller = make_user("requester", "ed.nurse.brown")
+    tech = login_as("technician", "pacs.sam")
+    number = file_ticket(requester_username="ED.Nurse.Brown")
+    assert ticket_row(number).requester_id == caller.id
+    event = audit_events("ticket.create", number)[0]
+    assert event["user_id"] == tech.id and event["details"]["requester"] == "ed.nurse.brown"
+    unknown = client.post("/tickets/new", data={
+        "title": "t", "description": "d", "category_id": "1", "impact": "one", "urgency": "hours",
+        "requester_username": "nobody"})
+    assert unknown.status_code == 400 and b"no active account" in unknown.data
+
+
+def test_requester_cannot_file_on_behalf_of_someone_else(client, login_as, make_user, file_ticket,
+                                                        ticket_row):
+    make_user("requester", "dr.lindqvist")
+    me = login_as("requester", "dr.okafor")
+    assert ticket_row(file_ticket(requester_username="dr.lindqvist")).requester_id == me.id

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from tests.e2e.pages import ARTIFACTS, AXE_JS, OVERDUE, PASSWORD, PEOPLE, TIMEZONE, log_in, screenshot
 from tests.helpers import require, require_binary
@@ -36,6 +36,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-sync", "--no-first-run"]
 ORTHANC = "/usr/sbin/Orthanc"
 DESKTOP = {"width": 1280, "height": 900}
+# Generous waits for a busy 2-core machine; a passing run never waits them out.
+ACTION_TIMEOUT_MS = 30_000
+expect.set_options(timeout=15_000)
 
 
 def require_e2e(condition: bool, reason: str) -> None:
@@ -284,7 +287,7 @@ class OpenPages:
                                            viewport={"width": width, "height": height},
                                            timezone_id=TIMEZONE, accept_downloads=True,
                                            storage_state=storage_state)
-        context.set_default_timeout(15_000)
+        context.set_default_timeout(ACTION_TIMEOUT_MS)
         self.contexts.append(context)
         page = context.new_page()
         seen = self.errors.setdefault(id(page), [])

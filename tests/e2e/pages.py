@@ -79,6 +79,6 @@ def critical_accessibility_violations(page: Page, name: str) -> list[str]:
     for violation in results["violations"]:
         if violation["impact"] != "critical":
             continue
-        targets = "; ".join(" ".join(node["target"]) for node in violation["nodes"][:5])
+        targets = "; ".join(" ".join(map(str, node["target"])) for node in violation["nodes"][:5])
         found.append(f"{violation['id']}: {violation['help']} at {targets}")
     return found

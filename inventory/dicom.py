@@ -139,8 +139,9 @@ def _resolve(host: str, port: int, seconds: float) -> tuple[str | None, str]:
     worker = threading.Thread(target=lookup, name=f"dns-{host}", daemon=True)
     worker.start()
     worker.join(seconds)
-    if found.get("info"):
-        return str(found["info"][0][4][0]), ""
+    if found.get("info"):  # IPv4 first: DICOM devices rarely listen on IPv6
+        best = min(found["info"], key=lambda info: info[0] != socket.AF_INET)
+        return str(best[4][0]), ""
     if "error" in found:
         exc = found["error"]
         text = exc.strerror if isinstance(exc, socket.gaierror) and exc.strerror else str(exc)

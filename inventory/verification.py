@@ -78,7 +78,9 @@ def echo_target(asset: Asset) -> EchoTarget:
                if not value]
     if missing:
         raise VerificationError(f"{asset.asset_tag} has no {' and no '.join(missing)}")
-    return EchoTarget(asset.id, asset.asset_tag, asset.host, int(asset.port or 0),
+    # A TLS node proves its identity for its host name: connect by name when there is one.
+    host = asset.hostname if asset.tls and asset.hostname else asset.host
+    return EchoTarget(asset.id, asset.asset_tag, host, int(asset.port or 0),
                       asset.ae_title or "", bool(asset.tls))
 
 

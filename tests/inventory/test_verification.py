@@ -388,3 +388,23 @@ def test_two_checks_of_a_new_node_recorded_at_once_both_count(app, make_node):
     with app.app_context():
         state = db.session.get(NodeState, asset_id)
         assert (state.consecutive_failures, state.state) == (2, "down")
+
+
+def test_tls_node_is_checked_by_host_name_against_the_configured_trust(app, verification_scp,
+                                                                        self_signed_tls,
+                                                                        make_node, monkeypatch):
+    from inventory import dicom
+
+    port = verification_scp(ssl_context=self_signed_tls.server_context())
+    asset_id = make_node("PACS-01", port, tls=True, hostname="localhost", ip_address="127.0.0.2")
+    with app.app_context():
+        untrusted = verify_asset(db.session.get(Asset, asset_id), "manual")
+        assert untrusted.outcome == "tls_error" and "not trusted" in untrusted.detail
+    monkeypatch.setenv("SSL_CERT_FILE", str(self_signed_tls.cert_path))
+    dicom._system_trust.cache_clear()
+    try:
+        with app.app_context():
+            trusted = verify_asset(db.session.get(Asset, asset_id), "manual")
+            assert trusted.outcome == "ok", trusted.detail
+    finally:
+        dicom._system_trust.cache_clear()

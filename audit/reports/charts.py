@@ -36,6 +36,8 @@ def bar_chart(labels: Sequence[str], series: Sequence[tuple[str, Sequence[float]
     n = max(len(labels), 1)
     totals = [sum(s[1][i] for s in series) for i in range(len(labels))]
     y_max = _nice_max(max(totals, default=0))
+    if all(float(v).is_integer() for _, values in series for v in values):
+        y_max = max(y_max, 4)  # counts: whole-number gridlines
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
              f'width="{width}" height="{height}" font-family="DejaVu Sans" font-size="9" '
              f'role="img" aria-label="{escape(title)}">',

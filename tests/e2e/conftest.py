@@ -227,14 +227,14 @@ def _healthy(server: Server) -> bool:
         return False
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def _fresh_artifacts() -> None:
     """Start each run with an empty artifacts folder, so every picture is from this run."""
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The app served by gunicorn with its scheduler sweeping DICOM nodes every 10 seconds."""
     installed = install_instance(
@@ -248,7 +248,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def idle_server(server: Server) -> Iterator[Server]:
     """A second server on the same instance that logs users off after one idle minute."""
     replica = replace(server, url="", process=None, log=ARTIFACTS / "server-idle.log",
@@ -260,7 +260,7 @@ def idle_server(server: Server) -> Iterator[Server]:
 # ---------------------------------------------------------------- the browser
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     """Debian's Chromium, headless, driven by Playwright (never a downloaded browser)."""
     require_e2e(Path(CHROMIUM).exists(), f"{CHROMIUM} is not installed")
@@ -324,7 +324,7 @@ def pages(browser: Browser, request: pytest.FixtureRequest) -> Iterator[OpenPage
         context.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def signed_in(browser: Browser, server: Server) -> Callable[[str], dict]:
     """``signed_in(username)``: cookies of a session of that user, logged in once per run."""
     states: dict[str, dict] = {}
@@ -340,7 +340,7 @@ def signed_in(browser: Browser, server: Server) -> Callable[[str], dict]:
     return state
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def axe_script() -> Path:
     """axe-core's browser bundle from the npm package (`npm ci` at the top of the project)."""
     require_e2e(AXE_JS.exists(), "axe-core is not installed: run `npm ci`")
@@ -441,7 +441,7 @@ class Journeys(dict):
         return self[key]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def journeys() -> Journeys:
     """The record the journeys share, in the order they run."""
     return Journeys()
@@ -457,7 +457,7 @@ class IdleSession:
     idle_since: float
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def idle_session(browser: Browser, idle_server: Server) -> Iterator[IdleSession]:
     """Sign in on the one-minute idle server, open a page, and leave it untouched."""
     context = browser.new_context(base_url=idle_server.url, viewport=DESKTOP, timezone_id=TIMEZONE)
@@ -468,7 +468,7 @@ def idle_session(browser: Browser, idle_server: Server) -> Iterator[IdleSession]
     context.close()
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def _idle_clock(request: pytest.FixtureRequest) -> None:
     """When the idle-logoff test is selected, start its idle minute before the first browser test."""
     if any(item.path.name == IDLE_MODULE for item in request.session.items):

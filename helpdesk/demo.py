@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
@@ -59,31 +59,33 @@ REPLIES = {
 }
 
 
-def _backdate(ticket: Ticket, created, step: timedelta) -> None:
-    """Spread a ticket's history from ``created`` onwards, ``step`` apart, and redo its SLA."""
-    ticket.created_at = created
-    events = sorted(
-        [*db.session.execute(select(TicketComment).where(TicketComment.ticket_id == ticket.id)).scalars(),
-         *db.session.execute(select(TicketChange).where(TicketChange.ticket_id == ticket.id)).scalars()],
-        key=lambda e: (e.created_at if isinstance(e, TicketComment) else e.changed_at, e.id))
-    moment = created
-    for event in events:
-        moment += step
-        if isinstance(event, TicketComment):
-            event.created_at = moment
-        else:
-            event.changed_at = moment
-            if event.new_value == TicketStatus.WAITING.value:
-                ticket.waiting_since = moment
-            if event.new_value == TicketStatus.RESOLVED.value:
-                ticket.resolved_at = moment
-            if event.new_value == TicketStatus.CLOSED.value:
-                ticket.closed_at = moment
-    if ticket.first_responded_at is not None:
-        ticket.first_responded_at = created + step
-    ticket.updated_at = moment
-    ticket.paused_seconds = 0
-    sla.apply_sla(ticket)
+class _Story:
+    """Replays one ticket's steps in the past: each step's rows get the story's own clock."""
+
+    def __init__(self, ticket: Ticket, created: datetime, step: timedelta, real_now: datetime) -> None:
+        self.ticket, self.moment, self.step, self.real_now = ticket, created, step, real_now
+        ticket.created_at = ticket.updated_at = created
+
+    def stamp(self) -> None:
+        """Move the rows and dates the last service call wrote (at the real time) to the story's time."""
+        self.moment += self.step
+        ticket = self.ticket
+        for comment in db.session.execute(select(TicketComment).where(
+                TicketComment.ticket_id == ticket.id, TicketComment.created_at >= self.real_now)).scalars():
+            comment.created_at = self.moment
+        for change in db.session.execute(select(TicketChange).where(
+                TicketChange.ticket_id == ticket.id, TicketChange.changed_at >= self.real_now)).scalars():
+            change.changed_at = self.moment
+        for field in ("first_responded_at", "waiting_since", "resolved_at", "closed_at", "updated_at"):
+            value = getattr(ticket, field)
+            if value is not None and value >= self.real_now:
+                setattr(ticket, field, self.moment)
+
+    def finish(self) -> None:
+        """Recompute the service level from the story's dates."""
+        self.ticket.paused_seconds = 0
+        sla.apply_sla(self.ticket)
+        db.session.flush()
 
 
 def seed_tickets(ctx: DemoContext) -> None:
@@ -108,21 +110,34 @@ def seed_tickets(ctx: DemoContext) -> None:
                 callback_phone=f"x{ctx.rng.randint(2000, 4999)}",
                 accession_number=f"ACC{ctx.rng.randint(10**7, 10**8 - 1)}" if phi else "",
                 patient_id=f"MRN{ctx.rng.randint(10**6, 10**7 - 1)}" if phi else ""), requester)
-            if flow != "new":
-                services.update_ticket(ticket, tech, assignee_id=tech.id)
-                services.add_reply(ticket, tech, REPLIES["waiting" if flow == "waiting" else "open"])
-                if ctx.rng.random() < 0.5:
-                    services.add_reply(ticket, tech, REPLIES["internal"], internal=True)
-            if flow == "waiting":
-                services.update_ticket(ticket, tech, status=TicketStatus.WAITING.value)
-            if flow in ("resolved", "closed"):
-                services.add_reply(ticket, requester, "Thanks, here is what I see now.")
-                services.add_reply(ticket, tech, REPLIES["resolved"])
-                services.update_ticket(ticket, tech, status=TicketStatus.RESOLVED.value)
-            if flow == "closed":
-                services.update_ticket(ticket, tech, status=TicketStatus.CLOSED.value)
             created = now - timedelta(hours=age_hours)
-            _backdate(ticket, created, timedelta(hours=age_hours) / 12)
+            step = min(timedelta(hours=age_hours) / 8, timedelta(minutes=20))
+            story = _Story(ticket, created, step, now)
+            steps = []
+            if flow != "new":
+                steps.append(lambda t=ticket, u=tech: services.update_ticket(t, u, assignee_id=u.id))
+                steps.append(lambda t=ticket, u=tech, f=flow: services.add_reply(
+                    t, u, REPLIES["waiting" if f == "waiting" else "open"]))
+                if ctx.rng.random() < 0.5:
+                    steps.append(lambda t=ticket, u=tech: services.add_reply(t, u, REPLIES["internal"],
+                                                                            internal=True))
+            if flow == "waiting":
+                steps.append(lambda t=ticket, u=tech: services.update_ticket(
+                    t, u, status=TicketStatus.WAITING.value))
+            if flow in ("resolved", "closed"):
+                steps.append(lambda t=ticket, r=requester: services.add_reply(
+                    t, r, "Thanks, here is what I see now."))
+                steps.append(lambda t=ticket, u=tech: services.add_reply(t, u, REPLIES["resolved"]))
+                steps.append(lambda t=ticket, u=tech: services.update_ticket(
+                    t, u, status=TicketStatus.RESOLVED.value))
+            if flow == "closed":
+                steps.append(lambda t=ticket, u=tech: services.update_ticket(
+                    t, u, status=TicketStatus.CLOSED.value))
+            for step in steps:
+                step()
+                db.session.flush()
+                story.stamp()
+            story.finish()
             count += 1
     node = services.open_system_ticket(
         "demo:dicom-node:MR2", "DICOM node MR2_SIEMENS does not answer C-ECHO",

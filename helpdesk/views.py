@@ -179,7 +179,8 @@ def _render_detail(ticket: Ticket, reply_form: ReplyForm | None = None,
         select(TicketAttachment).where(TicketAttachment.ticket_id == ticket.id)
         .order_by(TicketAttachment.id)).scalars() if staff or not a.is_internal]
     timeline = sorted([("comment", c.created_at, c) for c in comment_rows]
-                      + [("change", c.changed_at, c) for c in changes], key=lambda e: (e[1], e[0]))
+                      + [("change", c.changed_at, c) for c in changes],
+                      key=lambda e: (e[1], e[0] != "comment"))
     if update_form is None and has_permission(current_user, Permission.TICKET_WORK):
         update_form = TicketUpdateForm(status=ticket.status if ticket.status != "new" else "open",
                                        priority=ticket.priority, category_id=ticket.category_id,

@@ -158,3 +158,13 @@ def test_search_total_is_capped_and_says_so(client, login_as, file_ticket, monke
         file_ticket(title="Printer jam")
     page = client.get("/tickets?q=printer").data.decode()
     assert "More than 2 results" in page
+
+
+def test_home_page_shows_technicians_the_help_desk_panel_and_not_requesters(client, login_as,
+                                                                            file_ticket):
+    login_as("technician")
+    file_ticket(priority="P1")
+    home = client.get("/").data.decode()
+    assert "Help desk" in home and "breached now" in home
+    login_as("requester")
+    assert "breached now" not in client.get("/").data.decode()

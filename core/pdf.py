@@ -168,7 +168,8 @@ class Listing:
     WeasyPrint spends about a millisecond per line; a page of plain monospace lines needs no
     layout at all. The HTML holds the listing's first page (after its heading) and one empty
     placeholder page per further page, so page numbers and "of Y" stay right; those further
-    pages are then written straight to PDF with the same embedded DejaVu Sans Mono.
+    pages are then written straight to PDF with the same embedded DejaVu Sans Mono. The
+    listing must end the document (its placeholders are the document's last pages).
     """
 
     def __init__(self, columns: Sequence[tuple[str, int]], rows: Iterable[Sequence[object]],

@@ -73,3 +73,10 @@ def test_cli_generation_is_an_audit_event_with_kind_period_and_report_id(app, ru
     assert details["from"] == "2026-01-01" and details["to"] == "2026-06-30"
     assert details["source"] == "cli"
     assert report_id in pdf_text(out.read_bytes(), tmp_path)
+
+
+def test_cli_lists_the_five_report_kinds(runner):
+    result = runner.invoke(args=["reports", "kinds"])
+    assert result.exit_code == 0
+    for kind in ("access-audit", "training", "retention", "inventory", "helpdesk"):
+        assert kind in result.output

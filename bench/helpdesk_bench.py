@@ -121,6 +121,7 @@ def load_tickets(count: int, requester_ids: list[int], tech_ids: list[int], rng:
                 "response_due_at": response_due, "resolution_due_at": resolution_due,
                 "sla_due_at": (response_due if status == "new" else resolution_due)
                 if status in ("new", "open") else None,
+                "queue_rank": 0 if status in ("new", "open") else 1,
                 "waiting_since": done if status == "waiting" else None, "paused_seconds": 0,
                 "resolved_at": done if status in ("resolved", "closed") else None,
                 "closed_at": done + timedelta(days=7) if status == "closed" else None,

@@ -123,6 +123,8 @@ class Ticket(db.Model):
     response_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     resolution_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     sla_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # 0 while an SLA clock runs (sla_due_at set), else 1: the queue sorts on (queue_rank, sla_due_at).
+    queue_rank: Mapped[int] = mapped_column(Integer, default=1)
     waiting_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
     paused_seconds: Mapped[int] = mapped_column(Integer, default=0)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -135,6 +137,7 @@ class Ticket(db.Model):
 
     __table_args__ = (
         Index("ix_ticket_status_sla_due", "status", "sla_due_at"),
+        Index("ix_ticket_queue_order", "queue_rank", "sla_due_at"),
         Index("ix_ticket_status_created", "status", "created_at"),
         Index("ix_ticket_status_resolved", "status", "resolved_at"),
         Index("ix_ticket_created", "created_at"),
@@ -174,8 +177,7 @@ class Ticket(db.Model):
 
 
 # The queue's "due first" order: running clocks by deadline, then tickets without one.
-QUEUE_ORDER = (Ticket.sla_due_at.is_(None), Ticket.sla_due_at)
-Index("ix_ticket_queue_order", *QUEUE_ORDER)
+QUEUE_ORDER = (Ticket.queue_rank, Ticket.sla_due_at)
 
 
 class TicketComment(db.Model):

@@ -89,7 +89,7 @@ def ticket_query(filters: TicketFilters, user_id: int, requester_id: int | None 
         query = query.where(Ticket.assignee_id == int(filters.assignee))
     if filters.sla:
         limit = now if filters.sla == "breached" else now + SOON
-        query = query.where(Ticket.status.in_(RUNNING), Ticket.sla_due_at < limit)
+        query = query.where(Ticket.queue_rank == 0, Ticket.status.in_(RUNNING), Ticket.sla_due_at < limit)
     if filters.asset_tag:
         asset_class = Ticket.asset.property.mapper.class_
         query = query.where(Ticket.asset_id.in_(
@@ -133,7 +133,7 @@ def dashboard_figures(now: datetime | None = None) -> dict[str, Any]:
         by_priority[priority] = count
     breached = db.session.execute(
         select(func.count()).select_from(Ticket)
-        .where(Ticket.status.in_(RUNNING), Ticket.sla_due_at < now)
+        .where(Ticket.queue_rank == 0, Ticket.status.in_(RUNNING), Ticket.sla_due_at < now)
     ).scalar_one()
     opened = db.session.execute(
         select(func.count()).select_from(Ticket).where(Ticket.created_at >= week_ago)

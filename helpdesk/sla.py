@@ -42,13 +42,13 @@ def sla_minutes(priority: str) -> tuple[int, int]:
 
 def _refresh_next_due(ticket: Ticket) -> None:
     """Set ``sla_due_at`` to the next deadline of a running clock, or None."""
-    if ticket.status not in RUNNING:
-        ticket.sla_due_at = None
-        return
-    deadlines = [ticket.resolution_due_at]
-    if ticket.first_responded_at is None:
-        deadlines.append(ticket.response_due_at)
-    ticket.sla_due_at = min(d for d in deadlines if d is not None)
+    ticket.sla_due_at = None
+    if ticket.status in RUNNING:
+        deadlines = [ticket.resolution_due_at]
+        if ticket.first_responded_at is None:
+            deadlines.append(ticket.response_due_at)
+        ticket.sla_due_at = min(d for d in deadlines if d is not None)
+    ticket.queue_rank = 0 if ticket.sla_due_at is not None else 1
 
 
 def apply_sla(ticket: Ticket) -> None:

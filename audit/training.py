@@ -1,25 +1,21 @@
-"""Training services: seeded courses, lazy assignment sync, completions and per-assignment status."""
+"""Training services: seeded courses, lazy assignment sync, and per-assignment status."""
 
 from __future__ import annotations
 
 import csv
 import io
-import os
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from enum import StrEnum
-from typing import IO, Any
+from typing import Any
 
-from flask import current_app
-from sqlalchemy import and_, delete, exists, func, select
+from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import aliased
 
 from audit.chain import record, register_actions
-from audit.legal_holds import register_scope_matcher
 from audit.retention import add_months_to_date
-from audit.retention_registry import HoldScope, RecordClass, register_record_class
 from audit.search import safe_cell
 from audit.training_models import Course, TrainingAssignment, TrainingCompletion
 from core.auth.models import Role, User
@@ -29,14 +25,11 @@ from core.timeutil import format_local, to_local, utcnow
 DUE_SOON_DAYS = 30
 ATTESTATION = ("I completed this training and understand my obligations under it, including the "
                "protection of patient information.")
-CERTIFICATE_TYPES = {".pdf": ("application/pdf", b"%PDF-"), ".png": ("image/png", b"\x89PNG\r\n\x1a\n"),
-                     ".jpg": ("image/jpeg", b"\xff\xd8\xff"), ".jpeg": ("image/jpeg", b"\xff\xd8\xff")}
 
 register_actions({
     "training.course_created": "Training course created",
     "training.course_updated": "Training course changed",
     "training.assigned": "Training assigned",
-    "training.completed": "Training completion recorded",
     "training.exported": "Training matrix exported",
 })
 
@@ -362,163 +355,3 @@ def departments() -> list[str]:
     """Departments of active users, for filters."""
     return [d for (d,) in db.session.execute(
         select(User.department).where(User.department != "").distinct().order_by(User.department))]
-
-
-# ---------------------------------------------------------------- completions
-
-
-@dataclass(frozen=True)
-class Certificate:
-    """An uploaded certificate file."""
-
-    filename: str
-    stream: IO[bytes]
-
-
-@dataclass(frozen=True)
-class NewCompletion:
-    """A completion as entered."""
-
-    assignment_id: int
-    completed_on: date | None
-    score: int | None
-    attested: bool
-    certificate: Certificate | None = None
-
-
-def certificate_dir() -> str:
-    """Where certificate files are kept."""
-    path = os.path.join(current_app.config["PACSDESK_INSTANCE_PATH"], "training_certificates")
-    os.makedirs(path, exist_ok=True)
-    return path
-
-
-def _store_certificate(cert: Certificate) -> tuple[str, str, str]:
-    """Check and store a certificate; returns (stored name, original name, content type)."""
-    name = os.path.basename(cert.filename or "").strip()
-    ext = os.path.splitext(name)[1].lower()
-    if ext not in CERTIFICATE_TYPES:
-        raise TrainingError("Certificate: a PDF, PNG or JPEG file.", "certificate")
-    content_type, magic = CERTIFICATE_TYPES[ext]
-    limit = current_app.config["PACSDESK_MAX_UPLOAD_MB"] * 1024 * 1024
-    data = cert.stream.read(limit + 1)
-    if len(data) > limit:
-        raise TrainingError(f"Certificate: larger than {current_app.config['PACSDESK_MAX_UPLOAD_MB']} MB.",
-                            "certificate")
-    if not data.startswith(magic):
-        raise TrainingError(f"Certificate: the file is not a real {ext[1:].upper()} file.", "certificate")
-    stored = secrets.token_hex(16) + ext
-    with open(os.path.join(certificate_dir(), stored), "wb") as handle:
-        handle.write(data)
-    return stored, name[:200], content_type
-
-
-def record_completion(new: NewCompletion, actor: User, on_behalf_allowed: bool) -> TrainingCompletion:
-    """Record a completion for the actor's own assignment, or any with ``on_behalf_allowed``."""
-    assignment = db.session.get(TrainingAssignment, new.assignment_id)
-    if assignment is None or (assignment.user_id != actor.id and not on_behalf_allowed):
-        raise TrainingError("There is no such training assignment.")
-    if not new.attested:
-        raise TrainingError("Tick the attestation to confirm the training was completed.", "attested")
-    if new.completed_on is None:
-        raise TrainingError("Give the date the training was completed.", "completed_on")
-    if new.completed_on > local_today():
-        raise TrainingError("Completion date cannot be in the future.", "completed_on")
-    joined = to_local(assignment.user.created_at).date()  # type: ignore[union-attr]
-    if new.completed_on < joined:
-        raise TrainingError(f"Completion date is before {assignment.user.username}'s account existed "
-                            f"({joined.isoformat()}).", "completed_on")
-    if new.score is not None and not 0 <= new.score <= 100:
-        raise TrainingError("Score: a whole number from 0 to 100.", "score")
-    stored = _store_certificate(new.certificate) if new.certificate is not None else (None, None, None)
-    completion = TrainingCompletion(
-        assignment_id=assignment.id, user_id=assignment.user_id, course_id=assignment.course_id,
-        completed_on=new.completed_on, score=new.score, attestation=ATTESTATION, attested_at=utcnow(),
-        certificate_file=stored[0], certificate_name=stored[1], certificate_type=stored[2],
-        recorded_by_id=actor.id, recorded_at=utcnow())
-    db.session.add(completion)
-    db.session.flush()
-    record("training.completed", object_type="training_completion", object_id=completion.id,
-           user=actor,
-           details={"username": assignment.user.username, "course": assignment.course.title,
-                    "completed_on": new.completed_on.isoformat(), "score": new.score,
-                    "on_behalf": assignment.user_id != actor.id,
-                    "certificate": stored[1]})
-    return completion
-
-
-def completion_history(assignment_id: int) -> list[TrainingCompletion]:
-    """Every completion of an assignment, newest first."""
-    return list(db.session.execute(
-        select(TrainingCompletion).where(TrainingCompletion.assignment_id == assignment_id)
-        .order_by(TrainingCompletion.completed_on.desc(), TrainingCompletion.id.desc())).scalars())
-
-
-# ---------------------------------------------------------------- retention of training records
-
-
-def _superseded_before(cutoff: datetime, anchor: str) -> Any:
-    """Completions dated before ``cutoff`` that a later completion of the same assignment replaced.
-
-    The latest completion is the record still in effect, so it is kept whatever its age
-    (164.316(b)(2) counts from "the date when it last was in effect").
-    """
-    later = aliased(TrainingCompletion)
-    return select(TrainingCompletion.id, TrainingCompletion.completed_on).where(
-        TrainingCompletion.completed_on < to_local(cutoff).date(),  # type: ignore[union-attr]
-        exists().where(later.assignment_id == TrainingCompletion.assignment_id,
-                       later.completed_on > TrainingCompletion.completed_on))
-
-
-def _scope_condition(scope: HoldScope) -> Any:
-    """SQL condition for the completions a hold covers (None: none)."""
-    if scope.object_type == "user":
-        return TrainingCompletion.user_id == select(User.id).where(
-            User.username == scope.object_key).scalar_subquery()
-    if scope.record_class == "training_records":
-        condition = TrainingCompletion.id.is_not(None)
-        if scope.start:
-            condition = condition & (TrainingCompletion.completed_on >= to_local(scope.start).date())
-        if scope.end:
-            condition = condition & (TrainingCompletion.completed_on <= to_local(scope.end).date())
-        return condition
-    return None
-
-
-def _held(ids: Sequence[int], holds: Sequence[HoldScope]) -> set[int]:
-    """Completions among ``ids`` that a hold covers."""
-    conditions = [c for c in (_scope_condition(s) for s in holds) if c is not None]
-    if not conditions or not ids:
-        return set()
-    found: set[int] = set()
-    for condition in conditions:
-        found.update(db.session.execute(select(TrainingCompletion.id).where(
-            TrainingCompletion.id.in_(list(ids)), condition)).scalars())
-    return found
-
-
-def _purge(ids: Sequence[int]) -> int:
-    """Delete completions and their certificate files."""
-    files = list(db.session.execute(select(TrainingCompletion.certificate_file).where(
-        TrainingCompletion.id.in_(list(ids)), TrainingCompletion.certificate_file.is_not(None))).scalars())
-    gone = db.session.execute(delete(TrainingCompletion).where(TrainingCompletion.id.in_(list(ids)))).rowcount
-    db.session.flush()
-    for name in files:
-        path = os.path.join(certificate_dir(), name)
-        if os.path.exists(path):
-            os.remove(path)
-    return gone
-
-
-def _matches(scope: HoldScope) -> bool:
-    """Whether any completion falls under ``scope``."""
-    condition = _scope_condition(scope)
-    return condition is not None and db.session.execute(
-        select(TrainingCompletion.id).where(condition).limit(1)).first() is not None
-
-
-register_record_class(RecordClass(
-    key="training_records", label="Training records (superseded completions)", anchors=("completed",),
-    default_years=6, floor_years=6, floor_rule="45 CFR 164.316(b)(2) (keep documentation 6 years)",
-    candidates=_superseded_before, held=_held, purge=_purge))
-register_scope_matcher("training_records", _matches)

@@ -7,7 +7,7 @@ import os
 from flask import abort, flash, redirect, render_template, request, send_file, url_for
 from flask_login import current_user
 
-from audit import training
+from audit import training, training_completions
 from audit.forms import CompletionForm, CourseForm, MatrixFilterForm
 from audit.training_models import Course, TrainingAssignment, TrainingCompletion
 from audit.views import bp
@@ -40,13 +40,13 @@ def assignment_detail(assignment_id: int):
     form = CompletionForm()
     if form.validate_on_submit():
         upload = form.certificate.data
-        certificate = (training.Certificate(upload.filename, upload.stream)
+        certificate = (training_completions.Certificate(upload.filename, upload.stream)
                        if upload is not None and getattr(upload, "filename", "") else None)
-        new = training.NewCompletion(assignment_id=assignment.id, completed_on=form.completed_on.data,
-                                     score=form.score.data, attested=form.attested.data,
-                                     certificate=certificate)
+        new = training_completions.NewCompletion(
+            assignment_id=assignment.id, completed_on=form.completed_on.data, score=form.score.data,
+            attested=form.attested.data, certificate=certificate)
         try:
-            training.record_completion(new, current_user, _can_manage())
+            training_completions.record_completion(new, current_user, _can_manage())
         except training.TrainingError as error:
             db.session.rollback()
             getattr(form, error.field or "completed_on").errors.append(str(error))
@@ -54,11 +54,11 @@ def assignment_detail(assignment_id: int):
             db.session.commit()
             flash(f"Completion of {assignment.course.title} recorded.", "success")
             return redirect(url_for("audit.assignment_detail", assignment_id=assignment.id))
-    status = training.status_of(assignment.course, assignment,
-                                next(iter(training.completion_history(assignment.id)), None),
+    history = training_completions.completion_history(assignment.id)
+    status = training.status_of(assignment.course, assignment, next(iter(history), None),
                                 training.local_today())
     return render_template("audit/assignment_detail.html", assignment=assignment, form=form,
-                           status=status, history=training.completion_history(assignment.id),
+                           status=status, history=history,
                            on_behalf=assignment.user_id != current_user.id), 200 if not form.errors else 422
 
 
@@ -69,7 +69,7 @@ def certificate_download(completion_id: int):
     completion = db.get_or_404(TrainingCompletion, completion_id)
     if (completion.user_id != current_user.id and not _can_manage()) or not completion.certificate_file:
         abort(404)
-    path = os.path.join(training.certificate_dir(), completion.certificate_file)
+    path = os.path.join(training_completions.certificate_dir(), completion.certificate_file)
     if not os.path.exists(path):
         abort(404)
     return send_file(path, mimetype=completion.certificate_type, as_attachment=True,

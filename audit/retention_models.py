@@ -6,8 +6,9 @@ from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from core.auth.models import User
 from core.extensions import db
 from core.timeutil import UTCDateTime, utcnow
 
@@ -52,6 +53,9 @@ class LegalHold(db.Model):
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     released_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
     release_reason: Mapped[str | None] = mapped_column(Text)
+
+    placed_by: Mapped[User] = relationship(User, foreign_keys=[placed_by_id])
+    released_by: Mapped[User | None] = relationship(User, foreign_keys=[released_by_id])
 
     __table_args__ = (Index("ix_legal_hold_released_at", "released_at"),)
 

@@ -268,6 +268,7 @@ def test_hold_release_is_recorded_and_a_second_release_refused(app, client, logi
     first = client.post(f"/retention/holds/{hold_id}/release", data={"reason": "Case closed"},
                         follow_redirects=True)
     assert f"Legal hold #{hold_id} released" in first.get_data(as_text=True)
+    assert "by privacy — Case closed" in first.get_data(as_text=True)
     second = client.post(f"/retention/holds/{hold_id}/release", data={"reason": "Again"},
                          follow_redirects=True)
     assert "already released" in second.get_data(as_text=True)

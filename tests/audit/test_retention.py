@@ -422,3 +422,10 @@ def test_concurrent_runs_on_postgres_one_runs_the_other_is_refused(app, scratch_
     release.set()
     thread.join(10)
     assert outcome["first"] == 1 and remaining_test_records(app) == []
+
+
+def test_policies_command_lists_classes_with_floors(runner):
+    outcome = runner.invoke(args=["retention", "policies"])
+    assert outcome.exit_code == 0
+    assert "audit_events" in outcome.output and "(floor 6 years)" in outcome.output
+    assert "not enforced" in outcome.output

@@ -326,3 +326,13 @@ def test_training_pages_render_for_compliance(app, client, login_as):
         response = client.get(url)
         assert response.status_code == 200, url
     assert client.get("/training/assignments/999999").status_code == 404
+
+
+def test_training_commands_sync_and_list_overdue(app, runner, make_user):
+    with time_machine.travel(at(2036, 1, 1), tick=False):
+        make_user("compliance", "privacy")
+    with time_machine.travel(at(2036, 3, 1), tick=False):
+        synced = runner.invoke(args=["training", "sync"])
+        overdue = runner.invoke(args=["training", "overdue"])
+    assert synced.exit_code == 0 and "0 assignments created" in synced.output
+    assert overdue.exit_code == 0 and "privacy" in overdue.output and "2 overdue or expired" in overdue.output

@@ -114,6 +114,7 @@ class Recorded:
 _EVENTS = AuditEvent.__table__
 _TAIL = select(_EVENTS.c.seq, _EVENTS.c.hash).order_by(_EVENTS.c.seq.desc()).limit(1)
 _INSERT = _EVENTS.insert()
+_LOCK = select(func.pg_advisory_xact_lock(CHAIN_LOCK_KEY))
 
 
 def _chain_tail() -> tuple[int, str]:
@@ -134,7 +135,7 @@ def _chain_tail() -> tuple[int, str]:
 def _lock_chain() -> None:
     """Serialise appends: an advisory lock on PostgreSQL; SQLite's write lock already holds."""
     if db.session.get_bind().dialect.name == "postgresql":
-        db.session.execute(select(func.pg_advisory_xact_lock(CHAIN_LOCK_KEY)))
+        db.session.execute(_LOCK)
 
 
 def _request_actor() -> tuple[Any, str | None]:

@@ -137,3 +137,8 @@ POSTGRES_MATCH = text(_PG_WORDS.format("audit_event.details")
 def _after_create(target, connection: Connection, **kw) -> None:
     """Install the word index whenever the table is created with ``create_all``."""
     install_search_index(connection)
+
+
+def autogenerate_include(obj, name, type_, reflected, compare_to) -> bool:
+    """Alembic ``include_object``: leave out the FTS5 word index and its shadow tables."""
+    return not (type_ == "table" and name is not None and name.startswith(FTS_TABLE))

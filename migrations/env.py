@@ -5,6 +5,8 @@ import logging
 from alembic import context
 from flask import current_app
 
+from audit.search_index import autogenerate_include as include_object
+
 logger = logging.getLogger("alembic.env")
 config = context.config
 
@@ -35,7 +37,8 @@ def run_migrations_offline():
     """Emit SQL without a database connection."""
     context.configure(url=config.get_main_option("sqlalchemy.url"),
                       target_metadata=get_metadata(), literal_binds=True,
-                      render_as_batch=True, render_item=render_item)
+                      render_as_batch=True, render_item=render_item,
+                      include_object=include_object)
     with context.begin_transaction():
         context.run_migrations()
 
@@ -54,6 +57,7 @@ def run_migrations_online():
     conf_args.setdefault("process_revision_directives", process_revision_directives)
     conf_args.setdefault("render_as_batch", True)
     conf_args.setdefault("compare_type", True)
+    conf_args.setdefault("include_object", include_object)
     with get_engine().connect() as connection:
         context.configure(connection=connection, target_metadata=get_metadata(),
                           render_item=render_item, **conf_args)

@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from app import create_app
+from audit.search_index import autogenerate_include
 from core.extensions import db
 from tests.conftest import test_overrides as overrides_for
 from tests.helpers import require_postgres
@@ -74,8 +75,9 @@ def _models_match_migrations(url: str, instance: Path) -> None:
     app = create_app(overrides_for(instance, url))
     with app.app_context():
         with db.engine.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"compare_type": True,
-                                                                    "render_as_batch": True})
+            context = MigrationContext.configure(connection, opts={
+                "compare_type": True, "render_as_batch": True,
+                "include_object": autogenerate_include})
             diff = compare_metadata(context, db.metadata)
         db.engine.dispose()
     assert diff == [], "models and migrations differ; autogenerate a revision:\n" + "\n".join(

@@ -140,5 +140,7 @@ def _after_create(target, connection: Connection, **kw) -> None:
 
 
 def autogenerate_include(obj, name, type_, reflected, compare_to) -> bool:
-    """Alembic ``include_object``: leave out the FTS5 word index and its shadow tables."""
-    return not (type_ == "table" and name is not None and name.startswith(FTS_TABLE))
+    """Alembic ``include_object``: leave out the hand-made word indexes (FTS5 tables, GIN)."""
+    if type_ == "table" and name is not None and name.startswith(FTS_TABLE):
+        return False
+    return not (type_ == "index" and name == PG_INDEX)

@@ -179,6 +179,9 @@ class Listing:
         self.lines = [self._line(row) for row in rows]
         self.first_page = first_page
         self.per_page = per_page
+        # Direct pages carry WinAnsi text only; a name in another script keeps the whole
+        # listing in WeasyPrint (slower, never wrong).
+        self.direct = _winansi(self.header) and all(_winansi(line) for line in self.lines)
 
     def _line(self, values: Sequence[object]) -> str:
         """One row as fixed-width text (not escaped)."""
@@ -188,6 +191,8 @@ class Listing:
 
     def later_pages(self) -> list[list[str]]:
         """The lines of every page after the first."""
+        if not self.direct:
+            return []
         rest = self.lines[self.first_page:]
         return [rest[i:i + self.per_page] for i in range(0, len(rest), self.per_page)]
 
@@ -196,9 +201,12 @@ class Listing:
 
     def __html__(self) -> str:
         """The first page's block and the placeholders for the pages written directly."""
-        first = "\n".join(escape(line) for line in self.lines[: self.first_page])
-        block = f'<pre class="rows"><b>{escape(self.header)}</b>\n{first}</pre>'
-        return block + '<div class="listing-placeholder"></div>' * len(self.later_pages())
+        shown = self.lines[: self.first_page] if self.direct else self.lines
+        head = f"<b>{escape(self.header)}</b>"
+        blocks = [shown[i:i + self.per_page] for i in range(0, len(shown), self.per_page)] or [[]]
+        html = "".join(f'<pre class="rows">{head}\n' + "\n".join(escape(line) for line in block)
+                       + "</pre>" for block in blocks)
+        return html + '<div class="listing-placeholder"></div>' * len(self.later_pages())
 
 
 MONO_FONT = FONT_DIR / "DejaVuSansMono.ttf"
@@ -207,8 +215,17 @@ BODY_SIZE, BODY_LEADING = 6.6, 6.6 * 1.32
 MARGINS = (20, 14, 18, 14)          # top, right, bottom, left in mm, as in report.css
 
 
+def _winansi(text: str) -> bool:
+    """Whether ``text`` can be written in the direct pages' WinAnsi encoding."""
+    try:
+        text.encode("cp1252")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _pdf_text(text: str) -> bytes:
-    """A PDF literal string in WinAnsi encoding (characters outside it become '?')."""
+    """A PDF literal string in WinAnsi encoding (running texts outside it become '?')."""
     raw = text.encode("cp1252", errors="replace")
     return b"(" + raw.replace(b"\\", b"\\\\").replace(b"(", b"\\(").replace(b")", b"\\)") + b")"
 

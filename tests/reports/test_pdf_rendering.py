@@ -61,3 +61,30 @@ def test_report_fonts_are_the_embedded_dejavu_fonts(app, tmp_path):
             fonts.add(str(font.get_object()["/BaseFont"]))
     assert any(f.endswith("+DejaVu-Sans") for f in fonts), fonts
     assert any(f.endswith("+DejaVu-Sans-Mono") for f in fonts), fonts
+
+
+def _listing_pdf_text(app, tmp_path, rows) -> str:
+    """Render a long listing as a report appendix and read its text back."""
+    from core.pdf import Listing, PageFrame
+    from tests.reports.conftest import pdf_text
+
+    listing = Listing([("user", 20), ("action", 30)], rows)
+    with app.app_context():
+        data = html_to_pdf(f"<h1>Appendix</h1>{listing.__html__()}", listing=listing,
+                           frame=PageFrame("Org", "Title", "footer"))
+    return pdf_text(data, tmp_path)
+
+
+def test_long_listing_keeps_names_in_any_script(app, tmp_path):
+    rows = [(f"user{i}", "ticket.view") for i in range(150)] + [("Łukasz Żółć", "ticket.view"),
+                                                                 ("Дмитрий", "user.login")]
+    text = _listing_pdf_text(app, tmp_path, rows)
+    assert "Łukasz Żółć" in text
+    assert "Дмитрий" in text
+    assert "user149" in text
+
+
+def test_long_winansi_listing_is_complete_on_every_page(app, tmp_path):
+    rows = [(f"user{i}", "ticket.view") for i in range(300)]
+    text = _listing_pdf_text(app, tmp_path, rows)
+    assert all(f"user{i} " in text or f"user{i}\n" in text for i in (0, 39, 40, 150, 299))

@@ -18,7 +18,6 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
@@ -144,20 +143,6 @@ def run_in_app(env: dict[str, str], body: str) -> str:
     return done.stdout
 
 
-def build_schema(env: dict[str, str]) -> None:
-    """Apply the migrations, then create any table none builds yet, with a warning saying which."""
-    missing = run_in_app(env, (
-        "from flask_migrate import upgrade\n"
-        "from sqlalchemy import inspect\n"
-        "upgrade()\n"
-        "have = set(inspect(db.engine).get_table_names())\n"
-        "print(' '.join(t.name for t in db.metadata.sorted_tables if t.name not in have))\n"
-        "db.create_all()\n"
-    )).strip()
-    if missing:
-        warnings.warn(f"`pacsdesk setup` left tables without a migration: {missing}", stacklevel=1)
-
-
 def make_training_overdue(env: dict[str, str], usernames: list[str], days: int) -> None:
     """Seed people who joined long ago: their assigned courses fell due ``days`` days back."""
     run_in_app(env, (
@@ -174,14 +159,9 @@ def make_training_overdue(env: dict[str, str], usernames: list[str], days: int) 
 
 
 def install_instance(instance: Path, **settings: str) -> Server:
-    """Run `pacsdesk setup` on a fresh instance and create the journeys' people.
-
-    The schema is migrated first and any table still without a migration is created (with a
-    warning), so `setup` then finds the full schema, as it will once every table is migrated.
-    """
+    """Run `pacsdesk setup` on a fresh instance, as an installer does, and create the journeys' people."""
     instance.mkdir(parents=True, exist_ok=True)
     env = server_env(instance, **settings)
-    build_schema(env)
     out = run_cli(env, "setup")
     match = re.search(r"password:\s*(\S+)", out)
     assert match, f"setup printed no administrator password:\n{out}"

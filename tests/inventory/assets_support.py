@@ -32,7 +32,7 @@ def node_form(**overrides: Any) -> dict[str, Any]:
         "asset_tag": "CT-01", "name": "CT scanner 1", "kind": "dicom_node",
         "status": "in_service", "location": "Main bldg L1", "department": "Radiology",
         "assigned_user_id": "", "manufacturer": "Siemens", "model": "SOMATOM",
-        "serial_number": "SN1", "hostname": "ct01.hospital.example", "ip_address": "10.0.0.5",
+        "serial_number": "SN1", "hostname": "ct01.hospital.example", "ip_address": "127.0.0.5",
         "os_version": "VA40", "purchase_date": "2024-01-10", "warranty_end": "2029-01-10",
         "notes": "", "ae_title": "CT01", "port": "104", "dicom_role": "both",
         "dicom_type": "modality", "modality": "CT", "verify_enabled": "y",

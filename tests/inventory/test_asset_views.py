@@ -53,7 +53,7 @@ def test_technician_creates_a_node_and_sees_its_page(client, login_as):
     assert response.status_code == 302
     assert response.headers["Location"].endswith("/assets/CT-01")
     page = client.get("/assets/CT-01").get_data(as_text=True)
-    assert "CT scanner 1" in page and "CT01" in page and "10.0.0.5:104" in page
+    assert "CT scanner 1" in page and "CT01" in page and "127.0.0.5:104" in page
 
 
 def test_inventory_appears_in_navigation_for_readers_only(client, login_as, auth):

@@ -40,7 +40,7 @@ def _asset_count(app) -> int:
     ("port", "0", "between 1 and 65535 (not 0)"),
     ("port", "70000", "between 1 and 65535 (not 70000)"),
     ("hostname", "ct 01.hospital", "not a valid host name"),
-    ("ip_address", "10.0.0.300", "is not an IPv4 or IPv6 address"),
+    ("ip_address", "127.0.0.300", "is not an IPv4 or IPv6 address"),
     ("asset_tag", "CT 01/x", "use 1-40 letters, digits"),
     ("asset_tag", "new", "is reserved"),
     ("purchase_date", (date.today() + timedelta(days=30)).isoformat(), "cannot be in the future"),
@@ -99,7 +99,7 @@ def test_same_host_port_and_ae_title_twice_names_the_other_asset(client, login_a
     response = client.post("/assets/new", data=node_form(asset_tag="CT-02", name="Other CT",
                                                          hostname="ct02.hospital.example"))
     assert response.status_code == 422
-    assert (b"asset CT-01 already uses host 10.0.0.5, port 104 and AE title CT01"
+    assert (b"asset CT-01 already uses host 127.0.0.5, port 104 and AE title CT01"
             in response.data)
     different_port = node_form(asset_tag="CT-02", port="105")
     assert client.post("/assets/new", data=different_port).status_code == 302
@@ -107,7 +107,7 @@ def test_same_host_port_and_ae_title_twice_names_the_other_asset(client, login_a
 
 def test_a_disposed_node_frees_its_address_for_its_replacement(client, login_as, app):
     add_asset(app, asset_tag="CT-OLD", kind="dicom_node", status="disposed",
-              ip_address="10.0.0.5", ae_title="CT01", port=104, dicom_type="modality",
+              ip_address="127.0.0.5", ae_title="CT01", port=104, dicom_type="modality",
               modality="CT")
     login_as("technician")
     assert client.post("/assets/new", data=node_form()).status_code == 302

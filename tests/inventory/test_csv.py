@@ -25,7 +25,7 @@ from tests.inventory.assets_support import (  # noqa: F401 - autouse fixtures
 HEADER = ("asset_tag,name,kind,status,location,department,manufacturer,model,serial_number,"
           "hostname,ip_address,ae_title,port,tls,dicom_type,warranty_end")
 NODE = ("CT-01,CT scanner,dicom_node,in_service,L1,Radiology,GE,Revo,SN1,ct01.h.example,"
-        "10.0.0.5,CT01,104,no,CT,2030-01-01")
+        "127.0.0.5,CT01,104,no,CT,2030-01-01")
 WS = "RWS-01,Reading station,workstation,in_service,Room A,Radiology,Barco,Uniti,SN2,rws01.h.example,,,,,,"
 
 
@@ -89,7 +89,7 @@ def test_missing_and_unknown_columns_are_reported_on_line_1(client, login_as, ap
 
 
 def test_existing_tags_are_refused_unless_updating(client, login_as, app):
-    add_asset(app, asset_tag="CT-01", kind="dicom_node", ip_address="10.0.0.5",
+    add_asset(app, asset_tag="CT-01", kind="dicom_node", ip_address="127.0.0.5",
               ae_title="CT01", port=104, dicom_type="modality", modality="CT", location="Old")
     login_as("technician")
     body = _upload(client, f"{HEADER}\n{NODE}\n").get_data(as_text=True)
@@ -106,11 +106,11 @@ def test_existing_tags_are_refused_unless_updating(client, login_as, app):
 
 
 def test_import_refuses_an_endpoint_already_used_by_another_asset(client, login_as, app):
-    add_asset(app, asset_tag="CT-09", kind="dicom_node", ip_address="10.0.0.5",
+    add_asset(app, asset_tag="CT-09", kind="dicom_node", ip_address="127.0.0.5",
               ae_title="CT01", port=104, dicom_type="modality", modality="CT")
     login_as("technician")
     body = _upload(client, f"{HEADER}\n{NODE}\n").get_data(as_text=True)
-    assert "asset CT-09 already uses host 10.0.0.5, port 104 and AE title CT01" in body
+    assert "asset CT-09 already uses host 127.0.0.5, port 104 and AE title CT01" in body
 
 
 def test_bom_and_windows_line_endings_are_accepted(client, login_as, app):
@@ -141,7 +141,7 @@ def _big_csv(n: int) -> str:
                          f"Radiology,Dell,Precision,SN{i},ws{i}.h.example,,,,,,2031-01-01")
         else:
             lines.append(f"N-{i:06d},Node {i},dicom_node,in_service,Room {i % 40},Radiology,"
-                         f"GE,Revo,SN{i},n{i}.h.example,10.{i // 65536}.{i // 256 % 256}."
+                         f"GE,Revo,SN{i},n{i}.h.example,127.{i // 65536}.{i // 256 % 256}."
                          f"{i % 256},AE{i},104,no,CT,2031-01-01")
     return "\n".join(lines) + "\n"
 
@@ -227,7 +227,7 @@ def test_cli_export_writes_every_asset(runner, app, tmp_path: Path):
 def test_cli_import_checks_the_imported_nodes(runner, app, tmp_path: Path, verification_scp):
     port = verification_scp()
     path = tmp_path / "nodes.csv"
-    path.write_text(f"{HEADER}\n" + NODE.replace("10.0.0.5", "127.0.0.1").replace(
+    path.write_text(f"{HEADER}\n" + NODE.replace("127.0.0.5", "127.0.0.1").replace(
         ",104,", f",{port},") + "\n")
     result = runner.invoke(args=["inventory", "import-csv", str(path)])
     assert result.exit_code == 0, result.output
@@ -239,7 +239,7 @@ def test_cli_import_checks_the_imported_nodes(runner, app, tmp_path: Path, verif
 def test_web_import_checks_new_nodes_in_the_background(client, login_as, app, verification_scp):
     port = verification_scp()
     login_as("technician")
-    row = NODE.replace("10.0.0.5", "127.0.0.1").replace(",104,", f",{port},")
+    row = NODE.replace("127.0.0.5", "127.0.0.1").replace(",104,", f",{port},")
     response = _upload(client, f"{HEADER}\n{row}\n")
     assert response.status_code == 302
     assert wait_for_pending_checks(10)

@@ -16,9 +16,9 @@ from tests.reports.conftest import local, pdf_text
 def test_inventory_report_shows_uptime_failures_down_nodes_warranties_and_disposals(app, tmp_path):
     with app.app_context():
         pacs = Asset(asset_tag="PACS-01", name="Archive", kind="dicom_node", ae_title="ARCHIVE",
-                     ip_address="10.1.1.10", port=104)
+                     ip_address="127.1.1.10", port=104)
         ct = Asset(asset_tag="CT-02", name="CT scanner 2", kind="dicom_node", ae_title="CT2",
-                   ip_address="10.1.1.20", port=104)
+                   ip_address="127.1.1.20", port=104)
         old = Asset(asset_tag="WS-0007", name="Old workstation", kind="workstation",
                     status="disposed", serial_number="SN-7", holds_phi=True)
         ending = Asset(asset_tag="WS-0100", name="Front desk PC", kind="workstation",

@@ -12,8 +12,10 @@ from typing import Any
 from flask import has_request_context, request
 from flask_login import current_user
 from sqlalchemy import delete, func, select
+from sqlalchemy.engine import Connection
 
 from audit.models import GENESIS_HASH, AuditCheckpoint, AuditEvent, AuditPurgePermit
+from core.database import snapshot_connection
 from core.extensions import db
 from core.timeutil import utcnow
 
@@ -217,43 +219,54 @@ _WALK = select(
 ).order_by(_EVENTS.c.seq)
 
 
-def _purge_records() -> dict[int, str]:
+def _purge_records(conn: Connection) -> dict[int, str]:
     """Purge boundaries vouched for by ``audit.purged`` events still in the chain."""
     found: dict[int, str] = {}
-    rows = db.session.execute(select(AuditEvent.details).where(AuditEvent.action == "audit.purged"))
+    rows = conn.execute(select(_EVENTS.c.details).where(_EVENTS.c.action == "audit.purged"))
     for (text,) in rows:
         data = json.loads(text)
         found[int(data["through_seq"])] = data["last_hash"]
     return found
 
 
-def _start_of_chain(first_seq: int) -> tuple[str | None, str | None]:
+def _start_of_chain(conn: Connection, first_seq: int) -> tuple[str | None, str | None]:
     """The hash the first remaining event must link to, or a problem."""
     if first_seq == 1:
         return GENESIS_HASH, None
-    checkpoint = db.session.execute(
-        select(AuditCheckpoint).where(AuditCheckpoint.purged_through_seq == first_seq - 1)
+    checkpoint = conn.execute(
+        select(AuditCheckpoint.last_purged_hash)
+        .where(AuditCheckpoint.purged_through_seq == first_seq - 1)
     ).scalar_one_or_none()
     if checkpoint is None:
         return None, f"events before #{first_seq} are missing and no retention purge explains it"
-    vouched = _purge_records().get(first_seq - 1)
-    if vouched != checkpoint.last_purged_hash:
+    if _purge_records(conn).get(first_seq - 1) != checkpoint:
         return None, (f"the retention checkpoint before #{first_seq} does not match "
                       "the purge recorded in the trail")
-    return checkpoint.last_purged_hash, None
+    return checkpoint, None
 
 
 def verify_chain(batch_size: int = 20000) -> ChainVerification:
-    """Walk the whole chain in order and report the first event that does not verify."""
+    """Walk the whole chain in order and report the first event that does not verify.
+
+    Outside a transaction the walk reads a snapshot on a connection of its own, so on SQLite
+    it never holds the write lock; inside one it sees the caller's uncommitted events too.
+    """
+    if db.session().in_transaction():
+        return _walk(db.session.connection(), batch_size)
+    with snapshot_connection() as conn:
+        return _walk(conn, batch_size)
+
+
+def _walk(conn: Connection, batch_size: int) -> ChainVerification:
+    """Check every event's link and hash in chain order."""
     count = 0
     prev_seq: int | None = None
     prev_hash = GENESIS_HASH
-    rows: Iterable[Any] = db.session.connection().execute(
-        _WALK.execution_options(yield_per=batch_size))
+    rows: Iterable[Any] = conn.execute(_WALK.execution_options(yield_per=batch_size))
     for row in rows:
         seq = row[0]
         if prev_seq is None:
-            start, problem = _start_of_chain(seq)
+            start, problem = _start_of_chain(conn, seq)
             if problem:
                 return ChainVerification(False, count, 0, GENESIS_HASH, seq, problem)
             prev_hash = start  # type: ignore[assignment]

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from flask import Flask
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from core.extensions import db
+
+SNAPSHOT_OPTION = "pacsdesk_snapshot_read"
 
 
 def _sqlite_connect(dbapi_connection, connection_record) -> None:
@@ -21,8 +26,22 @@ def _sqlite_connect(dbapi_connection, connection_record) -> None:
 
 
 def _sqlite_begin(connection) -> None:
-    """Take the write lock at BEGIN so a read-then-write never fails on a stale snapshot."""
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    """Take the write lock at BEGIN so a read-then-write never fails on a stale snapshot.
+
+    A connection opened by ``snapshot_connection`` only reads: it begins a deferred
+    transaction, a WAL snapshot that never blocks writers however long it runs.
+    """
+    if connection.get_execution_options().get(SNAPSHOT_OPTION):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@contextmanager
+def snapshot_connection() -> Iterator[Connection]:
+    """A connection of its own for a long read (chain walk, report), never holding a write lock."""
+    with db.engine.connect() as connection:
+        yield connection.execution_options(**{SNAPSHOT_OPTION: True})
 
 
 def configure_engine(engine: Engine) -> None:

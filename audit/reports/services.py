@@ -27,6 +27,7 @@ from audit.reports.registry import (
     report_kinds,
 )
 from core.auth.models import User
+from core.database import SNAPSHOT_OPTION
 from core.extensions import db
 from core.pdf import PageFrame, render_pdf
 from core.timeutil import format_local, local_tz, utcnow
@@ -174,6 +175,9 @@ def build_pdf(request: ReportRequest, progress: Progress | None = None) -> bytes
     """Build the report's PDF; the audit chain head is read first, as of generation."""
     step = progress or (lambda pct, stage: None)
     kind = find_kind(request.kind)
+    # Every query of the report reads one snapshot, which on SQLite never holds the write lock.
+    db.session.commit()
+    db.session.connection(execution_options={SNAPSHOT_OPTION: True})
     head_seq, head_hash, count = chain_head()
     content: ReportContent = kind.build(request, step)
     meta = ReportMeta(
@@ -227,9 +231,9 @@ def _request_from_job(job: ReportJob) -> ReportRequest:
 
 
 def _set_job(job_id: str, **values: Any) -> None:
-    """Update a job row and commit at once, so the waiting page sees it."""
-    db.session.execute(update(ReportJob).where(ReportJob.id == job_id).values(**values))
-    db.session.commit()
+    """Update a job row in a short transaction of its own, so the waiting page sees it at once."""
+    with db.engine.begin() as connection:
+        connection.execute(update(ReportJob).where(ReportJob.id == job_id).values(**values))
 
 
 def run_job(app: Flask, job_id: str) -> None:
@@ -240,6 +244,7 @@ def run_job(app: Flask, job_id: str) -> None:
             if job is None or job.status != JobStatus.QUEUED.value:
                 return
             request = _request_from_job(job)
+            db.session.commit()  # release the session before the job row is written apart
             _set_job(job_id, status=JobStatus.RUNNING.value, started_at=utcnow(), progress=1,
                      stage="Starting")
             pdf = build_pdf(request, lambda pct, stage: _set_job(job_id, progress=pct, stage=stage))

@@ -323,3 +323,20 @@ def test_concurrent_writers_keep_one_chain_on_either_database(app):
     with app.app_context():
         result = verify_chain()
     assert result.ok and result.count == 100
+
+
+def test_a_long_verification_never_blocks_the_next_writer(app):
+    """Verification reads a snapshot: events are appended and committed while it is open."""
+    from core.database import snapshot_connection
+
+    with app.app_context():
+        record("user.login", username="radiologist")
+        db.session.commit()
+        with snapshot_connection() as reader:
+            seen = reader.execute(select(func.count()).select_from(AuditEvent)).scalar_one()
+            record("user.login", username="technologist")
+            db.session.commit()
+            still = reader.execute(select(func.count()).select_from(AuditEvent)).scalar_one()
+        # SQLite keeps the reader's snapshot; PostgreSQL reads what was committed since.
+        assert (seen, still) in {(1, 1), (1, 2)}
+        assert verify_chain().count == 2

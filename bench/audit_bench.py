@@ -21,17 +21,13 @@ import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from sqlalchemy import MetaData, Table, create_engine, insert, text
+import benchlib  # first: it puts the project on sys.path
+from sqlalchemy import MetaData, Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from app import create_app
 from audit import record, register_actions
-from audit.chain import canonical_details, chain_head, event_hash, verify_chain
+from audit.chain import canonical_details, chain_head, verify_chain
 from audit.models import AuditEvent
-from core.config import load_config
 from core.extensions import db
 
 APPEND_TARGET = 0.5
@@ -52,17 +48,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--verify-events", type=int, default=1_000_000,
                         help="events in the chain that is verified (default 1,000,000)")
     return parser.parse_args()
-
-
-def make_app(url: str, instance: Path, schema: str | None):
-    """The real application on ``url`` (in ``schema`` on PostgreSQL)."""
-    os.environ.update(PACSDESK_DATABASE_URL=url, PACSDESK_INSTANCE_PATH=str(instance),
-                      PACSDESK_SECRET_KEY="bench")
-    overrides = {}
-    if schema:
-        overrides["SQLALCHEMY_ENGINE_OPTIONS"] = {
-            "connect_args": {"options": f"-csearch_path={schema}"}, "pool_size": 2}
-    return create_app(overrides)
 
 
 def plain_table() -> Table:
@@ -101,31 +86,20 @@ def append_plain(table: Table, n: int, offset: int) -> float:
 
 def extend_chain(total: int) -> None:
     """Bulk-insert correctly chained events until the chain holds ``total`` events."""
-    seq, prev, count = chain_head()
     moment = datetime.now(UTC)
-    while count < total:
-        rows = []
-        for _ in range(min(BATCH, total - count)):
-            seq += 1
-            count += 1
-            at = moment + timedelta(microseconds=seq)
-            details = canonical_details({"ticket": seq % 5000, "field": "status"})
-            digest = event_hash(seq, at, 7, "tech.sam", "technician", "10.20.30.40", "bench.event",
-                                "ticket", str(seq % 5000), "success", details, prev)
-            rows.append({"seq": seq, "occurred_at": at, "user_id": 7, "username": "tech.sam",
-                         "user_role": "technician", "client_address": "10.20.30.40",
-                         "action": "bench.event", "object_type": "ticket",
-                         "object_id": str(seq % 5000), "outcome": "success", "details": details,
-                         "prev_hash": prev, "hash": digest})
-            prev = digest
-        db.session.execute(insert(AuditEvent), rows)
-        db.session.commit()
+
+    def event(seq: int) -> benchlib.Event:
+        return (moment + timedelta(microseconds=seq), 7, "tech.sam", "technician", "10.20.30.40",
+                "bench.event", "ticket", str(seq % 5000), "success",
+                {"ticket": seq % 5000, "field": "status"})
+
+    benchlib.append_events(max(0, total - chain_head()[2]), event, BATCH)
 
 
 def run(url: str, appends: int, verify_events: int, schema: str | None) -> bool:
     """Run both measurements and print them; True when both targets are met."""
     with tempfile.TemporaryDirectory() as instance:
-        app = make_app(url, Path(instance), schema)
+        app = benchlib.make_app(url, instance, schema)
         with app.app_context():
             db.create_all()
             table = plain_table()
@@ -178,32 +152,8 @@ def run(url: str, appends: int, verify_events: int, schema: str | None) -> bool:
 def main() -> int:
     """Entry point; exit status 1 when a target is missed."""
     args = parse_args()
-    for name in [n for n in os.environ if n.startswith("PACSDESK_")]:
-        del os.environ[name]
-    if not args.database_url:
-        with tempfile.TemporaryDirectory() as folder:
-            return 0 if run(f"sqlite:///{folder}/bench.db", args.appends, args.verify_events,
-                            None) else 1
-    if args.database_url.startswith("sqlite"):
-        path = Path(args.database_url.removeprefix("sqlite:///"))
-        if path.exists():
-            print(f"refusing to benchmark into an existing file: {path}", file=sys.stderr)
-            return 2
-        return 0 if run(args.database_url, args.appends, args.verify_events, None) else 1
-    schema = f"audit_bench_{uuid.uuid4().hex[:8]}"
-    admin_url = load_config({"PACSDESK_DATABASE_URL": args.database_url,
-                             "PACSDESK_SECRET_KEY": "bench",
-                             "PACSDESK_INSTANCE_PATH": tempfile.gettempdir()})[
-        "SQLALCHEMY_DATABASE_URI"]
-    admin = create_engine(admin_url)
-    with admin.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        return 0 if run(args.database_url, args.appends, args.verify_events, schema) else 1
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    with benchlib.scratch_database(args.database_url, "audit_bench") as (url, schema):
+        return 0 if run(url, args.appends, args.verify_events, schema) else 1
 
 
 if __name__ == "__main__":

@@ -21,28 +21,17 @@ On PostgreSQL each size works in a scratch schema that is dropped afterwards.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import os
 import random
-import resource
 import statistics
 import sys
 import tempfile
-import time
-import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, insert, text
+import benchlib  # first: it puts the project on sys.path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from app import create_app
 from audit import retention, search
-from audit.chain import canonical_details, event_hash, verify_chain
-from audit.models import GENESIS_HASH, AuditEvent
-from core.config import load_config
+from audit.chain import verify_chain
 from core.extensions import db
 
 SEARCH_TARGET_MS = 300.0
@@ -65,17 +54,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def make_app(url: str, instance: str, schema: str | None):
-    """The real application on ``url`` (in ``schema`` on PostgreSQL)."""
-    os.environ.update(PACSDESK_DATABASE_URL=url, PACSDESK_INSTANCE_PATH=instance,
-                      PACSDESK_SECRET_KEY="bench", PACSDESK_SCHEDULER="false")
-    overrides: dict[str, Any] = {}
-    if schema:
-        overrides["SQLALCHEMY_ENGINE_OPTIONS"] = {
-            "connect_args": {"options": f"-csearch_path={schema}"}, "pool_size": 2}
-    return create_app(overrides)
-
-
 def layout(total: int, now: datetime) -> tuple[datetime, timedelta, datetime, timedelta]:
     """The older half spans 8 to 6 years ago, the younger half 6 years ago to yesterday."""
     old_start = now - timedelta(days=8 * 365)
@@ -89,52 +67,34 @@ def build(total: int, now: datetime, rng: random.Random) -> list[str]:
     """Bulk-insert ``total`` chained events; returns a few rare accession numbers present."""
     old_start, old_step, young_start, young_step = layout(total, now)
     half = total // 2
-    prev = GENESIS_HASH
     rare: list[str] = []
-    rows: list[dict[str, Any]] = []
-    for seq in range(1, total + 1):
+
+    def event(seq: int) -> benchlib.Event:
         at = old_start + old_step * seq if seq <= half else young_start + young_step * (seq - half)
         user = rng.randrange(1, USERS + 1)
-        action = ACTIONS[seq % len(ACTIONS)]
         accession = f"A{rng.randrange(10**9):09d}"
         if seq % (total // 5) == 7:
             rare.append(accession)
-        details = canonical_details({"ticket": f"HD-{seq % 40000:06d}", "accession": accession,
-                                     "field": "status", "note": "priors missing in reading room"})
-        values = (seq, at, user, f"user{user:03d}", ROLES[user % 4], f"10.{user % 250}.{seq % 250}.7",
-                  action, "ticket", f"HD-{seq % 40000:06d}", "success", details, prev)
-        prev = event_hash(*values)
-        rows.append({"seq": seq, "occurred_at": at, "user_id": user, "username": values[3],
-                     "user_role": values[4], "client_address": values[5], "action": action,
-                     "object_type": "ticket", "object_id": values[8], "outcome": "success",
-                     "details": details, "prev_hash": values[11], "hash": prev})
-        if len(rows) == BATCH:
-            db.session.execute(insert(AuditEvent), rows)
-            db.session.commit()
-            rows = []
-    if rows:
-        db.session.execute(insert(AuditEvent), rows)
-        db.session.commit()
-    if db.engine.dialect.name == "postgresql":
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            connection.execute(text("VACUUM ANALYZE audit_event"))
-    else:
-        db.session.execute(text("ANALYZE"))
-        db.session.commit()
+        ticket = f"HD-{seq % 40000:06d}"
+        return (at, user, f"user{user:03d}", ROLES[user % 4], f"10.{user % 250}.{seq % 250}.7",
+                ACTIONS[seq % len(ACTIONS)], "ticket", ticket, "success",
+                {"ticket": ticket, "accession": accession, "field": "status",
+                 "note": "priors missing in reading room"})
+
+    benchlib.append_events(total, event, BATCH)
+    benchlib.analyze()
     return rare
 
 
 def timed(flt: search.AuditFilter) -> tuple[float, int]:
     """Milliseconds for one search through the service, committed as the page commits it."""
-    started = time.perf_counter()
-    page = search.search_events(flt)
-    db.session.commit()
-    return (time.perf_counter() - started) * 1000, len(page.events)
 
+    def call() -> int:
+        page = search.search_events(flt)
+        db.session.commit()
+        return len(page.events)
 
-def p95(values: list[float]) -> float:
-    """95th percentile."""
-    return statistics.quantiles(values, n=20)[18] if len(values) > 1 else values[0]
+    return benchlib.timed_ms(call)
 
 
 def measure_searches(total: int, now: datetime, rare: list[str], runs: int,
@@ -159,51 +119,40 @@ def measure_searches(total: int, now: datetime, rare: list[str], runs: int,
             ms, n = timed(query)
             kinds[kind].append(ms)
             found[kind] += n
-    return {k: {"p50": statistics.median(v), "p95": p95(v), "rows": found[k] / runs}
+    return {k: {"p50": statistics.median(v), "p95": benchlib.p95(v), "rows": found[k] / runs}
             for k, v in kinds.items()}
 
 
-def purge_child(url: str, instance: str, schema: str | None, out: Any) -> None:
+def purge_child(url: str, instance: str, schema: str | None) -> dict[str, Any]:
     """In a fresh process: run retention over the chain; report time, counts and peak memory."""
-    app = make_app(url, instance, schema)
+    app = benchlib.make_app(url, instance, schema)
     with app.app_context():
         retention.update_policy("audit_events", 6, 0, 0, "created", True)
         db.session.commit()
-        started = time.perf_counter()
-        report = retention.run_retention("benchmark")
-        elapsed = time.perf_counter() - started
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        check_started = time.perf_counter()
-        check = verify_chain()
-        out.put({"seconds": elapsed, "purged": report.total, "peak_mb": peak, "chain_ok": check.ok,
-                 "remaining": check.count, "verify_s": time.perf_counter() - check_started})
+        elapsed_ms, report = benchlib.timed_ms(lambda: retention.run_retention("benchmark"))
+        peak = benchlib.peak_rss_mb()
+        verify_ms, check = benchlib.timed_ms(verify_chain)
         db.session.remove()
         db.engine.dispose()
+    return {"seconds": elapsed_ms / 1000, "purged": report.total, "peak_mb": peak, "chain_ok": check.ok,
+            "remaining": check.count, "verify_s": verify_ms / 1000}
 
 
-def one_size(url: str, schema: str | None, total: int, runs: int) -> dict[str, Any]:
-    """Build, search and purge one chain."""
+def one_size(database_url: str | None, name: str, total: int, runs: int) -> dict[str, Any]:
+    """Build, search and purge one chain in its own scratch database."""
     rng = random.Random(total)
     now = datetime.now(UTC)
-    with tempfile.TemporaryDirectory() as instance:
-        app = make_app(url, instance, schema)
+    with benchlib.scratch_database(database_url, name) as (url, schema), \
+            tempfile.TemporaryDirectory() as instance:
+        app = benchlib.make_app(url, instance, schema)
         with app.app_context():
             db.create_all()
-            started = time.perf_counter()
-            rare = build(total, now, rng)
-            built = time.perf_counter() - started
+            built_ms, rare = benchlib.timed_ms(lambda: build(total, now, rng))
             searches = measure_searches(total, now, rare, runs, rng)
             db.session.remove()
             db.engine.dispose()
-        queue: Any = multiprocessing.get_context("spawn").Queue()
-        child = multiprocessing.get_context("spawn").Process(
-            target=purge_child, args=(url, instance, schema, queue))
-        child.start()
-        child.join()
-        if child.exitcode != 0:
-            raise SystemExit(f"the retention process failed (exit {child.exitcode})")
-        purge = queue.get(timeout=10)
-    return {"events": total, "build_s": built, "searches": searches, "purge": purge}
+        purge = benchlib.in_fresh_process(purge_child, url, instance, schema)
+    return {"events": total, "build_s": built_ms / 1000, "searches": searches, "purge": purge}
 
 
 def report(small: dict[str, Any], large: dict[str, Any], dialect: str) -> bool:
@@ -237,30 +186,10 @@ def report(small: dict[str, Any], large: dict[str, Any], dialect: str) -> bool:
 def main() -> int:
     """Entry point; exit status 1 when a target is missed."""
     args = parse_args()
-    for name in [n for n in os.environ if n.startswith("PACSDESK_")]:
-        del os.environ[name]
-    if not args.database_url or args.database_url.startswith("sqlite"):
-        with tempfile.TemporaryDirectory() as folder:
-            small = one_size(f"sqlite:///{folder}/small.db", None, args.small, args.runs)
-            large = one_size(f"sqlite:///{folder}/large.db", None, args.events, args.runs)
-        return 0 if report(small, large, "sqlite") else 1
-    admin_url = load_config({"PACSDESK_DATABASE_URL": args.database_url, "PACSDESK_SECRET_KEY": "bench",
-                             "PACSDESK_INSTANCE_PATH": tempfile.gettempdir()})["SQLALCHEMY_DATABASE_URI"]
-    admin = create_engine(admin_url)
-    results = []
-    try:
-        for total in (args.small, args.events):
-            schema = f"search_bench_{uuid.uuid4().hex[:8]}"
-            with admin.begin() as connection:
-                connection.execute(text(f"CREATE SCHEMA {schema}"))
-            try:
-                results.append(one_size(args.database_url, schema, total, args.runs))
-            finally:
-                with admin.begin() as connection:
-                    connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    finally:
-        admin.dispose()
-    return 0 if report(results[0], results[1], "postgresql") else 1
+    database_url = None if (args.database_url or "").startswith("sqlite") else args.database_url
+    small = one_size(database_url, "search_bench_small", args.small, args.runs)
+    large = one_size(database_url, "search_bench_large", args.events, args.runs)
+    return 0 if report(small, large, "postgresql" if database_url else "sqlite") else 1
 
 
 if __name__ == "__main__":

@@ -7,32 +7,27 @@ prints the 50th and 95th percentiles and the ratio to the baseline.
     python bench/helpdesk_bench.py                        # SQLite file in a temporary folder
     python bench/helpdesk_bench.py --database-url postgresql://user@host/bench_db
 
-The PostgreSQL database given is emptied first (its public schema is dropped).
+On PostgreSQL the benchmark works in a scratch schema that it drops afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
-import shutil
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from sqlalchemy import create_engine, insert, text
+import benchlib  # first: it puts the project on sys.path
+from flask import Flask
+from sqlalchemy import text
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from app import create_app
-from audit.chain import canonical_details, chain_head, event_hash
-from audit.models import AuditEvent
+from audit.chain import chain_head
 from core.auth.models import Role
 from core.auth.services import NewUser, create_user
-from core.config import _database_url
 from core.extensions import db
 from core.reference_data import load_reference_data
 from helpdesk.models import Category, Ticket, TicketChange, TicketComment
@@ -78,20 +73,6 @@ def _batched(rows: Iterator[dict], size: int = BATCH) -> Iterator[list[dict]]:
         yield batch
 
 
-def _bulk_insert(model: type, rows: list[dict]) -> None:
-    """Insert rows fast: COPY on PostgreSQL, executemany on SQLite."""
-    if not rows:
-        return
-    if db.engine.dialect.name != "postgresql":
-        db.session.execute(insert(model), rows)
-        return
-    columns = list(rows[0])
-    cursor = db.session.connection().connection.dbapi_connection.cursor()
-    with cursor.copy(f"COPY {model.__tablename__} ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row([row[c] for c in columns])
-
-
 def load_tickets(count: int, requester_ids: list[int], tech_ids: list[int], rng: random.Random) -> None:
     """Bulk-insert ``count`` tickets with two replies and one history line each."""
     categories = [c.id for c in db.session.execute(db.select(Category)).scalars()]
@@ -128,119 +109,60 @@ def load_tickets(count: int, requester_ids: list[int], tech_ids: list[int], rng:
             }
 
     for batch in _batched(tickets()):
-        _bulk_insert(Ticket, batch)
-        _bulk_insert(TicketWord, [{"word": w, "ticket_id": t["id"]} for t in batch
+        benchlib.bulk_insert(Ticket, batch)
+        benchlib.bulk_insert(TicketWord, [{"word": w, "ticket_id": t["id"]} for t in batch
                                   for w in words_of(f"{t['title']}\n{t['description']}")])
         comments = [{"ticket_id": t["id"], "author_id": author, "is_internal": internal,
                      "body": _sentence(rng, 25), "created_at": t["created_at"] + timedelta(minutes=k)}
                     for t in batch for k, (author, internal) in
                     enumerate(((t["requester_id"], False), (rng.choice(tech_ids), rng.random() < 0.3)))]
-        _bulk_insert(TicketComment, comments)
+        benchlib.bulk_insert(TicketComment, comments)
         changes = [{"ticket_id": t["id"], "changed_at": t["updated_at"], "user_id": rng.choice(tech_ids),
                     "field": "status", "old_value": "new", "new_value": t["status"]}
                    for t in batch if t["status"] != "new"]
-        _bulk_insert(TicketChange, changes)
+        benchlib.bulk_insert(TicketChange, changes)
         db.session.commit()
 
 
 def load_audit_events(count: int, rng: random.Random) -> None:
     """Append ``count`` correctly chained audit events after the current head."""
-    head_seq, head_hash, _ = chain_head()
     start = datetime.now(UTC) - timedelta(days=3 * 365)
     step = timedelta(days=3 * 365) / max(count, 1)
     actions = ("ticket.view", "ticket.view", "ticket.view", "ticket.update", "ticket.comment",
                "user.login", "attachment.download")
-    prev = head_hash
+    head_seq = chain_head()[0]
 
-    def events() -> Iterator[dict]:
-        nonlocal prev
-        for k in range(1, count + 1):
-            seq = head_seq + k
-            at = start + step * k
-            action = rng.choice(actions)
-            object_id = f"PD-{rng.randint(1, 100000):06d}"
-            details = canonical_details({"bench": True})
-            digest = event_hash(seq, at, 1, "bench.tech", "technician", "10.0.0.1", action, "ticket",
-                                object_id, "success", details, prev)
-            yield {"seq": seq, "occurred_at": at, "user_id": 1, "username": "bench.tech",
-                   "user_role": "technician", "client_address": "10.0.0.1", "action": action,
-                   "object_type": "ticket", "object_id": object_id, "outcome": "success",
-                   "details": details, "prev_hash": prev, "hash": digest}
-            prev = digest
+    def event(seq: int) -> benchlib.Event:
+        return (start + step * (seq - head_seq), 1, "bench.tech", "technician", "10.0.0.1",
+                rng.choice(actions), "ticket", f"PD-{rng.randint(1, 100000):06d}", "success",
+                {"bench": True})
 
-    for batch in _batched(events(), 20000):
-        _bulk_insert(AuditEvent, batch)
-        db.session.commit()
-
-
-def timed(call: Callable[[], object], runs: int) -> list[float]:
-    """Milliseconds per call, after three warm-up calls."""
-    for _ in range(3):
-        call()
-    samples = []
-    for _ in range(runs):
-        began = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - began) * 1000)
-    return samples
-
-
-def p95(samples: list[float]) -> float:
-    """95th percentile."""
-    return statistics.quantiles(samples, n=20, method="inclusive")[-1]
+    benchlib.append_events(count, event)
 
 
 def measure(client, ticket_number: str, runs: int) -> dict[str, list[float]]:
     """Time each benchmarked request; every response must be a 200."""
 
-    def get(url: str) -> Callable[[], object]:
+    def get(url: str) -> list[float]:
         def call() -> object:
             response = client.get(url)
             assert response.status_code == 200, (url, response.status_code)
             return response
-        return call
+        return benchlib.samples_ms(call, runs)
 
     return {
-        "queue, status=open, first page": timed(get("/tickets?status=open"), runs),
-        "queue, default (open work, due first)": timed(get("/tickets"), runs),
-        "word search 'tomosynthesis', all statuses": timed(get("/tickets?q=tomosynthesis&status=all"),
-                                                           runs),
-        "word search 'hanging protocol', open work": timed(get("/tickets?q=hanging+protocol"), runs),
-        "word search, rare word, all statuses": timed(get("/tickets?q=kerberos&status=all"), runs),
-        "ticket page (audited view)": timed(get(f"/tickets/{ticket_number}"), runs),
-        "my tickets page": timed(get("/my/tickets"), runs),
+        "queue, status=open, first page": get("/tickets?status=open"),
+        "queue, default (open work, due first)": get("/tickets"),
+        "word search 'tomosynthesis', all statuses": get("/tickets?q=tomosynthesis&status=all"),
+        "word search 'hanging protocol', open work": get("/tickets?q=hanging+protocol"),
+        "word search, rare word, all statuses": get("/tickets?q=kerberos&status=all"),
+        "ticket page (audited view)": get(f"/tickets/{ticket_number}"),
+        "my tickets page": get("/my/tickets"),
     }
 
 
-def _reset_postgres(url: str) -> None:
-    """Drop and recreate the public schema of the benchmark database."""
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-
-
-def main() -> None:
-    """Run the benchmark and print the table."""
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database-url", help="PostgreSQL URL of a database to wipe and use")
-    parser.add_argument("--tickets", type=int, default=100_000)
-    parser.add_argument("--audit-events", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=2026)
-    args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="pacsdesk-bench-"))
-    if args.database_url:
-        url = _database_url(args.database_url)
-        _reset_postgres(url)
-    else:
-        url = f"sqlite:///{workdir / 'bench.db'}"
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "PACSDESK_INSTANCE_PATH": str(workdir),
-                      "SECRET_KEY": "bench", "WTF_CSRF_ENABLED": False, "RATELIMIT_ENABLED": False,
-                      "PACSDESK_SESSION_IDLE_MINUTES": 1440,
-                      "PASSWORD_HASH_PARAMS": {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}})
+def run(app: Flask, args: argparse.Namespace) -> bool:
+    """Measure on the empty database, load it, measure again, print the table; True when all pass."""
     rng = random.Random(args.seed)
     with app.app_context():
         db.create_all()
@@ -270,40 +192,54 @@ def main() -> None:
         db.session.commit()
         load_tickets(args.tickets, requester_ids, tech_ids, rng)
         load_audit_events(args.audit_events, rng)
-        if db.engine.dialect.name == "postgresql":
+        dialect = db.engine.dialect.name
+        if dialect == "postgresql":
             db.session.execute(text("SELECT setval(pg_get_serial_sequence('ticket', 'id'), max(id)) "
                                     "FROM ticket"))
             db.session.commit()
-            # What autovacuum does on a live system: statistics and the visibility map.
-            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.execute(text("VACUUM ANALYZE"))
-        else:
-            db.session.execute(text("ANALYZE"))
-            db.session.commit()
+        benchlib.analyze()
         total_tickets = db.session.execute(text("SELECT count(*) FROM ticket")).scalar()
         total_events = db.session.execute(text("SELECT count(*) FROM audit_event")).scalar()
     load_seconds = time.perf_counter() - began
     loaded_ticket = f"PD-{args.tickets // 2:06d}"
     loaded = measure(client, loaded_ticket, args.runs)
     with app.app_context():
+        db.session.remove()
         db.engine.dispose()
-    shutil.rmtree(workdir, ignore_errors=True)
 
-    dialect = "PostgreSQL" if args.database_url else "SQLite"
     print(f"\nHelp desk benchmark on {dialect}: {total_tickets:,} tickets, {total_events:,} audit events "
           f"(loaded in {load_seconds:.0f} s), {args.runs} runs per request, target p95 < {TARGET_MS:.0f} ms")
     print(f"{'request':48} {'empty p50':>10} {'empty p95':>10} {'full p50':>10} {'full p95':>10} "
           f"{'ratio':>6}  ok")
-    failed = False
+    passed = True
     for name, samples in loaded.items():
-        base = baseline[name]
-        ok = p95(samples) < TARGET_MS
-        failed |= not ok
-        print(f"{name:48} {statistics.median(base):10.1f} {p95(base):10.1f} "
-              f"{statistics.median(samples):10.1f} {p95(samples):10.1f} {p95(samples) / p95(base):6.1f}"
+        base, full = benchlib.p95(baseline[name]), benchlib.p95(samples)
+        ok = full < TARGET_MS
+        passed &= ok
+        print(f"{name:48} {statistics.median(baseline[name]):10.1f} {base:10.1f} "
+              f"{statistics.median(samples):10.1f} {full:10.1f} {full / base:6.1f}"
               f"  {'yes' if ok else 'NO'}")
-    sys.exit(1 if failed else 0)
+    return passed
+
+
+def main() -> int:
+    """Run the benchmark and print the table; exit status 1 when a request misses the target."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database-url", help="sqlite:///file.db or postgresql://... "
+                        "(default: a temporary SQLite file)")
+    parser.add_argument("--tickets", type=int, default=100_000)
+    parser.add_argument("--audit-events", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=2026)
+    args = parser.parse_args()
+    with benchlib.scratch_database(args.database_url, "helpdesk_bench") as (url, schema), \
+            tempfile.TemporaryDirectory() as instance:
+        app = benchlib.make_app(url, instance, schema, config={
+            "WTF_CSRF_ENABLED": False, "RATELIMIT_ENABLED": False, "PACSDESK_SESSION_IDLE_MINUTES": 1440,
+            "PASSWORD_HASH_PARAMS": {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}})
+        return 0 if run(app, args) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -17,29 +17,22 @@ from __future__ import annotations
 
 import argparse
 import html
-import multiprocessing
-import os
 import random
-import resource
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, insert, select, text
+import benchlib  # first: it puts the project on sys.path
+from sqlalchemy import select
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from app import create_app
-from audit.chain import canonical_details, event_hash, verify_chain
-from audit.models import GENESIS_HASH, AuditEvent
+from audit.chain import verify_chain
+from audit.models import AuditEvent
 from audit.reports import access_audit, services
 from audit.reports.registry import ReportRequest
 from core.auth.models import User
-from core.config import load_config
 from core.extensions import db
 from core.pdf import Listing, PageFrame, html_to_pdf
 
@@ -47,9 +40,6 @@ TIME_TARGET = 30.0
 MEMORY_TARGET_MB = 1024
 RATIO_TARGET = 10.0
 PERIOD = (date(2025, 1, 1), date(2025, 12, 31))
-BATCH = 20_000
-COLUMNS = ("seq", "occurred_at", "user_id", "username", "user_role", "client_address", "action",
-           "object_type", "object_id", "outcome", "details", "prev_hash", "hash")
 ACTIONS = (("ticket.view", 40), ("ticket.update", 14), ("user.login", 10), ("user.logout", 8),
            ("ticket.comment", 8), ("attachment.download", 5), ("asset.update", 5),
            ("user.login_failed", 3), ("ticket.create", 4), ("audit.search", 1),
@@ -66,16 +56,7 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def make_app(url: str, instance: str, schema: str | None) -> Any:
-    """The real application on ``url`` (in ``schema`` on PostgreSQL)."""
-    os.environ.update(PACSDESK_DATABASE_URL=url, PACSDESK_INSTANCE_PATH=instance,
-                      PACSDESK_SECRET_KEY="bench", PACSDESK_TIMEZONE="America/Chicago",
-                      PACSDESK_ORGANIZATION="Benchmark Regional Hospital")
-    overrides: dict[str, Any] = {}
-    if schema:
-        overrides["SQLALCHEMY_ENGINE_OPTIONS"] = {
-            "connect_args": {"options": f"-csearch_path={schema}"}, "pool_size": 2}
-    return create_app(overrides)
+SETTINGS = {"PACSDESK_TIMEZONE": "America/Chicago", "PACSDESK_ORGANIZATION": "Benchmark Regional Hospital"}
 
 
 def seed_users(rng: random.Random) -> list[tuple[int, str, str]]:
@@ -94,59 +75,32 @@ def seed_users(rng: random.Random) -> list[tuple[int, str, str]]:
     return result
 
 
-def event_rows(n: int, users: list[tuple[int, str, str]], rng: random.Random):
-    """Chained events spread over the period, mostly in daytime, in batches of row tuples."""
+def seed_events(n: int, users: list[tuple[int, str, str]]) -> None:
+    """Bulk-insert ``n`` chained events spread over the period, mostly in daytime."""
+    rng = random.Random(2025)
     start = datetime(2025, 1, 1, 6, tzinfo=UTC)
-    span = (datetime(2026, 1, 1, 5, tzinfo=UTC) - start).total_seconds()
+    step = (datetime(2026, 1, 1, 5, tzinfo=UTC) - start).total_seconds() / n
     names, weights = zip(*ACTIONS, strict=True)
-    prev, batch = GENESIS_HASH, []
-    step = span / n
-    for seq in range(1, n + 1):
-        at = start + timedelta(seconds=seq * step)
+
+    def event(seq: int) -> benchlib.Event:
         user_id, username, role = users[rng.randrange(len(users))]
         action = rng.choices(names, weights)[0]
         outcome = "failure" if action in ("user.login_failed", "user.locked") else "success"
         ticket = f"PD-{rng.randrange(1, 60000):06d}"
-        details = canonical_details({"accession_number": f"ACC{seq:08d}"}
-                                    if action == "ticket.view" and seq % 3 == 0 else {})
-        address = f"10.{seq % 7}.{seq % 13}.{seq % 250}"
-        row = (seq, at, user_id, username, role, address, action, "ticket", ticket, outcome,
-               details, prev)
-        prev = event_hash(*row)
-        batch.append((*row, prev))
-        if len(batch) == BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+        details = ({"accession_number": f"ACC{seq:08d}"} if action == "ticket.view" and seq % 3 == 0
+                   else {})
+        return (start + timedelta(seconds=seq * step), user_id, username, role,
+                f"10.{seq % 7}.{seq % 13}.{seq % 250}", action, "ticket", ticket, outcome, details)
+
+    benchlib.append_events(n, event)
+    # A real trail was written long ago: vacuum sets the hint bits and visibility map a
+    # freshly loaded table lacks, so the report's first scan is not charged for them.
+    benchlib.analyze()
 
 
-def seed_events(n: int, users: list[tuple[int, str, str]]) -> None:
-    """Bulk-insert ``n`` chained events (COPY on PostgreSQL, executemany on SQLite)."""
-    rng = random.Random(2025)
-    if db.engine.dialect.name == "postgresql":
-        connection = db.session.connection().connection.driver_connection
-        with connection.cursor() as cursor, cursor.copy(
-                f"COPY audit_event ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-            for batch in event_rows(n, users, rng):
-                for row in batch:
-                    copy.write_row(row)
-        db.session.commit()
-        # A real trail was written long ago: vacuum sets the hint bits and visibility map a
-        # freshly loaded table lacks, so the report's first scan is not charged for them.
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            connection.execute(text("VACUUM ANALYZE audit_event"))
-        return
-    for batch in event_rows(n, users, rng):
-        db.session.execute(insert(AuditEvent), [dict(zip(COLUMNS, row, strict=True)) for row in batch])
-        db.session.commit()
-    db.session.execute(text("ANALYZE"))
-    db.session.commit()
-
-
-def report_child(url: str, instance: str, schema: str | None, appendix: int, queue: Any) -> None:
-    """Generate the report in a fresh process; send back timings, size and peak memory."""
-    app = make_app(url, instance, schema)
+def report_child(url: str, instance: str, schema: str | None, appendix: int) -> dict[str, Any]:
+    """Generate the report in a fresh process; return timings, size and peak memory."""
+    app = benchlib.make_app(url, instance, schema, SETTINGS)
     stages: list[tuple[float, str]] = []
     with app.app_context():
         started = time.perf_counter()
@@ -155,9 +109,8 @@ def report_child(url: str, instance: str, schema: str | None, appendix: int, que
         pdf = services.build_pdf(request, lambda pct, stage: stages.append(
             (time.perf_counter() - started, stage)))
         elapsed = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put({"seconds": elapsed, "bytes": len(pdf), "peak_mb": peak_mb, "stages": stages,
-               "pdf": pdf})
+    return {"seconds": elapsed, "bytes": len(pdf), "peak_mb": benchlib.peak_rss_mb(), "stages": stages,
+            "pdf": pdf}
 
 
 def appendix_rows(limit: int) -> list[tuple[str, ...]]:
@@ -193,7 +146,7 @@ def render_rates(rows: list[tuple[str, ...]]) -> tuple[float, float]:
 def run(url: str, events: int, appendix: int, schema: str | None) -> bool:
     """Seed, generate, compare; print the figures; True when every target is met."""
     with tempfile.TemporaryDirectory() as instance:
-        app = make_app(url, instance, schema)
+        app = benchlib.make_app(url, instance, schema, SETTINGS)
         with app.app_context():
             db.create_all()
             seeded = time.perf_counter()
@@ -203,12 +156,7 @@ def run(url: str, events: int, appendix: int, schema: str | None) -> bool:
             print(f"seeded:             {events:,} chained events over {PERIOD[0]} to {PERIOD[1]} "
                   f"in {time.perf_counter() - seeded:.1f} s (not measured)")
             db.session.remove()
-        queue: Any = multiprocessing.get_context("spawn").Queue()
-        child = multiprocessing.get_context("spawn").Process(
-            target=report_child, args=(url, instance, schema, appendix, queue))
-        child.start()
-        result = queue.get()
-        child.join()
+        result = benchlib.in_fresh_process(report_child, url, instance, schema, appendix)
         for at, stage in result["stages"]:
             print(f"  {at:6.2f} s  {stage}")
         print(f"report:             {result['seconds']:.2f} s, {result['bytes'] / 1e6:.1f} MB PDF, "
@@ -235,31 +183,8 @@ def run(url: str, events: int, appendix: int, schema: str | None) -> bool:
 def main() -> int:
     """Entry point; exit status 1 when a target is missed."""
     args = parse_args()
-    for name in [n for n in os.environ if n.startswith("PACSDESK_")]:
-        del os.environ[name]
-    if not args.database_url:
-        with tempfile.TemporaryDirectory() as folder:
-            return 0 if run(f"sqlite:///{folder}/bench.db", args.events, args.appendix, None) else 1
-    if args.database_url.startswith("sqlite"):
-        path = Path(args.database_url.removeprefix("sqlite:///"))
-        if path.exists():
-            print(f"refusing to benchmark into an existing file: {path}", file=sys.stderr)
-            return 2
-        return 0 if run(args.database_url, args.events, args.appendix, None) else 1
-    schema = f"report_bench_{uuid.uuid4().hex[:8]}"
-    admin_url = load_config({"PACSDESK_DATABASE_URL": args.database_url,
-                             "PACSDESK_SECRET_KEY": "bench",
-                             "PACSDESK_INSTANCE_PATH": tempfile.gettempdir()})[
-        "SQLALCHEMY_DATABASE_URI"]
-    admin = create_engine(admin_url)
-    with admin.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        return 0 if run(args.database_url, args.events, args.appendix, schema) else 1
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    with benchlib.scratch_database(args.database_url, "report_bench") as (url, schema):
+        return 0 if run(url, args.events, args.appendix, schema) else 1
 
 
 if __name__ == "__main__":

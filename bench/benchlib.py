@@ -1,0 +1,180 @@
+"""What the benchmarks share: a scratch database, the app on it, bulk loading, timings.
+
+Importing this module puts the project on ``sys.path``, so a script run as
+``python bench/NAME.py`` imports it before the application's own modules.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from flask import Flask
+from sqlalchemy import create_engine, insert, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app import create_app
+from audit.chain import canonical_details, chain_head, event_hash
+from audit.models import AuditEvent
+from core.config import load_config
+from core.extensions import db
+
+T = TypeVar("T")
+
+EVENT_COLUMNS = ("seq", "occurred_at", "user_id", "username", "user_role", "client_address", "action",
+                 "object_type", "object_id", "outcome", "details", "prev_hash", "hash")
+
+# An audit event's fields after ``seq`` and before the hashes: occurred_at, user_id, username,
+# user_role, client_address, action, object_type, object_id, outcome, details (a mapping).
+Event = tuple[datetime, int | None, str | None, str | None, str | None, str, str | None, str | None, str,
+              Mapping[str, Any]]
+
+
+@contextmanager
+def scratch_database(database_url: str | None, name: str) -> Iterator[tuple[str, str | None]]:
+    """Yield (url, schema) to benchmark in: a temporary SQLite file, or a scratch schema dropped after."""
+    if not database_url:
+        with tempfile.TemporaryDirectory() as folder:
+            yield f"sqlite:///{folder}/{name}.db", None
+        return
+    if database_url.startswith("sqlite"):
+        path = Path(database_url.removeprefix("sqlite:///"))
+        if path.exists():
+            print(f"refusing to benchmark into an existing file: {path}", file=sys.stderr)
+            raise SystemExit(2)
+        yield database_url, None
+        return
+    schema = f"{name}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(load_config({"PACSDESK_DATABASE_URL": database_url, "PACSDESK_SECRET_KEY": "bench",
+                                       "PACSDESK_INSTANCE_PATH": tempfile.gettempdir()})[
+        "SQLALCHEMY_DATABASE_URI"])
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield database_url, schema
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+def make_app(url: str, instance: str | Path, schema: str | None = None,
+             settings: Mapping[str, str] | None = None, config: Mapping[str, Any] | None = None) -> Flask:
+    """The real application on ``url`` (in ``schema`` on PostgreSQL), from PACSDESK_* variables only."""
+    for name in [n for n in os.environ if n.startswith("PACSDESK_")]:
+        del os.environ[name]
+    os.environ.update(PACSDESK_DATABASE_URL=url, PACSDESK_INSTANCE_PATH=str(instance),
+                      PACSDESK_SECRET_KEY="bench", **(settings or {}))
+    overrides = dict(config or {})
+    if schema:
+        overrides["SQLALCHEMY_ENGINE_OPTIONS"] = {
+            "connect_args": {"options": f"-csearch_path={schema}"}, "pool_size": 2}
+    return create_app(overrides)
+
+
+def bulk_insert(model: type, rows: list[dict[str, Any]]) -> None:
+    """Insert rows fast without committing: COPY on PostgreSQL, executemany on SQLite."""
+    if not rows:
+        return
+    if db.engine.dialect.name != "postgresql":
+        db.session.execute(insert(model), rows)
+        return
+    columns = list(rows[0])
+    cursor = db.session.connection().connection.dbapi_connection.cursor()
+    with cursor.copy(f"COPY {model.__tablename__} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([row[c] for c in columns])
+
+
+def append_events(count: int, make_event: Callable[[int], Event], batch: int = 20_000) -> None:
+    """Bulk-insert ``count`` correctly chained events after the chain's head, committing each batch.
+
+    ``make_event(seq)`` gives the fields of the event at ``seq``; they are hashed with
+    ``audit.chain.event_hash`` exactly as ``audit.record`` hashes them.
+    """
+    head_seq, prev, _ = chain_head()
+    rows: list[dict[str, Any]] = []
+    for seq in range(head_seq + 1, head_seq + count + 1):
+        *fields, details = make_event(seq)
+        values = (seq, *fields, canonical_details(details), prev)
+        prev = event_hash(*values)
+        rows.append(dict(zip(EVENT_COLUMNS, (*values, prev), strict=True)))
+        if len(rows) == batch:
+            bulk_insert(AuditEvent, rows)
+            db.session.commit()
+            rows = []
+    bulk_insert(AuditEvent, rows)
+    db.session.commit()
+
+
+def analyze() -> None:
+    """Refresh the planner's statistics, and on PostgreSQL the visibility map, as autovacuum would."""
+    if db.engine.dialect.name != "postgresql":
+        db.session.execute(text("ANALYZE"))
+        db.session.commit()
+        return
+    tables = ", ".join(table.name for table in db.metadata.sorted_tables)
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text(f"VACUUM ANALYZE {tables}"))
+
+
+def timed_ms(call: Callable[[], T]) -> tuple[float, T]:
+    """Milliseconds one call takes, and what it returned."""
+    started = time.perf_counter()
+    result = call()
+    return (time.perf_counter() - started) * 1000, result
+
+
+def samples_ms(call: Callable[[], object], runs: int, warm_ups: int = 3) -> list[float]:
+    """Milliseconds per call over ``runs`` calls, after ``warm_ups`` calls that are not counted."""
+    for _ in range(warm_ups):
+        call()
+    return [timed_ms(call)[0] for _ in range(runs)]
+
+
+def p95(samples: list[float]) -> float:
+    """95th percentile (inclusive method: never beyond the slowest sample)."""
+    return statistics.quantiles(samples, n=20, method="inclusive")[-1] if len(samples) > 1 else samples[0]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _child(target: Callable[..., Any], args: tuple[Any, ...], out: Any) -> None:
+    """Run ``target`` and send back what it returned."""
+    out.put(target(*args))
+
+
+def in_fresh_process(target: Callable[..., T], *args: Any) -> T:
+    """Run ``target(*args)`` in a newly spawned process (so its peak memory is its own); its result."""
+    context = multiprocessing.get_context("spawn")
+    out: Any = context.Queue()
+    child = context.Process(target=_child, args=(target, args, out))
+    child.start()
+    try:
+        while True:
+            alive = child.is_alive()
+            try:
+                result = out.get(timeout=1)
+                break
+            except queue.Empty:
+                if not alive:
+                    raise SystemExit(f"the child process failed (exit {child.exitcode})") from None
+    finally:
+        child.join()
+    return result

@@ -257,8 +257,21 @@ def verify_chain(batch_size: int = 20000) -> ChainVerification:
         return _walk(conn, batch_size)
 
 
+def _verified_head(conn: Connection) -> tuple[int, str, Any] | None:
+    """The furthest head an earlier intact verification saw: (seq, hash, when), or None."""
+    from audit.verification_runs import ChainVerificationRun as Run
+
+    row = conn.execute(
+        select(Run.head_seq, Run.head_hash, Run.finished_at)
+        .where(Run.ok.is_(True), Run.head_seq > 0)
+        .order_by(Run.head_seq.desc()).limit(1)
+    ).first()
+    return (row[0], row[1], row[2]) if row else None
+
+
 def _walk(conn: Connection, batch_size: int) -> ChainVerification:
-    """Check every event's link and hash in chain order."""
+    """Check every event's link and hash in chain order, and that nothing verified went missing."""
+    anchor = _verified_head(conn)
     count = 0
     prev_seq: int | None = None
     prev_hash = GENESIS_HASH
@@ -279,9 +292,18 @@ def _walk(conn: Connection, batch_size: int) -> ChainVerification:
         if event_hash(*row[:12]) != row[12]:
             return ChainVerification(False, count, prev_seq or 0, prev_hash, seq,
                                      f"event #{seq} was altered after it was written")
+        if anchor is not None and seq == anchor[0] and row[12] != anchor[1]:
+            return ChainVerification(False, count, prev_seq or 0, prev_hash, seq,
+                                     f"event #{seq} differs from the one verified on "
+                                     f"{_iso(anchor[2])}: the trail was rewritten")
         prev_seq, prev_hash = seq, row[12]
         count += 1
-    return ChainVerification(True, count, prev_seq or 0, prev_hash)
+    head = prev_seq or 0
+    if anchor is not None and anchor[0] > head:
+        return ChainVerification(False, count, head, prev_hash, head + 1,
+                                 f"events #{head + 1} to #{anchor[0]} are missing: a verification "
+                                 f"on {_iso(anchor[2])} saw the trail up to #{anchor[0]}")
+    return ChainVerification(True, count, head, prev_hash)
 
 
 def chain_head() -> tuple[int, str, int]:
@@ -303,7 +325,7 @@ def purge_through(through_seq: int, reason: str) -> int:
     ).scalar_one_or_none()
     if boundary is None:
         raise ValueError(f"no audit event #{through_seq} to purge through")
-    db.session.add(AuditPurgePermit(id=1))
+    db.session.add(AuditPurgePermit(id=1, through_seq=through_seq))
     db.session.flush()
     removed = db.session.execute(delete(AuditEvent).where(AuditEvent.seq <= through_seq)).rowcount
     db.session.execute(delete(AuditPurgePermit))

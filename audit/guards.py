@@ -11,14 +11,15 @@ _SQLITE = [
     """CREATE TRIGGER IF NOT EXISTS audit_event_no_update BEFORE UPDATE ON audit_event
     BEGIN SELECT RAISE(ABORT, 'audit events are append-only: UPDATE refused'); END""",
     """CREATE TRIGGER IF NOT EXISTS audit_event_no_delete BEFORE DELETE ON audit_event
-    WHEN NOT EXISTS (SELECT 1 FROM audit_purge_permit)
+    WHEN NOT EXISTS (SELECT 1 FROM audit_purge_permit WHERE through_seq >= OLD.seq)
     BEGIN SELECT RAISE(ABORT, 'audit events are append-only: DELETE refused'); END""",
 ]
 
 _POSTGRES = [
     """CREATE OR REPLACE FUNCTION audit_event_guard() RETURNS trigger AS $$
     BEGIN
-      IF TG_OP = 'DELETE' AND EXISTS (SELECT 1 FROM audit_purge_permit) THEN
+      IF TG_OP = 'DELETE' AND EXISTS (
+          SELECT 1 FROM audit_purge_permit WHERE through_seq >= OLD.seq) THEN
         RETURN OLD;
       END IF;
       RAISE EXCEPTION USING

@@ -55,8 +55,13 @@ class AuditCheckpoint(db.Model):
 
 
 class AuditPurgePermit(db.Model):
-    """Present only inside a retention purge's transaction; the delete trigger checks it."""
+    """Present only inside a retention purge's transaction; the delete trigger checks it.
+
+    It names the last chain position the purge may remove, so even with a permit in place
+    nothing newer (the recent tail of the trail) can be deleted.
+    """
 
     __tablename__ = "audit_purge_permit"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    through_seq: Mapped[int] = mapped_column(BigInteger)

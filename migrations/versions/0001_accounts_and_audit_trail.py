@@ -54,6 +54,7 @@ def upgrade():
 
     op.create_table('audit_purge_permit',
     sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('through_seq', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_purge_permit'))
     )
     op.create_table('user_account',

@@ -340,3 +340,48 @@ def test_a_long_verification_never_blocks_the_next_writer(app):
         # SQLite keeps the reader's snapshot; PostgreSQL reads what was committed since.
         assert (seen, still) in {(1, 1), (1, 2)}
         assert verify_chain().count == 2
+
+
+def test_deleting_the_newest_events_after_a_verification_is_detected(app, runner, restore_guards):
+    append(app, 5)
+    assert runner.invoke(args=["audit", "verify"]).exit_code == 0  # verified up to #5
+    raw(app, drop_delete_guard(app), "DELETE FROM audit_event WHERE seq >= 4")
+    outcome = runner.invoke(args=["audit", "verify"])
+    assert outcome.exit_code == 1
+    assert "events #4 to #5 are missing" in outcome.output
+
+
+def test_rewriting_a_verified_event_with_fresh_hashes_is_detected(app, runner, restore_guards):
+    append(app, 3)
+    assert runner.invoke(args=["audit", "verify"]).exit_code == 0  # verified up to #3
+    with app.app_context():
+        rows = db.session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars().all()
+        forged = [(r.seq, r.occurred_at, r.user_id, r.username, r.user_role, r.client_address,
+                   r.action, r.object_type, r.object_id, r.outcome, r.details) for r in rows]
+    raw(app, drop_update_guard(app))
+    prev = GENESIS_HASH
+    with app.app_context():
+        for values in forged:  # an attacker re-chains the whole trail after changing #2
+            details = '{"i":99}' if values[0] == 2 else values[10]
+            digest = event_hash(*values[:10], details, prev)
+            db.session.execute(text("UPDATE audit_event SET details = :d, prev_hash = :p, "
+                                    "hash = :h WHERE seq = :s"),
+                               {"d": details, "p": prev, "h": digest, "s": values[0]})
+            prev = digest
+        db.session.commit()
+    outcome = runner.invoke(args=["audit", "verify"])
+    assert outcome.exit_code == 1
+    assert "event #3 differs from the one verified" in outcome.output
+
+
+def test_a_purge_permit_never_lets_the_newer_events_go(app):
+    append(app, 5)
+    with app.app_context():
+        db.session.execute(text("INSERT INTO audit_purge_permit (id, through_seq) VALUES (1, 2)"))
+        with pytest.raises(DBAPIError, match="append-only"):
+            db.session.execute(text("DELETE FROM audit_event WHERE seq = 5"))
+        db.session.rollback()
+        db.session.execute(text("INSERT INTO audit_purge_permit (id, through_seq) VALUES (1, 2)"))
+        removed = db.session.execute(text("DELETE FROM audit_event WHERE seq <= 2")).rowcount
+        db.session.rollback()
+    assert removed == 2

@@ -12,10 +12,10 @@ from audit import legal_holds, retention
 from audit.forms import HoldForm, PolicyForm, ReleaseHoldForm, RunConfirmForm
 from audit.retention_models import LegalHold, RetentionRun
 from audit.retention_registry import RECORD_CLASSES
-from audit.search import local_day_start
 from audit.views import bp
 from core.auth.permissions import Permission, require_permission
 from core.extensions import db
+from core.timeutil import DateOutOfRange, local_day_bounds
 
 
 @bp.route("/retention")
@@ -62,15 +62,14 @@ def hold_new():
     form = HoldForm()
     form.record_class.choices = [("", "—")] + [(k, rc.label) for k, rc in sorted(RECORD_CLASSES.items())]
     if form.validate_on_submit():
-        new = legal_holds.NewHold(
-            reason=form.reason.data, kind=form.kind.data, object_key=form.object_key.data or "",
-            record_class=form.record_class.data or "",
-            start=local_day_start(form.start.data) if form.start.data else None,
-            end=(local_day_start(form.end.data + timedelta(days=1)) - timedelta(microseconds=1))
-            if form.end.data else None)
         try:
+            start, after = local_day_bounds(form.start.data, form.end.data, ("start", "end"))
+            new = legal_holds.NewHold(
+                reason=form.reason.data, kind=form.kind.data, object_key=form.object_key.data or "",
+                record_class=form.record_class.data or "", start=start,
+                end=after - timedelta(microseconds=1) if after else None)
             hold = legal_holds.place_hold(new, current_user)
-        except legal_holds.RetentionError as error:
+        except (legal_holds.RetentionError, DateOutOfRange) as error:
             db.session.rollback()
             getattr(form, error.field or "kind").errors.append(str(error))
         else:

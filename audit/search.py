@@ -6,7 +6,7 @@ import csv
 import io
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date
 from typing import Any
 
 from sqlalchemy import Select, column, literal_column, select, table
@@ -15,7 +15,7 @@ from audit import search_index
 from audit.chain import record
 from audit.models import AuditEvent
 from core.extensions import db
-from core.timeutil import format_local, local_tz
+from core.timeutil import check_day, format_local, local_day_bounds
 
 PER_PAGE = 50
 EXPORT_CHUNK = 5000
@@ -37,6 +37,13 @@ class AuditFilter:
     client_address: str = ""
     words: str = ""
 
+    def __post_init__(self) -> None:
+        """Refuse dates outside the accepted years (DateOutOfRange names the field)."""
+        if self.date_from is not None:
+            check_day(self.date_from, "date_from", "From")
+        if self.date_to is not None:
+            check_day(self.date_to, "date_to", "To")
+
     def describe(self) -> dict[str, str]:
         """The filters in force, for the audit event that records the search."""
         return {k: str(v) for k, v in asdict(self).items() if v not in (None, "")}
@@ -51,11 +58,6 @@ class EventPage:
     newer_than: int | None      # pass as ``after`` to see newer events
 
 
-def local_day_start(day: date) -> datetime:
-    """Midnight of a local calendar day, as an aware datetime."""
-    return datetime.combine(day, time.min, tzinfo=local_tz())
-
-
 _FTS = table(search_index.FTS_TABLE, column("rowid"))
 
 
@@ -67,10 +69,11 @@ def filtered_select(flt: AuditFilter) -> tuple[Select, Any]:
     """
     query = select(AuditEvent)
     order: Any = AuditEvent.seq
-    if flt.date_from:
-        query = query.where(AuditEvent.occurred_at >= local_day_start(flt.date_from))
-    if flt.date_to:
-        query = query.where(AuditEvent.occurred_at < local_day_start(flt.date_to + timedelta(days=1)))
+    lower, upper = local_day_bounds(flt.date_from, flt.date_to)
+    if lower is not None:
+        query = query.where(AuditEvent.occurred_at >= lower)
+    if upper is not None:
+        query = query.where(AuditEvent.occurred_at < upper)
     if flt.username:
         query = query.where(AuditEvent.username == flt.username.strip().lower())
     if flt.action:

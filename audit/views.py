@@ -22,7 +22,7 @@ from audit.verification_runs import AcknowledgeError, acknowledge_failure, last_
 from core.auth.forms import ConfirmForm
 from core.auth.permissions import Permission, require_permission
 from core.extensions import db
-from core.timeutil import utcnow
+from core.timeutil import DateOutOfRange, utcnow
 
 bp = Blueprint("audit", __name__)
 
@@ -43,10 +43,25 @@ def _filter_from(form: AuditSearchForm) -> search.AuditFilter:
         words=(form.q.data or "").strip())
 
 
+MAX_CURSOR = 2**63 - 1  # the largest chain position a database integer holds
+
+
 def _cursor(name: str) -> int | None:
-    """A positive integer paging cursor from the query string, or None."""
+    """A positive integer paging cursor from the query string (clamped to MAX_CURSOR), or None."""
     value = request.args.get(name, "")
-    return int(value) if value.isdigit() else None
+    if not value.isascii() or not value.isdigit():
+        return None
+    return MAX_CURSOR if len(value) > 19 else min(int(value), MAX_CURSOR)
+
+
+def _checked_filter(form: AuditSearchForm) -> search.AuditFilter | None:
+    """The form's filter, or None with the error put on the date field that is out of range."""
+    try:
+        return _filter_from(form)
+    except DateOutOfRange as error:
+        field = getattr(form, error.field or "date_from")
+        field.errors = [*field.errors, str(error)]
+        return None
 
 
 @bp.route("/audit")
@@ -55,8 +70,9 @@ def search_events():
     """Search the trail, newest first, a page at a time; the search itself is audited."""
     form = AuditSearchForm(request.args)
     page = None
-    if form.validate():
-        page = search.search_events(_filter_from(form), before=_cursor("before"), after=_cursor("after"))
+    flt = _checked_filter(form) if form.validate() else None
+    if flt is not None:
+        page = search.search_events(flt, before=_cursor("before"), after=_cursor("after"))
         db.session.commit()
     args = {k: v for k, v in request.args.items() if k not in {"before", "after"}}
     return render_template("audit/event_search.html", form=form, page=page, args=args,
@@ -68,10 +84,10 @@ def search_events():
 def export_events():
     """Stream the filtered events as CSV; the export is audited before the first row."""
     form = AuditSearchForm(request.args)
-    if not form.validate():
+    flt = _checked_filter(form) if form.validate() else None
+    if flt is None:
         flash("Fix the search filters before exporting.", "danger")
         return redirect(url_for("audit.search_events", **request.args))
-    flt = _filter_from(form)
     search.record_export(flt)
     db.session.commit()
     name = f"audit-trail-{utcnow():%Y%m%d-%H%M%S}.csv"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 from flask import current_app, has_app_context
@@ -61,3 +61,40 @@ class UTCDateTime(TypeDecorator):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+MIN_YEAR = 1900
+MAX_YEAR = 2999
+
+
+class DateOutOfRange(ValueError):
+    """A date outside the years PACS Desk accepts; ``field`` names the form field at fault."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def check_day(day: date, field: str, label: str) -> date:
+    """Return ``day`` if its year is within MIN_YEAR..MAX_YEAR, else raise DateOutOfRange naming the field."""
+    if not MIN_YEAR <= day.year <= MAX_YEAR:
+        raise DateOutOfRange(f"{label}: {day.isoformat()} is out of range; give a date between "
+                             f"{MIN_YEAR} and {MAX_YEAR}.", field)
+    return day
+
+
+def local_day_start(day: date) -> datetime:
+    """Midnight of a local calendar day as an aware datetime (the day must pass ``check_day``)."""
+    return datetime.combine(day, time.min, tzinfo=local_tz())
+
+
+def local_day_bounds(start: date | None, end: date | None, fields: tuple[str, str] = ("date_from", "date_to"),
+                     labels: tuple[str, str] = ("From", "To")) -> tuple[datetime | None, datetime | None]:
+    """UTC instants [start of the first local day, start of the day after the last), checked first."""
+    lower = upper = None
+    if start is not None:
+        lower = local_day_start(check_day(start, fields[0], labels[0])).astimezone(UTC)
+    if end is not None:
+        after = check_day(end, fields[1], labels[1]) + timedelta(days=1)
+        upper = local_day_start(after).astimezone(UTC)
+    return lower, upper

@@ -7,7 +7,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from flask import Flask, current_app
@@ -23,14 +23,13 @@ from audit.reports.registry import (
     ReportError,
     ReportKind,
     ReportRequest,
-    local_midnight,
     report_kinds,
 )
 from core.auth.models import User
 from core.database import SNAPSHOT_OPTION
 from core.extensions import db
 from core.pdf import PageFrame, render_pdf
-from core.timeutil import format_local, local_tz, utcnow
+from core.timeutil import DateOutOfRange, check_day, format_local, local_day_bounds, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +47,16 @@ def _parse_day(value: date | str | None, field: str, label: str) -> date | None:
     if value is None or value == "":
         return None
     if isinstance(value, date):
-        return value
+        day = value
+    else:
+        try:
+            day = date.fromisoformat(value.strip())
+        except ValueError:
+            raise ReportError(f"{label}: '{value}' is not a date; write it as YYYY-MM-DD.", field) from None
     try:
-        return date.fromisoformat(value.strip())
-    except ValueError:
-        raise ReportError(f"{label}: '{value}' is not a date; write it as YYYY-MM-DD.", field) from None
+        return check_day(day, field, label)
+    except DateOutOfRange as error:
+        raise ReportError(str(error), field) from None
 
 
 def _years_later(day: date, years: int) -> date:
@@ -166,9 +170,9 @@ def period_text(start: date | None, end: date | None) -> str:
 
 def period_bounds(start: date, end: date) -> tuple[datetime, datetime]:
     """UTC instants [start of the first local day, start of the day after the last)."""
-    tz = local_tz()
-    after = date.fromordinal(end.toordinal() + 1)
-    return (local_midnight(start, tz).astimezone(UTC), local_midnight(after, tz).astimezone(UTC))
+    lower, upper = local_day_bounds(start, end)
+    assert lower is not None and upper is not None
+    return lower, upper
 
 
 def build_pdf(request: ReportRequest, progress: Progress | None = None) -> bytes:

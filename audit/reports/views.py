@@ -11,6 +11,7 @@ from sqlalchemy import select
 from audit.reports import (
     kinds,  # noqa: F401 - registers the audit report kinds
     services,
+    stored_files,  # noqa: F401 - registers stored report files as a retention record class
 )
 from audit.reports.forms import ReportForm
 from audit.reports.models import JobStatus, ReportJob

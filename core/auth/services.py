@@ -66,11 +66,12 @@ def normalise_username(username: str) -> str:
     return username.strip().lower()
 
 
-def find_user(username: str) -> User | None:
-    """Look an account up by username."""
-    return db.session.execute(
-        select(User).where(User.username == normalise_username(username))
-    ).scalar_one_or_none()
+def find_user(username: str, for_update: bool = False) -> User | None:
+    """Look an account up by username (``for_update`` locks its row until commit)."""
+    query = select(User).where(User.username == normalise_username(username))
+    if for_update:
+        query = query.with_for_update()
+    return db.session.execute(query).scalar_one_or_none()
 
 
 def create_user(new: NewUser, actor: User | None = None) -> User:
@@ -181,6 +182,7 @@ def set_password(user: User, password: str, actor: User | None = None) -> None:
     if problem:
         raise AccountError(problem, "password")
     user.password_hash = hash_password(password)
+    user.session_version += 1  # every other session of this account ends
     db.session.flush()
     audit_sink.record("user.password_changed", object_type="user", object_id=user.id,
                       details={"username": user.username}, **_actor(actor))
@@ -201,7 +203,8 @@ def authenticate(username: str, password: str) -> LoginResult:
     """Check credentials, count failures, lock after 5 in 15 minutes; audits every attempt."""
     now = utcnow()
     name = normalise_username(username)[:64]
-    user = find_user(name)
+    # Locked so that parallel wrong passwords (threads, replicas) each count toward the lockout.
+    user = find_user(name, for_update=True)
     if user is None:
         check_password(_dummy_hash(), password)
         audit_sink.record("user.login_failed", outcome="failure", username=name,

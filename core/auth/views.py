@@ -82,7 +82,10 @@ def password():
                 form.new_password.errors.append(str(exc))
             else:
                 db.session.commit()
-                flash("Your password was changed.", "success")
+                login_user(current_user._get_current_object())  # this session goes on
+                session["last_seen"] = utcnow().isoformat()
+                flash("Your password was changed. Your other sessions have been logged out.",
+                      "success")
                 return redirect(url_for("core.home"))
     return render_template("auth/password.html", form=form)
 

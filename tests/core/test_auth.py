@@ -332,3 +332,42 @@ def test_login_time_is_recorded(app, make_user, auth, time_machine):
     make_user("requester", "rita")
     auth.login("rita")
     assert user_row(app, "rita").last_login_at == utcnow()
+
+
+def test_changing_the_password_ends_the_accounts_other_sessions(app, client, login_as):
+    login_as("requester", "rita")
+    other = app.test_client()
+    assert other.post("/login", data={"username": "rita", "password": PASSWORD}).status_code == 302
+    assert other.get("/my/tickets").status_code == 200
+    changed = client.post("/account/password", data={
+        "current_password": PASSWORD, "new_password": "a-brand-new-secret-1",
+        "confirm": "a-brand-new-secret-1"})
+    assert changed.status_code == 302
+    assert client.get("/my/tickets").status_code == 200        # this session goes on
+    stale = other.get("/my/tickets")
+    assert stale.status_code == 302 and "/login" in stale.headers["Location"]
+
+
+def test_parallel_wrong_passwords_all_count_toward_the_lockout(app, make_user):
+    """Eight simultaneous guesses (threads, or replicas) cannot slip past the counter."""
+    import threading
+
+    from tests.helpers import require_postgres
+
+    require_postgres()
+    make_user("requester", "rita")
+    barrier = threading.Barrier(8)
+
+    def guess() -> None:
+        client = app.test_client()
+        barrier.wait()
+        client.post("/login", data={"username": "rita", "password": "not-her-password"})
+
+    threads = [threading.Thread(target=guess) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert user_row(app, "rita").is_locked()
+    counted = [e for e in events(app, "user.login_failed") if '"wrong password"' in e.details]
+    assert len(counted) == 5

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -25,7 +24,8 @@ from core.timeutil import to_local, utcnow
 CERTIFICATE_TYPES = {".pdf": ("application/pdf", b"%PDF-"), ".png": ("image/png", b"\x89PNG\r\n\x1a\n"),
                      ".jpg": ("image/jpeg", b"\xff\xd8\xff"), ".jpeg": ("image/jpeg", b"\xff\xd8\xff")}
 
-register_actions({"training.completed": "Training completion recorded"})
+register_actions({"training.completed": "Training completion recorded",
+                  "training.certificate_downloaded": "Training certificate downloaded"})
 
 
 @dataclass(frozen=True)
@@ -47,15 +47,8 @@ class NewCompletion:
     certificate: Certificate | None = None
 
 
-def certificate_dir() -> str:
-    """Where certificate files are kept."""
-    path = os.path.join(current_app.config["PACSDESK_INSTANCE_PATH"], "training_certificates")
-    os.makedirs(path, exist_ok=True)
-    return path
-
-
-def _store_certificate(cert: Certificate) -> tuple[str, str, str]:
-    """Check and store a certificate; returns (stored name, original name, content type)."""
+def _read_certificate(cert: Certificate) -> tuple[bytes, str, str]:
+    """Check a certificate upload; returns (content, original name, content type)."""
     name = os.path.basename(cert.filename or "").strip()
     ext = os.path.splitext(name)[1].lower()
     if ext not in CERTIFICATE_TYPES:
@@ -68,10 +61,7 @@ def _store_certificate(cert: Certificate) -> tuple[str, str, str]:
                             "certificate")
     if not data.startswith(magic):
         raise TrainingError(f"Certificate: the file is not a real {ext[1:].upper()} file.", "certificate")
-    stored = secrets.token_hex(16) + ext
-    with open(os.path.join(certificate_dir(), stored), "wb") as handle:
-        handle.write(data)
-    return stored, name[:200], content_type
+    return data, name[:200], content_type
 
 
 def record_completion(new: NewCompletion, actor: User, on_behalf_allowed: bool) -> TrainingCompletion:
@@ -91,11 +81,13 @@ def record_completion(new: NewCompletion, actor: User, on_behalf_allowed: bool) 
                             f"({joined.isoformat()}).", "completed_on")
     if new.score is not None and not 0 <= new.score <= 100:
         raise TrainingError("Score: a whole number from 0 to 100.", "score")
-    stored = _store_certificate(new.certificate) if new.certificate is not None else (None, None, None)
+    data, name, content_type = (_read_certificate(new.certificate) if new.certificate is not None
+                                else (None, None, None))
     completion = TrainingCompletion(
         assignment_id=assignment.id, user_id=assignment.user_id, course_id=assignment.course_id,
         completed_on=new.completed_on, score=new.score, attestation=ATTESTATION, attested_at=utcnow(),
-        certificate_file=stored[0], certificate_name=stored[1], certificate_type=stored[2],
+        certificate_name=name, certificate_type=content_type, certificate_data=data,
+        certificate_size=len(data) if data is not None else None,
         recorded_by_id=actor.id, recorded_at=utcnow())
     db.session.add(completion)
     db.session.flush()
@@ -104,8 +96,14 @@ def record_completion(new: NewCompletion, actor: User, on_behalf_allowed: bool) 
            details={"username": assignment.user.username, "course": assignment.course.title,
                     "completed_on": new.completed_on.isoformat(), "score": new.score,
                     "on_behalf": assignment.user_id != actor.id,
-                    "certificate": stored[1]})
+                    "certificate": name})
     return completion
+
+
+def record_certificate_download(completion: TrainingCompletion) -> None:
+    """Audit that the current user downloaded a completion's certificate."""
+    record("training.certificate_downloaded", object_type="training_completion", object_id=completion.id,
+           details={"certificate": completion.certificate_name, "user_id": completion.user_id})
 
 
 def completion_history(assignment_id: int) -> list[TrainingCompletion]:
@@ -156,15 +154,9 @@ def _held(ids: Sequence[int], holds: Sequence[HoldScope]) -> set[int]:
 
 
 def _purge(ids: Sequence[int]) -> int:
-    """Delete completions and their certificate files."""
-    files = list(db.session.execute(select(TrainingCompletion.certificate_file).where(
-        TrainingCompletion.id.in_(list(ids)), TrainingCompletion.certificate_file.is_not(None))).scalars())
+    """Delete completions with their certificates."""
     gone = db.session.execute(delete(TrainingCompletion).where(TrainingCompletion.id.in_(list(ids)))).rowcount
     db.session.flush()
-    for name in files:
-        path = os.path.join(certificate_dir(), name)
-        if os.path.exists(path):
-            os.remove(path)
     return gone
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 
 from core.auth.models import Role, User
 from core.extensions import db
@@ -85,9 +85,11 @@ class TrainingCompletion(db.Model):
     score: Mapped[int | None] = mapped_column(Integer)
     attestation: Mapped[str] = mapped_column(Text)
     attested_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    certificate_file: Mapped[str | None] = mapped_column(String(80))   # stored name
     certificate_name: Mapped[str | None] = mapped_column(String(200))  # name as uploaded
     certificate_type: Mapped[str | None] = mapped_column(String(40))
+    certificate_size: Mapped[int | None] = mapped_column(Integer)      # set when a file is stored
+    # in the database, so every replica can serve it; loaded only on download
+    certificate_data: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
     recorded_by_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import io
 
 from flask import abort, flash, redirect, render_template, request, send_file, url_for
 from flask_login import current_user
@@ -65,15 +65,15 @@ def assignment_detail(assignment_id: int):
 @bp.route("/training/completions/<int:completion_id>/certificate")
 @require_permission(Permission.TRAINING_OWN)
 def certificate_download(completion_id: int):
-    """Download a completion's certificate (its owner or a training manager)."""
+    """Download a completion's certificate (its owner or a training manager); audited."""
     completion = db.get_or_404(TrainingCompletion, completion_id)
-    if (completion.user_id != current_user.id and not _can_manage()) or not completion.certificate_file:
+    if (completion.user_id != current_user.id and not _can_manage()) or completion.certificate_size is None:
         abort(404)
-    path = os.path.join(training_completions.certificate_dir(), completion.certificate_file)
-    if not os.path.exists(path):
-        abort(404)
-    return send_file(path, mimetype=completion.certificate_type, as_attachment=True,
-                     download_name=completion.certificate_name or completion.certificate_file)
+    data, mimetype = completion.certificate_data or b"", completion.certificate_type
+    name = completion.certificate_name or f"certificate-{completion.id}"
+    training_completions.record_certificate_download(completion)
+    db.session.commit()
+    return send_file(io.BytesIO(data), mimetype=mimetype, as_attachment=True, download_name=name)
 
 
 def _matrix_filter(form: MatrixFilterForm) -> training.MatrixFilter:

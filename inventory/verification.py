@@ -203,10 +203,19 @@ def record_check(asset: Asset, result: EchoResult, trigger: str, *, user: Any = 
 
 
 def verify_asset(asset: Asset, trigger: str) -> NodeCheck:
-    """Echo ``asset`` now, store the check and update its state (flushes, audits node.verify)."""
-    calling_ae, timeout = _settings()
-    result = _echo(echo_target(asset), calling_ae, timeout)
-    return record_check(asset, result, trigger, **_request_actor())
+    """Echo ``asset`` now, store the check and update its state (flushes, audits node.verify).
+
+    The echo may wait for a dead node's whole timeout, so it runs with no transaction open
+    (on SQLite every transaction holds the write lock): the caller's transaction is ended
+    first, so call this before writing anything, and the check is stored in a fresh one.
+    """
+    if db.session.new or db.session.dirty or db.session.deleted:
+        raise RuntimeError("verify_asset ends the transaction: call it before any change")
+    target = echo_target(asset)
+    actor = _request_actor()
+    db.session.rollback()
+    result = _echo(target, *_settings())
+    return record_check(db.session.get(Asset, target.asset_id), result, trigger, **actor)
 
 
 def _request_actor() -> dict[str, Any]:

@@ -119,6 +119,33 @@ def close_after_request(conn: socket.socket) -> None:
 
 
 @pytest.fixture
+def unresolvable(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[str]]:
+    """Make host names fail to resolve without asking a DNS server: ``lookups = unresolvable(name)``.
+
+    Patches ``socket.getaddrinfo`` as looked up by inventory.dicom and pynetdicom's transport;
+    other names still resolve. The returned list collects the lookups of the patched names.
+    """
+    names: set[str] = set()
+    lookups: list[str] = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        name = host.decode() if isinstance(host, bytes) else host
+        if name in names:
+            lookups.append(name)
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+    def add(*hosts: str) -> list[str]:
+        names.update(hosts)
+        return lookups
+
+    return add
+
+
+@pytest.fixture
 def full_backlog_port() -> Iterator[int]:
     """A port whose listen queue is full: new connections get no SYN-ACK, so connect times out."""
     listener = socket.socket()

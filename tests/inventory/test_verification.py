@@ -13,6 +13,7 @@ import time_machine
 from pynetdicom import evt
 from sqlalchemy import select
 
+from audit import record
 from audit.models import AuditEvent
 from core.extensions import db
 from inventory.dicom import EchoResult, Outcome
@@ -132,6 +133,66 @@ def test_slow_answer_is_degraded(app, verification_scp, make_node):
         assert db.session.get(NodeState, asset_id).state == "degraded"
 
 
+def test_verify_now_of_a_silent_node_lets_others_write_while_it_waits(app, client, login_as,
+                                                                     raw_peer, make_node):
+    app.config["PACSDESK_VERIFY_TIMEOUT"] = 60.0  # outlasts a blocked writer's 30 s busy wait
+    accepted, release = threading.Event(), threading.Event()
+
+    def hold_then_hang_up(conn) -> None:
+        accepted.set()
+        release.wait(90)
+        conn.close()
+
+    make_node("CT-01", raw_peer(hold_then_hang_up))
+    login_as("technician")
+    responses, errors = [], []
+
+    def write_elsewhere() -> None:
+        try:
+            with app.app_context():
+                record("audit.verify", user=None, username="compliance-desk", client_address=None,
+                       details={"ok": True})
+                db.session.commit()
+        except Exception as exc:
+            errors.append(exc)
+
+    verifying = threading.Thread(target=lambda: responses.append(
+        client.post("/assets/CT-01/verify")))
+    writer = threading.Thread(target=write_elsewhere)
+    verifying.start()
+    try:
+        assert accepted.wait(60), "verify now never connected to the node"
+        writer.start()
+        writer.join(90)
+        assert not writer.is_alive() and errors == [], errors
+        assert verifying.is_alive(), "verify now must still be waiting when the other write ends"
+    finally:
+        release.set()
+        verifying.join(90)
+    (response,) = responses
+    assert response.status_code == 302
+    with app.app_context():
+        (check,) = db.session.query(NodeCheck).all()
+        assert check.outcome == "aborted" and check.trigger == "manual"
+        assert [e.action for e in db.session.execute(select(AuditEvent).where(
+            AuditEvent.action.in_(["audit.verify", "node.verify"])).order_by(AuditEvent.seq))
+            .scalars()] == ["audit.verify", "node.verify"]
+        assert db.session.get(NodeState, check.asset_id).consecutive_failures == 1
+
+
+def test_verify_now_after_an_unsaved_change_refuses_rather_than_losing_it(app, make_node):
+    asset_id = make_node("CT-01", 104)
+    with app.app_context():
+        asset = db.session.get(Asset, asset_id)
+        asset.location = "Room 9"
+        with pytest.raises(RuntimeError, match="before any change"):
+            verify_asset(asset, "manual")
+        db.session.commit()
+    with app.app_context():
+        assert db.session.get(Asset, asset_id).location == "Room 9"
+        assert db.session.query(NodeCheck).count() == 0
+
+
 def test_failed_manual_check_is_classified_and_audited(app, closed_port, make_node):
     asset_id = make_node("CT-01", closed_port)
     with app.app_context():
@@ -165,16 +226,29 @@ def test_sweep_checks_enabled_nodes_only_and_audits_once(app, verification_scp, 
         assert details["outcomes"] == {"ok": 2, "refused": 1}
 
 
-def test_sweep_runs_checks_concurrently_within_the_timeout(app, raw_peer, make_node):
-    ports = [raw_peer(stay_silent) for _ in range(8)]
+def test_sweep_waits_for_all_silent_nodes_at_once_not_one_after_another(app, raw_peer,
+                                                                       make_node):
+    app.config["PACSDESK_VERIFY_TIMEOUT"] = 2.0  # room for all eight to connect on a busy machine
+    lock = threading.Lock()
+    connections = {"open": 0, "most": 0}
+
+    def count_while_silent(conn) -> None:
+        with lock:
+            connections["open"] += 1
+            connections["most"] = max(connections["most"], connections["open"])
+        try:
+            stay_silent(conn)
+        finally:
+            with lock:
+                connections["open"] -= 1
+
+    ports = [raw_peer(count_while_silent) for _ in range(8)]
     for i, port in enumerate(ports):
         make_node(f"SILENT-{i}", port)
-    started = time.monotonic()
     with app.app_context():
         result = sweep()
-    elapsed = time.monotonic() - started
     assert result.counts == {"no_response": 8}
-    assert elapsed < 3.0, f"8 silent nodes at a 1 s timeout took {elapsed:.1f} s: not concurrent"
+    assert connections["most"] == 8, "every silent node was waited for at the same time"
 
 
 def test_sweep_skips_a_node_without_an_address_and_reports_it(app, make_node):
@@ -196,10 +270,9 @@ def test_check_after_save_runs_in_the_background_without_blocking(app, raw_peer,
         from core.auth.models import User
 
         login_user(db.session.get(User, user.id))
-        started = time.monotonic()
         request_check(asset_id)
-        assert time.monotonic() - started < 0.3, "the request must not wait for the echo"
-    assert wait_for_pending_checks(10)
+        assert not wait_for_pending_checks(0), "the request must not wait for the echo"
+    assert wait_for_pending_checks(30)
     with app.app_context():
         (check,) = db.session.query(NodeCheck).all()
         assert check.trigger == "save" and check.outcome == "no_response"
@@ -319,12 +392,16 @@ def test_verify_cli_refuses_an_unknown_tag_or_a_non_node(app, runner, make_node)
     assert workstation.exit_code == 2 and "WS-01 is not a DICOM node" in workstation.output
 
 
-def test_verification_of_an_unreachable_free_port_stays_bounded(app, make_node):
+def test_verification_of_a_node_whose_host_name_does_not_resolve_is_dns_error(app, make_node,
+                                                                              unresolvable):
+    lookups = unresolvable("no-such-node.invalid")
     asset_id = make_node("CT-01", free_port(), host="no-such-node.invalid", ip_address="",
                          hostname="no-such-node.invalid")
     with app.app_context():
         check = verify_asset(db.session.get(Asset, asset_id), "manual")
         assert check.outcome == "dns_error"
+        assert "no-such-node.invalid" in check.detail
+    assert lookups == ["no-such-node.invalid"], "the name was looked up, by no DNS server"
 
 
 def test_sweep_starts_the_nodes_slowest_last_time_first(app, verification_scp, closed_port,

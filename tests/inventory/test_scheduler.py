@@ -81,6 +81,18 @@ def runs(app) -> list[tuple[float, float, int]]:
     return sorted((s["start"], s["end"], s["pid"]) for s in spans.values())
 
 
+def wait_for_probes(app, event: str, count: int, timeout: float = 60) -> None:
+    """Poll until ``count`` runs wrote ``event``; the deadline is reached only by a hang."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with app.app_context():
+            rows = db.session.execute(select(probe_table.c.id)
+                                      .where(probe_table.c.event == event)).all()
+        if len(rows) >= count:
+            return
+        time.sleep(0.05)
+
+
 def assert_no_overlap(spans: list[tuple[float, float, int]]) -> None:
     """Each run ended before the next one started."""
     for (_, end, _), (start, _, _) in pairwise(spans):
@@ -89,17 +101,19 @@ def assert_no_overlap(spans: list[tuple[float, float, int]]) -> None:
 
 def test_two_runner_threads_never_run_a_slow_job_at_once(app, probe, only_jobs):
     only_jobs(Job("test.slow", lambda app: 0, slow_job(0.3)))
-    stop = time.monotonic() + 2.0
+    stop = threading.Event()
     started: list[threading.Thread] = []
 
     def runner(holder: str) -> None:
-        while time.monotonic() < stop:
+        while not stop.is_set():
             started.extend(run_pending(app, holder=holder))
             time.sleep(0.02)
 
     threads = [threading.Thread(target=runner, args=(h,)) for h in ("replica-a", "replica-b")]
     for thread in threads:
         thread.start()
+    wait_for_probes(app, "end", 3)
+    stop.set()
     for thread in threads:
         thread.join(10)
     for thread in started:
@@ -161,7 +175,7 @@ def test_run_forever_stops_on_request_after_its_running_job_ends(app, probe, onl
     stop = threading.Event()
     runner = threading.Thread(target=run_forever, args=(app, stop))
     runner.start()
-    time.sleep(0.2)
+    wait_for_probes(app, "start", 1)
     stop.set()
     runner.join(10)
     assert not runner.is_alive()
@@ -212,7 +226,7 @@ def wait_until_started(process: subprocess.Popen, timeout: float = 60) -> str:
 
 
 def run_two_scheduler_processes(app, database_url: str, tmp_path: Path) -> None:
-    """Two scheduler processes poll for one slow job every 0.1 s for 4 s, then get SIGTERM."""
+    """Two scheduler processes poll for one slow job every 0.1 s until it ran 3 times, then stop."""
     processes = [
         subprocess.Popen([sys.executable, "-c", SCHEDULER_SCRIPT, database_url,
                           str(tmp_path / f"instance-{i}")], cwd=ROOT,
@@ -221,7 +235,7 @@ def run_two_scheduler_processes(app, database_url: str, tmp_path: Path) -> None:
     ]
     logs = [wait_until_started(process) for process in processes]
     assert all("test.slow" in log for log in logs), logs
-    time.sleep(4.0)
+    wait_for_probes(app, "end", 3)
     for process in processes:
         process.send_signal(signal.SIGTERM)
     for process, log in zip(processes, logs, strict=True):

@@ -15,6 +15,7 @@ from audit.retention_models import LegalHold
 from audit.retention_registry import RECORD_CLASSES, HoldScope, RecordClass
 from core.auth.models import User
 from core.extensions import db
+from core.forms import FieldError
 from core.timeutil import format_local, utcnow
 
 HOLD_OBJECT_TYPES = ("ticket", "asset", "user")
@@ -26,12 +27,8 @@ register_actions({
 })
 
 
-class RetentionError(ValueError):
+class RetentionError(FieldError):
     """A retention operation was refused; ``field`` names the form field at fault."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 # Classes whose hold matching can be answered by one query instead of a scan of candidates.

@@ -15,6 +15,7 @@ from audit.retention_registry import RECORD_CLASSES
 from audit.views import bp
 from core.auth.permissions import Permission, require_permission
 from core.extensions import db
+from core.forms import show_error
 from core.timeutil import DateOutOfRange, local_day_bounds
 
 
@@ -47,7 +48,7 @@ def policy_edit(key: str):
                                     form.anchor.data, form.enabled.data, current_user)
         except retention.RetentionError as error:
             db.session.rollback()
-            getattr(form, error.field or "years").errors.append(str(error))
+            show_error(form, error, "years")
         else:
             db.session.commit()
             flash(f"Retention policy for {rc.label} saved.", "success")
@@ -71,7 +72,7 @@ def hold_new():
             hold = legal_holds.place_hold(new, current_user)
         except (legal_holds.RetentionError, DateOutOfRange) as error:
             db.session.rollback()
-            getattr(form, error.field or "kind").errors.append(str(error))
+            show_error(form, error, "kind")
         else:
             db.session.commit()
             flash(f"Legal hold #{hold.id} placed.", "success")

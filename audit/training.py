@@ -20,6 +20,7 @@ from audit.search import safe_cell
 from audit.training_models import Course, TrainingAssignment, TrainingCompletion
 from core.auth.models import Role, User
 from core.extensions import db
+from core.forms import FieldError
 from core.timeutil import format_local, to_local, utcnow
 
 DUE_SOON_DAYS = 30
@@ -47,12 +48,8 @@ SEED_COURSES = (
 )
 
 
-class TrainingError(ValueError):
+class TrainingError(FieldError):
     """A training operation was refused; ``field`` names the form field at fault."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 class Status(StrEnum):

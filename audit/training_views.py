@@ -13,6 +13,7 @@ from audit.training_models import Course, TrainingAssignment, TrainingCompletion
 from audit.views import bp
 from core.auth.permissions import Permission, has_permission, require_permission
 from core.extensions import db
+from core.forms import show_error
 
 
 def _can_manage() -> bool:
@@ -49,7 +50,7 @@ def assignment_detail(assignment_id: int):
             training_completions.record_completion(new, current_user, _can_manage())
         except training.TrainingError as error:
             db.session.rollback()
-            getattr(form, error.field or "completed_on").errors.append(str(error))
+            show_error(form, error, "completed_on")
         else:
             db.session.commit()
             flash(f"Completion of {assignment.course.title} recorded.", "success")
@@ -143,7 +144,7 @@ def course_edit(course_id: int | None = None):
                 training.update_course(course.id, _course_data(form))
         except training.TrainingError as error:
             db.session.rollback()
-            getattr(form, error.field or "title").errors.append(str(error))
+            show_error(form, error, "title")
         else:
             db.session.commit()
             flash("Course saved.", "success")

@@ -6,6 +6,7 @@ from flask import abort, flash, redirect, render_template, url_for
 
 from core.auth.permissions import Permission, require_permission
 from core.extensions import db
+from core.forms import show_error
 from helpdesk import configuration
 from helpdesk.forms import CategoryForm, SlaForm
 from helpdesk.models import Category, Priority
@@ -26,7 +27,7 @@ def categories():
                                                      form.sort_order.data or 0)
         except TicketError as exc:
             db.session.rollback()
-            getattr(form, exc.field or "label").errors.append(str(exc))
+            show_error(form, exc, "label")
         else:
             db.session.commit()
             flash(f"Category {category.label} added.", "success")
@@ -53,7 +54,7 @@ def category_edit(category_id: int):
                                           form.sort_order.data or 0, bool(form.is_active.data))
         except TicketError as exc:
             db.session.rollback()
-            getattr(form, exc.field or "label").errors.append(str(exc))
+            show_error(form, exc, "label")
         else:
             db.session.commit()
             flash("Category saved.", "success")

@@ -112,19 +112,11 @@ def _opened_chart(opened: ColumnElement[bool], start: date, end: date, lo: datet
                   hi: datetime) -> Any:
     """Tickets opened per local day (per month beyond three months)."""
     clock = LocalClock(dialect(), current_app.config["PACSDESK_TIMEZONE"], lo, hi)
-    by_month = (end - start).days > 92
-    bucket = (clock.month if by_month else clock.day)(Ticket.created_at).label("bucket")
-    counts = dict(db.session.execute(select(bucket, func.count()).where(opened).group_by(bucket)).all())
-    labels: list[str] = []
-    day = start
-    while day <= end:
-        key = day.strftime("%Y-%m" if by_month else "%Y-%m-%d")
-        if not labels or labels[-1] != key:
-            labels.append(key)
-        day += timedelta(days=1)
-    return bar_chart([k if by_month else k[5:] for k in labels],
-                     [("opened", [counts.get(k, 0) for k in labels])],
-                     title="Tickets opened per " + ("month" if by_month else "day") + " (local time)")
+    buckets = clock.buckets(Ticket.created_at, start, end)
+    counts = dict(db.session.execute(
+        select(buckets.column, func.count()).where(opened).group_by(buckets.column)).all())
+    return bar_chart(buckets.labels, [("opened", [counts.get(k, 0) for k in buckets.keys])],
+                     title=f"Tickets opened per {buckets.unit} (local time)")
 
 
 def build_helpdesk(request: ReportRequest, progress: Progress) -> ReportContent:

@@ -14,6 +14,7 @@ from audit import record, register_actions
 from core.auth.models import User
 from core.auth.permissions import Permission, has_permission
 from core.extensions import db
+from core.forms import FieldError
 from core.timeutil import utcnow
 from helpdesk import notifications, sla
 from helpdesk.attachments import AttachmentError, CheckedFile, Upload, check_uploads
@@ -59,12 +60,8 @@ URGENCIES = {
 }
 
 
-class TicketError(ValueError):
+class TicketError(FieldError):
     """A ticket operation was refused; ``field`` names the form field at fault."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 def suggested_priority(impact: str, urgency: str) -> str:

@@ -14,6 +14,7 @@ from core.auth.forms import ConfirmForm
 from core.auth.models import Role, User
 from core.auth.permissions import Permission, has_permission, require_permission
 from core.extensions import db
+from core.forms import show_error
 from core.timeutil import format_local, utcnow
 from helpdesk import access, configuration, queries, services
 from helpdesk.attachments import Upload
@@ -86,7 +87,7 @@ def ticket_new():
             ticket = services.create_ticket(new, current_user, _uploads())
         except services.TicketError as exc:
             db.session.rollback()
-            getattr(form, exc.field or "title").errors.append(str(exc))
+            show_error(form, exc, "title")
         else:
             db.session.commit()
             flash(f"Ticket {ticket.number} filed. The PACS team has been notified.", "success")
@@ -260,8 +261,7 @@ def ticket_update(number: str):
                 asset_tag=form.asset_tag.data or "")
         except services.TicketError as exc:
             db.session.rollback()
-            field = getattr(form, exc.field or "", None) or form.status
-            field.errors = [*field.errors, str(exc)]
+            show_error(form, exc, "status")
         else:
             db.session.commit()
             flash("Ticket updated." if changes else "Nothing changed.", "success" if changes else "info")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import fields
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
@@ -39,6 +40,8 @@ from inventory.forms import (
 )
 from inventory.models import Asset, AssetStatus
 from inventory.verification import VerificationError, node_summary, verify_asset
+
+T = TypeVar("T")
 
 bp = Blueprint("inventory", __name__)
 
@@ -150,6 +153,23 @@ def _show_errors(form: Any, error: AssetError) -> None:
         field.errors = [*field.errors, message]
 
 
+def _save_asset(form: AssetForm, save: Callable[[], T]) -> T | None:
+    """Run a create or update and commit; None when it is refused, with why on the form."""
+    try:
+        result = save()
+        db.session.commit()
+    except AssetError as exc:
+        db.session.rollback()
+        _show_errors(form, exc)
+    except IntegrityError:
+        db.session.rollback()
+        form.asset_tag.errors = [*form.asset_tag.errors, "this asset tag was just taken by "
+                                 "someone else; choose another"]
+    else:
+        return result
+    return None
+
+
 @bp.route("/assets/new", methods=["GET", "POST"])
 @require_permission(Permission.ASSET_MANAGE)
 def asset_new():
@@ -157,17 +177,8 @@ def asset_new():
     form = AssetForm()
     form.assigned_user_id.choices = _user_choices()
     if form.validate_on_submit():
-        try:
-            asset = services.create_asset(_form_data(form), user=current_user)
-            db.session.commit()
-        except AssetError as exc:
-            db.session.rollback()
-            _show_errors(form, exc)
-        except IntegrityError:
-            db.session.rollback()
-            form.asset_tag.errors = [*form.asset_tag.errors, "this asset tag was just taken by "
-                                     "someone else; choose another"]
-        else:
+        asset = _save_asset(form, lambda: services.create_asset(_form_data(form), user=current_user))
+        if asset is not None:
             if asset.is_dicom_node:
                 services.request_checks([asset.id])
             flash(f"Asset {asset.asset_tag} created.", "success")
@@ -187,17 +198,8 @@ def asset_edit(tag: str):
     form = AssetForm(obj=asset)
     form.assigned_user_id.choices = _user_choices()
     if form.validate_on_submit():
-        try:
-            changed = services.update_asset(asset, _form_data(form), user=current_user)
-            db.session.commit()
-        except AssetError as exc:
-            db.session.rollback()
-            _show_errors(form, exc)
-        except IntegrityError:
-            db.session.rollback()
-            form.asset_tag.errors = [*form.asset_tag.errors, "this asset tag was just taken by "
-                                     "someone else; choose another"]
-        else:
+        changed = _save_asset(form, lambda: services.update_asset(asset, _form_data(form), user=current_user))
+        if changed is not None:
             if services.needs_verification(asset, changed):
                 services.request_checks([asset.id])
             flash(f"Asset {asset.asset_tag} saved." if changed else "Nothing changed.",

@@ -6,7 +6,7 @@ Every figure is aggregated in SQL (GROUP BY); Python only reshapes the few resul
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from flask import current_app
@@ -116,24 +116,15 @@ def _top_users(where: ColumnElement[bool]) -> list[Any]:
 def _per_day(where: ColumnElement[bool], clock: LocalClock, start: date, end: date
              ) -> tuple[Any, int]:
     """The events-per-day chart (per month beyond three months) and its peak."""
-    by_month = (end - start).days > 92
-    bucket = (clock.month if by_month else clock.day)(E.occurred_at).label("bucket")
+    buckets = clock.buckets(E.occurred_at, start, end)
     counts: dict[tuple[str, str], int] = {}
-    for label, outcome, n in _rows(select(bucket, E.outcome, func.count())
-                                   .where(where).group_by(bucket, E.outcome)):
+    for label, outcome, n in _rows(select(buckets.column, E.outcome, func.count())
+                                   .where(where).group_by(buckets.column, E.outcome)):
         counts[(label, outcome)] = n
-    labels: list[str] = []
-    day = start
-    while day <= end:
-        key = day.strftime("%Y-%m" if by_month else "%Y-%m-%d")
-        if not labels or labels[-1] != key:
-            labels.append(key)
-        day += timedelta(days=1)
-    ok = [counts.get((k, "success"), 0) for k in labels]
-    bad = [counts.get((k, "failure"), 0) for k in labels]
-    shown = [k if by_month else k[5:] for k in labels]
-    title = "Events per month (local time)" if by_month else "Events per day (local time)"
-    chart = bar_chart(shown, [("success", ok), ("failure", bad)], title=title)
+    ok = [counts.get((k, "success"), 0) for k in buckets.keys]
+    bad = [counts.get((k, "failure"), 0) for k in buckets.keys]
+    chart = bar_chart(buckets.labels, [("success", ok), ("failure", bad)],
+                      title=f"Events per {buckets.unit} (local time)")
     return chart, max((a + b for a, b in zip(ok, bad, strict=True)), default=0)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
@@ -18,6 +18,7 @@ from sqlalchemy import Integer, and_, case, cast, func, literal_column, not_
 from sqlalchemy.sql.elements import ColumnElement
 
 SAFE_TZ = re.compile(r"^[A-Za-z0-9_+\-/]+$")
+DAYS_CHARTED_BY_DAY = 92    # a longer period is charted per month
 
 
 def _sql_text(value: str) -> ColumnElement:
@@ -47,6 +48,20 @@ def offset_segments(tz: ZoneInfo, start: datetime, end: datetime) -> list[tuple[
             segments.append((boundary, offset(boundary)))
         cursor = nxt
     return segments
+
+
+@dataclass(frozen=True)
+class PeriodBuckets:
+    """A chart's buckets over a period: local days, or local months for a long period."""
+
+    column: ColumnElement   # each row's bucket key ('YYYY-MM-DD' or 'YYYY-MM'), labelled "bucket"
+    keys: list[str]         # every bucket of the period in order, empty ones included
+    unit: str               # "day" or "month"
+
+    @property
+    def labels(self) -> list[str]:
+        """The keys as the chart shows them (days without their year)."""
+        return self.keys if self.unit == "month" else [k[5:] for k in self.keys]
 
 
 @dataclass(frozen=True)
@@ -91,6 +106,19 @@ class LocalClock:
         if self.dialect == "postgresql":
             return func.to_char(self.local(column), _sql_text("YYYY-MM"))
         return func.substr(self.local(column), 1, 7)
+
+    def buckets(self, column: ColumnElement, start: date, end: date) -> PeriodBuckets:
+        """Per-day buckets of ``column`` from ``start`` to ``end`` (per month beyond three months)."""
+        by_month = (end - start).days > DAYS_CHARTED_BY_DAY
+        keys: list[str] = []
+        day = start
+        while day <= end:
+            key = day.strftime("%Y-%m" if by_month else "%Y-%m-%d")
+            if not keys or keys[-1] != key:
+                keys.append(key)
+            day += timedelta(days=1)
+        bucket = (self.month if by_month else self.day)(column).label("bucket")
+        return PeriodBuckets(bucket, keys, "month" if by_month else "day")
 
     def weekday(self, column: ColumnElement) -> ColumnElement:
         """Local weekday, Monday = 0."""

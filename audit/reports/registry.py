@@ -15,15 +15,12 @@ from typing import Any
 from sqlalchemy import ColumnElement
 
 from core.auth.permissions import Permission, has_permission
+from core.forms import FieldError
 from core.pdf import Listing
 
 
-class ReportError(ValueError):
+class ReportError(FieldError):
     """Bad report parameters; ``field`` names the form field (kind, date_from, user...)."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 @dataclass(frozen=True)

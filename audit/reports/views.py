@@ -18,6 +18,7 @@ from audit.reports.models import JobStatus, ReportJob
 from audit.reports.registry import REPORT_KINDS, ReportError, kinds_for
 from core.auth.permissions import Permission, has_permission, require_permission
 from core.extensions import db
+from core.forms import show_error
 from core.navigation import NavItem, register_nav
 
 bp = Blueprint("reports", __name__)
@@ -57,8 +58,7 @@ def index():
                 requested_by=f"{current_user.display_name} ({current_user.username})")
             job = services.request_report(report, current_user)
         except ReportError as exc:
-            field = getattr(form, exc.field or "kind", form.kind)
-            field.errors = [*field.errors, str(exc)]
+            show_error(form, exc, "kind")
         else:
             db.session.commit()
             services.launch(job.id)

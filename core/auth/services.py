@@ -15,6 +15,7 @@ from core import audit_sink
 from core.auth.models import Role, User
 from core.auth.passwords import check_password, hash_password, password_problem
 from core.extensions import db
+from core.forms import FieldError
 from core.timeutil import utcnow
 
 LOCKOUT_THRESHOLD = 5
@@ -32,12 +33,8 @@ def register_user_created_hook(hook: Callable[[User], None]) -> None:
         _user_created_hooks.append(hook)
 
 
-class AccountError(ValueError):
+class AccountError(FieldError):
     """An account operation was refused; ``field`` names the form field at fault."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from core.auth.models import Role, User
 from core.auth.passwords import check_password
 from core.auth.permissions import Permission, require_permission
 from core.extensions import db, limiter
+from core.forms import show_error
 from core.navigation import NavItem, register_nav
 from core.pagination import paginate
 from core.security import safe_next
@@ -123,7 +124,7 @@ def user_new():
                 )
             )
         except services.AccountError as exc:
-            getattr(form, exc.field or "username").errors.append(str(exc))
+            show_error(form, exc, "username")
         else:
             db.session.commit()
             if not form.password.data:

@@ -19,9 +19,8 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 
 from audit.chain import ACTIONS, OUTCOMES
 from audit.training import ATTESTATION
-from core.auth.models import Role
-
-ROLE_CHOICES = [(r.value, r.label) for r in Role]
+from core.auth.forms import ROLE_CHOICES
+from core.forms import select_choices
 
 
 class AuditSearchForm(FlaskForm):
@@ -36,14 +35,15 @@ class AuditSearchForm(FlaskForm):
     action = SelectField("Action", validators=[Optional()])
     object_type = StringField("Object type", validators=[Optional(), Length(max=40)])
     object_id = StringField("Object id", validators=[Optional(), Length(max=120)])
-    outcome = SelectField("Outcome", choices=[("", "Any")] + [(o, o.title()) for o in OUTCOMES],
-                          validators=[Optional()])
+    outcome = SelectField("Outcome", validators=[Optional()],
+                          choices=select_choices([("", "Any")] + [(o, o.title()) for o in OUTCOMES]))
     client_address = StringField("Client address", validators=[Optional(), Length(max=64)])
     q = StringField("Words in details", validators=[Optional(), Length(max=200)])
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.action.choices = [("", "Any")] + [(a, f"{a} — {d}") for a, d in sorted(ACTIONS.items())]
+        self.action.choices = select_choices(
+            [("", "Any"), *((a, f"{a} — {d}") for a, d in sorted(ACTIONS.items()))])
 
     def validate_date_to(self, field: DateField) -> None:
         """The period must not end before it starts."""
@@ -68,9 +68,9 @@ class HoldForm(FlaskForm):
     reason = TextAreaField("Reason (case, investigation or audit)",
                            validators=[DataRequired(message="Give the reason for the hold."),
                                        Length(max=2000)])
-    kind = SelectField("Covers", choices=[("ticket", "One ticket (number)"), ("asset", "One asset (tag)"),
-                                          ("user", "All records of one user (username)"),
-                                          ("class", "A record class within a date range")])
+    kind = SelectField("Covers", choices=select_choices([
+        ("ticket", "One ticket (number)"), ("asset", "One asset (tag)"),
+        ("user", "All records of one user (username)"), ("class", "A record class within a date range")]))
     object_key = StringField("Ticket number, asset tag or username", validators=[Optional(), Length(max=120)])
     record_class = SelectField("Record class", validators=[Optional()])
     start = DateField("From (local date)", validators=[Optional()])
@@ -102,8 +102,8 @@ class CourseForm(FlaskForm):
     description = TextAreaField("Description", validators=[Optional(), Length(max=4000)])
     recurrence_months = IntegerField("Repeat every (months)", validators=[Optional()],
                                      description="Leave empty for a one-time course; 12 for annual.")
-    required_roles = SelectMultipleField("Required for", choices=ROLE_CHOICES, validators=[Optional()],
-                                         description="Select none for everyone.")
+    required_roles = SelectMultipleField("Required for", choices=select_choices(ROLE_CHOICES),
+                                         validators=[Optional()], description="Select none for everyone.")
     days_to_complete = IntegerField("Days a new user has to complete it", default=30,
                                     validators=[InputRequired(), NumberRange(0, 365)])
     is_active = BooleanField("Active", default=True)
@@ -132,8 +132,8 @@ class MatrixFilterForm(FlaskForm):
     class Meta:
         csrf = False
 
-    role = SelectField("Role", choices=[("", "Any"), *ROLE_CHOICES], validators=[Optional()])
+    role = SelectField("Role", choices=select_choices([("", "Any"), *ROLE_CHOICES]), validators=[Optional()])
     department = SelectField("Department", validators=[Optional()])
-    status = SelectField("Status", validators=[Optional()], choices=[
+    status = SelectField("Status", validators=[Optional()], choices=select_choices([
         ("", "Any"), ("complete", "Complete"), ("pending", "Not yet due"), ("due_soon", "Due soon"),
-        ("overdue", "Overdue"), ("expired", "Expired")])
+        ("overdue", "Overdue"), ("expired", "Expired")]))

@@ -15,7 +15,7 @@ from audit.retention_registry import RECORD_CLASSES
 from audit.views import bp
 from core.auth.permissions import Permission, require_permission
 from core.extensions import db
-from core.forms import show_error
+from core.forms import select_choices, show_error
 from core.timeutil import DateOutOfRange, local_day_bounds
 
 
@@ -41,7 +41,7 @@ def policy_edit(key: str):
     retention.ensure_default_policies()
     policy = retention.policy_for(key)
     form = PolicyForm(obj=policy)
-    form.anchor.choices = [(a, a) for a in rc.anchors]
+    form.anchor.choices = select_choices((a, a) for a in rc.anchors)
     if form.validate_on_submit():
         try:
             retention.update_policy(key, form.years.data, form.months.data, form.days.data,
@@ -61,7 +61,8 @@ def policy_edit(key: str):
 def hold_new():
     """Place a legal hold; a scope that matches nothing is refused."""
     form = HoldForm()
-    form.record_class.choices = [("", "—")] + [(k, rc.label) for k, rc in sorted(RECORD_CLASSES.items())]
+    form.record_class.choices = select_choices(
+        [("", "—")] + [(k, rc.label) for k, rc in sorted(RECORD_CLASSES.items())])
     if form.validate_on_submit():
         try:
             start, after = local_day_bounds(form.start.data, form.end.data, ("start", "end"))

@@ -13,7 +13,7 @@ from audit.training_models import Course, TrainingAssignment, TrainingCompletion
 from audit.views import bp
 from core.auth.permissions import Permission, has_permission, require_permission
 from core.extensions import db
-from core.forms import show_error
+from core.forms import select_choices, show_error
 
 
 def _can_manage() -> bool:
@@ -79,7 +79,7 @@ def certificate_download(completion_id: int):
 
 def _matrix_filter(form: MatrixFilterForm) -> training.MatrixFilter:
     """Plain matrix filters from the form."""
-    form.department.choices = [("", "Any")] + [(d, d) for d in training.departments()]
+    form.department.choices = select_choices([("", "Any")] + [(d, d) for d in training.departments()])
     if not form.validate():
         return training.MatrixFilter()
     return training.MatrixFilter(role=form.role.data or "", department=form.department.data or "",

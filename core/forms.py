@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
+
+from wtforms import SelectChoice
+
+
+def select_choices(pairs: Iterable[tuple[Any, str]]) -> list[SelectChoice]:
+    """A select field's options from (value, label) pairs."""
+    return [SelectChoice(value, label) for value, label in pairs]
 
 
 class FieldError(ValueError):

@@ -14,6 +14,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
+from core.forms import select_choices
 from helpdesk.attachments import ALLOWED_DESCRIPTION
 from helpdesk.models import Priority, TicketStatus
 from helpdesk.services import DESCRIPTION_MAX, IMPACTS, REPLY_MAX, TITLE_MAX, URGENCIES
@@ -37,10 +38,10 @@ class TicketForm(FlaskForm):
     description = TextAreaField("What happened?", validators=[DataRequired(),
                                                               Length(max=DESCRIPTION_MAX)],
                                 render_kw={"rows": 6})
-    impact = SelectField("Who is affected?", choices=list(IMPACTS.items()), default="one")
-    urgency = SelectField("How urgent is it?", choices=list(URGENCIES.items()), default="hours")
-    priority = SelectField("Priority", choices=[("", "From impact and urgency"), *PRIORITY_CHOICES],
-                           validators=[Optional()])
+    impact = SelectField("Who is affected?", choices=select_choices(IMPACTS.items()), default="one")
+    urgency = SelectField("How urgent is it?", choices=select_choices(URGENCIES.items()), default="hours")
+    priority = SelectField("Priority", validators=[Optional()],
+                           choices=select_choices([("", "From impact and urgency"), *PRIORITY_CHOICES]))
     requester_username = StringField(
         "On behalf of (username)", validators=[Optional(), Length(max=64)],
         description="For a call or a walk-up: the person the ticket is for. Empty: yourself.")
@@ -70,9 +71,9 @@ class ReplyForm(FlaskForm):
 class TicketUpdateForm(FlaskForm):
     """Technicians change status, priority, category, assignee and linked asset."""
 
-    status = SelectField("Status", choices=[(s.value, s.label) for s in TicketStatus
-                                            if s != TicketStatus.NEW])
-    priority = SelectField("Priority", choices=PRIORITY_CHOICES)
+    status = SelectField("Status", choices=select_choices(
+        (s.value, s.label) for s in TicketStatus if s != TicketStatus.NEW))
+    priority = SelectField("Priority", choices=select_choices(PRIORITY_CHOICES))
     category_id = SelectField("Category", coerce=int)
     assignee_id = SelectField("Assignee", coerce=_int_or_none, validate_choice=True)
     asset_tag = StringField("Asset tag", validators=[Optional(), Length(max=40)])

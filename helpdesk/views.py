@@ -9,12 +9,13 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
+from wtforms import SelectChoice
 
 from core.auth.forms import ConfirmForm
 from core.auth.models import Role, User
 from core.auth.permissions import Permission, has_permission, require_permission
 from core.extensions import db
-from core.forms import show_error
+from core.forms import select_choices, show_error
 from core.timeutil import format_local, utcnow
 from helpdesk import access, configuration, queries, services
 from helpdesk.attachments import Upload
@@ -58,10 +59,10 @@ def _technicians() -> list[User]:
     ).scalars())
 
 
-def _category_choices(include_id: int | None = None) -> list[tuple[int, str]]:
+def _category_choices(include_id: int | None = None) -> list[SelectChoice]:
     """Active categories (plus the ticket's current one, even if retired)."""
-    return [(c.id, c.label) for c in configuration.list_categories()
-            if c.is_active or c.id == include_id]
+    return select_choices((c.id, c.label) for c in configuration.list_categories()
+                          if c.is_active or c.id == include_id)
 
 
 @bp.route("/tickets/new", methods=["GET", "POST"])
@@ -207,7 +208,8 @@ def _render_detail(ticket: Ticket, reply_form: ReplyForm | None = None,
 def _fill_update_choices(form: TicketUpdateForm, ticket: Ticket) -> None:
     """Choices of the technicians' form."""
     form.category_id.choices = _category_choices(ticket.category_id)
-    form.assignee_id.choices = [(None, "Unassigned")] + [(u.id, u.display_name) for u in _technicians()]
+    form.assignee_id.choices = select_choices(
+        [(None, "Unassigned")] + [(u.id, u.display_name) for u in _technicians()])
 
 
 @bp.route("/tickets/<number>")

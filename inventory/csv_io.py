@@ -85,7 +85,7 @@ def _cell(name: str, asset: Asset, users: dict[int, str]) -> str:
 def write_csv(assets: Iterable[Asset], out: io.TextIOBase | Any,
               node_states: dict[int, str] | None = None) -> int:
     """Write assets as CSV (UTF-8 with BOM for spreadsheets); returns the number of rows."""
-    users = dict(db.session.execute(select(User.id, User.username)).tuples().all())
+    users = dict(db.session.execute(select(User.id, User.username)).all())
     writer = csv.writer(out)
     out.write("\ufeff")
     header = COLUMNS + (EXPORT_ONLY if node_states is not None else ())
@@ -213,9 +213,9 @@ def validate_csv(raw: bytes, *, update: bool) -> list[_Row]:
     if not records:
         raise CsvImportError([(1, "the file has a header but no rows")])
     users = {name.lower(): uid for uid, name in
-             db.session.execute(select(User.id, User.username)).tuples()}
+             db.session.execute(select(User.id, User.username))}
     existing = {tag.lower(): (aid, tag, status) for aid, tag, status in db.session.execute(
-        select(Asset.id, Asset.asset_tag, Asset.status)).tuples()}
+        select(Asset.id, Asset.asset_tag, Asset.status))}
     to_update = _load_assets([existing[cells[columns.index("asset_tag")].strip().lower()][0]
                               for _, cells in records if len(cells) == len(columns)
                               and cells[columns.index("asset_tag")].strip().lower() in existing]
@@ -312,7 +312,7 @@ def _active_endpoints() -> dict[tuple, tuple[int, str]]:
     query = select(Asset.id, Asset.asset_tag, Asset.hostname, Asset.ip_address, Asset.port,
                    Asset.ae_title).where(Asset.kind == AssetKind.DICOM_NODE.value,
                                          Asset.status.not_in(INACTIVE_STATUSES))
-    for aid, tag, hostname, ip, port, ae in db.session.execute(query).tuples():
+    for aid, tag, hostname, ip, port, ae in db.session.execute(query):
         if hostname:
             result[("host", hostname.lower(), port, ae)] = (aid, tag)
         if ip:
@@ -329,7 +329,7 @@ def import_assets(raw: bytes, *, update: bool, user: User | None, source: str,
     new_rows = [row for row in rows if row.existing_id is None]
     if new_rows:
         db.session.execute(insert(Asset.__table__), [vars(row.data) for row in new_rows])
-        id_of = dict(db.session.execute(select(Asset.asset_tag, Asset.id)).tuples().all())
+        id_of = dict(db.session.execute(select(Asset.asset_tag, Asset.id)).all())
         ids = [id_of[row.data.asset_tag] for row in new_rows]
         db.session.execute(insert(AssetChange.__table__), [
             {"asset_id": aid, "user_id": user_id, "field": "created",

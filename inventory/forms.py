@@ -15,6 +15,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Length, Optional
 
+from core.forms import select_choices
 from inventory.asset_rules import SANITISATION_METHODS
 from inventory.models import MODALITY_CODES, AssetKind, AssetStatus, DicomRole, DicomType
 
@@ -57,9 +58,9 @@ class AssetForm(FlaskForm):
                             description="Letters, digits, '-', '_' or '.'; used in the page's "
                                         "address.")
     name = StringField("Name", validators=[DataRequired(), Length(max=200)])
-    kind = SelectField("Kind", choices=list(KIND_LABELS.items()))
-    status = SelectField("Status", choices=[(k, v) for k, v in STATUS_LABELS.items()
-                                            if k != AssetStatus.DISPOSED.value])
+    kind = SelectField("Kind", choices=select_choices(KIND_LABELS.items()))
+    status = SelectField("Status", choices=select_choices(
+        (k, v) for k, v in STATUS_LABELS.items() if k != AssetStatus.DISPOSED.value))
     location = StringField("Location", validators=[Length(max=200)],
                            description="Building, floor, room.")
     department = StringField("Department", validators=[Length(max=120)])
@@ -79,11 +80,11 @@ class AssetForm(FlaskForm):
     port = IntegerField("Port", validators=[Optional()], description="1-65535; often 104 "
                                                                      "or 11112.")
     tls = BooleanField("TLS")
-    dicom_role = SelectField("DICOM role", choices=list(ROLE_LABELS.items()),
+    dicom_role = SelectField("DICOM role", choices=select_choices(ROLE_LABELS.items()),
                              default=DicomRole.BOTH.value)
-    dicom_type = SelectField("DICOM type", choices=list(DICOM_TYPE_LABELS.items()))
-    modality = SelectField("Modality code", choices=[("", "—")] + [(c, c) for c in
-                                                                   MODALITY_CODES])
+    dicom_type = SelectField("DICOM type", choices=select_choices(DICOM_TYPE_LABELS.items()))
+    modality = SelectField("Modality code", choices=select_choices(
+        [("", "—")] + [(c, c) for c in MODALITY_CODES]))
     verify_enabled = BooleanField("Verify automatically with C-ECHO", default=True)
     submit = SubmitField("Save")
 
@@ -98,9 +99,10 @@ class SanitisationForm(FlaskForm):
     """Dispose of an asset, with its NIST SP 800-88 sanitisation record."""
 
     method = SelectField("Sanitisation method",
-                         choices=[("", "— none (asset held no patient data) —"),
-                                  *((key, f"{key.capitalize()}: {text}")
-                                    for key, text in SANITISATION_METHODS.items())])
+                         choices=select_choices([
+                             ("", "— none (asset held no patient data) —"),
+                             *((key, f"{key.capitalize()}: {text}")
+                               for key, text in SANITISATION_METHODS.items())]))
     performed_on = DateField("Date sanitised", validators=[Optional()])
     performed_by = StringField("Sanitised by", validators=[Length(max=200)])
     witness = StringField("Witness", validators=[Length(max=200)])

@@ -291,7 +291,7 @@ def node_states(asset_ids: list[int]) -> dict[int, str]:
     for i in range(0, len(asset_ids), CHUNK):
         states.update(db.session.execute(
             select(NodeState.asset_id, NodeState.state)
-            .where(NodeState.asset_id.in_(asset_ids[i:i + CHUNK]))).tuples().all())
+            .where(NodeState.asset_id.in_(asset_ids[i:i + CHUNK]))).all())
     return states
 
 

@@ -12,11 +12,13 @@ from flask import Blueprint, Response, abort, flash, redirect, render_template, 
 from flask_login import current_user
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from wtforms import SelectChoice
 
 from core.auth.forms import ConfirmForm
 from core.auth.models import User
 from core.auth.permissions import Permission, require_permission
 from core.extensions import db
+from core.forms import select_choices
 from core.navigation import NavItem, register_nav
 from core.pagination import paginate
 from core.timeutil import utcnow
@@ -137,11 +139,11 @@ def _form_data(form: AssetForm) -> AssetData:
     return AssetData(**values)
 
 
-def _user_choices() -> list[tuple[Any, str]]:
+def _user_choices() -> list[SelectChoice]:
     """Active accounts for the assigned-user menu."""
     users = db.session.scalars(select(User).where(User.is_disabled.is_(False))
                                .order_by(User.username))
-    return [("", "— nobody —")] + [(u.id, f"{u.username} ({u.display_name})") for u in users]
+    return select_choices([("", "— nobody —")] + [(u.id, f"{u.username} ({u.display_name})") for u in users])
 
 
 def _show_errors(form: Any, error: AssetError) -> None:

@@ -18,7 +18,7 @@ from audit.reports.models import JobStatus, ReportJob
 from audit.reports.registry import REPORT_KINDS, ReportError, kinds_for
 from core.auth.permissions import Permission, has_permission, require_permission
 from core.extensions import db
-from core.forms import show_error
+from core.forms import select_choices, show_error
 from core.navigation import NavItem, register_nav
 
 bp = Blueprint("reports", __name__)
@@ -46,7 +46,7 @@ def index():
     """The report form and the user's recent reports."""
     allowed = kinds_for(current_user)
     form = ReportForm()
-    form.kind.choices = [(k.key, k.title) for k in allowed]
+    form.kind.choices = select_choices((k.key, k.title) for k in allowed)
     if request.method == "POST" and form.kind.data in REPORT_KINDS and \
             form.kind.data not in {k.key for k in allowed}:
         abort(403)

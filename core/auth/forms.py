@@ -7,6 +7,7 @@ from wtforms import EmailField, PasswordField, SelectField, StringField, SubmitF
 from wtforms.validators import DataRequired, EqualTo, Length, Optional
 
 from core.auth.models import Role
+from core.forms import select_choices
 
 ROLE_CHOICES = [(r.value, r.label) for r in Role]
 
@@ -28,7 +29,7 @@ class UserCreateForm(FlaskForm):
     full_name = StringField("Full name", validators=[Optional(), Length(max=200)])
     email = EmailField("E-mail", validators=[Optional(), Length(max=254)])
     department = StringField("Department", validators=[Optional(), Length(max=120)])
-    role = SelectField("Role", choices=ROLE_CHOICES, default=Role.REQUESTER.value)
+    role = SelectField("Role", choices=select_choices(ROLE_CHOICES), default=Role.REQUESTER.value)
     password = PasswordField(
         "Initial password", validators=[Optional(), Length(max=256)],
         description="Leave empty to generate one; it is shown once after saving.",
@@ -43,7 +44,7 @@ class UserEditForm(FlaskForm):
     full_name = StringField("Full name", validators=[Optional(), Length(max=200)])
     email = EmailField("E-mail", validators=[Optional(), Length(max=254)])
     department = StringField("Department", validators=[Optional(), Length(max=120)])
-    role = SelectField("Role", choices=ROLE_CHOICES)
+    role = SelectField("Role", choices=select_choices(ROLE_CHOICES))
     submit = SubmitField("Save changes")
 
 

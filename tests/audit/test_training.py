@@ -158,6 +158,7 @@ def test_completion_keeps_attestation_time_certificate_and_history(app, client, 
     with time_machine.travel(at(2037, 1, 5, 9), tick=False):
         download = client.get(f"/training/completions/{completion_id}/certificate")
     assert download.status_code == 200 and download.data == PDF
+    download.close()
 
 
 @pytest.mark.parametrize(("name", "content", "message"), [

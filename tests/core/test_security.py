@@ -118,6 +118,7 @@ def test_security_headers_on_every_response(client, login_as, path):
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["X-Frame-Options"] == "DENY"
     assert response.headers["Referrer-Policy"]
+    response.close()
 
 
 def test_pages_carry_no_inline_script_or_style(client, login_as):

@@ -101,6 +101,7 @@ def test_download_names_are_made_safe(client, login_as, category_id, raw, expect
     number = _file(client, category_id, (b"plain text\n", raw)).headers["Location"].rsplit("/", 1)[-1]
     download = client.get(f"/tickets/{number}/attachments/1")
     assert download.headers["Content-Disposition"] == f'attachment; filename="{expected}"'
+    download.close()
 
 
 def test_reply_with_bad_attachment_saves_neither_reply_nor_files(client, login_as, file_ticket, app):

@@ -40,13 +40,15 @@ def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 30) -> 
 
 
 def stop(process: subprocess.Popen) -> None:
-    """Terminate a server process and reap it."""
+    """Terminate a server process, reap it and close its output pipe."""
     process.terminate()
     try:
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=10)
+    if process.stdout:
+        process.stdout.close()
 
 
 @pytest.fixture(scope="module")

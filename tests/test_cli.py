@@ -191,4 +191,5 @@ def test_serve_answers_health_checks_under_gunicorn(tmp_path):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+        server.stdout.close()
     assert server.returncode is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -275,29 +275,30 @@ def _walk(conn: Connection, batch_size: int) -> ChainVerification:
     count = 0
     prev_seq: int | None = None
     prev_hash = GENESIS_HASH
-    rows: Iterable[Any] = conn.execute(_WALK.execution_options(yield_per=batch_size))
-    for row in rows:
-        seq = row[0]
-        if prev_seq is None:
-            start, problem = _start_of_chain(conn, seq)
-            if problem:
-                return ChainVerification(False, count, 0, GENESIS_HASH, seq, problem)
-            prev_hash = start  # type: ignore[assignment]
-        elif seq != prev_seq + 1:
-            return ChainVerification(False, count, prev_seq, prev_hash, prev_seq + 1,
-                                     f"event #{prev_seq + 1} is missing (next found is #{seq})")
-        if row[11] != prev_hash:
-            return ChainVerification(False, count, prev_seq or 0, prev_hash, seq,
-                                     f"event #{seq} does not link to the event before it")
-        if event_hash(*row[:12]) != row[12]:
-            return ChainVerification(False, count, prev_seq or 0, prev_hash, seq,
-                                     f"event #{seq} was altered after it was written")
-        if anchor is not None and seq == anchor[0] and row[12] != anchor[1]:
-            return ChainVerification(False, count, prev_seq or 0, prev_hash, seq,
-                                     f"event #{seq} differs from the one verified on "
-                                     f"{_iso(anchor[2])}: the trail was rewritten")
-        prev_seq, prev_hash = seq, row[12]
-        count += 1
+    # Closed on every return: an early one (a broken link) must not leave the server-side cursor open.
+    with conn.execute(_WALK.execution_options(yield_per=batch_size)) as rows:
+        for row in rows:
+            seq = row[0]
+            if prev_seq is None:
+                start, problem = _start_of_chain(conn, seq)
+                if problem:
+                    return ChainVerification(False, count, 0, GENESIS_HASH, seq, problem)
+                prev_hash = start  # type: ignore[assignment]
+            elif seq != prev_seq + 1:
+                return ChainVerification(False, count, prev_seq, prev_hash, prev_seq + 1,
+                                         f"event #{prev_seq + 1} is missing (next found is #{seq})")
+            if row[11] != prev_hash:
+                return ChainVerification(False, count, prev_seq or 0, prev_hash, seq,
+                                         f"event #{seq} does not link to the event before it")
+            if event_hash(*row[:12]) != row[12]:
+                return ChainVerification(False, count, prev_seq or 0, prev_hash, seq,
+                                         f"event #{seq} was altered after it was written")
+            if anchor is not None and seq == anchor[0] and row[12] != anchor[1]:
+                return ChainVerification(False, count, prev_seq or 0, prev_hash, seq,
+                                         f"event #{seq} differs from the one verified on "
+                                         f"{_iso(anchor[2])}: the trail was rewritten")
+            prev_seq, prev_hash = seq, row[12]
+            count += 1
     head = prev_seq or 0
     if anchor is not None and anchor[0] > head:
         return ChainVerification(False, count, head, prev_hash, head + 1,

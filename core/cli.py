@@ -88,6 +88,8 @@ def serve_command(host: str, port: int, workers: int, threads: int, no_scheduler
             self.cfg.set("timeout", 120)
             self.cfg.set("accesslog", "-")
             self.cfg.set("forwarded_allow_ips", "127.0.0.1")
+            # One control socket per user would be shared by every server on the machine.
+            self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:
             return _create_app()

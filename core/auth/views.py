@@ -61,6 +61,9 @@ def logout():
     if not form.validate_on_submit():
         abort(400)
     audit_sink.record("user.logout", object_type="user", object_id=current_user.id)
+    # A copy of the session cookie taken before logout must not work after it: logging out
+    # ends every session of the account (sessions are signed cookies, not server rows).
+    current_user.session_version += 1
     db.session.commit()
     logout_user()
     session.clear()

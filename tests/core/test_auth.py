@@ -371,3 +371,13 @@ def test_parallel_wrong_passwords_all_count_toward_the_lockout(app, make_user):
     assert user_row(app, "rita").is_locked()
     counted = [e for e in events(app, "user.login_failed") if '"wrong password"' in e.details]
     assert len(counted) == 5
+
+
+def test_a_session_cookie_copied_before_logout_is_useless_after_it(app, client, login_as):
+    login_as("requester", "rita")
+    stolen = client.get_cookie("pacsdesk_session").value
+    assert client.post("/logout").status_code == 302
+    replay = app.test_client()
+    replay.set_cookie("pacsdesk_session", stolen)
+    response = replay.get("/my/tickets")
+    assert response.status_code == 302 and "/login" in response.headers["Location"]

@@ -9,6 +9,8 @@ from flask import current_app, has_app_context
 from sqlalchemy import DateTime
 from sqlalchemy.types import TypeDecorator
 
+from core.forms import FieldError
+
 
 def utcnow() -> datetime:
     """Return the current time as an aware UTC datetime."""
@@ -67,12 +69,8 @@ MIN_YEAR = 1900
 MAX_YEAR = 2999
 
 
-class DateOutOfRange(ValueError):
+class DateOutOfRange(FieldError):
     """A date outside the years PACS Desk accepts; ``field`` names the form field at fault."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 def check_day(day: date, field: str, label: str) -> date:

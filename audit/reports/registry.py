@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from sqlalchemy import ColumnElement
@@ -129,8 +129,3 @@ EXPORT_ACTIONS: dict[str, str] = {
 def register_export_actions(actions: dict[str, str]) -> None:
     """Add bulk-export actions (ticket lists, inventory CSV) to the searches-and-exports section."""
     EXPORT_ACTIONS.update(actions)
-
-
-def local_midnight(day: date, tz: Any) -> datetime:
-    """The instant a local calendar day starts."""
-    return datetime(day.year, day.month, day.day, tzinfo=tz)

@@ -238,3 +238,29 @@ def fast_verification(app_config: dict) -> dict:
                        "PACSDESK_DEGRADED_LATENCY_MS": 1000, "PACSDESK_VERIFY_CONCURRENCY": 16,
                        "PACSDESK_AUTO_RESOLVE": True})
     return app_config
+
+
+def record_at_once(app, asset_id: int, result, workers: int = 2) -> None:
+    """Record ``result`` for one node from several threads released together; fail on any error."""
+    from core.extensions import db
+    from inventory.models import Asset
+    from inventory.verification import record_check
+
+    barrier = threading.Barrier(workers)
+    errors: list[Exception] = []
+
+    def record_one() -> None:
+        try:
+            with app.app_context():
+                barrier.wait(30)  # before any query: on SQLite a transaction takes the write lock
+                record_check(db.session.get(Asset, asset_id), result, "schedule", audit_each=False)
+                db.session.commit()
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=record_one) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []

@@ -28,7 +28,7 @@ from inventory.verification import (
 )
 from inventory.verification_models import NodeCheck, NodeState
 from inventory.verification_summary import uptime_percentages
-from tests.inventory.conftest import free_port, stay_silent
+from tests.inventory.conftest import free_port, record_at_once, stay_silent
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 OK = EchoResult(Outcome.OK, "C-ECHO succeeded in 12 ms", 12.0)
@@ -444,24 +444,7 @@ def test_a_fresh_app_registers_the_sweep_job_audit_actions_retention_class_and_p
 
 def test_two_checks_of_a_new_node_recorded_at_once_both_count(app, make_node):
     asset_id = make_node("CT-01", 104)
-    barrier = threading.Barrier(2)
-    errors: list[Exception] = []
-
-    def record_failure() -> None:
-        try:
-            with app.app_context():
-                barrier.wait(5)
-                record_check(db.session.get(Asset, asset_id), REFUSED, "schedule", audit_each=False)
-                db.session.commit()
-        except Exception as exc:
-            errors.append(exc)
-
-    workers = [threading.Thread(target=record_failure) for _ in range(2)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(30)
-    assert errors == []
+    record_at_once(app, asset_id, REFUSED)
     with app.app_context():
         state = db.session.get(NodeState, asset_id)
         assert (state.consecutive_failures, state.state) == (2, "down")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,6 +16,7 @@ from inventory.models import Asset
 from inventory.verification import record_check, sweep
 from inventory.verification_models import NodeState
 from tests.helpers import require_postgres
+from tests.inventory.conftest import record_at_once
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 OK = EchoResult(Outcome.OK, "C-ECHO succeeded in 12 ms", 12.0)
@@ -121,25 +121,7 @@ def test_two_failures_recorded_at_once_on_postgresql_open_one_ticket(app, make_n
     require_postgres()
     asset_id = make_node("CT-01", 104)
     feed(app, asset_id, REJECTED, T0)
-    barrier = threading.Barrier(2)
-    errors: list[Exception] = []
-
-    def record_failure() -> None:
-        try:
-            with app.app_context():
-                asset = db.session.get(Asset, asset_id)
-                barrier.wait(30)
-                record_check(asset, REJECTED, "schedule", audit_each=False)
-                db.session.commit()
-        except Exception as exc:
-            errors.append(exc)
-
-    workers = [threading.Thread(target=record_failure) for _ in range(2)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(60)
-    assert errors == []
+    record_at_once(app, asset_id, REJECTED)
     with app.app_context():
         (ticket,) = tickets()
         assert ticket.status == "new" and ticket.dedup_key == f"node-down:{asset_id}"

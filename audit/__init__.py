@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from audit import guards  # noqa: F401 - installs the append-only triggers on create_all
-from audit.chain import record, register_actions
+from audit.trail import guards  # noqa: F401 - installs the append-only triggers on create_all
+from audit.trail.chain import record, register_actions
 from core import audit_sink
 
 audit_sink.install(record)

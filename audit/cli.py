@@ -9,8 +9,9 @@ import click
 from flask import Flask
 from flask.cli import with_appcontext
 
-from audit import retention, training
-from audit.verification_runs import run_verification
+from audit.retention import engine as retention
+from audit.trail.chain_verification import run_verification
+from audit.training import services as training
 from core.auth.services import find_user
 from core.extensions import db
 

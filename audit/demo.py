@@ -6,9 +6,9 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from audit import training
-from audit.training_models import TrainingAssignment, TrainingCompletion
-from audit.verification_runs import run_verification
+from audit.trail.chain_verification import run_verification
+from audit.training import services as training
+from audit.training.models import TrainingAssignment, TrainingCompletion
 from core.demo import DemoContext, register_data_check, register_seeder
 from core.extensions import db
 from core.timeutil import utcnow

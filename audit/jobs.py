@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Flask, current_app
 
-from audit.retention import RetentionBusy, run_retention
-from audit.training import ensure_assignments
-from audit.verification_runs import ChainVerificationRun, run_verification
+from audit.retention.engine import RetentionBusy, run_retention
+from audit.trail.chain_verification import ChainVerificationRun, run_verification
+from audit.training.services import ensure_assignments
 from core.extensions import db
 from core.scheduler import register_job
 

@@ -8,8 +8,11 @@ from flask import url_for
 from markupsafe import Markup
 from sqlalchemy import func, select
 
-from audit import demo, jobs, retention, search_index, training
-from audit.verification_runs import broken_chain_banner, last_verification, unacknowledged_failure
+from audit import demo, jobs
+from audit.retention import engine as retention
+from audit.trail import search_index
+from audit.trail.chain_verification import broken_chain_banner, last_verification, unacknowledged_failure
+from audit.training import services as training
 from core.auth.permissions import Permission, has_permission
 from core.auth.services import register_user_created_hook
 from core.extensions import db

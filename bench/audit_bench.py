@@ -26,8 +26,8 @@ import benchlib  # first: it puts the project on sys.path
 from sqlalchemy import MetaData, Table
 
 from audit import record, register_actions
-from audit.chain import canonical_details, chain_head, verify_chain
-from audit.models import AuditEvent
+from audit.trail.chain import canonical_details, chain_head, verify_chain
+from audit.trail.models import AuditEvent
 from core.extensions import db
 
 APPEND_TARGET = 0.5

@@ -1,16 +1,16 @@
 """Audit search and retention benchmark: 1,000,000 events beside 10,000, measured in the same run.
 
-Builds a chain of correctly chained events (``audit.chain.event_hash``, bulk insert), then
-times, through the application's own search service (``audit.search.search_events``, which
+Builds a chain of correctly chained events (``audit.trail.chain.event_hash``, bulk insert), then
+times, through the application's own search service (``audit.trail.search.search_events``, which
 also records the search as an audit event and commits, as the page does):
 
 * a filtered search: one user, one local month, newest first, first page;
 * a word search in the details: an accession number that occurs in a handful of events,
   a ticket number (a few dozen), and words that are in every event.
 
-Then runs retention (``audit.retention.run_retention``) with a 6-year policy over a chain
+Then runs retention (``audit.retention.engine.run_retention``) with a 6-year policy over a chain
 whose older half is past it, in a fresh process so its peak memory is its own; it purges
-through ``audit.chain.purge_through`` in batches; the chain is verified afterwards.
+through ``audit.trail.chain.purge_through`` in batches; the chain is verified afterwards.
 
     python bench/audit_search_bench.py                          # temporary SQLite files
     python bench/audit_search_bench.py --database-url postgresql://user@host/db
@@ -30,8 +30,9 @@ from typing import Any
 
 import benchlib  # first: it puts the project on sys.path
 
-from audit import retention, search
-from audit.chain import verify_chain
+from audit.retention import engine as retention
+from audit.trail import search
+from audit.trail.chain import verify_chain
 from core.extensions import db
 
 SEARCH_TARGET_MS = 300.0

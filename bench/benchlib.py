@@ -27,8 +27,8 @@ from sqlalchemy import create_engine, insert, text
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app import create_app
-from audit.chain import canonical_details, chain_head, event_hash
-from audit.models import AuditEvent
+from audit.trail.chain import canonical_details, chain_head, event_hash
+from audit.trail.models import AuditEvent
 from core.config import load_config
 from core.extensions import db
 
@@ -103,7 +103,7 @@ def append_events(count: int, make_event: Callable[[int], Event], batch: int = 2
     """Bulk-insert ``count`` correctly chained events after the chain's head, committing each batch.
 
     ``make_event(seq)`` gives the fields of the event at ``seq``; they are hashed with
-    ``audit.chain.event_hash`` exactly as ``audit.record`` hashes them.
+    ``audit.trail.chain.event_hash`` exactly as ``audit.record`` hashes them.
     """
     head_seq, prev, _ = chain_head()
     rows: list[dict[str, Any]] = []

@@ -2,7 +2,7 @@
 
 The fleet: about 90% answering Verification SCPs (pynetdicom, spread over a few processes,
 their association limit raised), 5% closed ports (refused) and 5% silent sockets (TCP
-accepted, never a word). The concurrent sweep is ``inventory.verification.sweep()``, the
+accepted, never a word). The concurrent sweep is ``inventory.verification.services.sweep()``, the
 scheduled job's own code path (bounded pool, results written to the database, one audit
 event). The baseline checks the same nodes one after another with the same C-ECHO function
 and timeout, in the same run; by default it is measured on a stratified sample and
@@ -122,9 +122,9 @@ def main() -> int:
     from app import create_app
     from core.extensions import db
     from core.reference_data import load_reference_data
-    from inventory.dicom import echo
     from inventory.models import Asset
-    from inventory.verification import sweep
+    from inventory.verification.dicom import echo
+    from inventory.verification.services import sweep
 
     workdir = Path(tempfile.mkdtemp(prefix="echo-sweep-"))
     overrides = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{workdir / 'bench.db'}",

@@ -25,7 +25,7 @@ import benchlib  # first: it puts the project on sys.path
 from flask import Flask
 from sqlalchemy import text
 
-from audit.chain import chain_head
+from audit.trail.chain import chain_head
 from core.auth.models import Role
 from core.auth.services import NewUser, create_user
 from core.extensions import db

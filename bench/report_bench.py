@@ -1,6 +1,6 @@
 """Access-audit report benchmark: a year holding 1,000,000 events, with a 10,000-row appendix.
 
-Bulk-inserts correctly chained events (``audit.chain.event_hash``), then generates the
+Bulk-inserts correctly chained events (``audit.trail.chain.event_hash``), then generates the
 access-audit PDF for the whole period in a fresh process (so its peak memory is the
 report's own) and checks it against the targets: at most 30 s, under 1 GB. Then renders
 the same appendix rows twice in this run: as the report does (its first page laid out by
@@ -28,10 +28,10 @@ from typing import Any
 import benchlib  # first: it puts the project on sys.path
 from sqlalchemy import select
 
-from audit.chain import verify_chain
-from audit.models import AuditEvent
 from audit.reports import access_audit, services
 from audit.reports.registry import ReportRequest
+from audit.trail.chain import verify_chain
+from audit.trail.models import AuditEvent
 from core.auth.models import User
 from core.extensions import db
 from core.pdf import Listing, PageFrame, html_to_pdf

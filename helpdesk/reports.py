@@ -9,7 +9,6 @@ from flask import current_app
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from audit.models import AuditEvent
 from audit.reports.charts import bar_chart
 from audit.reports.localtime import LocalClock
 from audit.reports.registry import (
@@ -24,6 +23,7 @@ from audit.reports.registry import (
 )
 from audit.reports.services import period_bounds, period_text
 from audit.reports.sqlstats import dialect, human_duration, percentiles, seconds_between
+from audit.trail.models import AuditEvent
 from core.auth.permissions import Permission
 from core.extensions import db
 from core.timeutil import utcnow

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Select, delete, or_, select
 
-from audit.retention_registry import HoldScope, RecordClass, register_record_class
+from audit.retention.registry import HoldScope, RecordClass, register_record_class
 from core.auth.models import User
 from core.extensions import db
 from helpdesk.models import Ticket, TicketAttachment, TicketChange, TicketComment, TicketStatus, parse_number

@@ -12,9 +12,9 @@ from sqlalchemy import select
 from core.extensions import db
 from inventory import csv_io, services
 from inventory.models import Asset
-from inventory.verification import run_checks
-from inventory.verification_models import CheckTrigger
-from inventory.verify_cli import verify_command
+from inventory.verification.cli import verify_command
+from inventory.verification.models import CheckTrigger
+from inventory.verification.services import run_checks
 
 inventory_group = AppGroup("inventory", help="Assets and DICOM nodes.")
 inventory_group.add_command(verify_command)

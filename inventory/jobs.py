@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, current_app
 
 from core.scheduler import register_job
-from inventory.verification import sweep
+from inventory.verification.services import sweep
 
 SWEEP_JOB = "inventory.sweep"
 

@@ -22,7 +22,7 @@ from core.auth.permissions import Permission
 from core.extensions import db
 from core.timeutil import format_local, to_local, utcnow
 from inventory.models import Asset, AssetChange, AssetKind, AssetStatus, Sanitisation
-from inventory.verification_models import NodeCheck, NodeState, NodeStateName
+from inventory.verification.models import NodeCheck, NodeState, NodeStateName
 
 WARRANTY_HORIZON_DAYS = 90
 CHART_NODES = 30

@@ -23,8 +23,8 @@ from inventory.asset_rules import (
     normalise,
 )
 from inventory.models import Asset, AssetChange, AssetKind, AssetStatus, Sanitisation
-from inventory.verification import request_check
-from inventory.verification_models import NodeState
+from inventory.verification.models import NodeState
+from inventory.verification.services import request_check
 
 register_actions(
     {

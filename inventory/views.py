@@ -41,7 +41,8 @@ from inventory.forms import (
     SanitisationForm,
 )
 from inventory.models import Asset, AssetStatus
-from inventory.verification import VerificationError, node_summary, verify_asset
+from inventory.verification.services import VerificationError, verify_asset
+from inventory.verification.summary import node_summary
 
 T = TypeVar("T")
 

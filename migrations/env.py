@@ -5,7 +5,7 @@ import logging
 from alembic import context
 from flask import current_app
 
-from audit.search_index import autogenerate_include as include_object
+from audit.trail.search_index import autogenerate_include as include_object
 
 logger = logging.getLogger("alembic.env")
 config = context.config

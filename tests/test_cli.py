@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import select
 
 from app import create_app
-from audit.chain import verify_chain
-from audit.models import AuditEvent
+from audit.trail.chain import verify_chain
+from audit.trail.models import AuditEvent
 from core.auth.models import User
 from core.extensions import db
 from tests.conftest import test_overrides as overrides_for

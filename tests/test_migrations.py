@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from app import create_app
-from audit.search_index import autogenerate_include
+from audit.trail.search_index import autogenerate_include
 from core.extensions import db
 from tests.conftest import test_overrides as overrides_for
 from tests.helpers import require_postgres

@@ -13,8 +13,6 @@ from flask import current_app
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from audit.chain import ACTIONS
-from audit.models import AuditEvent
 from audit.reports.chaincheck import ChainCheck
 from audit.reports.charts import bar_chart
 from audit.reports.localtime import LocalClock
@@ -28,6 +26,8 @@ from audit.reports.registry import (
     register_report_kind,
 )
 from audit.reports.services import period_bounds, period_text
+from audit.trail.chain import ACTIONS
+from audit.trail.models import AuditEvent
 from core.auth.models import User
 from core.auth.permissions import Permission
 from core.extensions import db

@@ -17,7 +17,7 @@ from typing import Any
 
 from flask import current_app
 
-from audit.chain import ChainVerification, verify_chain
+from audit.trail.chain import ChainVerification, verify_chain
 from core.extensions import db
 
 log = logging.getLogger(__name__)

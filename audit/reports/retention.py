@@ -8,7 +8,6 @@ from typing import Any
 
 from sqlalchemy import func, or_, select
 
-from audit.models import AuditEvent
 from audit.reports.registry import (
     Progress,
     ReportContent,
@@ -17,9 +16,10 @@ from audit.reports.registry import (
     ReportRequest,
     register_report_kind,
 )
-from audit.retention import describe_scope
-from audit.retention_models import LegalHold, RetentionRun, RunStatus
-from audit.retention_registry import RECORD_CLASSES
+from audit.retention.engine import describe_scope
+from audit.retention.models import LegalHold, RetentionRun, RunStatus
+from audit.retention.registry import RECORD_CLASSES
+from audit.trail.models import AuditEvent
 from core.auth.models import User
 from core.auth.permissions import Permission
 from core.extensions import db

@@ -14,7 +14,6 @@ from flask import Flask, current_app
 from sqlalchemy import select, update
 
 from audit import record, register_actions
-from audit.chain import chain_head
 from audit.reports.models import JobStatus, ReportJob, new_report_id
 from audit.reports.registry import (
     REPORT_KINDS,
@@ -25,6 +24,7 @@ from audit.reports.registry import (
     ReportRequest,
     report_kinds,
 )
+from audit.trail.chain import chain_head
 from core.auth.models import User
 from core.database import SNAPSHOT_OPTION
 from core.extensions import db

@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy import Select, delete, select
 
-from audit.legal_holds import register_scope_matcher
 from audit.reports.models import ReportJob
-from audit.retention_registry import HoldScope, RecordClass, register_record_class
+from audit.retention.holds import register_scope_matcher
+from audit.retention.registry import HoldScope, RecordClass, register_record_class
 from core.auth.models import User
 from core.extensions import db
 

@@ -16,8 +16,8 @@ from audit.reports.registry import (
     register_report_kind,
 )
 from audit.reports.services import period_text
-from audit.training import MatrixFilter, Status, local_today, matrix
-from audit.training_models import Course, TrainingCompletion
+from audit.training.models import Course, TrainingCompletion
+from audit.training.services import MatrixFilter, Status, local_today, matrix
 from core.auth.models import Role, User
 from core.auth.permissions import Permission
 from core.extensions import db

@@ -7,7 +7,7 @@ Revises:
 import sqlalchemy as sa
 from alembic import op
 
-from audit.guards import drop_audit_guards, install_audit_guards
+from audit.trail.guards import drop_audit_guards, install_audit_guards
 
 
 # revision identifiers, used by Alembic.

@@ -6,7 +6,7 @@ Revises: 0001
 import sqlalchemy as sa
 from alembic import op
 
-from audit.search_index import drop_search_index, install_search_index
+from audit.trail.search_index import drop_search_index, install_search_index
 
 
 # revision identifiers, used by Alembic.

@@ -10,8 +10,8 @@ import time_machine
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, delete, select, text
 
 from audit import record, register_actions
-from audit.guards import install_audit_guards
-from audit.retention_registry import RECORD_CLASSES, HoldScope, RecordClass, register_record_class
+from audit.retention.registry import RECORD_CLASSES, HoldScope, RecordClass, register_record_class
+from audit.trail.guards import install_audit_guards
 from core.extensions import db
 
 register_actions({"test.compliance": "Event written by the compliance tests"})

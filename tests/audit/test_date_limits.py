@@ -7,9 +7,9 @@ from datetime import date
 import pytest
 from sqlalchemy import select
 
-from audit.models import AuditEvent
-from audit.retention_models import LegalHold
-from audit.search import AuditFilter
+from audit.retention.models import LegalHold
+from audit.trail.models import AuditEvent
+from audit.trail.search import AuditFilter
 from core.extensions import db
 from core.timeutil import DateOutOfRange, to_local
 

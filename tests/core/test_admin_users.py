@@ -6,8 +6,8 @@ import re
 
 from sqlalchemy import select
 
-from audit.chain import verify_chain
-from audit.models import AuditEvent
+from audit.trail.chain import verify_chain
+from audit.trail.models import AuditEvent
 from core.auth.models import User
 from core.extensions import db
 from tests.conftest import PASSWORD

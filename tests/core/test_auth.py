@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from audit.models import AuditEvent
+from audit.trail.models import AuditEvent
 from core.auth.models import Role, User
 from core.auth.services import change_role, disable_user, enable_user, unlock_user
 from core.extensions import db

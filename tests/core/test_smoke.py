@@ -1,6 +1,6 @@
 """The app starts, pages render and the login round-trip works."""
 
-from audit.chain import verify_chain
+from audit.trail.chain import verify_chain
 
 
 def test_login_lands_on_home_and_is_audited(app, client, login_as):

@@ -148,8 +148,8 @@ def make_training_overdue(env: dict[str, str], usernames: list[str], days: int) 
     run_in_app(env, (
         "from datetime import timedelta\n"
         "from sqlalchemy import select, update\n"
-        "from audit.training import local_today\n"
-        "from audit.training_models import TrainingAssignment\n"
+        "from audit.training.services import local_today\n"
+        "from audit.training.models import TrainingAssignment\n"
         "from core.auth.models import User\n"
         f"ids = select(User.id).where(User.username.in_({usernames!r}))\n"
         "db.session.execute(update(TrainingAssignment).where(TrainingAssignment.user_id.in_(ids))\n"

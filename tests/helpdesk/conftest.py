@@ -7,7 +7,7 @@ import json
 import pytest
 from sqlalchemy import select
 
-from audit.models import AuditEvent
+from audit.trail.models import AuditEvent
 from core.extensions import db
 from helpdesk.models import Category, Ticket
 

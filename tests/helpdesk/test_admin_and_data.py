@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import time_machine
 from sqlalchemy import func, select
 
-from audit.retention_registry import RECORD_CLASSES, HoldScope
+from audit.retention.registry import RECORD_CLASSES, HoldScope
 from core.demo import DemoContext, existing_data
 from core.extensions import db
 from core.reference_data import load_reference_data

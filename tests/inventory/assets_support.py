@@ -10,7 +10,7 @@ from flask import Flask
 
 from core.extensions import db
 from inventory.models import Asset
-from inventory.verification import wait_for_pending_checks
+from inventory.verification.services import wait_for_pending_checks
 
 
 @pytest.fixture(autouse=True)

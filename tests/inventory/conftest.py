@@ -122,7 +122,7 @@ def close_after_request(conn: socket.socket) -> None:
 def unresolvable(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[str]]:
     """Make host names fail to resolve without asking a DNS server: ``lookups = unresolvable(name)``.
 
-    Patches ``socket.getaddrinfo`` as looked up by inventory.dicom and pynetdicom's transport;
+    Patches ``socket.getaddrinfo`` as looked up by inventory.verification.dicom and pynetdicom's transport;
     other names still resolve. The returned list collects the lookups of the patched names.
     """
     names: set[str] = set()
@@ -244,7 +244,7 @@ def record_at_once(app, asset_id: int, result, workers: int = 2) -> None:
     """Record ``result`` for one node from several threads released together; fail on any error."""
     from core.extensions import db
     from inventory.models import Asset
-    from inventory.verification import record_check
+    from inventory.verification.services import record_check
 
     barrier = threading.Barrier(workers)
     errors: list[Exception] = []

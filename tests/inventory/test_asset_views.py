@@ -13,8 +13,8 @@ from inventory import services
 from inventory.demo import seed_assets
 from inventory.models import Asset, Sanitisation
 from inventory.services import count_assets
-from inventory.verification import wait_for_pending_checks
-from inventory.verification_models import NodeCheck, NodeState
+from inventory.verification.models import NodeCheck, NodeState
+from inventory.verification.services import wait_for_pending_checks
 from tests.inventory.assets_support import (  # noqa: F401 - autouse fixtures
     _settle_checks,
     _short_checks,

@@ -8,7 +8,7 @@ from datetime import date, timedelta
 import pytest
 from sqlalchemy import select
 
-from audit.models import AuditEvent
+from audit.trail.models import AuditEvent
 from core.extensions import db
 from inventory.asset_rules import local_today
 from inventory.models import Asset, AssetChange, Sanitisation

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from audit.models import AuditEvent
+from audit.trail.models import AuditEvent
 from core.extensions import db
 from inventory.models import Asset, AssetChange
-from inventory.verification import wait_for_pending_checks
-from inventory.verification_models import NodeState
+from inventory.verification.models import NodeState
+from inventory.verification.services import wait_for_pending_checks
 from tests.inventory.assets_support import (  # noqa: F401 - autouse fixtures
     _settle_checks,
     _short_checks,

@@ -1,0 +1,1 @@
+"""Retention: record classes, policies, legal holds and retention runs."""

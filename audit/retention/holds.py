@@ -1,0 +1,167 @@
+"""Legal holds: placed with a reason and a scope that must cover something, released once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+
+from audit.retention.models import LegalHold
+from audit.retention.registry import RECORD_CLASSES, HoldScope, RecordClass
+from audit.trail.chain import record, register_actions
+from audit.trail.models import AuditEvent
+from core.auth.models import User
+from core.extensions import db
+from core.forms import FieldError
+from core.timeutil import format_local, utcnow
+
+HOLD_OBJECT_TYPES = ("ticket", "asset", "user")
+SCAN_BATCH = 10000
+
+register_actions({
+    "retention.hold_placed": "Legal hold placed",
+    "retention.hold_released": "Legal hold released",
+})
+
+
+class RetentionError(FieldError):
+    """A retention operation was refused; ``field`` names the form field at fault."""
+
+
+# Classes whose hold matching can be answered by one query instead of a scan of candidates.
+_SCOPE_MATCHERS: dict[str, Callable[[HoldScope], bool]] = {}
+
+
+def register_scope_matcher(key: str, matcher: Callable[[HoldScope], bool]) -> None:
+    """Answer "does this scope cover any of class ``key``?" with one query instead of a scan."""
+    _SCOPE_MATCHERS[key] = matcher
+
+
+def active_holds() -> list[LegalHold]:
+    """Holds not yet released, oldest first."""
+    return list(db.session.execute(
+        select(LegalHold).where(LegalHold.released_at.is_(None)).order_by(LegalHold.id)).scalars())
+
+
+def hold_scope(hold: LegalHold) -> HoldScope:
+    """A hold in the terms record classes understand."""
+    return HoldScope(record_class=hold.record_class, object_type=hold.object_type,
+                     object_key=hold.object_key, start=hold.start, end=hold.end)
+
+
+def describe_scope(hold: LegalHold) -> str:
+    """What a hold covers, in words."""
+    if hold.object_type:
+        return f"{hold.object_type} {hold.object_key}"
+    label = RECORD_CLASSES[hold.record_class].label if hold.record_class in RECORD_CLASSES \
+        else hold.record_class
+    span = f"{format_local(hold.start, '%Y-%m-%d') or 'the beginning'} to " \
+           f"{format_local(hold.end, '%Y-%m-%d') or 'now'}"
+    return f"{label}, {span}"
+
+
+def _scan_matches(rc: RecordClass, scope: HoldScope) -> bool:
+    """Whether any of ``rc``'s records falls under ``scope`` (scans its candidates in batches)."""
+    cutoff = utcnow() + timedelta(days=366 * 200)
+    last = None
+    while True:
+        sub = rc.candidates(cutoff, rc.anchors[0]).subquery()
+        id_col = next(iter(sub.c))
+        query = select(id_col).order_by(id_col).limit(SCAN_BATCH)
+        if last is not None:
+            query = query.where(id_col > last)
+        ids = list(db.session.execute(query).scalars())
+        if not ids:
+            return False
+        if rc.held(ids, [scope]):
+            return True
+        last = ids[-1]
+
+
+def scope_matches(scope: HoldScope) -> bool:
+    """Whether a hold's scope covers anything PACS Desk keeps."""
+    if scope.object_type and scope.object_key:
+        trail = db.session.execute(
+            select(AuditEvent.id).where(AuditEvent.object_type == scope.object_type,
+                                        AuditEvent.object_id == scope.object_key).limit(1)).first()
+        if trail is not None:
+            return True
+    keys = [scope.record_class] if scope.record_class else sorted(RECORD_CLASSES)
+    for key in keys:
+        rc = RECORD_CLASSES[key]
+        matcher = _SCOPE_MATCHERS.get(key)
+        if matcher(scope) if matcher else _scan_matches(rc, scope):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class NewHold:
+    """What it takes to place a legal hold."""
+
+    reason: str
+    kind: str                    # ticket, asset, user or class
+    object_key: str = ""
+    record_class: str = ""
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+def place_hold(new: NewHold, user: Any) -> LegalHold:
+    """Place a legal hold after checking that its scope covers something (flushes and audits)."""
+    reason = new.reason.strip()
+    if not reason:
+        raise RetentionError("Give the reason for the hold (case, investigation or audit).", "reason")
+    if new.kind in HOLD_OBJECT_TYPES:
+        key = new.object_key.strip()
+        if not key:
+            raise RetentionError(f"Give the {new.kind} this hold covers.", "object_key")
+        if new.kind == "user":
+            key = key.lower()
+            if db.session.execute(select(User.id).where(User.username == key)).first() is None:
+                raise RetentionError(f"There is no user '{key}'.", "object_key")
+        scope = HoldScope(object_type=new.kind, object_key=key)
+    elif new.kind == "class":
+        if new.record_class not in RECORD_CLASSES:
+            raise RetentionError("Choose a record class.", "record_class")
+        if new.start and new.end and new.start > new.end:
+            raise RetentionError("The range starts after it ends.", "start")
+        scope = HoldScope(record_class=new.record_class, start=new.start, end=new.end)
+    else:
+        raise RetentionError("Choose what the hold covers.", "kind")
+    if not scope_matches(scope):
+        raise RetentionError("This hold's scope matches no record: check the number, tag, user or "
+                             "dates.", "object_key" if scope.object_type else "record_class")
+    hold = LegalHold(reason=reason, placed_by_id=user.id, placed_at=utcnow(),
+                     record_class=scope.record_class, object_type=scope.object_type,
+                     object_key=scope.object_key, start=scope.start, end=scope.end)
+    db.session.add(hold)
+    db.session.flush()
+    record("retention.hold_placed", object_type="legal_hold", object_id=hold.id,
+           details={"reason": reason, "scope": describe_scope(hold)})
+    return hold
+
+
+def release_hold(hold_id: int, reason: str, user: Any) -> LegalHold:
+    """Release a hold once; the release is recorded (flushes and audits)."""
+    hold = db.session.get(LegalHold, hold_id)
+    if hold is None:
+        raise RetentionError(f"There is no legal hold #{hold_id}.")
+    if hold.released_at is not None:
+        raise RetentionError(f"Legal hold #{hold.id} was already released on "
+                             f"{format_local(hold.released_at)}.")
+    if not reason.strip():
+        raise RetentionError("Give the reason for releasing the hold.", "reason")
+    released = db.session.execute(
+        update(LegalHold).where(LegalHold.id == hold_id, LegalHold.released_at.is_(None))
+        .values(released_at=utcnow(), released_by_id=user.id, release_reason=reason.strip())
+    ).rowcount
+    if released != 1:
+        raise RetentionError(f"Legal hold #{hold_id} was already released.")
+    db.session.refresh(hold)
+    record("retention.hold_released", object_type="legal_hold", object_id=hold.id,
+           details={"reason": reason.strip(), "scope": describe_scope(hold)})
+    return hold

@@ -1,0 +1,1 @@
+"""Workforce training: courses, assignments and completions."""

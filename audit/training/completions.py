@@ -1,0 +1,174 @@
+"""Training completions: recorded with attestation and certificate, kept as history, retained 6 years."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import IO, Any
+
+from flask import current_app
+from sqlalchemy import delete, exists, select
+from sqlalchemy.orm import aliased
+
+from audit.retention.holds import register_scope_matcher
+from audit.retention.registry import HoldScope, RecordClass, register_record_class
+from audit.trail.chain import record, register_actions
+from audit.training.models import TrainingAssignment, TrainingCompletion
+from audit.training.services import ATTESTATION, TrainingError, local_today
+from core.auth.models import User
+from core.extensions import db
+from core.timeutil import to_local, utcnow
+
+CERTIFICATE_TYPES = {".pdf": ("application/pdf", b"%PDF-"), ".png": ("image/png", b"\x89PNG\r\n\x1a\n"),
+                     ".jpg": ("image/jpeg", b"\xff\xd8\xff"), ".jpeg": ("image/jpeg", b"\xff\xd8\xff")}
+
+register_actions({"training.completed": "Training completion recorded",
+                  "training.certificate_downloaded": "Training certificate downloaded"})
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """An uploaded certificate file."""
+
+    filename: str
+    stream: IO[bytes]
+
+
+@dataclass(frozen=True)
+class NewCompletion:
+    """A completion as entered."""
+
+    assignment_id: int
+    completed_on: date | None
+    score: int | None
+    attested: bool
+    certificate: Certificate | None = None
+
+
+def _read_certificate(cert: Certificate) -> tuple[bytes, str, str]:
+    """Check a certificate upload; returns (content, original name, content type)."""
+    name = os.path.basename(cert.filename or "").strip()
+    ext = os.path.splitext(name)[1].lower()
+    if ext not in CERTIFICATE_TYPES:
+        raise TrainingError("Certificate: a PDF, PNG or JPEG file.", "certificate")
+    content_type, magic = CERTIFICATE_TYPES[ext]
+    limit = current_app.config["PACSDESK_MAX_UPLOAD_MB"] * 1024 * 1024
+    data = cert.stream.read(limit + 1)
+    if len(data) > limit:
+        raise TrainingError(f"Certificate: larger than {current_app.config['PACSDESK_MAX_UPLOAD_MB']} MB.",
+                            "certificate")
+    if not data.startswith(magic):
+        raise TrainingError(f"Certificate: the file is not a real {ext[1:].upper()} file.", "certificate")
+    return data, name[:200], content_type
+
+
+def record_completion(new: NewCompletion, actor: User, on_behalf_allowed: bool) -> TrainingCompletion:
+    """Record a completion for the actor's own assignment, or any with ``on_behalf_allowed``."""
+    assignment = db.session.get(TrainingAssignment, new.assignment_id)
+    if assignment is None or (assignment.user_id != actor.id and not on_behalf_allowed):
+        raise TrainingError("There is no such training assignment.")
+    if not new.attested:
+        raise TrainingError("Tick the attestation to confirm the training was completed.", "attested")
+    if new.completed_on is None:
+        raise TrainingError("Give the date the training was completed.", "completed_on")
+    if new.completed_on > local_today():
+        raise TrainingError("Completion date cannot be in the future.", "completed_on")
+    joined = to_local(assignment.user.created_at).date()  # type: ignore[union-attr]
+    if new.completed_on < joined:
+        raise TrainingError(f"Completion date is before {assignment.user.username}'s account existed "
+                            f"({joined.isoformat()}).", "completed_on")
+    if new.score is not None and not 0 <= new.score <= 100:
+        raise TrainingError("Score: a whole number from 0 to 100.", "score")
+    data, name, content_type = (_read_certificate(new.certificate) if new.certificate is not None
+                                else (None, None, None))
+    completion = TrainingCompletion(
+        assignment_id=assignment.id, user_id=assignment.user_id, course_id=assignment.course_id,
+        completed_on=new.completed_on, score=new.score, attestation=ATTESTATION, attested_at=utcnow(),
+        certificate_name=name, certificate_type=content_type, certificate_data=data,
+        certificate_size=len(data) if data is not None else None,
+        recorded_by_id=actor.id, recorded_at=utcnow())
+    db.session.add(completion)
+    db.session.flush()
+    record("training.completed", object_type="training_completion", object_id=completion.id,
+           user=actor,
+           details={"username": assignment.user.username, "course": assignment.course.title,
+                    "completed_on": new.completed_on.isoformat(), "score": new.score,
+                    "on_behalf": assignment.user_id != actor.id,
+                    "certificate": name})
+    return completion
+
+
+def record_certificate_download(completion: TrainingCompletion) -> None:
+    """Audit that the current user downloaded a completion's certificate."""
+    record("training.certificate_downloaded", object_type="training_completion", object_id=completion.id,
+           details={"certificate": completion.certificate_name, "user_id": completion.user_id})
+
+
+def completion_history(assignment_id: int) -> list[TrainingCompletion]:
+    """Every completion of an assignment, newest first."""
+    return list(db.session.execute(
+        select(TrainingCompletion).where(TrainingCompletion.assignment_id == assignment_id)
+        .order_by(TrainingCompletion.completed_on.desc(), TrainingCompletion.id.desc())).scalars())
+
+
+def _superseded_before(cutoff: datetime, anchor: str) -> Any:
+    """Completions dated before ``cutoff`` that a later completion of the same assignment replaced.
+
+    The latest completion is the record still in effect, so it is kept whatever its age
+    (164.316(b)(2) counts from "the date when it last was in effect").
+    """
+    later = aliased(TrainingCompletion)
+    return select(TrainingCompletion.id, TrainingCompletion.completed_on).where(
+        TrainingCompletion.completed_on < to_local(cutoff).date(),  # type: ignore[union-attr]
+        exists().where(later.assignment_id == TrainingCompletion.assignment_id,
+                       later.completed_on > TrainingCompletion.completed_on))
+
+
+def _scope_condition(scope: HoldScope) -> Any:
+    """SQL condition for the completions a hold covers (None: none)."""
+    if scope.object_type == "user":
+        return TrainingCompletion.user_id == select(User.id).where(
+            User.username == scope.object_key).scalar_subquery()
+    if scope.record_class == "training_records":
+        condition = TrainingCompletion.id.is_not(None)
+        if scope.start:
+            condition = condition & (TrainingCompletion.completed_on >= to_local(scope.start).date())
+        if scope.end:
+            condition = condition & (TrainingCompletion.completed_on <= to_local(scope.end).date())
+        return condition
+    return None
+
+
+def _held(ids: Sequence[int], holds: Sequence[HoldScope]) -> set[int]:
+    """Completions among ``ids`` that a hold covers."""
+    conditions = [c for c in (_scope_condition(s) for s in holds) if c is not None]
+    if not conditions or not ids:
+        return set()
+    found: set[int] = set()
+    for condition in conditions:
+        found.update(db.session.execute(select(TrainingCompletion.id).where(
+            TrainingCompletion.id.in_(list(ids)), condition)).scalars())
+    return found
+
+
+def _purge(ids: Sequence[int]) -> int:
+    """Delete completions with their certificates."""
+    gone = db.session.execute(delete(TrainingCompletion).where(TrainingCompletion.id.in_(list(ids)))).rowcount
+    db.session.flush()
+    return gone
+
+
+def _matches(scope: HoldScope) -> bool:
+    """Whether any completion falls under ``scope``."""
+    condition = _scope_condition(scope)
+    return condition is not None and db.session.execute(
+        select(TrainingCompletion.id).where(condition).limit(1)).first() is not None
+
+
+register_record_class(RecordClass(
+    key="training_records", label="Training records (superseded completions)", anchors=("completed",),
+    default_years=6, floor_years=6, floor_rule="45 CFR 164.316(b)(2) (keep documentation 6 years)",
+    candidates=_superseded_before, held=_held, purge=_purge))
+register_scope_matcher("training_records", _matches)

@@ -1,0 +1,154 @@
+"""Training pages: my training, recording completions, the compliance matrix and courses."""
+
+from __future__ import annotations
+
+import io
+
+from flask import abort, flash, redirect, render_template, request, send_file, url_for
+from flask_login import current_user
+
+from audit.training import completions as training_completions
+from audit.training import services as training
+from audit.training.forms import CompletionForm, CourseForm, MatrixFilterForm
+from audit.training.models import Course, TrainingAssignment, TrainingCompletion
+from audit.views import bp
+from core.auth.permissions import Permission, has_permission, require_permission
+from core.extensions import db
+from core.forms import select_choices, show_error
+
+
+def _can_manage() -> bool:
+    """Whether the current user manages training for everyone."""
+    return has_permission(current_user, Permission.TRAINING_MANAGE)
+
+
+@bp.route("/training/mine")
+@require_permission(Permission.TRAINING_OWN)
+def my_training():
+    """The signed-in user's courses, status and due dates."""
+    training.ensure_assignments()
+    db.session.commit()
+    return render_template("audit/training_mine.html",
+                           statuses=training.user_statuses(current_user.id))
+
+
+@bp.route("/training/assignments/<int:assignment_id>", methods=["GET", "POST"])
+@require_permission(Permission.TRAINING_OWN)
+def assignment_detail(assignment_id: int):
+    """One assignment: its history and the form to record a completion."""
+    assignment = db.get_or_404(TrainingAssignment, assignment_id)
+    if assignment.user_id != current_user.id and not _can_manage():
+        abort(404)
+    form = CompletionForm()
+    if form.validate_on_submit():
+        upload = form.certificate.data
+        certificate = (training_completions.Certificate(upload.filename, upload.stream)
+                       if upload is not None and getattr(upload, "filename", "") else None)
+        new = training_completions.NewCompletion(
+            assignment_id=assignment.id, completed_on=form.completed_on.data, score=form.score.data,
+            attested=form.attested.data, certificate=certificate)
+        try:
+            training_completions.record_completion(new, current_user, _can_manage())
+        except training.TrainingError as error:
+            db.session.rollback()
+            show_error(form, error, "completed_on")
+        else:
+            db.session.commit()
+            flash(f"Completion of {assignment.course.title} recorded.", "success")
+            return redirect(url_for("audit.assignment_detail", assignment_id=assignment.id))
+    history = training_completions.completion_history(assignment.id)
+    status = training.status_of(assignment.course, assignment, next(iter(history), None),
+                                training.local_today())
+    return render_template("audit/assignment_detail.html", assignment=assignment, form=form,
+                           status=status, history=history,
+                           on_behalf=assignment.user_id != current_user.id), 200 if not form.errors else 422
+
+
+@bp.route("/training/completions/<int:completion_id>/certificate")
+@require_permission(Permission.TRAINING_OWN)
+def certificate_download(completion_id: int):
+    """Download a completion's certificate (its owner or a training manager); audited."""
+    completion = db.get_or_404(TrainingCompletion, completion_id)
+    if (completion.user_id != current_user.id and not _can_manage()) or completion.certificate_size is None:
+        abort(404)
+    data, mimetype = completion.certificate_data or b"", completion.certificate_type
+    name = completion.certificate_name or f"certificate-{completion.id}"
+    training_completions.record_certificate_download(completion)
+    db.session.commit()
+    return send_file(io.BytesIO(data), mimetype=mimetype, as_attachment=True, download_name=name)
+
+
+def _matrix_filter(form: MatrixFilterForm) -> training.MatrixFilter:
+    """Plain matrix filters from the form."""
+    form.department.choices = select_choices([("", "Any")] + [(d, d) for d in training.departments()])
+    if not form.validate():
+        return training.MatrixFilter()
+    return training.MatrixFilter(role=form.role.data or "", department=form.department.data or "",
+                                 status=form.status.data or "")
+
+
+@bp.route("/training")
+@require_permission(Permission.TRAINING_MANAGE)
+def training_matrix():
+    """Users by courses with status, filtered by role, department and status."""
+    training.ensure_assignments()
+    db.session.commit()
+    form = MatrixFilterForm(request.args)
+    courses, rows = training.matrix(_matrix_filter(form))
+    overdue = [s for _, cells in rows for s in cells.values() if s.needs_action]
+    return render_template("audit/training_matrix.html", form=form, courses=courses, rows=rows,
+                           overdue=sorted(overdue, key=lambda s: s.due_on or training.local_today()))
+
+
+@bp.route("/training/export.csv")
+@require_permission(Permission.TRAINING_MANAGE)
+def training_export():
+    """The filtered matrix as CSV, one row per user and course; the export is audited."""
+    training.ensure_assignments()
+    form = MatrixFilterForm(request.args)
+    flt = _matrix_filter(form)
+    text = training.export_matrix(flt)
+    db.session.commit()
+    return text, 200, {"Content-Type": "text/csv; charset=utf-8",
+                                    "Content-Disposition": 'attachment; filename="training-matrix.csv"'}
+
+
+@bp.route("/training/courses")
+@require_permission(Permission.TRAINING_MANAGE)
+def course_list():
+    """Every course."""
+    return render_template("audit/course_list.html", courses=training.list_courses())
+
+
+def _course_data(form: CourseForm) -> training.CourseData:
+    """Plain course values from the form."""
+    return training.CourseData(title=form.title.data or "", description=form.description.data or "",
+                               recurrence_months=form.recurrence_months.data,
+                               required_roles=form.required_roles.data or [],
+                               days_to_complete=form.days_to_complete.data, is_active=form.is_active.data)
+
+
+@bp.route("/training/courses/new", methods=["GET", "POST"])
+@bp.route("/training/courses/<int:course_id>", methods=["GET", "POST"])
+@require_permission(Permission.TRAINING_MANAGE)
+def course_edit(course_id: int | None = None):
+    """Create or change a course."""
+    course = db.get_or_404(Course, course_id) if course_id else None
+    form = CourseForm(obj=course)
+    if course is not None and request.method == "GET":
+        form.required_roles.data = course.roles
+    if form.validate_on_submit():
+        try:
+            if course is None:
+                training.create_course(_course_data(form))
+            else:
+                training.update_course(course.id, _course_data(form))
+        except training.TrainingError as error:
+            db.session.rollback()
+            show_error(form, error, "title")
+        else:
+            db.session.commit()
+            flash("Course saved.", "success")
+            return redirect(url_for("audit.course_list"))
+    return render_template("audit/course_edit.html", form=form, course=course), \
+        200 if not form.errors else 422

@@ -1,0 +1,1 @@
+"""C-ECHO verification of DICOM nodes: checks, sweeps, node states and outage tickets."""

@@ -1,1 +1,40 @@
 """Shared infrastructure of PACS Desk: extensions, configuration, accounts, time, CLI."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    """Bind the extensions, security, error pages, the core and account pages and commands."""
+    import os
+
+    from core import audit_sink, cli, database, errors, security, templating
+    from core.auth import loader
+    from core.auth import services as auth_services
+    from core.auth import views as auth_views
+    from core.auth.permissions import Permission
+    from core.extensions import bootstrap, csrf, db, limiter, login_manager, migrate
+    from core.navigation import NavItem, register_nav
+    from core.views import bp as core_bp
+
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["PACSDESK_RATELIMIT_STORAGE_URI"])
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
+    app.config.setdefault("BOOTSTRAP_SERVE_LOCAL", True)
+    database.init_app(app)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    migrate.init_app(app, db, directory=os.path.join(root, "migrations"))
+    login_manager.init_app(app)
+    loader.init_app(app)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    bootstrap.init_app(app)
+    security.init_app(app)
+    templating.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(core_bp)
+    app.register_blueprint(auth_views.bp)
+    for module in (auth_services, auth_views, security, cli):
+        audit_sink.register_actions(app, module.AUDIT_ACTIONS)
+    register_nav(app, NavItem("Users", "auth.users", Permission.USERS_MANAGE, 90, "people"))
+    cli.register(app)

@@ -24,6 +24,9 @@ from core.demo import DemoContext, existing_data, seeders
 from core.extensions import db
 from core.reference_data import load_reference_data
 
+# Audit actions recorded here (registered by the package's init_app).
+AUDIT_ACTIONS = {"system.demo_loaded": "Demonstration data loaded"}
+
 
 def _create_app() -> Flask:
     """App factory for the CLI."""

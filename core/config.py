@@ -201,10 +201,19 @@ def _secret_key(instance_path: Path) -> str:
     return key_file.read_text().strip()
 
 
-def load_config(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Build the Flask configuration from the environment; raise ConfigError on a bad value."""
+def load_config(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Build the Flask configuration from the environment and ``overrides``; ConfigError on a bad value.
+
+    Overrides (tests, embedding) apply before anything is derived from the settings: an
+    overridden instance folder, database or secret key means the environment's, or a key
+    file in the working directory, is never touched.
+    """
+    given = dict(overrides or {})
     values: dict[str, Any] = {}
     for setting in SETTINGS:
+        if setting.name in given:
+            values[setting.name] = given[setting.name]
+            continue
         raw = environ.get(setting.name, setting.default)
         if raw is None:
             values[setting.name] = None
@@ -219,11 +228,16 @@ def load_config(environ: Mapping[str, str]) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"PACSDESK_INSTANCE_PATH: cannot create {instance}: {exc.strerror}") from None
     values["PACSDESK_INSTANCE_PATH"] = str(instance)
-    database_url = values.pop("PACSDESK_DATABASE_URL") or f"sqlite:///{instance / 'pacsdesk.db'}"
-    secret = values.pop("PACSDESK_SECRET_KEY") or _secret_key(instance)
-    return {
+    database_url = (given.get("SQLALCHEMY_DATABASE_URI") or values.pop("PACSDESK_DATABASE_URL")
+                    or f"sqlite:///{instance / 'pacsdesk.db'}")
+    values.pop("PACSDESK_DATABASE_URL", None)
+    secret = given.get("SECRET_KEY") or values.pop("PACSDESK_SECRET_KEY") or _secret_key(instance)
+    values.pop("PACSDESK_SECRET_KEY", None)
+    config = {
         **values,
         "SECRET_KEY": secret,
         "SQLALCHEMY_DATABASE_URI": database_url,
         "MAX_CONTENT_LENGTH": (values["PACSDESK_MAX_UPLOAD_MB"] + 1) * 1024 * 1024,
     }
+    config.update(given)
+    return config

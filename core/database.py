@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from flask import Flask
 from sqlalchemy import event
@@ -42,6 +43,12 @@ def snapshot_connection() -> Iterator[Connection]:
     """A connection of its own for a long read (chain walk, report), never holding a write lock."""
     with db.engine.connect() as connection:
         yield connection.execution_options(**{SNAPSHOT_OPTION: True})
+
+
+def listen_once(target: Any, identifier: str, fn: Callable[..., Any]) -> None:
+    """``event.listen`` that does nothing when ``fn`` already listens (apps are built many times)."""
+    if not event.contains(target, identifier, fn):
+        event.listen(target, identifier, fn)
 
 
 def configure_engine(engine: Engine) -> None:

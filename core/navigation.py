@@ -1,12 +1,15 @@
-"""Navigation and dashboard registries that domains fill; pages show each role its own."""
+"""Navigation, dashboard panels and page banners that packages register; pages show each role its own."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from flask import Flask
+
 from core.auth.permissions import Permission, has_permission
+from core.registry import app_registry, current_registry
 
 
 @dataclass(frozen=True)
@@ -30,34 +33,6 @@ class DashboardPanel:
     provider: Callable[[], dict[str, Any]]
 
 
-NAV_ITEMS: list[NavItem] = []
-DASHBOARD_PANELS: list[DashboardPanel] = []
-
-
-def register_nav(item: NavItem) -> None:
-    """Add a navigation link (once per endpoint)."""
-    if all(existing.endpoint != item.endpoint for existing in NAV_ITEMS):
-        NAV_ITEMS.append(item)
-        NAV_ITEMS.sort(key=lambda i: i.order)
-
-
-def register_dashboard_panel(panel: DashboardPanel) -> None:
-    """Add a home-page panel (once per template)."""
-    if all(existing.template != panel.template for existing in DASHBOARD_PANELS):
-        DASHBOARD_PANELS.append(panel)
-        DASHBOARD_PANELS.sort(key=lambda p: p.order)
-
-
-def nav_for(user: Any) -> list[NavItem]:
-    """The links ``user`` may follow."""
-    return [item for item in NAV_ITEMS if has_permission(user, item.permission)]
-
-
-def panels_for(user: Any) -> list[tuple[DashboardPanel, dict[str, Any]]]:
-    """The dashboard panels ``user`` may see, with their data."""
-    return [(p, p.provider()) for p in DASHBOARD_PANELS if has_permission(user, p.permission)]
-
-
 @dataclass(frozen=True)
 class Banner:
     """A strip shown on every page (overdue training, broken audit chain...)."""
@@ -67,17 +42,57 @@ class Banner:
 
 
 BannerSource = Callable[[Any], list[Banner]]
-BANNER_SOURCES: list[BannerSource] = []
 
 
-def register_banner_source(source: BannerSource) -> None:
+@dataclass
+class Navigation:
+    """An app's navigation links, home-page panels and banner sources."""
+
+    items: list[NavItem] = field(default_factory=list)
+    panels: list[DashboardPanel] = field(default_factory=list)
+    banner_sources: list[BannerSource] = field(default_factory=list)
+
+
+def _navigation(app: Flask | None = None) -> Navigation:
+    """The app's (or the current app's) navigation registry."""
+    return app_registry(app, "navigation", Navigation) if app else current_registry("navigation", Navigation)
+
+
+def register_nav(app: Flask, item: NavItem) -> None:
+    """Add a navigation link (once per endpoint)."""
+    items = _navigation(app).items
+    if all(existing.endpoint != item.endpoint for existing in items):
+        items.append(item)
+        items.sort(key=lambda i: i.order)
+
+
+def register_dashboard_panel(app: Flask, panel: DashboardPanel) -> None:
+    """Add a home-page panel (once per template)."""
+    panels = _navigation(app).panels
+    if all(existing.template != panel.template for existing in panels):
+        panels.append(panel)
+        panels.sort(key=lambda p: p.order)
+
+
+def register_banner_source(app: Flask, source: BannerSource) -> None:
     """Add a function that returns the banners for a user."""
-    if source not in BANNER_SOURCES:
-        BANNER_SOURCES.append(source)
+    sources = _navigation(app).banner_sources
+    if source not in sources:
+        sources.append(source)
+
+
+def nav_for(user: Any) -> list[NavItem]:
+    """The links ``user`` may follow."""
+    return [item for item in _navigation().items if has_permission(user, item.permission)]
+
+
+def panels_for(user: Any) -> list[tuple[DashboardPanel, dict[str, Any]]]:
+    """The dashboard panels ``user`` may see, with their data."""
+    return [(p, p.provider()) for p in _navigation().panels if has_permission(user, p.permission)]
 
 
 def banners_for(user: Any) -> list[Banner]:
     """All banners for ``user`` (none when signed out)."""
     if not getattr(user, "is_authenticated", False):
         return []
-    return [banner for source in BANNER_SOURCES for banner in source(user)]
+    return [banner for source in _navigation().banner_sources for banner in source(user)]

@@ -1,24 +1,35 @@
 """Reference data every database needs (categories, SLAs, courses, default policies).
 
-Domains register idempotent functions; `pacsdesk setup` runs them after the schema
-upgrade, and the test fixtures run them on every fresh test database.
+Packages register idempotent loaders in their ``init_app``; `pacsdesk setup` runs them after
+the schema upgrade, and the test fixtures run them on every fresh test database.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-_loaders: list[tuple[str, Callable[[], None]]] = []
+from flask import Flask, current_app
+
+from core.registry import app_registry
+
+Loader = Callable[[], None]
 
 
-def register_reference_data(name: str, loader: Callable[[], None]) -> None:
+def _loaders(app: Flask) -> list[tuple[str, Loader]]:
+    """The app's reference data loaders, in registration order."""
+    return app_registry(app, "reference_data", list)
+
+
+def register_reference_data(app: Flask, name: str, loader: Loader) -> None:
     """Register an idempotent loader (it only flushes; the caller commits)."""
-    if all(existing != name for existing, _ in _loaders):
-        _loaders.append((name, loader))
+    loaders = _loaders(app)
+    if all(existing != name for existing, _ in loaders):
+        loaders.append((name, loader))
 
 
 def load_reference_data() -> list[str]:
-    """Run every loader; returns their names."""
-    for _, loader in _loaders:
+    """Run every loader of the current app; returns their names."""
+    loaders = _loaders(current_app._get_current_object())  # type: ignore[attr-defined]
+    for _, loader in loaders:
         loader()
-    return [name for name, _ in _loaders]
+    return [name for name, _ in loaders]

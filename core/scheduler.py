@@ -27,6 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.extensions import db
+from core.registry import app_registry
 from core.timeutil import UTCDateTime, utcnow
 
 log = logging.getLogger("pacsdesk.scheduler")
@@ -46,12 +47,15 @@ class Job:
     func: Callable[[], object]
 
 
-JOBS: dict[str, Job] = {}
+def periodic_jobs(app: Flask) -> dict[str, Job]:
+    """The app's periodic jobs by name."""
+    return app_registry(app, "periodic_jobs", dict)
 
 
-def register_job(name: str, interval: Callable[[Flask], float], func: Callable[[], object]) -> None:
+def register_job(app: Flask, name: str, interval: Callable[[Flask], float],
+                 func: Callable[[], object]) -> None:
     """Register a periodic job; ``interval(app)`` gives its period in seconds."""
-    JOBS[name] = Job(name, interval, func)
+    periodic_jobs(app)[name] = Job(name, interval, func)
 
 
 class JobLease(db.Model):
@@ -166,7 +170,7 @@ def run_pending(app: Flask, now: datetime | None = None,
     """Start every due job whose lease this runner gets, each in its own thread."""
     holder = holder or _HOLDER
     started = []
-    for job in list(JOBS.values()):
+    for job in list(periodic_jobs(app).values()):
         running = _RUNNING.get(f"{holder}/{job.name}")
         if running is not None and running.is_alive():
             continue
@@ -197,7 +201,7 @@ def run_forever(app: Flask, stop_event: threading.Event | None = None) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous[signum] = signal.signal(signum, lambda *_: stop.set())
     holder = new_holder()
-    log.info("scheduler %s started with jobs: %s", holder, ", ".join(sorted(JOBS)) or "none")
+    log.info("scheduler %s started with jobs: %s", holder, ", ".join(sorted(periodic_jobs(app))) or "none")
     threads: list[threading.Thread] = []
     try:
         while not stop.is_set():

@@ -13,6 +13,9 @@ from core import audit_sink
 from core.extensions import db
 from core.timeutil import utcnow
 
+# Audit actions recorded here (registered by the package's init_app).
+AUDIT_ACTIONS = {"user.idle_logoff": "User logged off after inactivity"}
+
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "

@@ -5,21 +5,27 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, current_app, request
 from flask_login import current_user
 
 from core.auth.forms import ConfirmForm
 from core.auth.permissions import can
 from core.navigation import banners_for, nav_for
+from core.registry import app_registry
 from core.timeutil import format_local, to_local
 
-# Functions that add to every page's context (e.g. the overdue-training banner).
-_context_providers: list[Callable[[], dict[str, Any]]] = []
+ContextProvider = Callable[[], dict[str, Any]]
 
 
-def register_context_provider(provider: Callable[[], dict[str, Any]]) -> None:
-    """Let a domain add values to every page's template context."""
-    _context_providers.append(provider)
+def _providers(app: Flask) -> list[ContextProvider]:
+    """The functions that add to every page's context in ``app``."""
+    return app_registry(app, "template_context", list)
+
+
+def register_context_provider(app: Flask, provider: ContextProvider) -> None:
+    """Let a package add values to every page's template context."""
+    if provider not in _providers(app):
+        _providers(app).append(provider)
 
 
 def _logout_form() -> ConfirmForm:
@@ -33,7 +39,7 @@ def _context() -> dict[str, Any]:
                               "page_banners": []}
     if request.endpoint not in {"static", "bootstrap.static"}:
         values["page_banners"] = banners_for(current_user)
-    for provider in _context_providers:
+    for provider in _providers(current_app._get_current_object()):  # type: ignore[attr-defined]
         values.update(provider())
     return values
 

@@ -1,1 +1,76 @@
-"""PACS Desk helpdesk."""
+"""The help desk: tickets, replies, attachments, SLAs and the queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+
+def _count_tickets() -> int:
+    """How many tickets exist (the demo refuses to run over real ones)."""
+    from sqlalchemy import func, select
+
+    from core.extensions import db
+    from helpdesk.models import Ticket
+
+    return db.session.execute(select(func.count()).select_from(Ticket)).scalar_one()
+
+
+def _panel() -> dict[str, Any]:
+    """Figures for the help desk panel."""
+    from helpdesk.queries import dashboard_figures
+
+    return dashboard_figures()
+
+
+def init_app(app: Flask) -> None:
+    """Register the help desk pages, commands, jobs, actions, retention, reports and navigation."""
+    from sqlalchemy.orm import Session
+
+    from audit.reports.registry import register_export_actions, register_phi_rule, register_report_kind
+    from audit.retention.registry import register_record_class
+    from core import audit_sink
+    from core.auth.permissions import Permission
+    from core.database import listen_once
+    from core.demo import register_data_check, register_seeder
+    from core.navigation import DashboardPanel, NavItem, register_dashboard_panel, register_nav
+    from core.reference_data import register_reference_data
+    from core.scheduler import register_job
+    from helpdesk import (
+        access,
+        admin_views,  # noqa: F401 - the settings pages' routes on the help desk blueprint
+        cli,
+        configuration,
+        demo,
+        jobs,
+        notifications,
+        reference,
+        reports,
+        retention,
+        services,
+        views,
+    )
+
+    for module in (services, access, configuration):
+        audit_sink.register_actions(app, module.AUDIT_ACTIONS)
+    listen_once(Session, "after_commit", notifications.send_after_commit)
+    listen_once(Session, "after_rollback", notifications.drop_after_rollback)
+    register_record_class(app, retention.RETENTION_CLASS)
+    register_report_kind(app, reports.REPORT_KIND)
+    register_phi_rule(app, reports.PHI_RULE)
+    register_export_actions(app, reports.EXPORT_ACTIONS)
+    register_reference_data(app, "helpdesk", reference.load_helpdesk_reference_data)
+    register_job(app, "helpdesk.autoclose", lambda _app: 3600.0, jobs.close_resolved_tickets)
+    register_nav(app, NavItem("New ticket", "helpdesk.ticket_new", Permission.TICKET_FILE, 10, "plus-circle"))
+    register_nav(app, NavItem("My tickets", "helpdesk.my_tickets", Permission.TICKET_FILE, 11,
+                              "person-lines-fill"))
+    register_nav(app, NavItem("Queue", "helpdesk.queue", Permission.TICKET_READ_ALL, 12, "inbox"))
+    register_nav(app, NavItem("Help desk settings", "helpdesk.categories", Permission.HELPDESK_CONFIGURE, 85,
+                              "sliders"))
+    register_dashboard_panel(app, DashboardPanel("helpdesk/_dashboard_panel.html", Permission.TICKET_WORK,
+                                                 10, _panel))
+    register_seeder(app, 20, "help desk tickets", demo.seed_tickets)
+    register_data_check(app, "tickets", _count_tickets)
+    app.register_blueprint(views.bp)
+    app.cli.add_command(cli.helpdesk_group)

@@ -8,6 +8,13 @@ from audit import record
 from core.auth.permissions import Permission, has_permission
 from helpdesk.models import Ticket, TicketAttachment
 
+# Audit actions recorded here (registered by the package's init_app).
+AUDIT_ACTIONS = {
+    "ticket.view": "Ticket viewed",
+    "ticket.export": "Ticket list exported",
+    "attachment.download": "Attachment downloaded",
+}
+
 
 def can_see(user: Any, ticket: Ticket) -> bool:
     """Staff who read all tickets see every ticket; others only those they filed."""

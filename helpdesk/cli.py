@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-from flask import Flask
 from flask.cli import AppGroup
 
 helpdesk_group = AppGroup("helpdesk", help="Help desk maintenance.")
@@ -17,8 +16,3 @@ def autoclose_command() -> None:
     closed = close_resolved_tickets()
     click.echo(f"Closed {len(closed)} resolved ticket{'' if len(closed) == 1 else 's'}"
                + (f": {', '.join(closed)}" if closed else "."))
-
-
-def register(app: Flask) -> None:
-    """Attach the helpdesk commands."""
-    app.cli.add_command(helpdesk_group)

@@ -11,6 +11,12 @@ from core.extensions import db
 from helpdesk.models import Category, Priority, SlaPolicy
 from helpdesk.services import TicketError
 
+# Audit actions recorded here (registered by the package's init_app).
+AUDIT_ACTIONS = {
+    "helpdesk.category_changed": "Help desk category added or changed",
+    "helpdesk.sla_changed": "Help desk service levels changed",
+}
+
 CODE_RE = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
 MAX_SLA_MINUTES = 365 * 24 * 60
 

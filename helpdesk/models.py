@@ -133,7 +133,6 @@ class Ticket(db.Model):
     category = relationship("Category", lazy="joined", innerjoin=True)
     requester = relationship("User", foreign_keys=[requester_id])
     assignee = relationship("User", foreign_keys=[assignee_id])
-    asset = relationship("Asset")
 
     __table_args__ = (
         Index("ix_ticket_status_sla_due", "status", "sla_due_at"),

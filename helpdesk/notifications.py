@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from blinker import NamedSignal, Namespace
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 helpdesk_signals = Namespace()
@@ -28,15 +27,13 @@ def queue_signal(session: Session, signal: NamedSignal, **values: Any) -> None:
     session.info.setdefault(_KEY, []).append((signal, values))
 
 
-@event.listens_for(Session, "after_commit")
-def _send_after_commit(session: Session) -> None:
+def send_after_commit(session: Session) -> None:
     """Deliver the signals of the transaction that just committed."""
     pending = session.info.pop(_KEY, [])
     for signal, values in pending:
         signal.send("helpdesk", **values)
 
 
-@event.listens_for(Session, "after_rollback")
-def _drop_after_rollback(session: Session) -> None:
+def drop_after_rollback(session: Session) -> None:
     """Forget the signals of a transaction that rolled back."""
     session.info.pop(_KEY, None)

@@ -8,12 +8,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask_sqlalchemy.pagination import Pagination
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, and_, false, func, or_, select
 from sqlalchemy.orm import selectinload
 
 from core.extensions import db
 from core.pagination import paginate
 from core.timeutil import utcnow
+from helpdesk.assets import asset_lookup
 from helpdesk.models import ACTIVE_STATUSES, QUEUE_ORDER, Priority, Ticket, TicketStatus
 from helpdesk.search import search_conditions
 from helpdesk.sla import RUNNING, SOON
@@ -91,9 +92,11 @@ def ticket_query(filters: TicketFilters, user_id: int, requester_id: int | None 
         limit = now if filters.sla == "breached" else now + SOON
         query = query.where(Ticket.queue_rank == 0, Ticket.status.in_(RUNNING), Ticket.sla_due_at < limit)
     if filters.asset_tag:
-        asset_class = Ticket.asset.property.mapper.class_
-        query = query.where(Ticket.asset_id.in_(
-            select(asset_class.id).where(asset_class.asset_tag == filters.asset_tag)))
+        lookup = asset_lookup()
+        if lookup is None:
+            query = query.where(false())
+        else:
+            query = query.where(Ticket.asset_id.in_(lookup.ids_with_tag(filters.asset_tag)))
     if filters.q:
         query = query.where(*search_conditions(filters.q))
     order: dict[str, tuple[Any, ...]] = {

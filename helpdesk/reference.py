@@ -5,7 +5,6 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from core.extensions import db
-from core.reference_data import register_reference_data
 from helpdesk.models import Category, SlaPolicy
 from helpdesk.sla import DEFAULT_SLAS
 
@@ -43,6 +42,3 @@ def load_helpdesk_reference_data() -> None:
             db.session.add(SlaPolicy(priority=priority, response_minutes=response,
                                      resolution_minutes=resolution))
     db.session.flush()
-
-
-register_reference_data("helpdesk", load_helpdesk_reference_data)

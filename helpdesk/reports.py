@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -17,9 +18,6 @@ from audit.reports.registry import (
     ReportContent,
     ReportKind,
     ReportRequest,
-    register_export_actions,
-    register_phi_rule,
-    register_report_kind,
 )
 from audit.reports.services import period_bounds, period_text
 from audit.reports.sqlstats import dialect, human_duration, percentiles, seconds_between
@@ -27,6 +25,7 @@ from audit.trail.models import AuditEvent
 from core.auth.permissions import Permission
 from core.extensions import db
 from core.timeutil import utcnow
+from helpdesk.assets import asset_lookup
 from helpdesk.models import ACTIVE_STATUSES, Category, Priority, Ticket
 
 IDENTIFIER_KEYS = ("accession_number", "patient_id", "study_instance_uid")
@@ -97,15 +96,32 @@ def _backlog(now: datetime) -> tuple[list[str], list[dict[str, Any]], int]:
     return labels, rows, sum(counts.values())
 
 
-def _top_assets(opened: ColumnElement[bool]) -> list[Any]:
-    """The assets most tickets were opened about in the period."""
-    asset = Ticket.asset.property.mapper.class_  # the help desk does not import the inventory
-    return list(db.session.execute(
-        select(asset.asset_tag, asset.name, asset.kind, asset.location, func.count().label("n"),
+@dataclass(frozen=True)
+class AssetLine:
+    """One of the assets most tickets were about."""
+
+    asset_tag: str
+    name: str
+    kind: str
+    location: str
+    n: int
+    still_open: int
+
+
+def _top_assets(opened: ColumnElement[bool]) -> list[AssetLine]:
+    """The assets most tickets were opened about in the period (named through the asset lookup)."""
+    lookup = asset_lookup()
+    if lookup is None:
+        return []
+    rows = list(db.session.execute(
+        select(Ticket.asset_id, func.count().label("n"),
                func.sum(case((Ticket.status.in_(ACTIVE_STATUSES), 1), else_=0)).label("still_open"))
-        .join(asset, asset.id == Ticket.asset_id).where(opened)
-        .group_by(asset.asset_tag, asset.name, asset.kind, asset.location)
-        .order_by(func.count().desc(), asset.asset_tag).limit(10)))
+        .where(opened, Ticket.asset_id.is_not(None)).group_by(Ticket.asset_id)
+        .order_by(func.count().desc(), Ticket.asset_id).limit(10)))
+    refs = lookup.by_ids(row.asset_id for row in rows)
+    lines = [AssetLine(ref.tag, ref.name, ref.kind, ref.location, row.n, row.still_open)
+             for row in rows if (ref := refs.get(row.asset_id)) is not None]
+    return sorted(lines, key=lambda line: (-line.n, line.asset_tag))
 
 
 def _opened_chart(opened: ColumnElement[bool], start: date, end: date, lo: datetime,
@@ -150,12 +166,12 @@ def build_helpdesk(request: ReportRequest, progress: Progress) -> ReportContent:
     return ReportContent("helpdesk.html", context, period_text(request.start, request.end))
 
 
-register_phi_rule(PhiRule("Tickets with imaging identifiers, attachment downloads", _phi_reads,
-                          IDENTIFIER_KEYS))
-register_export_actions({"ticket.export": "Ticket list exported"})
-register_report_kind(ReportKind(
+PHI_RULE = PhiRule("Tickets with imaging identifiers, attachment downloads", _phi_reads,
+                          IDENTIFIER_KEYS)
+EXPORT_ACTIONS = {"ticket.export": "Ticket list exported"}
+REPORT_KIND = ReportKind(
     key="helpdesk", title="Help desk report",
     description="Tickets opened and resolved by category and priority, service levels met, "
                 "median and 90th-percentile times, the backlog by age and the assets with most tickets.",
     permission=Permission.REPORT_OPERATIONS, build=build_helpdesk, order=50,
-))
+)

@@ -7,9 +7,10 @@ from datetime import datetime
 
 from sqlalchemy import Select, delete, or_, select
 
-from audit.retention.registry import HoldScope, RecordClass, register_record_class
+from audit.retention.registry import HoldScope, RecordClass
 from core.auth.models import User
 from core.extensions import db
+from helpdesk.assets import asset_lookup
 from helpdesk.models import Ticket, TicketAttachment, TicketChange, TicketComment, TicketStatus, parse_number
 from helpdesk.search import TicketWord
 
@@ -32,8 +33,8 @@ def _scope_condition(hold: HoldScope):
     if hold.object_type == "user" and hold.object_key:
         return Ticket.requester_id.in_(select(User.id).where(User.username == hold.object_key.lower()))
     if hold.object_type == "asset" and hold.object_key:
-        asset_class = Ticket.asset.property.mapper.class_
-        return Ticket.asset_id.in_(select(asset_class.id).where(asset_class.asset_tag == hold.object_key))
+        lookup = asset_lookup()
+        return Ticket.asset_id.in_(lookup.ids_with_tag(hold.object_key)) if lookup else None
     if hold.object_type is None and hold.record_class in (None, RECORD_CLASS):
         conditions = []
         if hold.start is not None:  # the ticket's life overlaps the held period
@@ -80,7 +81,7 @@ def purge(ids: Sequence[int]) -> int:
     return removed
 
 
-register_record_class(RecordClass(
+RETENTION_CLASS = RecordClass(
     key=RECORD_CLASS,
     label="Closed tickets with their replies and attachments",
     anchors=("closed", "created"),
@@ -90,4 +91,4 @@ register_record_class(RecordClass(
     candidates=candidates,
     held=held,
     purge=purge,
-))
+)

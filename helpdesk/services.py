@@ -10,13 +10,14 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 
-from audit import record, register_actions
+from audit import record
 from core.auth.models import User
 from core.auth.permissions import Permission, has_permission
 from core.extensions import db
 from core.forms import FieldError
 from core.timeutil import utcnow
 from helpdesk import notifications, sla
+from helpdesk.assets import AssetRef, asset_lookup, asset_ref
 from helpdesk.attachments import AttachmentError, CheckedFile, Upload, check_uploads
 from helpdesk.models import (
     ACTIVE_STATUSES,
@@ -30,17 +31,13 @@ from helpdesk.models import (
 )
 from helpdesk.search import index_ticket
 
-register_actions({
+# Audit actions recorded here (registered by the package's init_app).
+AUDIT_ACTIONS = {
     "ticket.create": "Ticket filed",
-    "ticket.view": "Ticket viewed",
     "ticket.update": "Ticket changed",
     "ticket.comment": "Reply or internal note added to a ticket",
-    "ticket.export": "Ticket list exported",
     "attachment.upload": "Attachment uploaded",
-    "attachment.download": "Attachment downloaded",
-    "helpdesk.category_changed": "Help desk category added or changed",
-    "helpdesk.sla_changed": "Help desk service levels changed",
-})
+}
 
 TITLE_MAX = 200
 DESCRIPTION_MAX = 20000
@@ -88,22 +85,15 @@ def _category(category_id: int | None) -> Category:
     return category
 
 
-def find_asset(tag: str) -> Any:
-    """The inventory asset with ``tag`` (looked up through the mapper, no import), or None."""
-    asset_class = Ticket.asset.property.mapper.class_
-    return db.session.execute(
-        select(asset_class).where(asset_class.asset_tag == tag.strip())
-    ).scalar_one_or_none()
-
-
-def _asset_id(tag: str | None) -> int | None:
-    """The id of the asset tagged ``tag`` (None for an empty tag) or a TicketError."""
+def _asset(tag: str | None) -> AssetRef | None:
+    """The asset tagged ``tag`` in any case (None for an empty tag), or a TicketError."""
     if not tag or not tag.strip():
         return None
-    asset = find_asset(tag)
+    lookup = asset_lookup()
+    asset = lookup.by_tag(tag.strip()) if lookup is not None else None
     if asset is None:
         raise TicketError(f"Asset: no asset has the tag {tag.strip()[:40]!r}.", "asset_tag")
-    return asset.id
+    return asset
 
 
 def _history(ticket: Ticket, actor: User | None, field: str, old: Any, new: Any, at: datetime) -> None:
@@ -201,12 +191,13 @@ def create_ticket(new: NewTicket, actor: User, uploads: Sequence[Upload] = ()) -
             raise TicketError("Priority: choose P1, P2, P3 or P4.", "priority")
         priority = new.priority
     identifiers = _identifiers(new)
-    asset_id = _asset_id(new.asset_tag)
+    asset = _asset(new.asset_tag)
     files = _checked(uploads)
     now = utcnow()
     ticket = Ticket(title=title, description=description, category_id=category.id,
                     priority=priority, status=TicketStatus.NEW.value, impact=new.impact,
-                    urgency=new.urgency, requester_id=requester.id, asset_id=asset_id,
+                    urgency=new.urgency, requester_id=requester.id,
+                    asset_id=asset.id if asset else None,
                     location=_text(new.location, "Location", "location", 200),
                     callback_phone=_text(new.callback_phone, "Call-back phone", "callback_phone", 40),
                     created_at=now, updated_at=now, **identifiers)
@@ -290,12 +281,13 @@ def update_ticket(ticket: Ticket, actor: User, *, status: str | None = None,
         ticket.assignee_id = user.id if user else None
         ticket.assignee = user
     if asset_tag is not None:
-        asset_id = _asset_id(asset_tag)
-        if asset_id != ticket.asset_id:
-            old_tag = ticket.asset.asset_tag if ticket.asset else None
-            _history(ticket, actor, "asset", old_tag, asset_tag.strip() or None, now)
-            changes["asset"] = [old_tag, asset_tag.strip() or None]
-            ticket.asset_id = asset_id
+        asset = _asset(asset_tag)
+        if (asset.id if asset else None) != ticket.asset_id:
+            old = asset_ref(ticket.asset_id)
+            old_tag, new_tag = (old.tag if old else None), (asset.tag if asset else None)
+            _history(ticket, actor, "asset", old_tag, new_tag, now)
+            changes["asset"] = [old_tag, new_tag]
+            ticket.asset_id = asset.id if asset else None
     if status is not None and status != ticket.status:
         if status not in ALLOWED_TARGETS:
             raise TicketError("Status: choose open, waiting on requester, resolved or closed.", "status")

@@ -6,7 +6,7 @@ import csv
 import io
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 from wtforms import SelectChoice
@@ -18,6 +18,7 @@ from core.extensions import db
 from core.forms import select_choices, show_error
 from core.timeutil import format_local, utcnow
 from helpdesk import access, configuration, queries, services
+from helpdesk.assets import AssetRef, asset_lookup, asset_ref
 from helpdesk.attachments import Upload
 from helpdesk.forms import ReplyForm, TicketForm, TicketUpdateForm
 from helpdesk.models import Priority, Ticket, TicketAttachment, TicketChange, TicketComment, parse_number
@@ -42,13 +43,12 @@ def _uploads(field: str = "attachments") -> list[Upload]:
     return [Upload(f.filename or "", f.read()) for f in request.files.getlist(field)]
 
 
-def asset_url(ticket: Ticket) -> str | None:
-    """Link to the ticket's asset page, when the inventory serves one and the user may read it."""
-    if ticket.asset is None or "inventory.asset_detail" not in current_app.view_functions:
+def asset_url(asset: AssetRef | None) -> str | None:
+    """Link to the asset's page, when the inventory serves one and the user may read it."""
+    lookup = asset_lookup()
+    if asset is None or lookup is None or not has_permission(current_user, Permission.ASSET_READ):
         return None
-    if not has_permission(current_user, Permission.ASSET_READ):
-        return None
-    return url_for("inventory.asset_detail", tag=ticket.asset.asset_tag)
+    return url_for(lookup.page_endpoint(), tag=asset.tag)
 
 
 def _technicians() -> list[User]:
@@ -183,11 +183,12 @@ def _render_detail(ticket: Ticket, reply_form: ReplyForm | None = None,
     timeline = sorted([("comment", c.created_at, c) for c in comment_rows]
                       + [("change", c.changed_at, c) for c in changes],
                       key=lambda e: (e[1], e[0] != "comment"))
+    asset = asset_ref(ticket.asset_id)
     if update_form is None and has_permission(current_user, Permission.TICKET_WORK):
         update_form = TicketUpdateForm(status=ticket.status if ticket.status != "new" else "open",
                                        priority=ticket.priority, category_id=ticket.category_id,
                                        assignee_id=ticket.assignee_id,
-                                       asset_tag=ticket.asset.asset_tag if ticket.asset else "")
+                                       asset_tag=asset.tag if asset else "")
     if update_form is not None:
         _fill_update_choices(update_form, ticket)
     if reply_form is None and access.can_reply(current_user, ticket):
@@ -200,7 +201,7 @@ def _render_detail(ticket: Ticket, reply_form: ReplyForm | None = None,
         "helpdesk/ticket_detail.html", ticket=ticket, timeline=timeline, attachments=attachments,
         reply_form=reply_form, update_form=update_form, action_form=ConfirmForm(), staff=staff,
         sla=sla_state(ticket, utcnow()), describe_remaining=describe_remaining,
-        asset_url=asset_url(ticket), reopen_until=services.reopen_deadline(ticket),
+        asset=asset, asset_url=asset_url(asset), reopen_until=services.reopen_deadline(ticket),
         impacts=services.IMPACTS, urgencies=services.URGENCIES,
     ), status
 
@@ -309,5 +310,3 @@ def attachment_download(number: str, attachment_id: int):
     response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
     return response
 
-
-from helpdesk import admin_views, registrations  # noqa: E402, F401 - routes and registries

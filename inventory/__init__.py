@@ -1,1 +1,35 @@
-"""PACS Desk inventory."""
+"""The inventory: workstations and DICOM nodes, their verification, CSV import and export."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    """Register the inventory pages, commands, sweep, actions, retention, reports and navigation."""
+    from audit.reports.registry import register_export_actions, register_report_kind
+    from audit.retention.registry import register_record_class
+    from core import audit_sink
+    from core.auth.permissions import Permission
+    from core.demo import register_data_check, register_seeder
+    from core.navigation import NavItem, register_dashboard_panel, register_nav
+    from core.scheduler import register_job
+    from helpdesk.assets import register_asset_lookup
+    from inventory import cli, csv_io, demo, jobs, reports, services, views
+    from inventory.ticket_assets import InventoryAssets
+    from inventory.verification import retention, summary, tickets
+    from inventory.verification import services as verification
+
+    for module in (services, csv_io, verification, tickets):
+        audit_sink.register_actions(app, module.AUDIT_ACTIONS)
+    register_asset_lookup(app, InventoryAssets())
+    register_record_class(app, retention.RETENTION_CLASS)
+    register_report_kind(app, reports.REPORT_KIND)
+    register_export_actions(app, reports.EXPORT_ACTIONS)
+    register_job(app, jobs.SWEEP_JOB, jobs.sweep_interval, jobs.sweep_job)
+    register_nav(app, NavItem("Inventory", "inventory.asset_list", Permission.ASSET_READ, 20, "hdd-network"))
+    register_dashboard_panel(app, summary.DASHBOARD_PANEL)
+    register_seeder(app, 10, "inventory", demo.seed_assets)
+    register_data_check(app, "assets", services.count_assets)
+    app.register_blueprint(views.bp)
+    app.cli.add_command(cli.inventory_group)

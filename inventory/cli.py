@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy import select
 
@@ -61,10 +60,3 @@ def import_csv_command(file: Path, update: bool, no_verify: bool) -> None:
         checks = run_checks(nodes, CheckTrigger.SAVE.value, audit_each=False, username="cli")
         db.session.commit()
         click.echo(f"{checks.ok} answered, {checks.failed} did not (see each node's page).")
-
-
-def register(app: Flask) -> None:
-    """Attach the inventory commands (and the demo seeder)."""
-    from inventory import demo  # noqa: F401 - registers the demo seeder and data check
-
-    app.cli.add_command(inventory_group)

@@ -28,6 +28,9 @@ from inventory.services import (
     endpoint_message,
 )
 
+# Audit actions recorded here (registered by the package's init_app).
+AUDIT_ACTIONS = {"asset.import": "Assets imported from CSV"}
+
 COLUMNS = (
     "asset_tag", "name", "kind", "status", "location", "department", "assigned_user",
     "manufacturer", "model", "serial_number", "hostname", "ip_address", "os_version",

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from core.demo import DemoContext, register_data_check, register_seeder
+from core.demo import DemoContext
 from core.extensions import db
 from inventory.asset_rules import local_today
 from inventory.models import Asset, AssetChange, AssetKind, AssetStatus, Sanitisation
-from inventory.services import count_assets
 
 # tag, name, modality/type, manufacturer, model, location, department, AE title
 NODES = (
@@ -117,7 +116,3 @@ def seed_assets(ctx: DemoContext) -> None:
                      f"127.0.0.1 ports {port}-{port + 21} where nothing listens, so they "
                      f"show as down until you start an SCP there (e.g. `storescp --ignore "
                      f"{port}`) or edit their addresses.")
-
-
-register_seeder(10, "inventory", seed_assets)
-register_data_check("assets", count_assets)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask import Flask, current_app
 
-from core.scheduler import register_job
 from inventory.verification.services import sweep
 
 SWEEP_JOB = "inventory.sweep"
@@ -22,6 +21,3 @@ def sweep_job() -> None:
         "C-ECHO sweep: %d nodes, %d ok, %d failed, %d skipped in %.1f s; down: %s; recovered: %s",
         len(result.results), result.ok, result.failed, len(result.skipped), result.seconds,
         ", ".join(result.went_down) or "none", ", ".join(result.recovered) or "none")
-
-
-register_job(SWEEP_JOB, sweep_interval, sweep_job)

@@ -14,8 +14,6 @@ from audit.reports.registry import (
     ReportContent,
     ReportKind,
     ReportRequest,
-    register_export_actions,
-    register_report_kind,
 )
 from audit.reports.services import period_bounds, period_text
 from core.auth.permissions import Permission
@@ -129,10 +127,10 @@ def build_inventory(request: ReportRequest, progress: Progress) -> ReportContent
     return ReportContent("inventory.html", context, period_text(request.start, request.end))
 
 
-register_export_actions({"asset.export": "Asset list exported"})
-register_report_kind(ReportKind(
+EXPORT_ACTIONS = {"asset.export": "Asset list exported"}
+REPORT_KIND = ReportKind(
     key="inventory", title="Inventory and verification report",
     description="Assets by kind and status, each DICOM node's availability and failures in the period, "
                 "nodes down now, warranties ending, and disposals with their sanitisation records.",
     permission=Permission.REPORT_OPERATIONS, build=build_inventory, order=40,
-))
+)

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Select, func, or_, select
 
-from audit import record, register_actions
+from audit import record
 from core.auth.models import User
 from core.extensions import db
 from inventory.asset_rules import (
@@ -26,15 +26,13 @@ from inventory.models import Asset, AssetChange, AssetKind, AssetStatus, Sanitis
 from inventory.verification.models import NodeState
 from inventory.verification.services import request_check
 
-register_actions(
-    {
+# Audit actions recorded here (registered by the package's init_app).
+AUDIT_ACTIONS = {
         "asset.create": "Asset created",
         "asset.update": "Asset changed",
         "asset.dispose": "Asset disposed",
-        "asset.import": "Assets imported from CSV",
         "asset.export": "Asset list exported to CSV",
     }
-)
 
 CHUNK = 500
 ADDRESS_FIELDS = frozenset({"kind", "hostname", "ip_address", "port", "ae_title", "tls"})

@@ -19,10 +19,9 @@ from core.auth.models import User
 from core.auth.permissions import Permission, require_permission
 from core.extensions import db
 from core.forms import select_choices
-from core.navigation import NavItem, register_nav
 from core.pagination import paginate
 from core.timeutil import utcnow
-from inventory import csv_io, jobs, services  # noqa: F401 - jobs registers the C-ECHO sweep
+from inventory import csv_io, services
 from inventory.asset_rules import (
     FIELD_LABELS,
     SANITISATION_METHODS,
@@ -300,7 +299,3 @@ def asset_import():
     return render_template("inventory/asset_import.html", form=form, problems=problems,
                            columns=csv_io.COLUMNS, required=csv_io.REQUIRED), (
         422 if problems or form.errors else 200)
-
-
-register_nav(NavItem("Inventory", "inventory.asset_list", Permission.ASSET_READ, 20,
-                     "hdd-network"))

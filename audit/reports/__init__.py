@@ -1,1 +1,26 @@
 """PDF compliance reports."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    """Register the report pages, commands, the audit package's own kinds and stored reports' retention."""
+    from audit.reports import access_audit, cli, retention, services, stored_files, training, views
+    from audit.reports.registry import register_export_actions, register_report_kind
+    from audit.retention.registry import register_record_class, register_scope_matcher
+    from core import audit_sink
+    from core.auth.permissions import Permission
+    from core.navigation import NavItem, register_nav
+
+    audit_sink.register_actions(app, services.AUDIT_ACTIONS)
+    register_export_actions(app, services.AUDIT_ACTIONS)
+    for kind in (access_audit.REPORT_KIND, retention.REPORT_KIND, training.REPORT_KIND):
+        register_report_kind(app, kind)
+    register_record_class(app, stored_files.RETENTION_CLASS)
+    register_scope_matcher(app, stored_files.RETENTION_CLASS.key, stored_files.matches)
+    register_nav(app, NavItem("Reports", "reports.index", Permission.REPORT_OPERATIONS, 70,
+                              "file-earmark-pdf"))
+    app.register_blueprint(views.bp)
+    cli.register(app)

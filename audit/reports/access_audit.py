@@ -17,17 +17,16 @@ from audit.reports.chaincheck import ChainCheck
 from audit.reports.charts import bar_chart
 from audit.reports.localtime import LocalClock
 from audit.reports.registry import (
-    EXPORT_ACTIONS,
-    PHI_RULES,
     Progress,
     ReportContent,
     ReportKind,
     ReportRequest,
-    register_report_kind,
+    export_actions,
+    phi_rules,
 )
 from audit.reports.services import period_bounds, period_text
-from audit.trail.chain import ACTIONS
 from audit.trail.models import AuditEvent
+from core import audit_sink
 from core.auth.models import User
 from core.auth.permissions import Permission
 from core.extensions import db
@@ -91,9 +90,10 @@ def _rows(query: Any) -> list[Any]:
 def _totals(where: ColumnElement[bool]) -> list[dict[str, Any]]:
     """Events by action and outcome."""
     found: dict[str, dict[str, Any]] = {}
+    labels = audit_sink.actions()
     for action, outcome, n in _rows(select(E.action, E.outcome, func.count())
                                     .where(where).group_by(E.action, E.outcome)):
-        row = found.setdefault(action, {"action": action, "label": ACTIONS.get(action, ""),
+        row = found.setdefault(action, {"action": action, "label": labels.get(action, ""),
                                         "success": 0, "failure": 0})
         row[outcome if outcome in ("success", "failure") else "failure"] += n
     rows = sorted(found.values(), key=lambda r: (-(r["success"] + r["failure"]), r["action"]))
@@ -195,9 +195,9 @@ def _disabled_events(where: ColumnElement[bool]) -> Any:
 
 def _exports(where: ColumnElement[bool]) -> tuple[Any, int]:
     """Searches and exports of the audit trail, reports and bulk exports, one line each."""
-    actions = sorted(EXPORT_ACTIONS)
+    actions = sorted(export_actions())
     total = db.session.execute(select(func.count()).where(where, E.action.in_(actions))).scalar_one()
-    rows = ((_when(r[0]), r[1] or "", EXPORT_ACTIONS.get(r[2], r[2])
+    rows = ((_when(r[0]), r[1] or "", export_actions().get(r[2], r[2])
              + ("" if r[4] == "success" else f" ({r[4]})"), r[3] or "", _details_text(r[5], 48))
             for r in db.session.execute(
                 select(E.occurred_at, E.username, E.action, E.client_address, E.outcome, E.details)
@@ -208,7 +208,7 @@ def _exports(where: ColumnElement[bool]) -> tuple[Any, int]:
 
 def _phi_condition() -> ColumnElement[bool] | None:
     """Events that read patient identifiers, from the rules domains registered."""
-    rules = [rule.predicate() for rule in PHI_RULES.values()]
+    rules = [rule.predicate() for rule in phi_rules().values()]
     return or_(*rules) if rules else None
 
 
@@ -224,7 +224,7 @@ def _phi(where: ColumnElement[bool]) -> tuple[list[Any], Any, int]:
                     .where(where, condition).group_by(E.username, E.user_role)
                     .order_by(func.count().desc(), E.username).limit(SUMMARY_LIMIT))
     total = db.session.execute(select(func.count()).where(where, condition)).scalar_one()
-    keys = [key for rule in PHI_RULES.values() for key in rule.identifiers]
+    keys = [key for rule in phi_rules().values() for key in rule.identifiers]
     records = []
     for row in _rows(select(E.username, E.object_type, E.object_id, E.action,
                             func.count().label("n"), func.min(E.occurred_at).label("first"),
@@ -304,7 +304,7 @@ def build_access_audit(request: ReportRequest, progress: Progress) -> ReportCont
         context["phi_by_user"] = _listing(PHI_USER_COLUMNS, [
             (r.username or "(no account)", r.user_role, r.n, r.records, r.downloads)
             for r in phi_by_user])
-        context["phi_rules"] = list(PHI_RULES)
+        context["phi_rules"] = list(phi_rules())
         progress(60, "Detail appendix")
         context["appendix"] = _appendix(where, request.appendix_limit)
         context["appendix_shown"] = min(total, request.appendix_limit)
@@ -315,8 +315,8 @@ def build_access_audit(request: ReportRequest, progress: Progress) -> ReportCont
         filters.append(("User", request.username))
     if request.object_type:
         filters.append(("Object", request.object_key or ""))
-    context.update(when=_when, details_text=_details_text, export_labels=EXPORT_ACTIONS,
-                   action_labels=ACTIONS)
+    context.update(when=_when, details_text=_details_text, export_labels=export_actions(),
+                   action_labels=audit_sink.actions())
     return ReportContent("access_audit.html", context, period_text(request.start, request.end),
                          filters, listing=context.get("appendix"))
 
@@ -331,10 +331,10 @@ def _hours_text(hours: Any) -> str:
     return f"{names} {start:%H:%M}-{end:%H:%M}"
 
 
-register_report_kind(ReportKind(
+REPORT_KIND = ReportKind(
     key="access-audit", title="Access audit report",
     description="Who did what in the period: totals, failed logins, after-hours access, "
                 "disabled accounts, reads of patient identifiers, and the trail's integrity.",
     permission=Permission.REPORT_COMPLIANCE, build=build_access_audit, order=10,
     accepts_user=True, accepts_object=True,
-))
+)

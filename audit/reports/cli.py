@@ -55,6 +55,7 @@ def build(kind: str, date_from: str | None, date_to: str | None, username: str |
 
 
 @reports_group.command("kinds")
+@with_appcontext
 def list_kinds() -> None:
     """List the report kinds."""
     for kind in report_kinds():

@@ -7,16 +7,18 @@ tells the access-audit report which events are reads of patient identifiers (PHI
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from flask import Flask
 from sqlalchemy import ColumnElement
 
 from core.auth.permissions import Permission, has_permission
 from core.forms import FieldError
 from core.pdf import Listing
+from core.registry import app_registry, current_registry
 
 
 class ReportError(FieldError):
@@ -83,24 +85,6 @@ class ReportKind:
     validate: Callable[[ReportRequest], None] | None = None
 
 
-REPORT_KINDS: dict[str, ReportKind] = {}
-
-
-def register_report_kind(kind: ReportKind) -> None:
-    """Make a report kind available (the last registration of a key wins)."""
-    REPORT_KINDS[kind.key] = kind
-
-
-def report_kinds() -> list[ReportKind]:
-    """All kinds, in display order."""
-    return sorted(REPORT_KINDS.values(), key=lambda k: (k.order, k.key))
-
-
-def kinds_for(user: Any) -> list[ReportKind]:
-    """The kinds ``user`` may generate."""
-    return [k for k in report_kinds() if has_permission(user, k.permission)]
-
-
 @dataclass(frozen=True)
 class PhiRule:
     """Audit events that are reads of patient identifiers, as a predicate on ``audit_event``."""
@@ -110,22 +94,57 @@ class PhiRule:
     identifiers: tuple[str, ...] = ()          # keys of the event details worth printing
 
 
-PHI_RULES: dict[str, PhiRule] = {}
+@dataclass
+class ReportRegistry:
+    """An app's report kinds, the audit events that read PHI, and the bulk-export actions."""
+
+    kinds: dict[str, ReportKind] = field(default_factory=dict)
+    phi_rules: dict[str, PhiRule] = field(default_factory=dict)
+    export_actions: dict[str, str] = field(default_factory=dict)
 
 
-def register_phi_rule(rule: PhiRule) -> None:
+def _registry(app: Flask | None = None) -> ReportRegistry:
+    """The app's (or the current app's) report registry."""
+    if app is not None:
+        return app_registry(app, "reports", ReportRegistry)
+    return current_registry("reports", ReportRegistry)
+
+
+def register_report_kind(app: Flask, kind: ReportKind) -> None:
+    """Make a report kind available (the last registration of a key wins)."""
+    _registry(app).kinds[kind.key] = kind
+
+
+def report_kind(key: str) -> ReportKind | None:
+    """The kind called ``key`` in the current app, if any."""
+    return _registry().kinds.get(key)
+
+
+def report_kinds() -> list[ReportKind]:
+    """All kinds, in display order."""
+    return sorted(_registry().kinds.values(), key=lambda k: (k.order, k.key))
+
+
+def kinds_for(user: Any) -> list[ReportKind]:
+    """The kinds ``user`` may generate."""
+    return [k for k in report_kinds() if has_permission(user, k.permission)]
+
+
+def register_phi_rule(app: Flask, rule: PhiRule) -> None:
     """Tell the access-audit report which events read PHI."""
-    PHI_RULES[rule.label] = rule
+    _registry(app).phi_rules[rule.label] = rule
 
 
-EXPORT_ACTIONS: dict[str, str] = {
-    "audit.search": "Audit trail searched",
-    "audit.export": "Audit trail exported",
-    "report.generate": "Report generated",
-    "report.download": "Report downloaded",
-}
+def phi_rules() -> dict[str, PhiRule]:
+    """The current app's PHI rules by label."""
+    return _registry().phi_rules
 
 
-def register_export_actions(actions: dict[str, str]) -> None:
-    """Add bulk-export actions (ticket lists, inventory CSV) to the searches-and-exports section."""
-    EXPORT_ACTIONS.update(actions)
+def register_export_actions(app: Flask, actions: Mapping[str, str]) -> None:
+    """Add searches and bulk exports (audit search, ticket lists, CSV) to the report's section."""
+    _registry(app).export_actions.update(actions)
+
+
+def export_actions() -> dict[str, str]:
+    """The current app's export actions and their labels."""
+    return _registry().export_actions

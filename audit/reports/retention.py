@@ -14,11 +14,10 @@ from audit.reports.registry import (
     ReportError,
     ReportKind,
     ReportRequest,
-    register_report_kind,
 )
 from audit.retention.engine import describe_scope
 from audit.retention.models import LegalHold, RetentionRun, RunStatus
-from audit.retention.registry import RECORD_CLASSES
+from audit.retention.registry import record_classes
 from audit.trail.models import AuditEvent
 from core.auth.models import User
 from core.auth.permissions import Permission
@@ -75,7 +74,7 @@ def build_certificate(request: ReportRequest, progress: Progress) -> ReportConte
     held, digests = _json(run.held_counts), _json(run.class_digests)
     classes = []
     for key in sorted(set(policies) | set(counts)):
-        record_class = RECORD_CLASSES.get(key)
+        record_class = record_classes().get(key)
         policy = policies.get(key, {})
         classes.append({"key": key, "label": record_class.label if record_class else key,
                         "period": policy.get("period", ""), "anchor": policy.get("anchor", ""),
@@ -106,10 +105,10 @@ def build_certificate(request: ReportRequest, progress: Progress) -> ReportConte
                          [("Retention run", f"#{run.id} ({run.status})")])
 
 
-register_report_kind(ReportKind(
+REPORT_KIND = ReportKind(
     key="retention", title="Certificate of destruction",
     description="For one retention run: the record classes and how many records were destroyed, "
                 "the policies and legal holds in force, the digests, and signature lines.",
     permission=Permission.REPORT_COMPLIANCE, build=build_certificate, order=30,
     needs_period=False, needs_run=True, validate=validate_run,
-))
+)

@@ -13,15 +13,15 @@ from typing import Any
 from flask import Flask, current_app
 from sqlalchemy import select, update
 
-from audit import record, register_actions
+from audit import record
 from audit.reports.models import JobStatus, ReportJob, new_report_id
 from audit.reports.registry import (
-    REPORT_KINDS,
     Progress,
     ReportContent,
     ReportError,
     ReportKind,
     ReportRequest,
+    report_kind,
     report_kinds,
 )
 from audit.trail.chain import chain_head
@@ -33,10 +33,11 @@ from core.timeutil import DateOutOfRange, check_day, format_local, local_day_bou
 
 log = logging.getLogger(__name__)
 
-register_actions({
+# Audit actions recorded here (registered by the package's init_app).
+AUDIT_ACTIONS = {
     "report.generate": "Report generated",
     "report.download": "Report downloaded",
-})
+}
 
 MAX_PERIOD_YEARS = 10
 CONCURRENT_BUILDS = threading.BoundedSemaphore(2)
@@ -100,7 +101,7 @@ def parse_object(text: str | None) -> tuple[str | None, str | None]:
 
 def find_kind(key: str | None) -> ReportKind:
     """The report kind called ``key``, or a clear error listing the real ones."""
-    kind = REPORT_KINDS.get((key or "").strip())
+    kind = report_kind((key or "").strip())
     if kind is None:
         names = ", ".join(k.key for k in report_kinds())
         raise ReportError(f"There is no report kind '{(key or '').strip()[:40]}'. "

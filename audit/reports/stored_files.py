@@ -15,8 +15,7 @@ from typing import Any
 from sqlalchemy import Select, delete, select
 
 from audit.reports.models import ReportJob
-from audit.retention.holds import register_scope_matcher
-from audit.retention.registry import HoldScope, RecordClass, register_record_class
+from audit.retention.registry import HoldScope, RecordClass
 from core.auth.models import User
 from core.extensions import db
 
@@ -75,8 +74,7 @@ def matches(scope: HoldScope) -> bool:
         select(ReportJob.id).where(condition).limit(1)).first() is not None
 
 
-register_record_class(RecordClass(
+RETENTION_CLASS = RecordClass(
     key=RECORD_CLASS, label="Stored report files (generated PDFs and their parameters)",
     anchors=("created", "finished"), default_years=1, floor_years=0, floor_rule="",
-    candidates=candidates, held=held, purge=purge))
-register_scope_matcher(RECORD_CLASS, matches)
+    candidates=candidates, held=held, purge=purge)

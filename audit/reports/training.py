@@ -13,7 +13,6 @@ from audit.reports.registry import (
     ReportContent,
     ReportKind,
     ReportRequest,
-    register_report_kind,
 )
 from audit.reports.services import period_text
 from audit.training.models import Course, TrainingCompletion
@@ -104,9 +103,9 @@ def build_training(request: ReportRequest, progress: Progress) -> ReportContent:
     return ReportContent("training.html", context, period_text(request.start, request.end))
 
 
-register_report_kind(ReportKind(
+REPORT_KIND = ReportKind(
     key="training", title="Training compliance report",
     description="The workforce roster with each person's status per course, the overdue list, "
                 "new hires not yet trained, completions in the period and rates by role and department.",
     permission=Permission.REPORT_COMPLIANCE, build=build_training, order=20,
-))
+)

@@ -15,11 +15,10 @@ from audit.reports import (
 )
 from audit.reports.forms import ReportForm
 from audit.reports.models import JobStatus, ReportJob
-from audit.reports.registry import REPORT_KINDS, ReportError, kinds_for
+from audit.reports.registry import ReportError, kinds_for, report_kind, report_kinds
 from core.auth.permissions import Permission, has_permission, require_permission
 from core.extensions import db
 from core.forms import select_choices, show_error
-from core.navigation import NavItem, register_nav
 
 bp = Blueprint("reports", __name__)
 
@@ -47,7 +46,7 @@ def index():
     allowed = kinds_for(current_user)
     form = ReportForm()
     form.kind.choices = select_choices((k.key, k.title) for k in allowed)
-    if request.method == "POST" and form.kind.data in REPORT_KINDS and \
+    if request.method == "POST" and report_kind(form.kind.data or "") is not None and \
             form.kind.data not in {k.key for k in allowed}:
         abort(403)
     if form.validate_on_submit():
@@ -64,7 +63,7 @@ def index():
             services.launch(job.id)
             return redirect(url_for("reports.detail", job_id=job.id))
     return render_template("reports/report_list.html", form=form, kinds=allowed,
-                           jobs=_recent_jobs(), kind_titles={k: v.title for k, v in REPORT_KINDS.items()}), \
+                           jobs=_recent_jobs(), kind_titles={k.key: k.title for k in report_kinds()}), \
         (400 if form.errors else 200)
 
 
@@ -81,7 +80,7 @@ def _job_or_404(job_id: str) -> ReportJob:
 def detail(job_id: str):
     """A report's progress, then its download link."""
     job = _job_or_404(job_id)
-    kind = REPORT_KINDS.get(job.kind)
+    kind = report_kind(job.kind)
     return render_template("reports/report_detail.html", job=job,
                            title=kind.title if kind else job.kind,
                            waiting=not job.is_finished and not job.is_abandoned)
@@ -106,4 +105,3 @@ def download(job_id: str):
     }
 
 
-register_nav(NavItem("Reports", "reports.index", Permission.REPORT_OPERATIONS, 70, "file-earmark-pdf"))

@@ -1,1 +1,23 @@
 """Retention: record classes, policies, legal holds and retention runs."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    """Register the retention actions, job, commands, navigation and default policies."""
+    from audit.retention import cli, engine, holds, jobs
+    from core import audit_sink
+    from core.auth.permissions import Permission
+    from core.navigation import NavItem, register_nav
+    from core.reference_data import register_reference_data
+    from core.scheduler import register_job
+
+    for module in (engine, holds):
+        audit_sink.register_actions(app, module.AUDIT_ACTIONS)
+    register_reference_data(app, "retention policies", engine.ensure_default_policies)
+    register_job(app, "audit.retention", lambda _app: 24 * 3600.0, jobs.retention_job)
+    register_nav(app, NavItem("Retention", "audit.retention_home", Permission.RETENTION_MANAGE, 61,
+                              "archive"))
+    app.cli.add_command(cli.retention_group)

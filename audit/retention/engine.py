@@ -20,33 +20,33 @@ from audit.retention.holds import (
     describe_scope,
     hold_scope,
     place_hold,
-    register_scope_matcher,
     release_hold,
 )
 from audit.retention.models import RetentionPolicy, RetentionRun, RunStatus
-from audit.retention.registry import RECORD_CLASSES, HoldScope, RecordClass
+from audit.retention.registry import HoldScope, RecordClass, record_classes
 from audit.trail import retention as retention_audit_events
-from audit.trail.chain import record, register_actions
+from audit.trail.chain import record
 from core.extensions import db
 from core.timeutil import format_local, utcnow
 
 # The retention API domains and reports use (holds live in audit.retention.holds).
 __all__ = ["NewHold", "RetentionBusy", "RetentionChanged", "RetentionError", "describe_scope",
            "dry_run", "ensure_default_policies", "last_run", "list_policies", "place_hold",
-           "policy_for", "recent_runs", "register_scope_matcher", "release_hold", "run_retention",
+           "policy_for", "recent_runs", "release_hold", "run_retention",
            "running_run", "update_policy"]
 
 BATCH_SIZE = 10000
 STALE_AFTER = timedelta(minutes=30)
 MAX_YEARS = 100
 
-register_actions({
+# Audit actions recorded here (registered by the package's init_app).
+AUDIT_ACTIONS = {
     "retention.policy_changed": "Retention policy changed",
     "retention.run_started": "Retention run started",
     "retention.batch_purged": "Records destroyed under the retention schedule",
     "retention.run_completed": "Retention run completed",
     "retention.run_failed": "Retention run failed",
-})
+}
 
 
 class RetentionBusy(RetentionError):
@@ -103,7 +103,7 @@ def policy_for(key: str) -> RetentionPolicy | None:
 
 def ensure_default_policies() -> None:
     """Give every registered class a policy at its default period, disabled until reviewed."""
-    for key, rc in RECORD_CLASSES.items():
+    for key, rc in record_classes().items():
         if policy_for(key) is None:
             db.session.add(RetentionPolicy(record_class=key, years=max(rc.default_years, rc.floor_years),
                                            months=0, days=0, anchor=rc.anchors[0], enabled=False))
@@ -113,13 +113,13 @@ def ensure_default_policies() -> None:
 def list_policies() -> list[tuple[RecordClass, RetentionPolicy]]:
     """Every registered class with its policy, creating missing defaults."""
     ensure_default_policies()
-    return [(RECORD_CLASSES[key], policy_for(key)) for key in sorted(RECORD_CLASSES)]  # type: ignore[misc]
+    return [(record_classes()[key], policy_for(key)) for key in sorted(record_classes())]  # type: ignore[misc]
 
 
 def update_policy(key: str, years: int, months: int, days: int, anchor: str, enabled: bool,
                   user: Any = None) -> RetentionPolicy:
     """Change a class's policy after checking its floor (flushes and audits)."""
-    rc = RECORD_CLASSES.get(key)
+    rc = record_classes().get(key)
     if rc is None:
         raise RetentionError(f"Unknown record class {key!r}.")
     problem = period_problem(rc, years, months, days)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -10,8 +9,8 @@ from typing import Any
 from sqlalchemy import select, update
 
 from audit.retention.models import LegalHold
-from audit.retention.registry import RECORD_CLASSES, HoldScope, RecordClass
-from audit.trail.chain import record, register_actions
+from audit.retention.registry import HoldScope, RecordClass, record_classes, scope_matcher
+from audit.trail.chain import record
 from audit.trail.models import AuditEvent
 from core.auth.models import User
 from core.extensions import db
@@ -21,23 +20,15 @@ from core.timeutil import format_local, utcnow
 HOLD_OBJECT_TYPES = ("ticket", "asset", "user")
 SCAN_BATCH = 10000
 
-register_actions({
+# Audit actions recorded here (registered by the package's init_app).
+AUDIT_ACTIONS = {
     "retention.hold_placed": "Legal hold placed",
     "retention.hold_released": "Legal hold released",
-})
+}
 
 
 class RetentionError(FieldError):
     """A retention operation was refused; ``field`` names the form field at fault."""
-
-
-# Classes whose hold matching can be answered by one query instead of a scan of candidates.
-_SCOPE_MATCHERS: dict[str, Callable[[HoldScope], bool]] = {}
-
-
-def register_scope_matcher(key: str, matcher: Callable[[HoldScope], bool]) -> None:
-    """Answer "does this scope cover any of class ``key``?" with one query instead of a scan."""
-    _SCOPE_MATCHERS[key] = matcher
 
 
 def active_holds() -> list[LegalHold]:
@@ -56,7 +47,7 @@ def describe_scope(hold: LegalHold) -> str:
     """What a hold covers, in words."""
     if hold.object_type:
         return f"{hold.object_type} {hold.object_key}"
-    label = RECORD_CLASSES[hold.record_class].label if hold.record_class in RECORD_CLASSES \
+    label = record_classes()[hold.record_class].label if hold.record_class in record_classes() \
         else hold.record_class
     span = f"{format_local(hold.start, '%Y-%m-%d') or 'the beginning'} to " \
            f"{format_local(hold.end, '%Y-%m-%d') or 'now'}"
@@ -89,10 +80,10 @@ def scope_matches(scope: HoldScope) -> bool:
                                         AuditEvent.object_id == scope.object_key).limit(1)).first()
         if trail is not None:
             return True
-    keys = [scope.record_class] if scope.record_class else sorted(RECORD_CLASSES)
+    keys = [scope.record_class] if scope.record_class else sorted(record_classes())
     for key in keys:
-        rc = RECORD_CLASSES[key]
-        matcher = _SCOPE_MATCHERS.get(key)
+        rc = record_classes()[key]
+        matcher = scope_matcher(key)
         if matcher(scope) if matcher else _scan_matches(rc, scope):
             return True
     return False
@@ -125,7 +116,7 @@ def place_hold(new: NewHold, user: Any) -> LegalHold:
                 raise RetentionError(f"There is no user '{key}'.", "object_key")
         scope = HoldScope(object_type=new.kind, object_key=key)
     elif new.kind == "class":
-        if new.record_class not in RECORD_CLASSES:
+        if new.record_class not in record_classes():
             raise RetentionError("Choose a record class.", "record_class")
         if new.start and new.end and new.start > new.end:
             raise RetentionError("The range starts after it ends.", "start")

@@ -8,10 +8,13 @@ how to purge a batch), and the retention engine in ``audit`` drives them.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
+from flask import Flask
 from sqlalchemy import Select
+
+from core.registry import app_registry, current_registry
 
 
 @dataclass(frozen=True)
@@ -46,9 +49,39 @@ class RecordClass:
     purge: Callable[[Sequence[int]], int]
 
 
-RECORD_CLASSES: dict[str, RecordClass] = {}
+ScopeMatcher = Callable[[HoldScope], bool]
 
 
-def register_record_class(record_class: RecordClass) -> None:
+@dataclass
+class RetentionRegistry:
+    """An app's record classes, and the classes whose hold matching is one query."""
+
+    classes: dict[str, RecordClass] = field(default_factory=dict)
+    scope_matchers: dict[str, ScopeMatcher] = field(default_factory=dict)
+
+
+def _registry(app: Flask | None = None) -> RetentionRegistry:
+    """The app's (or the current app's) retention registry."""
+    if app is not None:
+        return app_registry(app, "retention", RetentionRegistry)
+    return current_registry("retention", RetentionRegistry)
+
+
+def register_record_class(app: Flask, record_class: RecordClass) -> None:
     """Make a record class known to the retention engine."""
-    RECORD_CLASSES[record_class.key] = record_class
+    _registry(app).classes[record_class.key] = record_class
+
+
+def record_classes(app: Flask | None = None) -> dict[str, RecordClass]:
+    """The record classes of ``app`` (default: the current app) by key."""
+    return _registry(app).classes
+
+
+def register_scope_matcher(app: Flask, key: str, matcher: ScopeMatcher) -> None:
+    """Answer "does this scope cover any of class ``key``?" with one query instead of a scan."""
+    _registry(app).scope_matchers[key] = matcher
+
+
+def scope_matcher(key: str) -> ScopeMatcher | None:
+    """The one-query matcher of class ``key``, if it has one."""
+    return _registry().scope_matchers.get(key)

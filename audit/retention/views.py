@@ -12,7 +12,7 @@ from audit.retention import engine as retention
 from audit.retention import holds as legal_holds
 from audit.retention.forms import HoldForm, PolicyForm, ReleaseHoldForm, RunConfirmForm
 from audit.retention.models import LegalHold, RetentionRun
-from audit.retention.registry import RECORD_CLASSES
+from audit.retention.registry import record_classes
 from audit.views import bp
 from core.auth.permissions import Permission, require_permission
 from core.extensions import db
@@ -36,9 +36,9 @@ def retention_home():
 @require_permission(Permission.RETENTION_MANAGE)
 def policy_edit(key: str):
     """Change one record class's retention period; floors are enforced."""
-    if key not in RECORD_CLASSES:
+    if key not in record_classes():
         abort(404)
-    rc = RECORD_CLASSES[key]
+    rc = record_classes()[key]
     retention.ensure_default_policies()
     policy = retention.policy_for(key)
     form = PolicyForm(obj=policy)
@@ -63,7 +63,7 @@ def hold_new():
     """Place a legal hold; a scope that matches nothing is refused."""
     form = HoldForm()
     form.record_class.choices = select_choices(
-        [("", "—")] + [(k, rc.label) for k, rc in sorted(RECORD_CLASSES.items())])
+        [("", "—")] + [(k, rc.label) for k, rc in sorted(record_classes().items())])
     if form.validate_on_submit():
         try:
             start, after = local_day_bounds(form.start.data, form.end.data, ("start", "end"))
@@ -130,4 +130,4 @@ def retention_run_detail(run_id: int):
                            policies=json.loads(run.policies), counts=json.loads(run.counts),
                            held=json.loads(run.held_counts), digests=json.loads(run.class_digests),
                            spans={c["key"]: c for c in json.loads(run.classes)},
-                           classes=RECORD_CLASSES)
+                           classes=record_classes())

@@ -1,1 +1,33 @@
 """PACS Desk's own audit trail: events, the keyed chain, search and chain verification."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    """Register the trail's actions, record class, job, pages, navigation and banner."""
+    from audit.reports.registry import register_export_actions
+    from audit.retention.registry import register_record_class, register_scope_matcher
+    from audit.trail import chain, chain_verification, cli, guards, jobs, retention, search, search_index
+    from audit.trail.models import AuditEvent
+    from core import audit_sink
+    from core.auth.permissions import Permission
+    from core.database import listen_once
+    from core.navigation import NavItem, register_banner_source, register_nav
+    from core.reference_data import register_reference_data
+    from core.scheduler import register_job
+
+    for module in (chain, chain_verification, search):
+        audit_sink.register_actions(app, module.AUDIT_ACTIONS)
+    register_export_actions(app, search.AUDIT_ACTIONS)
+    listen_once(AuditEvent.metadata, "after_create", guards.install_after_create)
+    listen_once(AuditEvent.__table__, "after_create", search_index.install_after_create)
+    register_record_class(app, retention.RETENTION_CLASS)
+    register_scope_matcher(app, retention.RETENTION_CLASS.key, retention.audit_matches)
+    register_reference_data(app, "audit search index", search_index.ensure_search_index)
+    register_job(app, "audit.verify_chain", lambda _app: 24 * 3600.0, jobs.verify_chain_job)
+    register_nav(app, NavItem("Audit trail", "audit.search_events", Permission.AUDIT_READ, 60,
+                              "journal-check"))
+    register_banner_source(app, chain_verification.broken_chain_banner)
+    app.cli.add_command(cli.audit_group)

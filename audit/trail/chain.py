@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
 
 from audit.trail.models import GENESIS_HASH, AuditCheckpoint, AuditEvent, AuditPurgePermit
+from core import audit_sink
 from core.database import snapshot_connection
 from core.extensions import db
 from core.timeutil import utcnow
@@ -24,33 +25,10 @@ CHAIN_LOCK_KEY = 0x5041_4353_4445_534B
 
 OUTCOMES = ("success", "failure")
 
-ACTIONS: dict[str, str] = {}
-
-
-def register_actions(actions: Mapping[str, str]) -> None:
-    """Add actions (name -> description) to the controlled vocabulary."""
-    ACTIONS.update(actions)
-
-
-register_actions(
-    {
-        "user.login": "User logged in",
-        "user.login_failed": "Failed login attempt",
-        "user.logout": "User logged out",
-        "user.idle_logoff": "User logged off after inactivity",
-        "user.locked": "Account locked after repeated failed logins",
-        "user.unlocked": "Account unlocked by an administrator",
-        "user.created": "Account created",
-        "user.updated": "Account details changed",
-        "user.role_changed": "Role changed",
-        "user.disabled": "Account disabled",
-        "user.enabled": "Account re-enabled",
-        "user.password_changed": "Password changed",
-        "audit.verify": "Audit trail integrity verified",
-        "audit.purged": "Audit events purged under the retention schedule",
-        "system.demo_loaded": "Demonstration data loaded",
-    }
-)
+# Audit actions recorded here (registered by the package's init_app).
+AUDIT_ACTIONS = {
+    "audit.purged": "Audit events purged under the retention schedule",
+}
 
 
 def _iso(moment: datetime) -> str:
@@ -163,7 +141,7 @@ def record(
     client_address: str | None = _UNSET,
 ) -> Recorded:
     """Append an audit event in the caller's transaction; it commits or rolls back with it."""
-    if action not in ACTIONS:
+    if not audit_sink.is_action(action):
         raise ValueError(f"unknown audit action {action!r}: register it with register_actions")
     if outcome not in OUTCOMES:
         raise ValueError(f"audit outcome must be one of {OUTCOMES}, not {outcome!r}")

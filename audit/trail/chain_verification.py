@@ -16,6 +16,12 @@ from core.extensions import db
 from core.navigation import Banner
 from core.timeutil import UTCDateTime, format_local, utcnow
 
+# Audit actions recorded here (registered by the package's init_app).
+AUDIT_ACTIONS = {
+    "audit.verify": "Audit trail integrity verified",
+    "audit.verify_acknowledged": "Broken audit chain acknowledged",
+}
+
 
 class ChainVerificationRun(db.Model):
     """One verification of the audit trail: when, how many events, intact or where broken."""

@@ -10,7 +10,8 @@ from wtforms import (
 )
 from wtforms.validators import Length, Optional, ValidationError
 
-from audit.trail.chain import ACTIONS, OUTCOMES
+from audit.trail.chain import OUTCOMES
+from core import audit_sink
 from core.forms import select_choices
 
 
@@ -34,7 +35,7 @@ class AuditSearchForm(FlaskForm):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.action.choices = select_choices(
-            [("", "Any"), *((a, f"{a} — {d}") for a, d in sorted(ACTIONS.items()))])
+            [("", "Any"), *((a, f"{a} — {d}") for a, d in sorted(audit_sink.actions().items()))])
 
     def validate_date_to(self, field: DateField) -> None:
         """The period must not end before it starts."""

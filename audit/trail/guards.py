@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from typing import Any
 
-from audit.trail.models import AuditEvent
+from sqlalchemy.engine import Connection
 
 _SQLITE = [
     """CREATE TRIGGER IF NOT EXISTS audit_event_no_update BEFORE UPDATE ON audit_event
@@ -53,7 +52,6 @@ def drop_audit_guards(connection: Connection) -> None:
         connection.exec_driver_sql("DROP TRIGGER IF EXISTS audit_event_no_delete")
 
 
-@event.listens_for(AuditEvent.metadata, "after_create")
-def _after_create(target, connection: Connection, **kw) -> None:
+def install_after_create(target: Any, connection: Connection, **kw: Any) -> None:
     """Install the guards whenever the schema is created with ``create_all``."""
     install_audit_guards(connection)

@@ -8,8 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, or_, select
 
-from audit.retention.holds import register_scope_matcher
-from audit.retention.registry import HoldScope, RecordClass, register_record_class
+from audit.retention.registry import HoldScope, RecordClass
 from audit.trail.chain import purge_through
 from audit.trail.models import AuditEvent
 from core.auth.models import User
@@ -73,15 +72,14 @@ def _audit_purge(ids: Sequence[int]) -> int:
     return purge_through(max(ids), "retention schedule")
 
 
-def _audit_matches(scope: HoldScope) -> bool:
+def audit_matches(scope: HoldScope) -> bool:
     """Whether any audit event falls under ``scope``."""
     condition = _audit_hold_condition(scope)
     return condition is not None and db.session.execute(
         select(AuditEvent.id).where(condition).limit(1)).first() is not None
 
 
-register_record_class(RecordClass(
+RETENTION_CLASS = RecordClass(
     key="audit_events", label="Audit events", anchors=("created",), default_years=6, floor_years=6,
     floor_rule=DOCUMENTATION_RULE, candidates=_audit_candidates, held=_audit_held,
-    purge=_audit_purge))
-register_scope_matcher("audit_events", _audit_matches)
+    purge=_audit_purge)

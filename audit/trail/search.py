@@ -17,6 +17,12 @@ from audit.trail.models import AuditEvent
 from core.extensions import db
 from core.timeutil import check_day, format_local, local_day_bounds
 
+# Audit actions recorded here (registered by the package's init_app).
+AUDIT_ACTIONS = {
+    "audit.search": "Audit trail searched",
+    "audit.export": "Audit trail exported",
+}
+
 PER_PAGE = 50
 EXPORT_CHUNK = 5000
 CSV_HEADER = ["seq", "occurred_at_local", "occurred_at_utc", "username", "user_role", "action",

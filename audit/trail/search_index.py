@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from audit.trail.models import AuditEvent
 from core.extensions import db
 
 FTS_TABLE = "audit_event_fts"
@@ -133,8 +133,7 @@ POSTGRES_MATCH = text(_PG_WORDS.format("audit_event.details")
                       + " @@ to_tsquery('simple'::regconfig, :tsquery)")
 
 
-@event.listens_for(AuditEvent.__table__, "after_create")
-def _after_create(target, connection: Connection, **kw) -> None:
+def install_after_create(target: Any, connection: Connection, **kw: Any) -> None:
     """Install the word index whenever the table is created with ``create_all``."""
     install_search_index(connection)
 

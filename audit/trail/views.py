@@ -15,7 +15,6 @@ from flask import (
 from flask_login import current_user
 
 from audit.trail import search
-from audit.trail.chain import register_actions
 from audit.trail.chain_verification import (
     AcknowledgeError,
     acknowledge_failure,
@@ -28,12 +27,6 @@ from core.auth.forms import ConfirmForm
 from core.auth.permissions import Permission, require_permission
 from core.extensions import db
 from core.timeutil import DateOutOfRange, utcnow
-
-register_actions({
-    "audit.search": "Audit trail searched",
-    "audit.export": "Audit trail exported",
-    "audit.verify_acknowledged": "Broken audit chain acknowledged",
-})
 
 
 def _filter_from(form: AuditSearchForm) -> search.AuditFilter:

@@ -1,1 +1,34 @@
 """Workforce training: courses, assignments and completions."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    """Register training actions, the completions' record class, job, pages, banner and demo data."""
+    from audit.retention.registry import register_record_class, register_scope_matcher
+    from audit.training import cli, completions, demo, jobs, services, views
+    from core import audit_sink
+    from core.auth.permissions import Permission
+    from core.auth.services import register_user_created_hook
+    from core.demo import register_data_check, register_seeder
+    from core.navigation import NavItem, register_banner_source, register_nav
+    from core.reference_data import register_reference_data
+    from core.scheduler import register_job
+
+    for module in (services, completions):
+        audit_sink.register_actions(app, module.AUDIT_ACTIONS)
+    register_record_class(app, completions.RETENTION_CLASS)
+    register_scope_matcher(app, completions.RETENTION_CLASS.key, completions.matches)
+    register_reference_data(app, "training courses", services.seed_courses)
+    register_user_created_hook(app, services.assign_new_user)
+    register_job(app, "audit.training_sync", lambda _app: 24 * 3600.0, jobs.training_sync_job)
+    register_nav(app, NavItem("Training", "audit.training_matrix", Permission.TRAINING_MANAGE, 62,
+                              "mortarboard"))
+    register_nav(app, NavItem("My training", "audit.my_training", Permission.TRAINING_OWN, 63,
+                              "person-check"))
+    register_banner_source(app, views.overdue_training_banner)
+    register_seeder(app, 80, "compliance", demo.seed_compliance)
+    register_data_check(app, "training completions", demo.training_records)
+    app.cli.add_command(cli.training_group)

@@ -12,9 +12,8 @@ from flask import current_app
 from sqlalchemy import delete, exists, select
 from sqlalchemy.orm import aliased
 
-from audit.retention.holds import register_scope_matcher
-from audit.retention.registry import HoldScope, RecordClass, register_record_class
-from audit.trail.chain import record, register_actions
+from audit.retention.registry import HoldScope, RecordClass
+from audit.trail.chain import record
 from audit.training.models import TrainingAssignment, TrainingCompletion
 from audit.training.services import ATTESTATION, TrainingError, local_today
 from core.auth.models import User
@@ -24,8 +23,9 @@ from core.timeutil import to_local, utcnow
 CERTIFICATE_TYPES = {".pdf": ("application/pdf", b"%PDF-"), ".png": ("image/png", b"\x89PNG\r\n\x1a\n"),
                      ".jpg": ("image/jpeg", b"\xff\xd8\xff"), ".jpeg": ("image/jpeg", b"\xff\xd8\xff")}
 
-register_actions({"training.completed": "Training completion recorded",
-                  "training.certificate_downloaded": "Training certificate downloaded"})
+# Audit actions recorded here (registered by the package's init_app).
+AUDIT_ACTIONS = {"training.completed": "Training completion recorded",
+                  "training.certificate_downloaded": "Training certificate downloaded"}
 
 
 @dataclass(frozen=True)
@@ -160,15 +160,14 @@ def _purge(ids: Sequence[int]) -> int:
     return gone
 
 
-def _matches(scope: HoldScope) -> bool:
+def matches(scope: HoldScope) -> bool:
     """Whether any completion falls under ``scope``."""
     condition = _scope_condition(scope)
     return condition is not None and db.session.execute(
         select(TrainingCompletion.id).where(condition).limit(1)).first() is not None
 
 
-register_record_class(RecordClass(
+RETENTION_CLASS = RecordClass(
     key="training_records", label="Training records (superseded completions)", anchors=("completed",),
     default_years=6, floor_years=6, floor_rule="45 CFR 164.316(b)(2) (keep documentation 6 years)",
-    candidates=_superseded_before, held=_held, purge=_purge))
-register_scope_matcher("training_records", _matches)
+    candidates=_superseded_before, held=_held, purge=_purge)

@@ -15,7 +15,7 @@ from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import aliased
 
 from audit.retention.engine import add_months_to_date
-from audit.trail.chain import record, register_actions
+from audit.trail.chain import record
 from audit.trail.search import safe_cell
 from audit.training.models import Course, TrainingAssignment, TrainingCompletion
 from core.auth.models import Role, User
@@ -27,12 +27,13 @@ DUE_SOON_DAYS = 30
 ATTESTATION = ("I completed this training and understand my obligations under it, including the "
                "protection of patient information.")
 
-register_actions({
+# Audit actions recorded here (registered by the package's init_app).
+AUDIT_ACTIONS = {
     "training.course_created": "Training course created",
     "training.course_updated": "Training course changed",
     "training.assigned": "Training assigned",
     "training.exported": "Training matrix exported",
-})
+}
 
 SEED_COURSES = (
     ("hipaa-privacy", "HIPAA Privacy", "The Privacy Rule: minimum necessary use of patient "

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, send_file, url_for
 from flask_login import current_user
+from markupsafe import Markup
 
 from audit.training import completions as training_completions
 from audit.training import services as training
@@ -15,6 +17,7 @@ from audit.views import bp
 from core.auth.permissions import Permission, has_permission, require_permission
 from core.extensions import db
 from core.forms import select_choices, show_error
+from core.navigation import Banner
 
 
 def _can_manage() -> bool:
@@ -152,3 +155,16 @@ def course_edit(course_id: int | None = None):
             return redirect(url_for("audit.course_list"))
     return render_template("audit/course_edit.html", form=form, course=course), \
         200 if not form.errors else 422
+
+
+def overdue_training_banner(user: Any) -> list[Banner]:
+    """A strip on every page while the user has overdue or expired training."""
+    if not has_permission(user, Permission.TRAINING_OWN):
+        return []
+    late = training.needs_action(user.id)
+    if not late:
+        return []
+    titles = ", ".join(s.assignment.course.title for s in late)
+    return [Banner("warning", Markup(
+        '<strong>Training overdue:</strong> {titles}. <a class="alert-link" href="{url}">My training</a>'
+    ).format(titles=titles, url=url_for("audit.my_training")))]

@@ -8,7 +8,6 @@ from core.auth.models import User
 from core.extensions import db, login_manager
 
 
-@login_manager.user_loader
 def load_user(session_id: str) -> User | None:
     """Load the user of ``id.version``; disabled accounts and old versions get None."""
     try:
@@ -23,7 +22,8 @@ def load_user(session_id: str) -> User | None:
 
 
 def init_app(app: Flask) -> None:
-    """Configure the login view and messages."""
+    """Configure the user loader, the login view and messages."""
+    login_manager.user_loader(load_user)
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please log in to continue."
     login_manager.login_message_category = "info"

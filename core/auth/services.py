@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from flask import Flask, current_app
 from sqlalchemy import func, select
 
 from core import audit_sink
@@ -16,21 +17,40 @@ from core.auth.models import Role, User
 from core.auth.passwords import check_password, hash_password, password_problem
 from core.extensions import db
 from core.forms import FieldError
+from core.registry import app_registry
 from core.timeutil import utcnow
+
+# Audit actions recorded here (registered by the package's init_app).
+AUDIT_ACTIONS = {
+    "user.login": "User logged in",
+    "user.login_failed": "Failed login attempt",
+    "user.locked": "Account locked after repeated failed logins",
+    "user.unlocked": "Account unlocked by an administrator",
+    "user.created": "Account created",
+    "user.updated": "Account details changed",
+    "user.role_changed": "Role changed",
+    "user.disabled": "Account disabled",
+    "user.enabled": "Account re-enabled",
+    "user.password_changed": "Password changed",
+}
 
 LOCKOUT_THRESHOLD = 5
 LOCKOUT_WINDOW = timedelta(minutes=15)
 LOCKOUT_DURATION = timedelta(minutes=15)
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 
-# Functions run after an account is created, in the same transaction (e.g. training assignments).
-_user_created_hooks: list[Callable[[User], None]] = []
+UserHook = Callable[[User], None]
 
 
-def register_user_created_hook(hook: Callable[[User], None]) -> None:
-    """Let a domain act on every new account (it only flushes)."""
-    if hook not in _user_created_hooks:
-        _user_created_hooks.append(hook)
+def _user_created_hooks(app: Flask) -> list[UserHook]:
+    """Functions run after an account is created, in the same transaction (training assignments)."""
+    return app_registry(app, "user_created_hooks", list)
+
+
+def register_user_created_hook(app: Flask, hook: UserHook) -> None:
+    """Let a package act on every new account (it only flushes)."""
+    if hook not in _user_created_hooks(app):
+        _user_created_hooks(app).append(hook)
 
 
 class AccountError(FieldError):
@@ -99,7 +119,7 @@ def create_user(new: NewUser, actor: User | None = None) -> User:
         details={"username": username, "role": user.role, "department": user.department},
         **_actor(actor),
     )
-    for hook in _user_created_hooks:
+    for hook in _user_created_hooks(current_app._get_current_object()):  # type: ignore[attr-defined]
         hook(user)
     return user
 

@@ -20,10 +20,12 @@ from core.auth.passwords import check_password
 from core.auth.permissions import Permission, require_permission
 from core.extensions import db, limiter
 from core.forms import show_error
-from core.navigation import NavItem, register_nav
 from core.pagination import paginate
 from core.security import safe_next
 from core.timeutil import utcnow
+
+# Audit actions recorded here (registered by the package's init_app).
+AUDIT_ACTIONS = {"user.logout": "User logged out"}
 
 bp = Blueprint("auth", __name__)
 
@@ -184,6 +186,3 @@ def user_action(user_id: int, action: str):
     done = {"disable": "disabled", "enable": "re-enabled", "unlock": "unlocked"}[action]
     flash(f"Account {user.username} {done}.", "success")
     return redirect(url_for("auth.user_edit", user_id=user.id))
-
-
-register_nav(NavItem("Users", "auth.users", Permission.USERS_MANAGE, 90, "people"))

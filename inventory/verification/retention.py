@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Select, delete, select
 
-from audit.retention.registry import HoldScope, RecordClass, register_record_class
+from audit.retention.registry import HoldScope, RecordClass
 from core.extensions import db
 from inventory.models import Asset
 from inventory.verification.models import NodeCheck
@@ -56,8 +56,7 @@ def _purge(ids: Sequence[int]) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-register_record_class(RecordClass(
+RETENTION_CLASS = RecordClass(
     key=RECORD_CLASS, label="DICOM verification results", anchors=("created",), default_years=2,
     floor_years=0, floor_rule="no legal minimum (operational records)",
-    candidates=_candidates, held=_held, purge=_purge))
-
+    candidates=_candidates, held=_held, purge=_purge)

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from audit import record, register_actions
+from audit import record
 from core.auth.models import User
 from core.extensions import db
 from core.timeutil import utcnow
@@ -37,12 +37,11 @@ from inventory.verification.tickets import node_recovered, node_went_down
 
 log = logging.getLogger(__name__)
 
-register_actions({
+# Audit actions recorded here (registered by the package's init_app).
+AUDIT_ACTIONS = {
     "node.verify": "DICOM node verified by C-ECHO",
     "node.sweep": "Scheduled C-ECHO sweep of all DICOM nodes",
-    "node.down": "DICOM node went down",
-    "node.recovered": "DICOM node recovered",
-})
+}
 
 INTERMITTENT_WINDOW = timedelta(hours=1)
 DETAIL_MAX = 1000

@@ -13,7 +13,7 @@ from sqlalchemy import case, func, select
 
 from core.auth.permissions import Permission
 from core.extensions import db
-from core.navigation import DashboardPanel, register_dashboard_panel
+from core.navigation import DashboardPanel
 from core.timeutil import utcnow
 from inventory.models import Asset, AssetKind, AssetStatus
 from inventory.verification.charts import node_chart_svg
@@ -95,5 +95,5 @@ def node_state_counts() -> dict[str, Any]:
             "troubled": troubled[:10], "more": max(len(troubled) - 10, 0)}
 
 
-register_dashboard_panel(DashboardPanel("inventory/_dashboard_nodes.html", Permission.ASSET_READ, 30,
-                                        node_state_counts))
+DASHBOARD_PANEL = DashboardPanel("inventory/_dashboard_nodes.html", Permission.ASSET_READ, 30,
+                                        node_state_counts)

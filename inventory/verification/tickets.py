@@ -17,6 +17,12 @@ from helpdesk.services import (
 from inventory.models import Asset
 from inventory.verification.models import NodeCheck, NodeState
 
+# Audit actions recorded here (registered by the package's init_app).
+AUDIT_ACTIONS = {
+    "node.down": "DICOM node went down",
+    "node.recovered": "DICOM node recovered",
+}
+
 
 def _duration(delta: timedelta) -> str:
     """A duration in words: '2 h 05 min', '3 min 20 s'."""

@@ -9,14 +9,18 @@ import pytest
 import time_machine
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, delete, select, text
 
-from audit import record, register_actions
-from audit.retention.registry import RECORD_CLASSES, HoldScope, RecordClass, register_record_class
+from audit import record
+from audit.retention.registry import HoldScope, RecordClass, register_record_class
 from audit.trail.guards import install_audit_guards
+from core import audit_sink
 from core.extensions import db
 
-register_actions({"test.compliance": "Event written by the compliance tests"})
-
 NOW = datetime(2036, 6, 15, 12, 0, tzinfo=UTC)
+
+TEST_ACTIONS = {
+    "test.event": "Event written by the test suite",
+    "test.compliance": "Event written by the compliance tests",
+}
 
 
 def at(year: int, month: int = 1, day: int = 1, hour: int = 12) -> datetime:
@@ -25,7 +29,8 @@ def at(year: int, month: int = 1, day: int = 1, hour: int = 12) -> datetime:
 
 
 def write_events(app, when: datetime, n: int = 1, **fields) -> None:
-    """Append ``n`` events as if written at ``when``."""
+    """Append ``n`` events as if written at ``when`` (as the test action ``test.compliance``)."""
+    audit_sink.register_actions(app, TEST_ACTIONS)
     with time_machine.travel(when, tick=False), app.app_context():
         for i in range(n):
             record("test.compliance", object_type=fields.get("object_type", "thing"),
@@ -108,7 +113,7 @@ def scratch_class(app) -> Iterator:
     """Register the test record class with its table; add(number, closed_at) inserts a record."""
     with app.app_context():
         _meta.create_all(db.engine)
-    register_record_class(TEST_CLASS)
+    register_record_class(app, TEST_CLASS)
 
     def add(number: str, closed_at: datetime) -> int:
         with app.app_context():
@@ -118,7 +123,6 @@ def scratch_class(app) -> Iterator:
             return new_id
 
     yield add
-    RECORD_CLASSES.pop("test_records", None)
     with app.app_context():
         db.session.remove()
         _meta.drop_all(db.engine)

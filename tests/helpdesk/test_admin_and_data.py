@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import time_machine
 from sqlalchemy import func, select
 
-from audit.retention.registry import RECORD_CLASSES, HoldScope
+from audit.retention.registry import HoldScope, record_classes
 from core.demo import DemoContext, existing_data
 from core.extensions import db
 from core.reference_data import load_reference_data
@@ -102,7 +102,7 @@ def _closed_ticket(app, key: str, at: datetime) -> int:
 
 
 def test_retention_finds_only_old_closed_tickets_respects_holds_and_purges_everything(app, make_user):
-    rc = RECORD_CLASSES["closed_tickets"]
+    rc = record_classes(app)["closed_tickets"]
     assert rc.anchors == ("closed", "created") and rc.default_years == 7
     old = _closed_ticket(app, "a", datetime(2015, 1, 5, tzinfo=UTC))
     held_by_number = _closed_ticket(app, "b", datetime(2015, 2, 5, tzinfo=UTC))
@@ -134,7 +134,7 @@ def test_retention_hold_on_a_user_covers_the_tickets_they_filed(app, client, log
     login_as("requester", "dr.okafor")
     number = file_ticket()
     with app.app_context():
-        rc = RECORD_CLASSES["closed_tickets"]
+        rc = record_classes(app)["closed_tickets"]
         ticket_id = int(number[3:])
         assert rc.held([ticket_id], [HoldScope(object_type="user", object_key="dr.okafor")]) == {ticket_id}
         assert rc.purge([ticket_id]) == 0  # never purges a ticket that is not closed

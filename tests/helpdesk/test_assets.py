@@ -1,19 +1,18 @@
-"""Linking a ticket to an inventory asset (looked up by tag, without importing the inventory)."""
+"""Linking a ticket to an inventory asset, found by tag in any case through the inventory's lookup."""
 
 from __future__ import annotations
 
 import pytest
 
 from core.extensions import db
-from helpdesk.models import Ticket
+from inventory.models import Asset
 
 
 @pytest.fixture
 def asset_tag(app):
-    """An asset in the inventory's table, created through the ticket's relationship."""
+    """An asset in the inventory's table (the help desk finds it through the registered lookup)."""
     with app.app_context():
-        asset_class = Ticket.asset.property.mapper.class_
-        db.session.add(asset_class(asset_tag="WS-RR2-01", name="Reading station 2", location="RR2"))
+        db.session.add(Asset(asset_tag="WS-RR2-01", name="Reading station 2", location="RR2"))
         db.session.commit()
     return "WS-RR2-01"
 
@@ -66,3 +65,11 @@ def test_priority_or_status_not_on_the_list_is_refused(client, login_as, file_ti
             **data, "category_id": str(category_id()), "assignee_id": ""})
         assert response.status_code == 400
     assert ticket_row(number).status == "new"
+
+
+def test_asset_tag_is_matched_in_any_case_on_the_ticket_form(client, login_as, file_ticket, asset_tag,
+                                                              ticket_row):
+    login_as("requester")
+    number = file_ticket(asset_tag=asset_tag.lower())
+    assert ticket_row(number).asset_id is not None
+    assert asset_tag in client.get(f"/tickets/{number}").data.decode()

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from audit.retention import engine as retention
 from audit.retention import holds as legal_holds
 from audit.retention.models import LegalHold, RetentionRun, RunStatus
+from audit.retention.registry import record_classes
 from audit.trail.chain import verify_chain
 from audit.trail.models import AuditEvent
 from core.auth.models import User
@@ -24,7 +25,7 @@ def set_policy(app, key: str, years: int, months: int = 0, days: int = 0, anchor
                enabled: bool = True) -> None:
     """Store a policy directly through the service."""
     with app.app_context():
-        rc = retention.RECORD_CLASSES[key]
+        rc = record_classes(app)[key]
         retention.update_policy(key, years, months, days, anchor or rc.anchors[0], enabled)
         db.session.commit()
 
@@ -54,7 +55,7 @@ def test_policy_form_refuses_negative_huge_and_below_floor_periods(app, client, 
 
 
 def test_floor_cannot_be_dodged_with_months_or_days(app):
-    rc = retention.RECORD_CLASSES["training_records"]
+    rc = record_classes(app)["training_records"]
     assert retention.period_problem(rc, 5, 11, 30) is not None
     assert retention.period_problem(rc, 5, 12, 0) is None
     assert retention.period_problem(rc, 0, 72, 0) is None
@@ -334,12 +335,12 @@ def test_held_audit_event_stops_the_purge_at_its_position(app, make_user, frozen
 
 
 def test_nightly_retention_job_commits_and_skips_when_busy(app, scratch_class, frozen):
-    from audit.jobs import retention_job
-    from core.scheduler import JOBS
+    from audit.retention.jobs import retention_job
+    from core.scheduler import periodic_jobs
 
     scratch_class("T-1", at(2020))
     set_policy(app, "test_records", 1)
-    assert JOBS["audit.retention"].interval(app) == 24 * 3600
+    assert periodic_jobs(app)["audit.retention"].interval(app) == 24 * 3600
     with app.app_context():
         assert retention_job() == 1
     assert remaining_test_records(app) == []
@@ -353,7 +354,7 @@ def test_held_ticket_ten_years_old_survives(app, make_user, frozen):
     helpdesk = pytest.importorskip("helpdesk.services")
     from helpdesk.models import Category
 
-    if "closed_tickets" not in retention.RECORD_CLASSES:
+    if "closed_tickets" not in record_classes(app):
         pytest.skip("the help desk registers no closed_tickets class")
     technician = make_user("technician", "tech")
     requester = make_user("requester", "req")
@@ -408,8 +409,8 @@ def test_concurrent_runs_on_postgres_one_runs_the_other_is_refused(app, scratch_
         release.wait(10)
         return original(ids)
 
-    retention.RECORD_CLASSES["test_records"] = dataclasses.replace(
-        retention.RECORD_CLASSES["test_records"], purge=slow_purge)
+    record_classes(app)["test_records"] = dataclasses.replace(
+        record_classes(app)["test_records"], purge=slow_purge)
 
     def first() -> None:
         with app.app_context():

@@ -9,14 +9,12 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from audit import record, register_actions
+from audit import record
 from audit.trail.chain import chain_head, event_hash, purge_through, verify_chain
 from audit.trail.guards import install_audit_guards
 from audit.trail.models import GENESIS_HASH, AuditCheckpoint, AuditEvent
 from core.extensions import db
 from tests.helpers import require_postgres
-
-register_actions({"test.event": "Event written by the test suite"})
 
 
 def is_postgres(app) -> bool:

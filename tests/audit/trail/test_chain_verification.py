@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from audit.jobs import verify_chain_job
 from audit.trail.chain_verification import ChainVerificationRun, last_verification
+from audit.trail.jobs import verify_chain_job
 from audit.trail.models import AuditEvent
 from core.extensions import db
-from core.scheduler import JOBS
+from core.scheduler import periodic_jobs
 from tests.audit.compliance_fixtures import at, write_events
 
 
@@ -78,10 +78,10 @@ def test_broken_chain_banner_for_compliance_and_admin_until_acknowledged(app, cl
 
 
 def test_nightly_verification_job_is_registered_and_commits(app):
-    assert JOBS["audit.verify_chain"].interval(app) == 24 * 3600
+    assert periodic_jobs(app)["audit.verify_chain"].interval(app) == 24 * 3600
     write_events(app, at(2026, 1), 2)
     with app.app_context():
-        JOBS["audit.verify_chain"].func()
+        periodic_jobs(app)["audit.verify_chain"].func()
         db.session.rollback()
     (run,) = runs(app)
     assert run.ok and run.source == "scheduler" and run.count == 2

@@ -288,7 +288,7 @@ def db_code(app, title: str) -> str:
 
 
 def test_nightly_sync_assigns_users_whose_role_now_needs_a_course(app, make_user):
-    from audit.jobs import training_sync_job
+    from audit.training.jobs import training_sync_job
     from core.auth.models import Role
     from core.auth.services import change_role
 

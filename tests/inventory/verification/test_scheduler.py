@@ -42,11 +42,13 @@ def probe(app):
 
 
 @pytest.fixture
-def only_jobs(monkeypatch):
-    """Replace the registered jobs with the test's own."""
+def only_jobs(app):
+    """Replace the app's registered jobs with the test's own."""
 
     def install(*jobs: Job) -> None:
-        monkeypatch.setattr(scheduler, "JOBS", {job.name: job for job in jobs})
+        registered = scheduler.periodic_jobs(app)
+        registered.clear()
+        registered.update({job.name: job for job in jobs})
 
     return install
 
@@ -205,8 +207,8 @@ def slow():
     time.sleep(0.7)
     probe("end", run_id)
 
-scheduler.JOBS.clear()
-scheduler.register_job("test.slow", lambda app: 0, slow)
+scheduler.periodic_jobs(app).clear()
+scheduler.register_job(app, "test.slow", lambda app: 0, slow)
 scheduler.TICK_SECONDS = 0.1
 scheduler.run_forever(app)
 """

@@ -425,15 +425,16 @@ def test_a_fresh_app_registers_the_sweep_job_audit_actions_retention_class_and_p
 
     script = (
         "from app import create_app\n"
-        f"create_app({{'SQLALCHEMY_DATABASE_URI': 'sqlite://', 'SECRET_KEY': 'x', "
+        f"app = create_app({{'SQLALCHEMY_DATABASE_URI': 'sqlite://', 'SECRET_KEY': 'x', "
         f"'PACSDESK_INSTANCE_PATH': {str(tmp_path)!r}}})\n"
-        "from core.scheduler import JOBS\n"
-        "from audit.trail.chain import ACTIONS\n"
-        "from audit.retention.registry import RECORD_CLASSES\n"
-        "from core.navigation import DASHBOARD_PANELS\n"
-        "print(JOBS['inventory.sweep'].name, sorted(a for a in ACTIONS if a.startswith('node.')),\n"
-        "      'verification_results' in RECORD_CLASSES,\n"
-        "      any(p.template == 'inventory/_dashboard_nodes.html' for p in DASHBOARD_PANELS))\n"
+        "from core import audit_sink\n"
+        "from core.scheduler import periodic_jobs\n"
+        "from audit.retention.registry import record_classes\n"
+        "from core.navigation import _navigation\n"
+        "print(periodic_jobs(app)['inventory.sweep'].name,\n"
+        "      sorted(a for a in audit_sink.actions(app) if a.startswith('node.')),\n"
+        "      'verification_results' in record_classes(app),\n"
+        "      any(p.template == 'inventory/_dashboard_nodes.html' for p in _navigation(app).panels))\n"
     )
     out = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[3],
                          capture_output=True, text=True, timeout=60, check=True).stdout

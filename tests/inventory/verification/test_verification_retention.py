@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from audit.retention.engine import ensure_default_policies, policy_for, run_retention
 from audit.retention.models import LegalHold
-from audit.retention.registry import RECORD_CLASSES
+from audit.retention.registry import record_classes
 from core.extensions import db
 from inventory.verification.models import NodeCheck
 
@@ -26,7 +26,7 @@ def add_checks(app, asset_id: int, *ages: timedelta) -> None:
 
 
 def test_verification_results_class_defaults_to_two_years_with_no_floor(app):
-    record_class = RECORD_CLASSES["verification_results"]
+    record_class = record_classes(app)["verification_results"]
     assert (record_class.default_years, record_class.floor_years) == (2, 0)
     assert record_class.anchors == ("created",)
 

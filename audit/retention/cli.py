@@ -1,37 +1,15 @@
-"""`pacsdesk audit ...`, `pacsdesk retention ...` and `pacsdesk training ...` commands."""
+"""`pacsdesk retention ...` commands."""
 
 from __future__ import annotations
 
 import json
-import sys
 
 import click
-from flask import Flask
 from flask.cli import with_appcontext
 
 from audit.retention import engine as retention
-from audit.trail.chain_verification import run_verification
-from audit.training import services as training
 from core.auth.services import find_user
 from core.extensions import db
-
-
-@click.group("audit")
-def audit_group() -> None:
-    """Audit trail commands."""
-
-
-@audit_group.command("verify")
-@with_appcontext
-def verify() -> None:
-    """Walk the hash chain: exit 0 with the event count if intact, 1 naming the first bad event."""
-    run = run_verification("cli")
-    db.session.commit()
-    if run.ok:
-        click.echo(f"audit trail intact: {run.count} events, head #{run.head_seq} {run.head_hash}")
-    else:
-        click.echo(f"audit trail BROKEN at event #{run.first_bad_seq}: {run.problem}")
-    sys.exit(0 if run.ok else 1)
 
 
 @click.group("retention")
@@ -84,37 +62,3 @@ def policies_command() -> None:
         click.echo(f"{rc.key:24} {policy.period_text:>22} from {policy.anchor:10} {state}"
                    f"  (floor {rc.floor_years} years)")
     db.session.commit()
-
-
-@click.group("training")
-def training_group() -> None:
-    """Training assignments."""
-
-
-@training_group.command("sync")
-@with_appcontext
-def sync_command() -> None:
-    """Create missing assignments for every user who must take a course."""
-    created = training.ensure_assignments()
-    db.session.commit()
-    click.echo(f"{created} assignments created.")
-
-
-@training_group.command("overdue")
-@with_appcontext
-def overdue_command() -> None:
-    """List overdue and expired training."""
-    training.ensure_assignments()
-    db.session.commit()
-    _, rows = training.matrix(training.MatrixFilter())
-    late = [(u, s) for u, cells in rows for s in cells.values() if s.needs_action]
-    for user, status in late:
-        click.echo(f"{user.username:20} {status.assignment.course.title:50} {status.status.label:8} "
-                   f"due {status.due_on}")
-    click.echo(f"{len(late)} overdue or expired.")
-
-
-def register(app: Flask) -> None:
-    """Attach the audit, retention and training commands."""
-    for group in (audit_group, retention_group, training_group):
-        app.cli.add_command(group)

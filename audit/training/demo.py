@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from audit.trail.chain_verification import run_verification
 from audit.training import services as training
 from audit.training.models import TrainingAssignment, TrainingCompletion
-from core.demo import DemoContext, register_data_check, register_seeder
+from core.demo import DemoContext
 from core.extensions import db
 from core.timeutil import utcnow
 
@@ -34,12 +34,6 @@ def seed_compliance(ctx: DemoContext) -> None:
     ctx.notes.append("Compliance: training assigned (some overdue), audit trail verified.")
 
 
-def _training_records() -> int:
+def training_records() -> int:
     """Real training completions present."""
     return db.session.execute(select(func.count()).select_from(TrainingCompletion)).scalar_one()
-
-
-def register() -> None:
-    """Hook the seeder and data check into `pacsdesk demo`."""
-    register_seeder(80, "compliance", seed_compliance)
-    register_data_check("training completions", _training_records)

@@ -334,6 +334,9 @@ class _VerifiedTls(Tls):
         except ssl.SSLCertVerificationError as exc:
             self.failure = _certificate_problem(exc, host)
             raise
+        except TimeoutError:
+            self.failure = f"no answer within {connection.receive_timeout} s (TLS handshake)"
+            raise
         except (ssl.SSLError, OSError) as exc:
             self.failure = f"TLS handshake failed ({exc})"
             raise
@@ -557,7 +560,8 @@ def authenticate(config: DirectoryConfig, username: str, password: str) -> Direc
             raise InvalidCredentials("unknown user" if not entries else "several directory entries match")
         entry = entries[0]
         groups = _groups_of(conn, config, entry)
-        disabled = bool(config.disabled_filter) and _matches_filter(conn, entry["dn"], config.disabled_filter)
+        disabled = config.disabled_filter is not None and _matches_filter(conn, entry["dn"],
+                                                                          config.disabled_filter)
         user = _make_user(config, entry, groups, disabled, datetime.now(UTC))
         if not conn.rebind(user=entry["dn"], password=password):
             raise InvalidCredentials(f"wrong password ({conn.result['description']})")

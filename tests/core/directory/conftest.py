@@ -20,10 +20,12 @@ from tests.core.directory.slapd import (
     make_certificates,
 )
 
-AD_ROLE_GROUPS = ";".join([f"admin={ad_group('pacs-admins')}", f"compliance={ad_group('compliance-office')}",
-                           f"technician={ad_group('pacs-technicians')}", f"requester={ad_group('radiology')}"])
-OPENLDAP_ROLE_GROUPS = ";".join([f"admin={ol_group('pacs-admins')}", f"technician={ol_group('pacs-technicians')}",
-                                 f"requester={ol_group('radiology')}"])
+AD_ROLE_GROUPS = ";".join([
+    f"admin={ad_group('pacs-admins')}", f"compliance={ad_group('compliance-office')}",
+    f"technician={ad_group('pacs-technicians')}", f"requester={ad_group('radiology')}"])
+OPENLDAP_ROLE_GROUPS = ";".join([
+    f"admin={ol_group('pacs-admins')}", f"technician={ol_group('pacs-technicians')}",
+    f"requester={ol_group('radiology')}"])
 
 Configure = Callable[..., DirectoryConfig]
 
@@ -90,7 +92,8 @@ def openldap_settings(server: Slapd, certificates: Certificates) -> dict[str, st
 
 def configure(settings: dict[str, str], overrides: dict[str, str]) -> DirectoryConfig:
     """Parse settings as the app does, with ``overrides`` (keys without the PACSDESK_LDAP_ prefix)."""
-    config = parse_directory_settings(settings | {f"PACSDESK_LDAP_{k.upper()}": v for k, v in overrides.items()})
+    changes = {f"PACSDESK_LDAP_{name.upper()}": value for name, value in overrides.items()}
+    config = parse_directory_settings(settings | changes)
     assert config is not None
     return config
 

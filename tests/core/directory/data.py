@@ -56,7 +56,7 @@ def ad_group(cn: str) -> str:
     return f"cn={cn},ou=groups,{AD_SUFFIX}"
 
 
-def _group(dn: str, members: list[str], unique: bool = False) -> Entry:
+def group_entry(dn: str, members: list[str], unique: bool = False) -> Entry:
     """A groupOfNames (member) or groupOfUniqueNames (uniqueMember)."""
     cn = dn.split(",")[0].split("=")[1]
     if unique:
@@ -78,14 +78,15 @@ def ad_entries() -> list[Entry]:
         _ad_user("fay.future", "Fay Future", "Radiology", expires=ad_time(FUTURE_EXPIRY)),
     ]
     groups = [
-        _group(ad_group("pacs-admins"), [ad_dn("Alice Admin")]),
-        _group(ad_group("compliance-office"), [ad_dn("Carol Compliance")]),
-        _group(ad_group("pacs-technicians"), [ad_dn("Tom Tech")]),
-        _group(ad_group("radiology-residents"), [ad_dn("Rex Resident")]),
-        _group(ad_group("radiology"), [ad_dn("Alice Admin"), ad_dn("Carol Compliance"), ad_dn("Rita Núñez"),
-                                       ad_dn("Dan Disabled"), ad_dn("Ed Expired"), ad_dn("Fay Future"),
-                                       ad_group("radiology-residents")]),
-        _group(ad_group("cafeteria"), [ad_dn("Nora Nogroup")]),
+        group_entry(ad_group("pacs-admins"), [ad_dn("Alice Admin")]),
+        group_entry(ad_group("compliance-office"), [ad_dn("Carol Compliance")]),
+        group_entry(ad_group("pacs-technicians"), [ad_dn("Tom Tech")]),
+        group_entry(ad_group("radiology-residents"), [ad_dn("Rex Resident")]),
+        group_entry(ad_group("radiology"), [
+            *(ad_dn(name) for name in ("Alice Admin", "Carol Compliance", "Rita Núñez", "Dan Disabled",
+                                       "Ed Expired", "Fay Future")),
+            ad_group("radiology-residents")]),
+        group_entry(ad_group("cafeteria"), [ad_dn("Nora Nogroup")]),
     ]
     return _base(AD_SUFFIX) + people + groups
 
@@ -117,19 +118,19 @@ def openldap_entries() -> list[Entry]:
         ("olga", "Olga Admin"), ("peter", "Peter Requester"), ("nick", "Nick Nightshift"),
         ("lou", "Lou Loop"), ("deep", "Dee Deep"))]
     people.append(ol_user("lena", "Lena Left", employee_type="left"))
-    chain = [_group(ol_group(f"chain-{level}"), [ol_dn("deep") if level == CHAIN_DEPTH
+    chain = [group_entry(ol_group(f"chain-{level}"), [ol_dn("deep") if level == CHAIN_DEPTH
                                                  else ol_group(f"chain-{level + 1}")])
              for level in range(CHAIN_DEPTH, 0, -1)]
     groups = [
-        _group(ol_group("pacs-admins"), [ol_dn("olga")], unique=True),
-        _group(ol_group("radiology"), [ol_dn("peter"), ol_dn("lena")]),
-        _group(ol_group("night-shift"), [ol_dn("nick")]),
-        _group(ol_group("radiology-techs"), [ol_group("night-shift")]),
+        group_entry(ol_group("pacs-admins"), [ol_dn("olga")], unique=True),
+        group_entry(ol_group("radiology"), [ol_dn("peter"), ol_dn("lena")]),
+        group_entry(ol_group("night-shift"), [ol_dn("nick")]),
+        group_entry(ol_group("radiology-techs"), [ol_group("night-shift")]),
         # loop-a and loop-b contain each other; loop-b is a technicians' group.
-        _group(ol_group("loop-a"), [ol_dn("lou")]),
-        _group(ol_group("loop-b"), [ol_group("loop-a")]),
+        group_entry(ol_group("loop-a"), [ol_dn("lou")]),
+        group_entry(ol_group("loop-b"), [ol_group("loop-a")]),
         *chain,
-        _group(ol_group("pacs-technicians"), [ol_group("radiology-techs"), ol_group("loop-b"),
+        group_entry(ol_group("pacs-technicians"), [ol_group("radiology-techs"), ol_group("loop-b"),
                                               ol_group("chain-1")]),
     ]
     loop_back = (ol_group("loop-a"), {"changetype": ["modify"], "add": ["member"],
@@ -153,5 +154,5 @@ def generated_entries(count: int = GENERATED_COUNT, ou: str = "generated") -> li
     techs = [ol_dn(f"user{i:05d}", ou) for i in range(count) if generated_role(i) == "technician"]
     requesters = [ol_dn(f"user{i:05d}", ou) for i in range(count) if generated_role(i) == "requester"]
     # Technicians also sit in the requesters' group: the more privileged role must win.
-    return users + [_group(ol_group(f"{ou}-techs"), techs),
-                    _group(ol_group(f"{ou}-requesters"), requesters + techs)]
+    return [*users, group_entry(ol_group(f"{ou}-techs"), techs),
+            group_entry(ol_group(f"{ou}-requesters"), requesters + techs)]

@@ -188,6 +188,7 @@ class Slapd:
                 f"rootpw {ROOT_PASSWORD}",
                 f"directory {data}",
                 "maxsize 1073741824",
+                "dbnosync",  # a throw-away test database: no fsync per entry
                 "index objectClass,member,uniqueMember eq",
                 "index uid,sAMAccountName,employeeType eq",
                 "access to attrs=userPassword by anonymous auth by * none",

@@ -18,12 +18,19 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from ldap3 import BASE, NONE, SUBTREE, Connection, Server, Tls
-from ldap3.core.exceptions import LDAPException, LDAPInvalidDnError, LDAPInvalidFilterError, LDAPStartTLSError
+from ldap3.core.exceptions import (
+    LDAPException,
+    LDAPInvalidDnError,
+    LDAPInvalidFilterError,
+    LDAPSocketOpenError,
+    LDAPStartTLSError,
+)
 from ldap3.operation.search import parse_filter
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
@@ -321,7 +328,7 @@ class _VerifiedTls(Tls):
     """ldap3's Tls, but OpenSSL checks the chain and the host name, and the failure is kept."""
 
     def __init__(self, ca_file: str | None) -> None:
-        super().__init__(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file)
+        super().__init__(validate=ssl.CERT_REQUIRED)
         self.context = ssl.create_default_context(cafile=ca_file)
         self.failure: str | None = None
 
@@ -363,6 +370,8 @@ def _reason(exc: BaseException, tls: _VerifiedTls, timeout: int) -> str:
                 "PACSDESK_LDAP_ALLOW_PLAIN=true)")
     if isinstance(exc, ConnectionRefusedError) or "refused" in text.lower():
         return "connection refused"
+    if isinstance(exc, LDAPSocketOpenError) and isinstance(exc, TimeoutError):
+        return f"no connection within {timeout} s (host down or a firewall drops the traffic)"
     if isinstance(exc, TimeoutError) or "timed out" in text or "timeout" in text.lower():
         return f"no answer within {timeout} s"
     if "Name or service not known" in text or "getaddrinfo" in text:
@@ -374,7 +383,10 @@ def _open(config: DirectoryConfig, url: str) -> Connection:
     """Connect to one URL, secure it and bind as the service account, or raise with the reason."""
     parts = urlsplit(url)
     secure = parts.scheme == "ldaps"
-    tls = _VerifiedTls(config.ca_file)
+    try:
+        tls = _VerifiedTls(config.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise DirectoryUnavailable(f"{url}: cannot load PACSDESK_LDAP_CA_FILE ({exc})") from None
     server = Server(parts.hostname, port=parts.port or (636 if secure else 389), use_ssl=secure, tls=tls,
                     get_info=NONE, connect_timeout=config.timeout)
     conn = Connection(server, user=config.bind_dn, password=config.bind_password, read_only=True,
@@ -383,18 +395,14 @@ def _open(config: DirectoryConfig, url: str) -> Connection:
         conn.open()
         if not secure and not config.allow_plain:
             conn.start_tls()
-        if not conn.bind():
-            raise DirectoryUnavailable(f"{url}: the service account (PACSDESK_LDAP_BIND_DN) was refused: "
-                                       f"{conn.result['description']}")
+        if conn.bind():
+            return conn
+        problem = f"the service account (PACSDESK_LDAP_BIND_DN) was refused: {conn.result['description']}"
     except LDAPException as exc:
-        with suppress(LDAPException, OSError):
-            conn.unbind()
-        raise DirectoryUnavailable(f"{url}: {_reason(exc, tls, config.timeout)}") from None
-    except DirectoryUnavailable:
-        with suppress(LDAPException, OSError):
-            conn.unbind()
-        raise
-    return conn
+        problem = _reason(exc, tls, config.timeout)
+    with suppress(LDAPException, OSError):
+        conn.unbind()
+    raise DirectoryUnavailable(f"{url}: {problem}")
 
 
 @contextmanager
@@ -440,6 +448,7 @@ def _search(conn: Connection, base: str, query: str, attributes: list[str], scop
 
 # ---- users and groups -----------------------------------------------------------------------
 
+@lru_cache(maxsize=65536)
 def dn_key(dn: str) -> str:
     """A DN in one spelling for comparisons (attribute types and values compared without case)."""
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from ldap3 import NONE, Connection, Server
 
 from core.auth.directory import (
     NOT_ALLOWED,
@@ -13,7 +14,7 @@ from core.auth.directory import (
     authenticate,
 )
 from tests.core.directory.data import EXPIRED_AT, FUTURE_EXPIRY, ad_dn, ad_group, ol_group
-from tests.core.directory.slapd import AD_SUFFIX, USER_PASSWORD
+from tests.core.directory.slapd import AD_SUFFIX, SERVICE_PASSWORD, USER_PASSWORD
 
 pytestmark = pytest.mark.integration
 
@@ -105,6 +106,23 @@ def test_a_person_in_no_mapped_group_is_not_allowed(ad_config):
 def test_not_allowed_is_only_said_to_someone_who_knows_the_password(ad_config):
     with pytest.raises(InvalidCredentials):
         authenticate(ad_config(), "nora.nogroup", "a wrong password")
+
+
+def test_group_dns_match_whatever_their_case_and_spacing(ad_config):
+    groups = "admin=CN=PACS-Admins, OU=Groups, DC=Hospital, DC=Org"
+    user = authenticate(ad_config(role_groups=groups), "alice.admin", USER_PASSWORD)
+    assert user.role == "admin"
+    assert user.groups == ("CN=PACS-Admins, OU=Groups, DC=Hospital, DC=Org",)
+
+
+def test_openldap_ignores_the_ad_in_chain_rule_which_is_why_nesting_is_expanded_here(slapd):
+    # The premise of the fallback: OpenLDAP answers the AD matching rule with no entries, no error.
+    server = Server("127.0.0.1", port=slapd.port, get_info=NONE)
+    with Connection(server, f"cn=pacsdesk,ou=services,{AD_SUFFIX}", SERVICE_PASSWORD, auto_bind=True) as conn:
+        query = f"(member:1.2.840.113556.1.4.1941:={ad_dn('Rex Resident')})"
+        assert conn.search(f"ou=groups,{AD_SUFFIX}", query) is False
+        assert conn.result["description"] == "success" and conn.entries == []
+        assert conn.search(f"ou=groups,{AD_SUFFIX}", f"(member={ad_dn('Rex Resident')})") is True
 
 
 def test_nested_group_member_needs_nested_groups_enabled(ad_config):

@@ -43,6 +43,17 @@ def silent_port() -> Iterator[int]:
     listener.close()
 
 
+@pytest.fixture
+def unreachable_port() -> Iterator[int]:
+    """A port whose connection queue is full, so new connections hang like a dropped SYN."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    port = listener.getsockname()[1]
+    queued = socket.create_connection(("127.0.0.1", port))
+    yield port
+    queued.close()
+    listener.close()
+
+
 def test_ldaps_login(slapd, openldap_config):
     assert authenticate(openldap_config(url=slapd.ldaps_url), "peter", USER_PASSWORD).role == "requester"
 
@@ -99,6 +110,23 @@ def test_a_server_that_never_answers_is_bounded_by_the_timeout(openldap_config, 
     with pytest.raises(DirectoryUnavailable, match="no answer within 1 s"):
         authenticate(config, "peter", USER_PASSWORD)
     assert time.monotonic() - started < 1 + 1
+
+
+def test_a_connection_that_never_completes_is_bounded_by_the_timeout(openldap_config, unreachable_port):
+    config = openldap_config(url=f"ldaps://127.0.0.1:{unreachable_port}", timeout="1")
+    started = time.monotonic()
+    with pytest.raises(DirectoryUnavailable, match="no connection within 1 s"):
+        authenticate(config, "peter", USER_PASSWORD)
+    assert time.monotonic() - started < 1 + 1
+
+
+def test_a_ca_file_that_disappears_after_start_up_is_unavailable(openldap_config, certificates, tmp_path):
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(certificates.ca_file.read_bytes())
+    config = openldap_config(ca_file=str(ca_file))
+    ca_file.unlink()
+    with pytest.raises(DirectoryUnavailable, match="cannot load PACSDESK_LDAP_CA_FILE"):
+        authenticate(config, "peter", USER_PASSWORD)
 
 
 def test_a_silent_first_server_fails_over_within_the_timeout(slapd, openldap_config, silent_port):

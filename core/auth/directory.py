@@ -107,7 +107,8 @@ class DirectoryConfig:
     def username_attribute(self) -> str:
         """The attribute the user filter compares the username with."""
         match = USERNAME_TERM.search(self.user_filter)
-        assert match, "checked when the filter was parsed"
+        if not match:
+            raise ValueError("PACSDESK_LDAP_USER_FILTER: must contain one (attribute={username}) term")
         return match[1]
 
     @property
@@ -573,7 +574,9 @@ def authenticate(config: DirectoryConfig, username: str, password: str) -> Direc
                                                                           config.disabled_filter)
         user = _make_user(config, entry, groups, disabled, datetime.now(UTC))
         if not conn.rebind(user=entry["dn"], password=password):
-            raise InvalidCredentials(f"wrong password ({conn.result['description']})")
+            # AD explains refusals in the message: "data 52e" wrong password, 775 locked, 773 must change.
+            raise InvalidCredentials(f"wrong password ({conn.result['description']} "
+                                     f"{conn.result['message']})".replace(" )", ")"))
     if user.disabled:
         expired = f", expired {user.expires_at:%Y-%m-%d %H:%M} UTC" if user.expires_at else ""
         raise AccountDisabled(f"the directory marks the account disabled{expired}")

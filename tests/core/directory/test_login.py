@@ -34,6 +34,14 @@ def test_username_is_matched_without_case_and_returned_lower_case(ad_config):
     assert authenticate(ad_config(), "  Tom.TECH ", USER_PASSWORD).username == "tom.tech"
 
 
+def test_attribute_names_are_matched_without_case(ad_config):
+    config = ad_config(user_filter="(SAMACCOUNTNAME={username})", name_attribute="DISPLAYNAME",
+                       email_attribute="Mail", department_attribute="DEPARTMENT")
+    user = authenticate(config, "rita.radiologist", USER_PASSWORD)
+    assert (user.username, user.full_name, user.email, user.department) == (
+        "rita.radiologist", "Rita Núñez", "rita.radiologist@hospital.org", "Radiology")
+
+
 def test_wrong_password_is_invalid_credentials(ad_config):
     with pytest.raises(InvalidCredentials) as caught:
         authenticate(ad_config(), "rita.radiologist", USER_PASSWORD + "x")

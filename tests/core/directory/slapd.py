@@ -98,7 +98,7 @@ def make_certificates(folder: Path) -> Certificates:
         key = ec.generate_private_key(ec.SECP256R1())
         cert = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, alt_names[0].value.__str__())]))
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, str(alt_names[0].value))]))
             .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

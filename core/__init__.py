@@ -15,6 +15,9 @@ def init_app(app: Flask) -> None:
     from core.auth import views as auth_views
     from core.auth.permissions import Permission
     from core.extensions import bootstrap, csrf, db, limiter, login_manager, migrate
+    from core.jobs import queue as job_queue
+    from core.jobs import views as job_views
+    from core.jobs.registry import JobKind, register_job
     from core.navigation import NavItem, register_nav
     from core.views import bp as core_bp
 
@@ -34,7 +37,11 @@ def init_app(app: Flask) -> None:
     errors.init_app(app)
     app.register_blueprint(core_bp)
     app.register_blueprint(auth_views.bp)
-    for module in (auth_services, auth_views, security, cli):
+    app.register_blueprint(job_views.bp)
+    for module in (auth_services, auth_views, security, cli, job_queue):
         audit_sink.register_actions(app, module.AUDIT_ACTIONS)
     register_nav(app, NavItem("Users", "auth.users", Permission.USERS_MANAGE, 90, "people"))
+    register_nav(app, NavItem("Jobs", "jobs.job_list", Permission.JOBS_MANAGE, 91, "gear-wide-connected"))
+    register_job(app, JobKind("jobs.cleanup", "Forget old finished jobs", job_queue.cleanup_job,
+                              every=lambda _app: 24 * 3600.0))
     cli.register(app)

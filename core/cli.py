@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
-import signal
-import subprocess
 import sys
 from typing import Any
 
@@ -64,21 +63,21 @@ def setup_command(admin_name: str) -> None:
         click.echo("Schema is up to date; accounts already exist (no new administrator).")
 
 
-def _scheduler_process() -> subprocess.Popen:
-    """Start `pacsdesk scheduler` beside the web server."""
-    return subprocess.Popen([sys.executable, "-m", "core.cli", "scheduler"])
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
-              help="Worker processes (use several on PostgreSQL).")
+              help="Web worker processes (use several on PostgreSQL).")
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64))
-@click.option("--no-scheduler", is_flag=True, help="Do not run periodic jobs in this process.")
-def serve_command(host: str, port: int, workers: int, threads: int, no_scheduler: bool) -> None:
-    """Serve PACS Desk with gunicorn (production WSGI server)."""
+@click.option("--no-worker", is_flag=True, help="Do not run a job worker beside the web server.")
+def serve_command(host: str, port: int, workers: int, threads: int, no_worker: bool) -> None:
+    """Serve PACS Desk with gunicorn, and supervise a job worker beside it."""
     from gunicorn.app.base import BaseApplication
+
+    from core.supervisor import Supervised, helper_command
 
     class Server(BaseApplication):
         """Gunicorn running the PACS Desk factory in each worker."""
@@ -97,24 +96,31 @@ def serve_command(host: str, port: int, workers: int, threads: int, no_scheduler
         def load(self) -> Any:
             return _create_app()
 
-    scheduler = None
-    if not no_scheduler and current_app.config["PACSDESK_SCHEDULER"]:
-        scheduler = _scheduler_process()
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    helpers = []
+    if not no_worker and current_app.config["PACSDESK_WORKER"]:
+        helpers.append(Supervised("job worker", helper_command("worker")))
+    for helper in helpers:
+        helper.start()
     try:
         Server().run()
     finally:
-        if scheduler is not None and scheduler.poll() is None:
-            scheduler.send_signal(signal.SIGTERM)
-            scheduler.wait(timeout=30)
+        for helper in helpers:
+            helper.stop()
 
 
-@click.command("scheduler")
+@click.command("worker")
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Jobs run at once by this worker.")
 @with_appcontext
-def scheduler_command() -> None:
-    """Run the periodic jobs alone (one per deployment, or one per replica: a lease decides)."""
-    from core.scheduler import run_forever
+def worker_command(threads: int) -> None:
+    """Run queued and periodic jobs (reports, sweeps, retention, chain verification...) until stopped."""
+    from core.jobs.worker import Worker
+    from core.supervisor import die_with_parent
 
-    run_forever(current_app._get_current_object())  # type: ignore[attr-defined]
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    die_with_parent()
+    Worker(current_app._get_current_object(), threads).run_forever()  # type: ignore[attr-defined]
 
 
 @click.command("demo")
@@ -160,7 +166,7 @@ def demo_command(seed: int) -> None:
 
 def register(app: Flask) -> None:
     """Attach the core commands."""
-    for command in (setup_command, serve_command, scheduler_command, demo_command, users_group):
+    for command in (setup_command, serve_command, worker_command, demo_command, users_group):
         app.cli.add_command(command)
 
 

@@ -185,8 +185,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Resolve a node's automatic ticket when the node answers again."),
     Setting("PACSDESK_BUSINESS_HOURS", "Mon-Fri 07:00-19:00", _business_hours,
             "Local business hours; access outside them is listed in the access-audit report."),
-    Setting("PACSDESK_SCHEDULER", "true", _bool,
-            "Run periodic jobs inside `pacsdesk serve` (same as not passing --no-scheduler)."),
+    Setting("PACSDESK_WORKER", "true", _bool,
+            "Run a job worker beside the web server in `pacsdesk serve` (same as not passing --no-worker)."),
 )
 
 

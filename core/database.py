@@ -45,6 +45,24 @@ def snapshot_connection() -> Iterator[Connection]:
         yield connection.execution_options(**{SNAPSHOT_OPTION: True})
 
 
+@contextmanager
+def outside_transaction() -> Iterator[None]:
+    """End the session's transaction for a network wait (a C-ECHO, an LDAP bind, an SMTP send).
+
+    On SQLite every write transaction holds the database's only write lock, and on PostgreSQL an
+    idle transaction holds a connection and its row locks: nobody may wait for the network
+    inside one. Pending changes are an error (they would be lost), never silently committed.
+    Objects loaded before are expired; reload what you need afterwards.
+    """
+    session = db.session()
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("outside_transaction: commit or discard the pending changes first")
+    session.rollback()
+    yield
+    if session.in_transaction() and (session.new or session.dirty or session.deleted):
+        raise RuntimeError("outside_transaction: something was written during the network wait")
+
+
 def listen_once(target: Any, identifier: str, fn: Callable[..., Any]) -> None:
     """``event.listen`` that does nothing when ``fn`` already listens (apps are built many times)."""
     if not event.contains(target, identifier, fn):

@@ -34,9 +34,9 @@ def init_app(app: Flask) -> None:
     from core.auth.permissions import Permission
     from core.database import listen_once
     from core.demo import register_data_check, register_seeder
+    from core.jobs.registry import JobKind, register_job
     from core.navigation import DashboardPanel, NavItem, register_dashboard_panel, register_nav
     from core.reference_data import register_reference_data
-    from core.scheduler import register_job
     from helpdesk import (
         access,
         admin_views,  # noqa: F401 - the settings pages' routes on the help desk blueprint
@@ -61,7 +61,8 @@ def init_app(app: Flask) -> None:
     register_phi_rule(app, reports.PHI_RULE)
     register_export_actions(app, reports.EXPORT_ACTIONS)
     register_reference_data(app, "helpdesk", reference.load_helpdesk_reference_data)
-    register_job(app, "helpdesk.autoclose", lambda _app: 3600.0, jobs.close_resolved_tickets)
+    register_job(app, JobKind("helpdesk.autoclose", "Close tickets resolved long ago", jobs.autoclose_job,
+                              every=lambda _app: 3600.0))
     register_nav(app, NavItem("New ticket", "helpdesk.ticket_new", Permission.TICKET_FILE, 10, "plus-circle"))
     register_nav(app, NavItem("My tickets", "helpdesk.my_tickets", Permission.TICKET_FILE, 11,
                               "person-lines-fill"))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import current_app
 
 from core.extensions import db
+from core.jobs.registry import JobContext
 from helpdesk.services import autoclose_resolved
 
 
@@ -19,3 +22,8 @@ def close_resolved_tickets() -> list[str]:
     if closed:
         current_app.logger.info("auto-closed %d resolved tickets", len(closed))
     return closed
+
+
+def autoclose_job(ctx: JobContext) -> dict[str, Any]:
+    """The hourly auto-close as a job (commits)."""
+    return {"closed": close_resolved_tickets()}

@@ -12,8 +12,8 @@ def init_app(app: Flask) -> None:
     from core import audit_sink
     from core.auth.permissions import Permission
     from core.demo import register_data_check, register_seeder
+    from core.jobs.registry import JobKind, register_job
     from core.navigation import NavItem, register_dashboard_panel, register_nav
-    from core.scheduler import register_job
     from helpdesk.assets import register_asset_lookup
     from inventory import cli, csv_io, demo, jobs, reports, services, views
     from inventory.ticket_assets import InventoryAssets
@@ -26,7 +26,11 @@ def init_app(app: Flask) -> None:
     register_record_class(app, retention.RETENTION_CLASS)
     register_report_kind(app, reports.REPORT_KIND)
     register_export_actions(app, reports.EXPORT_ACTIONS)
-    register_job(app, jobs.SWEEP_JOB, jobs.sweep_interval, jobs.sweep_job)
+    register_job(app, JobKind(jobs.SWEEP_JOB, "C-ECHO sweep of every DICOM node", jobs.sweep_job,
+                              max_attempts=1, priority=80, every=jobs.sweep_interval))
+    register_job(app, JobKind(services.VERIFY_JOB, "C-ECHO of one DICOM node", jobs.verify_node_job,
+                              max_attempts=1, priority=10))
+    register_job(app, JobKind(jobs.IMPORT_JOB, "Import assets from CSV", jobs.import_job, max_attempts=1))
     register_nav(app, NavItem("Inventory", "inventory.asset_list", Permission.ASSET_READ, 20, "hdd-network"))
     register_dashboard_panel(app, summary.DASHBOARD_PANEL)
     register_seeder(app, 10, "inventory", demo.seed_assets)

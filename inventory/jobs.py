@@ -1,12 +1,25 @@
-"""Scheduled inventory work: the C-ECHO sweep of every enabled DICOM node."""
+"""Inventory jobs: the C-ECHO sweep of every enabled DICOM node, and one node's check."""
 
 from __future__ import annotations
 
+import base64
+from typing import Any
+
 from flask import Flask, current_app
 
-from inventory.verification.services import sweep
+from core.auth.models import User
+from core.extensions import db
+from core.jobs.registry import JobContext
+from core.jobs.worker import Cancelled
+from inventory import csv_io, services
+from inventory.models import Asset
+from inventory.services import VERIFY_JOB  # noqa: F401 - the kind the inventory's init_app registers
+from inventory.verification.models import CheckTrigger
+from inventory.verification.services import SweepCancelled, VerificationError, sweep, verify_asset
 
 SWEEP_JOB = "inventory.sweep"
+# Beyond this many nodes in one import, the scheduled sweep checks them rather than one by one.
+MAX_CHECKS_AFTER_IMPORT = 500
 
 
 def sweep_interval(app: Flask) -> float:
@@ -14,10 +27,53 @@ def sweep_interval(app: Flask) -> float:
     return float(app.config["PACSDESK_VERIFY_INTERVAL"])
 
 
-def sweep_job() -> None:
-    """Sweep all nodes (it commits) and log what changed."""
-    result = sweep()
+def sweep_job(ctx: JobContext) -> dict[str, Any]:
+    """Sweep all nodes (each batch committed and audited) and log what changed."""
+    try:
+        result = sweep(progress=ctx.progress, cancelled=ctx.cancel_requested)
+    except SweepCancelled as stopped:
+        raise Cancelled(str(stopped)) from None
     current_app.logger.info(
         "C-ECHO sweep: %d nodes, %d ok, %d failed, %d skipped in %.1f s; down: %s; recovered: %s",
         len(result.results), result.ok, result.failed, len(result.skipped), result.seconds,
         ", ".join(result.went_down) or "none", ", ".join(result.recovered) or "none")
+    return {"nodes": len(result.results), "ok": result.ok, "failed": result.failed,
+            "went_down": result.went_down, "recovered": result.recovered, "seconds": result.seconds}
+
+
+def verify_node_job(ctx: JobContext) -> dict[str, Any]:
+    """One node's C-ECHO, asked for by "Verify now" or a save (commits)."""
+    asset = db.session.get(Asset, int(ctx.params["asset_id"]))
+    if asset is None:
+        return {"skipped": "the asset no longer exists"}
+    user = db.session.get(User, ctx.user_id) if ctx.user_id is not None else None
+    try:
+        check = verify_asset(asset, str(ctx.params.get("trigger", "manual")), user=user,
+                             client_address=ctx.params.get("client_address"))
+    except VerificationError as exc:
+        return {"skipped": str(exc)}
+    db.session.commit()
+    return {"asset": asset.asset_tag, "outcome": check.outcome, "latency_ms": check.latency_ms}
+
+
+IMPORT_JOB = "inventory.import"
+LARGE_IMPORT_ROWS = 1000      # files with more rows are imported by the job worker
+
+
+def import_job(ctx: JobContext) -> dict[str, Any]:
+    """Import a large CSV file, all rows or none (commits); refusals come back with their lines."""
+    user = db.session.get(User, ctx.user_id) if ctx.user_id is not None else None
+    raw = base64.b64decode(ctx.params["data"])
+    ctx.progress(10, "Checking every row")
+    try:
+        result = csv_io.import_assets(raw, update=bool(ctx.params.get("update")), user=user,
+                                      source=str(ctx.params.get("source", "upload")),
+                                      username=None if user else "import")
+    except csv_io.CsvImportError as refused:
+        db.session.rollback()
+        return {"refused": True, "problems": refused.problems[:500], "problem_count": len(refused.problems)}
+    queued = services.request_checks(result.verify_ids[:MAX_CHECKS_AFTER_IMPORT], CheckTrigger.SAVE.value,
+                                     user=user) if len(result.verify_ids) <= MAX_CHECKS_AFTER_IMPORT else []
+    db.session.commit()
+    return {"refused": False, "summary": result.summary(), "checks_queued": len(queued),
+            "nodes": len(result.verify_ids)}

@@ -12,6 +12,8 @@ from sqlalchemy import Select, func, or_, select
 from audit import record
 from core.auth.models import User
 from core.extensions import db
+from core.jobs.models import Job
+from core.jobs.queue import enqueue
 from inventory.asset_rules import (
     DATA_FIELDS,
     INACTIVE_STATUSES,
@@ -23,8 +25,7 @@ from inventory.asset_rules import (
     normalise,
 )
 from inventory.models import Asset, AssetChange, AssetKind, AssetStatus, Sanitisation
-from inventory.verification.models import NodeState
-from inventory.verification.services import request_check
+from inventory.verification.models import CheckTrigger, NodeState
 
 # Audit actions recorded here (registered by the package's init_app).
 AUDIT_ACTIONS = {
@@ -293,10 +294,28 @@ def node_states(asset_ids: list[int]) -> dict[int, str]:
     return states
 
 
-def request_checks(asset_ids: list[int]) -> None:
-    """Ask for background C-ECHO checks of nodes (after the commit; never blocks)."""
-    for asset_id in asset_ids:
-        request_check(asset_id)
+VERIFY_JOB = "inventory.verify_node"
+
+
+def request_checks(asset_ids: list[int], trigger: str, *, user: User | None = None,
+                   client_address: str | None = None) -> list[Job]:
+    """Queue C-ECHO checks of nodes in the caller's transaction (they run once it commits).
+
+    Nodes whose automatic verification is off are not checked on save; a manual check always is.
+    """
+    jobs = []
+    for i in range(0, len(asset_ids), CHUNK):
+        chunk = asset_ids[i:i + CHUNK]
+        query = select(Asset.id, Asset.asset_tag).where(Asset.id.in_(chunk))
+        if trigger != CheckTrigger.MANUAL.value:
+            query = query.where(Asset.verify_enabled.is_(True))
+        for asset_id, tag in db.session.execute(query).all():
+            jobs.append(enqueue(VERIFY_JOB, {"asset_id": asset_id, "trigger": trigger,
+                                             "client_address": client_address},
+                                user_id=user.id if user is not None else None,
+                                dedup_key=f"verify:{asset_id}", title=f"C-ECHO of {tag}",
+                                priority=10 if trigger == CheckTrigger.MANUAL.value else 50))
+    return jobs
 
 
 def count_assets() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 from collections.abc import Callable
 from dataclasses import fields
@@ -19,6 +20,8 @@ from core.auth.models import User
 from core.auth.permissions import Permission, require_permission
 from core.extensions import db
 from core.forms import select_choices
+from core.jobs.models import ACTIVE, Job, JobStatus
+from core.jobs.queue import enqueue, get_job
 from core.pagination import paginate
 from core.timeutil import utcnow
 from inventory import csv_io, services
@@ -39,8 +42,10 @@ from inventory.forms import (
     ImportForm,
     SanitisationForm,
 )
+from inventory.jobs import IMPORT_JOB, LARGE_IMPORT_ROWS, MAX_CHECKS_AFTER_IMPORT
 from inventory.models import Asset, AssetStatus
-from inventory.verification.services import VerificationError, verify_asset
+from inventory.verification.models import CheckTrigger
+from inventory.verification.services import VerificationError, echo_target
 from inventory.verification.summary import node_summary
 
 T = TypeVar("T")
@@ -50,8 +55,6 @@ bp = Blueprint("inventory", __name__)
 NODE_STATES = ("up", "degraded", "down", "unknown")
 PER_PAGE = 50
 WARRANTY_DAYS = 90
-# Beyond this many imported nodes, the scheduled sweep checks them rather than one by one.
-MAX_CHECKS_AFTER_IMPORT = 500
 
 
 @bp.app_template_global()
@@ -156,7 +159,7 @@ def _show_errors(form: Any, error: AssetError) -> None:
 
 
 def _save_asset(form: AssetForm, save: Callable[[], T]) -> T | None:
-    """Run a create or update and commit; None when it is refused, with why on the form."""
+    """Run a create or update (which may queue checks) and commit; None when refused, with why on the form."""
     try:
         result = save()
         db.session.commit()
@@ -172,6 +175,23 @@ def _save_asset(form: AssetForm, save: Callable[[], T]) -> T | None:
     return None
 
 
+def _queue_check(asset: Asset) -> Asset:
+    """Queue a check of a just-created DICOM node (in the same transaction)."""
+    if asset.is_dicom_node:
+        services.request_checks([asset.id], CheckTrigger.SAVE.value, user=current_user,
+                                client_address=request.remote_addr)
+    return asset
+
+
+def _update_and_queue_check(asset: Asset, data: services.AssetData) -> list[str]:
+    """Save a change, queueing a check when a node's address changed (same transaction)."""
+    changed = services.update_asset(asset, data, user=current_user)
+    if services.needs_verification(asset, changed):
+        services.request_checks([asset.id], CheckTrigger.SAVE.value, user=current_user,
+                                client_address=request.remote_addr)
+    return changed
+
+
 @bp.route("/assets/new", methods=["GET", "POST"])
 @require_permission(Permission.ASSET_MANAGE)
 def asset_new():
@@ -179,10 +199,9 @@ def asset_new():
     form = AssetForm()
     form.assigned_user_id.choices = _user_choices()
     if form.validate_on_submit():
-        asset = _save_asset(form, lambda: services.create_asset(_form_data(form), user=current_user))
+        asset = _save_asset(form, lambda: _queue_check(
+            services.create_asset(_form_data(form), user=current_user)))
         if asset is not None:
-            if asset.is_dicom_node:
-                services.request_checks([asset.id])
             flash(f"Asset {asset.asset_tag} created.", "success")
             return redirect(url_for("inventory.asset_detail", tag=asset.asset_tag))
     return render_template("inventory/asset_form.html", form=form, asset=None), (
@@ -200,10 +219,8 @@ def asset_edit(tag: str):
     form = AssetForm(obj=asset)
     form.assigned_user_id.choices = _user_choices()
     if form.validate_on_submit():
-        changed = _save_asset(form, lambda: services.update_asset(asset, _form_data(form), user=current_user))
+        changed = _save_asset(form, lambda: _update_and_queue_check(asset, _form_data(form)))
         if changed is not None:
-            if services.needs_verification(asset, changed):
-                services.request_checks([asset.id])
             flash(f"Asset {asset.asset_tag} saved." if changed else "Nothing changed.",
                   "success" if changed else "info")
             return redirect(url_for("inventory.asset_detail", tag=asset.asset_tag))
@@ -219,7 +236,10 @@ def asset_detail(tag: str):
     if asset.asset_tag != tag:
         return redirect(url_for("inventory.asset_detail", tag=asset.asset_tag))
     summary = node_summary(asset) if asset.is_dicom_node else None
-    return render_template("inventory/asset_detail.html", asset=asset, summary=summary,
+    pending = db.session.execute(select(Job).where(Job.dedup_key == f"verify:{asset.id}",
+                                                   Job.status.in_(ACTIVE))).scalar_one_or_none() \
+        if asset.is_dicom_node else None
+    return render_template("inventory/asset_detail.html", asset=asset, summary=summary, pending_check=pending,
                            verify_form=ConfirmForm(), history=services.asset_history(asset),
                            sanitisation=services.sanitisation_of(asset))
 
@@ -232,14 +252,15 @@ def asset_verify(tag: str):
     if not ConfirmForm().validate_on_submit():
         abort(400)
     try:
-        check = verify_asset(asset, trigger="manual")
+        echo_target(asset)
     except VerificationError as exc:
         flash(f"Cannot verify {asset.asset_tag}: {exc}", "danger")
         return redirect(url_for("inventory.asset_detail", tag=asset.asset_tag))
+    services.request_checks([asset.id], CheckTrigger.MANUAL.value, user=current_user,
+                            client_address=request.remote_addr)
     db.session.commit()
-    flash(f"C-ECHO {asset.ae_title}@{asset.host}:{asset.port}: {check.outcome} "
-          f"({check.latency_ms:.0f} ms). {check.detail}".strip(),
-          "success" if check.ok else "warning")
+    flash(f"Checking {asset.ae_title}@{asset.host}:{asset.port} with C-ECHO now; the result appears "
+          "below when it is done.", "info")
     return redirect(url_for("inventory.asset_detail", tag=asset.asset_tag))
 
 
@@ -278,24 +299,54 @@ def asset_import():
     problems: list[tuple[int, str]] = []
     if form.validate_on_submit():
         upload = form.file.data
+        raw = upload.read()
+        if raw.count(b"\n") > LARGE_IMPORT_ROWS:
+            job = enqueue(IMPORT_JOB, {"data": base64.b64encode(raw).decode("ascii"),
+                                       "update": bool(form.update.data),
+                                       "source": upload.filename or "upload"},
+                          user_id=current_user.id, title=f"Import of {upload.filename or 'a CSV file'}")
+            db.session.commit()
+            return redirect(url_for("inventory.import_job", job_id=job.id))
         try:
-            result = csv_io.import_assets(upload.read(), update=form.update.data,
+            result = csv_io.import_assets(raw, update=form.update.data,
                                           user=current_user,
                                           source=upload.filename or "upload")
         except csv_io.CsvImportError as exc:
             db.session.rollback()
             problems = exc.problems
         else:
-            db.session.commit()
             message = f"Import done: {result.summary()}."
             if len(result.verify_ids) > MAX_CHECKS_AFTER_IMPORT:
                 message += (f" The {len(result.verify_ids)} DICOM nodes will be checked by the "
                             f"next scheduled sweep.")
             elif result.verify_ids:
-                services.request_checks(result.verify_ids)
-                message += f" Checking {len(result.verify_ids)} DICOM node(s) in the background."
+                queued = services.request_checks(result.verify_ids, CheckTrigger.SAVE.value,
+                                                 user=current_user, client_address=request.remote_addr)
+                message += f" Checking {len(queued)} DICOM node(s) in the background."
+            db.session.commit()
             flash(message, "success")
             return redirect(url_for("inventory.asset_list"))
     return render_template("inventory/asset_import.html", form=form, problems=problems,
                            columns=csv_io.COLUMNS, required=csv_io.REQUIRED), (
         422 if problems or form.errors else 200)
+
+
+@bp.route("/assets/import/jobs/<int:job_id>")
+@require_permission(Permission.ASSET_MANAGE)
+def import_job(job_id: int):
+    """A large import running in the job worker: progress, then its result or its refused rows."""
+    job = get_job(job_id)
+    if job is None or job.kind != IMPORT_JOB or job.created_by_id != current_user.id:
+        abort(404)
+    result = job.result or {}
+    if job.status == JobStatus.DONE and not result.get("refused"):
+        message = f"Import done: {result['summary']}."
+        if result.get("checks_queued"):
+            message += f" Checking {result['checks_queued']} DICOM node(s) in the background."
+        elif result.get("nodes"):
+            message += f" The {result['nodes']} DICOM nodes will be checked by the next scheduled sweep."
+        flash(message, "success")
+        return redirect(url_for("inventory.asset_list"))
+    return render_template("inventory/asset_import_job.html", job=job,
+                           problems=[tuple(p) for p in result.get("problems", [])],
+                           problem_count=result.get("problem_count", 0))

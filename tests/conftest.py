@@ -140,6 +140,31 @@ def runner(app: Flask):
 
 
 @pytest.fixture
+def run_jobs(app: Flask):
+    """Run every due queued job now, in this thread, through the worker's own code path."""
+    from core.jobs.worker import work_until_idle
+
+    def run(kinds: list[str] | None = None) -> list:
+        return work_until_idle(app, kinds)
+
+    return run
+
+
+@pytest.fixture
+def queue_job(app: Flask):
+    """Queue a job as the app would (committed); returns its id: ``queue_job("audit.retention")``."""
+    from core.jobs.queue import enqueue
+
+    def queue(kind: str, params: dict | None = None, **kwargs) -> int:
+        with app.app_context():
+            job = enqueue(kind, params, **kwargs)
+            db.session.commit()
+            return job.id
+
+    return queue
+
+
+@pytest.fixture
 def make_user(app: Flask):
     """Create a user with a known password: ``make_user("technician", "sam")``."""
 

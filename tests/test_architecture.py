@@ -109,10 +109,10 @@ def snapshot(app):
     from core import audit_sink
     from core.navigation import _navigation
     from core.reference_data import _loaders
-    from core.scheduler import periodic_jobs
+    from core.jobs.registry import job_kinds
     with app.app_context():
         nav = _navigation(app)
-        return {"actions": sorted(audit_sink.actions(app)), "jobs": sorted(periodic_jobs(app)),
+        return {"actions": sorted(audit_sink.actions(app)), "jobs": sorted(job_kinds(app)),
                 "classes": sorted(record_classes(app)), "kinds": [k.key for k in report_kinds()],
                 "nav": [i.endpoint for i in nav.items], "panels": [p.template for p in nav.panels],
                 "banners": len(nav.banner_sources), "reference": [n for n, _ in _loaders(app)],

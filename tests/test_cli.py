@@ -164,7 +164,7 @@ def test_serve_answers_health_checks_under_gunicorn(tmp_path):
     port = _free_port()
     server = subprocess.Popen(
         [str(PACSDESK), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--threads", "2", "--no-scheduler"],
+         "--threads", "2", "--no-worker"],
         env=cli_env(tmp_path, url), cwd=tmp_path, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
     try:

@@ -12,12 +12,15 @@ def init_app(app: Flask) -> None:
     from audit.retention.registry import register_record_class, register_scope_matcher
     from core import audit_sink
     from core.auth.permissions import Permission
+    from core.jobs.registry import JobKind, register_job
     from core.navigation import NavItem, register_nav
 
     audit_sink.register_actions(app, services.AUDIT_ACTIONS)
     register_export_actions(app, services.AUDIT_ACTIONS)
     for kind in (access_audit.REPORT_KIND, retention.REPORT_KIND, training.REPORT_KIND):
         register_report_kind(app, kind)
+    register_job(app, JobKind(services.BUILD_JOB, "Build a report", services.build_job,
+                              max_attempts=services.MAX_BUILD_ATTEMPTS, priority=50, concurrency=2))
     register_record_class(app, stored_files.RETENTION_CLASS)
     register_scope_matcher(app, stored_files.RETENTION_CLASS.key, stored_files.matches)
     register_nav(app, NavItem("Reports", "reports.index", Permission.REPORT_OPERATIONS, 70,

@@ -18,7 +18,7 @@ from core.timeutil import UTCDateTime, utcnow
 ABANDONED_AFTER = timedelta(hours=2)
 
 
-class JobStatus(StrEnum):
+class ReportStatus(StrEnum):
     """Where a report job is."""
 
     QUEUED = "queued"
@@ -40,7 +40,7 @@ class ReportJob(db.Model):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_report_id)
     kind: Mapped[str] = mapped_column(String(40))
     params: Mapped[str] = mapped_column(Text, default="{}")
-    status: Mapped[str] = mapped_column(String(10), default=JobStatus.QUEUED.value)
+    status: Mapped[str] = mapped_column(String(10), default=ReportStatus.QUEUED.value)
     progress: Mapped[int] = mapped_column(Integer, default=0)
     stage: Mapped[str] = mapped_column(String(200), default="")
     requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
@@ -66,7 +66,7 @@ class ReportJob(db.Model):
     @property
     def is_finished(self) -> bool:
         """Whether the job ended (done or failed)."""
-        return self.status in (JobStatus.DONE.value, JobStatus.FAILED.value)
+        return self.status in (ReportStatus.DONE.value, ReportStatus.FAILED.value)
 
     @property
     def is_abandoned(self) -> bool:

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import logging
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
-from flask import Flask, current_app
+from flask import current_app
 from sqlalchemy import select, update
 
 from audit import record
-from audit.reports.models import JobStatus, ReportJob, new_report_id
+from audit.reports.models import ReportJob, ReportStatus, new_report_id
 from audit.reports.registry import (
     Progress,
     ReportContent,
@@ -28,10 +25,11 @@ from audit.trail.chain import chain_head
 from core.auth.models import User
 from core.database import SNAPSHOT_OPTION
 from core.extensions import db
+from core.jobs.queue import enqueue, queued_count
+from core.jobs.registry import JobContext
+from core.jobs.worker import Fail
 from core.pdf import PageFrame, render_pdf
 from core.timeutil import DateOutOfRange, check_day, format_local, local_day_bounds, utcnow
-
-log = logging.getLogger(__name__)
 
 # Audit actions recorded here (registered by the package's init_app).
 AUDIT_ACTIONS = {
@@ -40,7 +38,6 @@ AUDIT_ACTIONS = {
 }
 
 MAX_PERIOD_YEARS = 10
-CONCURRENT_BUILDS = threading.BoundedSemaphore(2)
 
 
 def _parse_day(value: date | str | None, field: str, label: str) -> date | None:
@@ -203,13 +200,16 @@ def build_pdf(request: ReportRequest, progress: Progress | None = None) -> bytes
 
 
 def request_report(request: ReportRequest, user: User) -> ReportJob:
-    """Queue a report for ``user`` and audit the request (flushes; the caller commits)."""
+    """Queue a report's build for ``user`` and audit the request (flushes; the caller commits)."""
+    check_queue_room(user)
     job = ReportJob(id=request.report_id, kind=request.kind,
                     params=json.dumps(request.params(), sort_keys=True), requested_by_id=user.id)
     db.session.add(job)
     db.session.flush()
     record("report.generate", object_type="report", object_id=job.id,
            details={"kind": request.kind, "report_id": job.id, **request.params()})
+    enqueue(BUILD_JOB, {"report_id": job.id}, user_id=user.id, dedup_key=f"report:{job.id}",
+            title=f"Report {job.id}")
     return job
 
 
@@ -241,51 +241,50 @@ def _set_job(job_id: str, **values: Any) -> None:
         connection.execute(update(ReportJob).where(ReportJob.id == job_id).values(**values))
 
 
-def run_job(app: Flask, job_id: str) -> None:
-    """Build a queued report in its own app context (a background job: it commits)."""
-    with app.app_context(), CONCURRENT_BUILDS:
-        try:
-            job = db.session.get(ReportJob, job_id)
-            if job is None or job.status != JobStatus.QUEUED.value:
-                return
-            request = _request_from_job(job)
-            db.session.commit()  # release the session before the job row is written apart
-            _set_job(job_id, status=JobStatus.RUNNING.value, started_at=utcnow(), progress=1,
-                     stage="Starting")
-            pdf = build_pdf(request, lambda pct, stage: _set_job(job_id, progress=pct, stage=stage))
-            _set_job(job_id, status=JobStatus.DONE.value, progress=100, stage="Ready", pdf=pdf,
-                     pdf_size=len(pdf), finished_at=utcnow())
-        except ReportError as exc:
-            db.session.rollback()
-            _set_job(job_id, status=JobStatus.FAILED.value, error=str(exc), finished_at=utcnow())
-        except Exception:
-            log.exception("report %s failed", job_id)
-            db.session.rollback()
-            _set_job(job_id, status=JobStatus.FAILED.value, finished_at=utcnow(),
+BUILD_JOB = "reports.build"
+MAX_QUEUED_PER_USER = 3
+MAX_BUILD_ATTEMPTS = 2
+
+
+def check_queue_room(user: User) -> None:
+    """Refuse a new report while the user already has MAX_QUEUED_PER_USER waiting or building."""
+    if queued_count(BUILD_JOB, user.id) >= MAX_QUEUED_PER_USER:
+        raise ReportError(f"You already have {MAX_QUEUED_PER_USER} reports waiting or being built; "
+                          "wait for one to finish, then ask again.", "kind")
+
+
+def build_job(ctx: JobContext) -> dict[str, Any]:
+    """Build a queued report's PDF (a job: it writes the report's state in short transactions)."""
+    report_id = str(ctx.params["report_id"])
+    job = db.session.get(ReportJob, report_id)
+    if job is None or job.status not in (ReportStatus.QUEUED.value, ReportStatus.RUNNING.value):
+        return {"skipped": "the report is no longer waiting"}
+    request = _request_from_job(job)
+    db.session.commit()  # release the session before the report row is written apart
+
+    def progress(percent: int, stage: str) -> None:
+        _set_job(report_id, progress=percent, stage=stage)
+        ctx.progress(percent, stage)
+
+    _set_job(report_id, status=ReportStatus.RUNNING.value, started_at=utcnow(), progress=1, stage="Starting")
+    try:
+        pdf = build_pdf(request, progress)
+    except ReportError as exc:
+        db.session.rollback()
+        _set_job(report_id, status=ReportStatus.FAILED.value, error=str(exc), finished_at=utcnow())
+        raise Fail(str(exc)) from None
+    except Exception:
+        db.session.rollback()
+        if ctx.attempt >= MAX_BUILD_ATTEMPTS:
+            _set_job(report_id, status=ReportStatus.FAILED.value, finished_at=utcnow(),
                      error="The report could not be generated. The error was logged; "
                            "try again or contact the administrator.")
-        finally:
-            db.session.remove()
-
-
-_threads: dict[str, threading.Thread] = {}
-
-
-def launch(job_id: str, runner: Callable[[Flask, str], None] = run_job) -> threading.Thread:
-    """Start building a committed job in a background thread."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    thread = threading.Thread(target=runner, args=(app, job_id), name=f"report-{job_id}",
-                              daemon=True)
-    _threads[job_id] = thread
-    thread.start()
-    return thread
-
-
-def wait_for_reports(timeout: float = 120) -> None:
-    """Wait for the background builds started by this process (tests, shutdown)."""
-    for job_id, thread in list(_threads.items()):
-        thread.join(timeout)
-        _threads.pop(job_id, None)
+        else:
+            _set_job(report_id, status=ReportStatus.QUEUED.value, stage="Waiting to try again")
+        raise
+    _set_job(report_id, status=ReportStatus.DONE.value, progress=100, stage="Ready", pdf=pdf,
+             pdf_size=len(pdf), finished_at=utcnow())
+    return {"report_id": report_id, "bytes": len(pdf)}
 
 
 def build_from_cli(request: ReportRequest) -> bytes:

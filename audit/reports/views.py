@@ -14,7 +14,7 @@ from audit.reports import (
     stored_files,  # noqa: F401 - registers stored report files as a retention record class
 )
 from audit.reports.forms import ReportForm
-from audit.reports.models import JobStatus, ReportJob
+from audit.reports.models import ReportJob, ReportStatus
 from audit.reports.registry import ReportError, kinds_for, report_kind, report_kinds
 from core.auth.permissions import Permission, has_permission, require_permission
 from core.extensions import db
@@ -60,7 +60,6 @@ def index():
             show_error(form, exc, "kind")
         else:
             db.session.commit()
-            services.launch(job.id)
             return redirect(url_for("reports.detail", job_id=job.id))
     return render_template("reports/report_list.html", form=form, kinds=allowed,
                            jobs=_recent_jobs(), kind_titles={k.key: k.title for k in report_kinds()}), \
@@ -91,7 +90,7 @@ def detail(job_id: str):
 def download(job_id: str):
     """The PDF, for its requester or a compliance officer; every download is audited."""
     job = _job_or_404(job_id)
-    if job.status != JobStatus.DONE.value or job.pdf is None:
+    if job.status != ReportStatus.DONE.value or job.pdf is None:
         abort(404)
     services.record_download(job)
     db.session.commit()

@@ -10,14 +10,15 @@ def init_app(app: Flask) -> None:
     from audit.retention import cli, engine, holds, jobs
     from core import audit_sink
     from core.auth.permissions import Permission
+    from core.jobs.registry import JobKind, register_job
     from core.navigation import NavItem, register_nav
     from core.reference_data import register_reference_data
-    from core.scheduler import register_job
 
     for module in (engine, holds):
         audit_sink.register_actions(app, module.AUDIT_ACTIONS)
     register_reference_data(app, "retention policies", engine.ensure_default_policies)
-    register_job(app, "audit.retention", lambda _app: 24 * 3600.0, jobs.retention_job)
+    register_job(app, JobKind(jobs.RETENTION_JOB, "Retention run", jobs.retention_job, max_attempts=1,
+                              every=lambda _app: 24 * 3600.0))
     register_nav(app, NavItem("Retention", "audit.retention_home", Permission.RETENTION_MANAGE, 61,
                               "archive"))
     app.cli.add_command(cli.retention_group)

@@ -37,6 +37,7 @@ __all__ = ["NewHold", "RetentionBusy", "RetentionChanged", "RetentionError", "de
 
 BATCH_SIZE = 10000
 STALE_AFTER = timedelta(minutes=30)
+CONFIRMATION_VALID = timedelta(hours=24)
 MAX_YEARS = 100
 
 # Audit actions recorded here (registered by the package's init_app).
@@ -174,6 +175,7 @@ class RunReport:
     classes: list[ClassResult] = field(default_factory=list)
     digest: str = ""
     run_id: int | None = None
+    as_of: str = ""          # the moment cutoffs were counted from (ISO, UTC)
 
     @property
     def total(self) -> int:
@@ -183,7 +185,7 @@ class RunReport:
     def as_dict(self) -> dict[str, Any]:
         """Plain values for JSON."""
         return {"dry_run": self.dry_run, "run_id": self.run_id, "total": self.total,
-                "digest": self.digest, "classes": [asdict(c) for c in self.classes]}
+                "digest": self.digest, "as_of": self.as_of, "classes": [asdict(c) for c in self.classes]}
 
 
 def combined_digest(class_digests: dict[str, str]) -> str:
@@ -240,13 +242,13 @@ def _in_force() -> list[tuple[RecordClass, RetentionPolicy]]:
     return [(rc, p) for rc, p in list_policies() if p.enabled]
 
 
-def dry_run(batch_size: int = BATCH_SIZE) -> RunReport:
-    """List what a run would destroy now, class by class, without destroying anything."""
-    now = utcnow()
+def dry_run(batch_size: int = BATCH_SIZE, as_of: datetime | None = None) -> RunReport:
+    """List what a run counted from ``as_of`` (default now) would destroy, destroying nothing."""
+    now = as_of or utcnow()
     retention_audit_events.begin_walk()
     policies = _in_force()
     holds = [hold_scope(h) for h in active_holds()]
-    report = RunReport(dry_run=True)
+    report = RunReport(dry_run=True, as_of=now.isoformat())
     for rc, policy in policies:
         report.classes.append(_walk_class(rc, policy, now, holds, None, batch_size))
     report.digest = combined_digest({c.key: c.digest for c in report.classes})
@@ -298,15 +300,32 @@ def _claim_run(started_by: str, user: Any, policies: list[tuple[RecordClass, Ret
     raise RetentionBusy("Another retention run is starting; try again in a moment.")
 
 
+def confirmed_moment(as_of: str | None) -> datetime | None:
+    """The moment of a dry run a person confirmed, checked: not in the future, not stale."""
+    if not as_of:
+        return None
+    try:
+        moment = datetime.fromisoformat(as_of)
+    except ValueError:
+        raise RetentionChanged("The dry run you confirmed could not be read; review it again.") from None
+    if moment.tzinfo is None or moment > utcnow() + timedelta(minutes=1) \
+            or utcnow() - moment > CONFIRMATION_VALID:
+        raise RetentionChanged("The dry run you confirmed is too old; review the new dry run and "
+                               "confirm again.")
+    return moment
+
+
 def run_retention(started_by: str, user: Any = None, batch_size: int = BATCH_SIZE,
-                  expected_digest: str | None = None) -> RunReport:
+                  expected_digest: str | None = None, as_of: datetime | None = None) -> RunReport:
     """Destroy what has outlived its policy, batch by batch, and record the run (commits).
 
-    With ``expected_digest`` (the dry run a person confirmed), nothing is destroyed unless
-    the records due now are still exactly those.
+    With ``expected_digest`` and ``as_of`` (the dry run a person confirmed), cutoffs are
+    counted from the dry run's moment, and nothing is destroyed unless the records due then
+    are still exactly those: records that aged since are left for the next run, never
+    destroyed unseen.
     """
     db.session.rollback()
-    if expected_digest is not None and dry_run(batch_size).digest != expected_digest:
+    if expected_digest is not None and dry_run(batch_size, as_of).digest != expected_digest:
         raise RetentionChanged("The records due for destruction changed since the dry run you "
                                "reviewed; review the new dry run and confirm again.")
     policies = _in_force()
@@ -314,10 +333,10 @@ def run_retention(started_by: str, user: Any = None, batch_size: int = BATCH_SIZ
     run_id = run.id
     retention_audit_events.begin_walk()
     actor = {} if user is None else {"user": user}
-    report = RunReport(dry_run=False, run_id=run_id)
     counts: dict[str, int] = {}
+    now = as_of or run.started_at
+    report = RunReport(dry_run=False, run_id=run_id, as_of=now.isoformat())
     try:
-        now = run.started_at
         holds = [hold_scope(h) for h in active_holds()]
         for rc, policy in policies:
             counts[rc.key] = 0

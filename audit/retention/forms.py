@@ -57,6 +57,7 @@ class RunConfirmForm(FlaskForm):
     """Confirm a retention run after reading the dry run."""
 
     plan_digest = HiddenField()
+    plan_as_of = HiddenField()
     confirm = BooleanField("I have reviewed the dry run: destroy these records now",
                            validators=[DataRequired(message="Tick the box to confirm.")])
     submit = SubmitField("Run retention now")

@@ -11,12 +11,15 @@ from flask_login import current_user
 from audit.retention import engine as retention
 from audit.retention import holds as legal_holds
 from audit.retention.forms import HoldForm, PolicyForm, ReleaseHoldForm, RunConfirmForm
+from audit.retention.jobs import RETENTION_JOB
 from audit.retention.models import LegalHold, RetentionRun
 from audit.retention.registry import record_classes
 from audit.views import bp
 from core.auth.permissions import Permission, require_permission
 from core.extensions import db
 from core.forms import select_choices, show_error
+from core.jobs.models import JobStatus
+from core.jobs.queue import enqueue, get_job
 from core.timeutil import DateOutOfRange, local_day_bounds
 
 
@@ -108,17 +111,34 @@ def retention_run():
     form = RunConfirmForm()
     if form.validate_on_submit():
         try:
-            report = retention.run_retention(current_user.username, current_user,
-                                             expected_digest=form.plan_digest.data or "")
-        except (retention.RetentionBusy, retention.RetentionChanged) as refused:
+            retention.confirmed_moment(form.plan_as_of.data or "")
+        except retention.RetentionChanged as refused:
             flash(str(refused), "danger")
             return redirect(url_for("audit.retention_run"))
-        flash(f"Retention run #{report.run_id} destroyed {report.total} records.", "success")
-        return redirect(url_for("audit.retention_run_detail", run_id=report.run_id))
+        job = enqueue(RETENTION_JOB, {"expected_digest": form.plan_digest.data or "",
+                                      "as_of": form.plan_as_of.data}, user_id=current_user.id,
+                      dedup_key="retention:run", title="Retention run confirmed after a dry run")
+        db.session.commit()
+        return redirect(url_for("audit.retention_job", job_id=job.id))
     plan = retention.dry_run()
     form.plan_digest.data = plan.digest
+    form.plan_as_of.data = plan.as_of
     return render_template("audit/retention_run.html", plan=plan, form=form,
                            running=retention.running_run())
+
+
+@bp.route("/retention/jobs/<int:job_id>")
+@require_permission(Permission.RETENTION_MANAGE)
+def retention_job(job_id: int):
+    """A confirmed run waiting for, or running in, the job worker; links to the run's record when done."""
+    job = get_job(job_id)
+    if job is None or job.kind != RETENTION_JOB:
+        abort(404)
+    run_id = (job.result or {}).get("run_id")
+    if job.status == JobStatus.DONE and run_id:
+        flash(f"Retention run #{run_id} destroyed {job.result['destroyed']} records.", "success")
+        return redirect(url_for("audit.retention_run_detail", run_id=run_id))
+    return render_template("audit/retention_job.html", job=job)
 
 
 @bp.route("/retention/runs/<int:run_id>")

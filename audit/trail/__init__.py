@@ -14,9 +14,9 @@ def init_app(app: Flask) -> None:
     from core import audit_sink
     from core.auth.permissions import Permission
     from core.database import listen_once
+    from core.jobs.registry import JobKind, register_job
     from core.navigation import NavItem, register_banner_source, register_nav
     from core.reference_data import register_reference_data
-    from core.scheduler import register_job
 
     for module in (chain, chain_verification, search):
         audit_sink.register_actions(app, module.AUDIT_ACTIONS)
@@ -26,7 +26,8 @@ def init_app(app: Flask) -> None:
     register_record_class(app, retention.RETENTION_CLASS)
     register_scope_matcher(app, retention.RETENTION_CLASS.key, retention.audit_matches)
     register_reference_data(app, "audit search index", search_index.ensure_search_index)
-    register_job(app, "audit.verify_chain", lambda _app: 24 * 3600.0, jobs.verify_chain_job)
+    register_job(app, JobKind(jobs.VERIFY_JOB, "Verify the audit chain", jobs.verify_chain_job,
+                              max_attempts=2, every=lambda _app: 24 * 3600.0))
     register_nav(app, NavItem("Audit trail", "audit.search_events", Permission.AUDIT_READ, 60,
                               "journal-check"))
     register_banner_source(app, chain_verification.broken_chain_banner)

@@ -13,19 +13,22 @@ from flask import (
     url_for,
 )
 from flask_login import current_user
+from sqlalchemy import select
 
 from audit.trail import search
 from audit.trail.chain_verification import (
     AcknowledgeError,
     acknowledge_failure,
     last_verification,
-    run_verification,
 )
 from audit.trail.forms import AuditSearchForm
+from audit.trail.jobs import VERIFY_JOB
 from audit.views import bp
 from core.auth.forms import ConfirmForm
 from core.auth.permissions import Permission, require_permission
 from core.extensions import db
+from core.jobs.models import ACTIVE, Job
+from core.jobs.queue import enqueue
 from core.timeutil import DateOutOfRange, utcnow
 
 
@@ -39,6 +42,7 @@ def _filter_from(form: AuditSearchForm) -> search.AuditFilter:
         words=(form.q.data or "").strip())
 
 
+WEB_VERIFY = "chain-verification:web"
 MAX_CURSOR = 2**63 - 1  # the largest chain position a database integer holds
 
 
@@ -71,8 +75,11 @@ def search_events():
         page = search.search_events(flt, before=_cursor("before"), after=_cursor("after"))
         db.session.commit()
     args = {k: v for k, v in request.args.items() if k not in {"before", "after"}}
+    pending = db.session.execute(select(Job).where(Job.dedup_key == WEB_VERIFY, Job.status.in_(ACTIVE))
+                                 ).scalar_one_or_none()
     return render_template("audit/event_search.html", form=form, page=page, args=args,
-                           verification=last_verification(), confirm=ConfirmForm())
+                           verification=last_verification(), pending_verification=pending,
+                           confirm=ConfirmForm())
 
 
 @bp.route("/audit/export.csv")
@@ -97,12 +104,10 @@ def verify_now():
     """Verify the chain now and show the result."""
     if not ConfirmForm().validate_on_submit():
         abort(400)
-    run = run_verification("web", current_user)
+    enqueue(VERIFY_JOB, {"source": "web"}, user_id=current_user.id, dedup_key=WEB_VERIFY,
+            title="Chain verification asked for on the audit page")
     db.session.commit()
-    if run.ok:
-        flash(f"Audit trail intact: {run.count} events verified.", "success")
-    else:
-        flash(f"Audit trail BROKEN at event #{run.first_bad_seq}: {run.problem}", "danger")
+    flash("The chain is being verified; the result appears here when it is done.", "info")
     return redirect(url_for("audit.search_events") + "#verification")
 
 

@@ -13,9 +13,9 @@ def init_app(app: Flask) -> None:
     from core.auth.permissions import Permission
     from core.auth.services import register_user_created_hook
     from core.demo import register_data_check, register_seeder
+    from core.jobs.registry import JobKind, register_job
     from core.navigation import NavItem, register_banner_source, register_nav
     from core.reference_data import register_reference_data
-    from core.scheduler import register_job
 
     for module in (services, completions):
         audit_sink.register_actions(app, module.AUDIT_ACTIONS)
@@ -23,7 +23,8 @@ def init_app(app: Flask) -> None:
     register_scope_matcher(app, completions.RETENTION_CLASS.key, completions.matches)
     register_reference_data(app, "training courses", services.seed_courses)
     register_user_created_hook(app, services.assign_new_user)
-    register_job(app, "audit.training_sync", lambda _app: 24 * 3600.0, jobs.training_sync_job)
+    register_job(app, JobKind("audit.training_sync", "Assign training to new people", jobs.training_sync_job,
+                              every=lambda _app: 24 * 3600.0))
     register_nav(app, NavItem("Training", "audit.training_matrix", Permission.TRAINING_MANAGE, 62,
                               "mortarboard"))
     register_nav(app, NavItem("My training", "audit.my_training", Permission.TRAINING_OWN, 63,

@@ -29,6 +29,7 @@ class Permission(StrEnum):
     REPORT_OPERATIONS = "report.operations"
     REPORT_COMPLIANCE = "report.compliance"
     USERS_MANAGE = "users.manage"
+    JOBS_MANAGE = "jobs.manage"
 
 
 _EVERYONE = {Permission.TICKET_FILE, Permission.TRAINING_OWN}

@@ -1,24 +1,24 @@
-"""Verification of DICOM nodes: stored checks, the node state machine, checks after a save, sweeps.
+"""Verification of DICOM nodes: stored checks, the node state machine, single checks and sweeps.
 
-The C-ECHO itself (``inventory.verification.dicom.echo``) never touches the database: it runs in worker
-threads; results are written from the calling thread. Services flush; ``sweep`` (a scheduled
-job) and the background check after a save commit for themselves. Outage tickets live in
-``verification_tickets``, what pages show in ``verification_summary``.
+The C-ECHO itself (``inventory.verification.dicom``) never touches the database, and every
+network wait happens outside a transaction (``core.database.outside_transaction``). Single
+checks ("Verify now", after a save) and sweeps run as jobs (``inventory.jobs``); services
+flush, and the sweep commits each batch of results with its own audit event. Outage tickets
+live in ``tickets``, what pages show in ``summary``.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask import Flask, current_app, has_request_context, request
+from flask import current_app, has_request_context, request
 from flask_login import current_user
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -26,10 +26,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from audit import record
 from core.auth.models import User
+from core.database import outside_transaction
 from core.extensions import db
 from core.timeutil import utcnow
 from inventory.models import Asset
-from inventory.verification import retention as verification_retention  # noqa: F401 - registers the retention class
 from inventory.verification.dicom import EchoResult, Outcome, echo
 from inventory.verification.models import CheckTrigger, NodeCheck, NodeState, NodeStateName
 from inventory.verification.summary import verifiable_nodes
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 # Audit actions recorded here (registered by the package's init_app).
 AUDIT_ACTIONS = {
     "node.verify": "DICOM node verified by C-ECHO",
+    "node.checks": "DICOM nodes checked by C-ECHO (a batch of a sweep or an import)",
     "node.sweep": "Scheduled C-ECHO sweep of all DICOM nodes",
 }
 
@@ -47,6 +48,10 @@ INTERMITTENT_WINDOW = timedelta(hours=1)
 DETAIL_MAX = 1000
 WRITE_BATCH = 100        # sweep results written per transaction
 WRITE_EVERY = 0.5        # ...or after this many seconds, whichever comes first
+
+
+class SweepCancelled(Exception):
+    """Someone cancelled a running sweep; the checks already stored stay."""
 
 
 class VerificationError(ValueError):
@@ -198,19 +203,17 @@ def record_check(asset: Asset, result: EchoResult, trigger: str, *, user: Any = 
     return check
 
 
-def verify_asset(asset: Asset, trigger: str) -> NodeCheck:
+def verify_asset(asset: Asset, trigger: str, user: User | None = None,
+                 client_address: str | None = None) -> NodeCheck:
     """Echo ``asset`` now, store the check and update its state (flushes, audits node.verify).
 
-    The echo may wait for a dead node's whole timeout, so it runs with no transaction open
-    (on SQLite every transaction holds the write lock): the caller's transaction is ended
-    first, so call this before writing anything, and the check is stored in a fresh one.
+    The echo may wait for a dead node's whole timeout, so the caller's transaction is ended
+    first (call this before writing anything) and the check is stored in a fresh one.
     """
-    if db.session.new or db.session.dirty or db.session.deleted:
-        raise RuntimeError("verify_asset ends the transaction: call it before any change")
     target = echo_target(asset)
-    actor = _request_actor()
-    db.session.rollback()
-    result = _echo(target, *_settings())
+    actor = _request_actor() if user is None else {"user": user, "client_address": client_address}
+    with outside_transaction():
+        result = _echo(target, *_settings())
     return record_check(db.session.get(Asset, target.asset_id), result, trigger, **actor)
 
 
@@ -220,70 +223,6 @@ def _request_actor() -> dict[str, Any]:
         return {}
     user = current_user._get_current_object() if current_user.is_authenticated else None
     return {"user": user, "client_address": request.remote_addr}
-
-
-# ---------------------------------------------------------------- checks after a save
-
-
-# One bounded pool per process for checks after saves: an import of many nodes queues them
-# instead of starting a thread each. Its workers are joined at exit, so a CLI import's queued
-# checks still finish.
-_background_pool: ThreadPoolExecutor | None = None
-_pending: set[Future] = set()
-_pending_lock = threading.Lock()
-
-
-def request_check(asset_id: int) -> None:
-    """Queue a check of a just-saved node in the background (call after the commit); returns at once."""
-    global _background_pool
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    actor = _request_actor()
-    user_id = actor["user"].id if actor.get("user") is not None else None
-    with _pending_lock:
-        if _background_pool is None:
-            _background_pool = ThreadPoolExecutor(
-                max_workers=int(app.config["PACSDESK_VERIFY_CONCURRENCY"]),
-                thread_name_prefix="verify-after-save")
-        future = _background_pool.submit(_background_check, app, asset_id, user_id,
-                                         actor.get("client_address"))
-        _pending.add(future)
-    future.add_done_callback(_forget)
-
-
-def _forget(future: Future) -> None:
-    """Drop a finished background check from the pending set."""
-    with _pending_lock:
-        _pending.discard(future)
-
-
-def _background_check(app: Flask, asset_id: int, user_id: int | None,
-                      client_address: str | None) -> None:
-    """Echo a just-saved node and store the result in a transaction of its own."""
-    try:
-        with app.app_context():
-            asset = db.session.get(Asset, asset_id)
-            if asset is None or not asset.is_dicom_node:
-                return
-            target = echo_target(asset)
-            db.session.rollback()  # hold no transaction (nor SQLite's lock) during the echo
-            result = _echo(target, *_settings())
-            asset = db.session.get(Asset, asset_id)
-            user = db.session.get(User, user_id) if user_id is not None else None
-            record_check(asset, result, CheckTrigger.SAVE.value, user=user,
-                         client_address=client_address)
-            db.session.commit()
-    except VerificationError as exc:
-        log.info("not verifying asset %s after save: %s", asset_id, exc)
-    except Exception:
-        log.exception("verification of asset %s after save failed", asset_id)
-
-
-def wait_for_pending_checks(timeout: float = 30.0) -> bool:
-    """Wait for queued background checks to finish; True when none is left."""
-    with _pending_lock:
-        pending = list(_pending)
-    _done, not_done = wait(pending, timeout=timeout)
-    return not not_done
 
 
 # ---------------------------------------------------------------- sweeps
@@ -375,13 +314,30 @@ def _write_result(sweep: SweepResult, target: EchoTarget, result: EchoResult,
                                     check.outcome, check.latency_ms, check.detail, state.state))
 
 
-def run_checks(assets: Sequence[Asset], trigger: str, *, audit_each: bool,
-               username: str | None = None) -> SweepResult:
+def _write_batch(sweep: SweepResult, batch: list[tuple[EchoTarget, EchoResult, datetime]], trigger: str,
+                 audit_each: bool, username: str | None) -> None:
+    """Store a batch of results; without an event per check, one ``node.checks`` event covers them."""
+    first = len(sweep.results)
+    down, recovered = len(sweep.went_down), len(sweep.recovered)
+    for target, result, checked_at in batch:
+        _write_result(sweep, target, result, checked_at, trigger, audit_each, username)
+    written = sweep.results[first:]
+    if written and not audit_each:
+        record("node.checks", user=None, username=username, client_address=None, details={
+            "trigger": trigger, "nodes": [r.asset_tag for r in written],
+            "outcomes": dict(Counter(r.outcome for r in written)),
+            "went_down": sweep.went_down[down:], "recovered": sweep.recovered[recovered:]})
+
+
+def run_checks(assets: Sequence[Asset], trigger: str, *, audit_each: bool, username: str | None = None,
+               progress: Callable[[int, str], None] | None = None,
+               cancelled: Callable[[], bool] | None = None) -> SweepResult:
     """Echo ``assets`` concurrently, writing results from this thread as they come.
 
-    Job-level code (the sweep, the CLI): it commits each batch of results, so no transaction
-    (nor SQLite's write lock) is held while the network is waited for; the last batch is left
-    for the caller to commit with its own summary.
+    Job-level code (the sweep, the CLI): it commits each batch of results with its audit
+    event (one per check, or one per batch), so no transaction (nor SQLite's write lock) is
+    held while the network is waited for; the last batch is left for the caller to commit
+    with its own summary. ``cancelled()`` is asked between batches.
     """
     started_at = utcnow()
     clock = time.perf_counter()
@@ -401,21 +357,26 @@ def run_checks(assets: Sequence[Asset], trigger: str, *, audit_each: bool,
     for target, result in echo_many(targets, calling_ae, timeout, concurrency):
         batch.append((target, result, utcnow()))
         if len(batch) >= WRITE_BATCH or time.perf_counter() - written > WRITE_EVERY:
-            for pair in batch:
-                _write_result(sweep, *pair, trigger, audit_each, username)
+            _write_batch(sweep, batch, trigger, audit_each, username)
             db.session.commit()
             batch, written = [], time.perf_counter()
-    for pair in batch:
-        _write_result(sweep, *pair, trigger, audit_each, username)
+            if progress is not None:
+                progress(int(100 * len(sweep.results) / max(len(targets), 1)),
+                         f"{len(sweep.results)} of {len(targets)} nodes checked")
+            if cancelled is not None and cancelled():
+                raise SweepCancelled(f"stopped after {len(sweep.results)} of {len(targets)} nodes")
+    _write_batch(sweep, batch, trigger, audit_each, username)
     db.session.flush()
     sweep.results.sort(key=lambda r: r.asset_tag)
     sweep.seconds = round(time.perf_counter() - clock, 3)
     return sweep
 
 
-def sweep() -> SweepResult:
-    """Check every enabled DICOM node concurrently; one node.sweep audit event; commits."""
-    result = run_checks(verifiable_nodes(), CheckTrigger.SCHEDULE.value, audit_each=False)
+def sweep(progress: Callable[[int, str], None] | None = None,
+          cancelled: Callable[[], bool] | None = None) -> SweepResult:
+    """Check every enabled DICOM node concurrently; each batch audited, then a node.sweep summary; commits."""
+    result = run_checks(verifiable_nodes(), CheckTrigger.SCHEDULE.value, audit_each=False,
+                        progress=progress, cancelled=cancelled)
     record("node.sweep", user=None, client_address=None, details={
         "nodes": len(result.results), "ok": result.ok, "failed": result.failed,
         "outcomes": result.counts, "skipped": len(result.skipped),

@@ -233,7 +233,7 @@ def idle_server(server: Server) -> Iterator[Server]:
     """A second server on the same instance that logs users off after one idle minute."""
     replica = replace(server, url="", process=None, log=ARTIFACTS / "server-idle.log",
                       env={**server.env, "PACSDESK_SESSION_IDLE_MINUTES": "1"})
-    with serving(replica, "--no-scheduler") as running:
+    with serving(replica, "--no-worker") as running:
         yield running
 
 

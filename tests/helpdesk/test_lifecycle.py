@@ -9,7 +9,7 @@ import time_machine
 from sqlalchemy import select
 
 from core.extensions import db
-from core.scheduler import periodic_jobs
+from core.jobs.registry import job_kinds
 from helpdesk.jobs import close_resolved_tickets
 from helpdesk.models import Ticket, TicketChange
 
@@ -59,7 +59,7 @@ def test_autoclose_job_closes_after_the_configured_days_and_audits_as_system(
     with app.app_context(), time_machine.travel(T0 + timedelta(days=6), tick=False):
         assert close_resolved_tickets() == []
     with app.app_context(), time_machine.travel(T0 + timedelta(days=7, seconds=1), tick=False):
-        assert periodic_jobs(app)["helpdesk.autoclose"].interval(app) == 3600
+        assert job_kinds(app)["helpdesk.autoclose"].every(app) == 3600
         assert close_resolved_tickets() == [resolved_ticket]
         db.session.remove()
     ticket = ticket_row(resolved_ticket)

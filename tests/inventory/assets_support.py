@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -10,20 +9,12 @@ from flask import Flask
 
 from core.extensions import db
 from inventory.models import Asset
-from inventory.verification.services import wait_for_pending_checks
 
 
 @pytest.fixture(autouse=True)
 def _short_checks(app_config: dict) -> None:
     """Checks that saving a node starts end fast (the test addresses answer nobody)."""
     app_config["PACSDESK_VERIFY_TIMEOUT"] = 0.5
-
-
-@pytest.fixture(autouse=True)
-def _settle_checks(app: Flask) -> Iterator[None]:
-    """Let background checks finish before the test's database goes away."""
-    yield
-    assert wait_for_pending_checks(10)
 
 
 def node_form(**overrides: Any) -> dict[str, Any]:

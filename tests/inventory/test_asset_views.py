@@ -14,9 +14,7 @@ from inventory.demo import seed_assets
 from inventory.models import Asset, Sanitisation
 from inventory.services import count_assets
 from inventory.verification.models import NodeCheck, NodeState
-from inventory.verification.services import wait_for_pending_checks
 from tests.inventory.assets_support import (  # noqa: F401 - autouse fixtures
-    _settle_checks,
     _short_checks,
     add_asset,
     node_form,
@@ -119,45 +117,51 @@ def _state(app, tag: str) -> str | None:
                                  .where(Asset.asset_tag == tag))
 
 
-def test_new_node_is_checked_in_the_background_and_its_page_shows_the_state(
+def test_new_node_is_checked_in_the_background_and_its_page_shows_the_state(run_jobs,
         client, login_as, app, verification_scp):
     port = verification_scp()
     login_as("technician")
     assert client.post("/assets/new", data=_node_at(port)).status_code == 302
-    assert wait_for_pending_checks(10)
+    run_jobs()
     assert _state(app, "CT-01") == "up"
     page = client.get("/assets/CT-01").get_data(as_text=True)
     assert 'data-node-state="up"' in page and "Verify now" in page
 
 
-def test_changing_the_port_checks_the_node_again(client, login_as, app, verification_scp,
+def test_changing_the_port_checks_the_node_again(run_jobs, client, login_as, app, verification_scp,
                                                  closed_port):
     port = verification_scp()
     login_as("technician")
     client.post("/assets/new", data=_node_at(closed_port))
-    assert wait_for_pending_checks(10)
+    run_jobs()
     with app.app_context():
         assert db.session.scalar(select(NodeCheck.outcome)) == "refused"
     client.post("/assets/CT-01/edit", data=_node_at(port))
-    assert wait_for_pending_checks(10)
+    run_jobs()
     with app.app_context():
         outcomes = list(db.session.scalars(select(NodeCheck.outcome).order_by(NodeCheck.id)))
     assert outcomes == ["refused", "ok"]
     client.post("/assets/CT-01/edit", data=_node_at(port, location="Room 7"))
-    assert wait_for_pending_checks(10)
+    run_jobs()
     with app.app_context():
         assert db.session.scalar(select(func.count(NodeCheck.id))) == 2
 
 
-def test_verify_now_echoes_the_node_and_flashes_the_outcome(client, login_as, app,
-                                                            verification_scp):
+def test_verify_now_queues_a_check_the_page_waits_for_then_shows(client, login_as, app, run_jobs,
+                                                                  verification_scp):
     port = verification_scp()
     add_asset(app, asset_tag="CT-01", kind="dicom_node", ip_address="127.0.0.1", port=port,
               ae_title="TESTSCP", dicom_type="modality", modality="CT")
     login_as("technician")
     response = client.post("/assets/CT-01/verify", follow_redirects=True)
     assert response.status_code == 200
-    assert b"C-ECHO TESTSCP@127.0.0.1:" in response.data and b": ok (" in response.data
+    page = response.get_data(as_text=True)
+    assert "Checking TESTSCP@127.0.0.1:" in page and "A C-ECHO check is queued" in page
+    assert 'data-refresh-seconds="2"' in page
+    assert client.post("/assets/CT-01/verify").status_code == 302
+    assert len(run_jobs()) == 1, "a second click while the first check waits adds no second check"
+    page = client.get("/assets/CT-01").get_data(as_text=True)
+    assert 'data-node-state="up"' in page and "data-refresh-seconds" not in page
     assert _state(app, "CT-01") == "up"
 
 

@@ -13,7 +13,6 @@ from core.extensions import db
 from inventory.asset_rules import local_today
 from inventory.models import Asset, AssetChange, Sanitisation
 from tests.inventory.assets_support import (  # noqa: F401 - autouse fixtures
-    _settle_checks,
     _short_checks,
     add_asset,
     node_form,

@@ -14,9 +14,7 @@ from audit.trail.models import AuditEvent
 from core.extensions import db
 from inventory.models import Asset, AssetChange
 from inventory.verification.models import NodeState
-from inventory.verification.services import wait_for_pending_checks
 from tests.inventory.assets_support import (  # noqa: F401 - autouse fixtures
-    _settle_checks,
     _short_checks,
     add_asset,
 )
@@ -232,13 +230,13 @@ def test_cli_import_checks_the_imported_nodes(runner, app, tmp_path: Path, verif
         assert db.session.scalar(select(NodeState.state)) == "up"
 
 
-def test_web_import_checks_new_nodes_in_the_background(client, login_as, app, verification_scp):
+def test_web_import_checks_new_nodes_in_the_background(run_jobs, client, login_as, app, verification_scp):
     port = verification_scp()
     login_as("technician")
     row = NODE.replace("127.0.0.5", "127.0.0.1").replace(",104,", f",{port},")
     response = _upload(client, f"{HEADER}\n{row}\n")
     assert response.status_code == 302
-    assert wait_for_pending_checks(10)
+    run_jobs()
     with app.app_context():
         assert db.session.scalar(select(NodeState.state)) == "up"
 

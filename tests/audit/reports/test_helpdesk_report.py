@@ -51,10 +51,10 @@ def test_helpdesk_report_shows_volumes_service_levels_and_assets(app, tmp_path):
     assert re.search(r"All(\s+\d+){5}\s+3", backlog), backlog
 
 
-def test_technician_may_generate_the_helpdesk_report(app, client, login_as):
+def test_technician_may_generate_the_helpdesk_report(app, client, login_as, run_jobs):
     login_as("technician")
     response = client.post("/reports", data={"kind": "helpdesk", "date_from": "2026-03-01",
                                              "date_to": "2026-03-31"})
     assert response.status_code == 302
-    services.wait_for_reports()
+    run_jobs()
     assert b"Download PDF" in client.get(response.headers["Location"]).data

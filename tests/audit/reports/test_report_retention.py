@@ -9,7 +9,7 @@ import pytest
 import time_machine
 from sqlalchemy import select
 
-from audit.reports.models import JobStatus, ReportJob
+from audit.reports.models import ReportJob, ReportStatus
 from audit.retention import engine as retention
 from audit.retention import holds as legal_holds
 from audit.trail.models import AuditEvent
@@ -23,7 +23,7 @@ def stored_report(app, user: User, created: datetime) -> str:
     """A finished report job with its PDF, created at ``created``; returns its id."""
     with app.app_context():
         job = ReportJob(kind="access-audit", params=json.dumps({"from": "2030-01-01", "to": "2030-01-31"}),
-                        status=JobStatus.DONE.value, progress=100, requested_by_id=user.id,
+                        status=ReportStatus.DONE.value, progress=100, requested_by_id=user.id,
                         created_at=created, finished_at=created, pdf=b"%PDF-1.7 patient MRN 123",
                         pdf_size=24)
         db.session.add(job)

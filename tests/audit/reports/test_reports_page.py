@@ -7,7 +7,6 @@ import json
 from sqlalchemy import select
 
 from audit.reports.models import ReportJob
-from audit.reports.services import wait_for_reports
 from audit.trail.models import AuditEvent
 from core.extensions import db
 from tests.conftest import PASSWORD
@@ -44,7 +43,7 @@ def test_technician_cannot_generate_a_compliance_report(app, client, login_as):
     assert events(app, "report.generate") == []
 
 
-def test_compliance_officer_generates_in_the_background_and_downloads_audited(app, client,
+def test_compliance_officer_generates_in_the_background_and_downloads_audited(app, client, run_jobs,
                                                                               login_as, tmp_path):
     officer = login_as("compliance", "privacy.garcia")
     response = generate(client)
@@ -56,7 +55,7 @@ def test_compliance_officer_generates_in_the_background_and_downloads_audited(ap
     assert json.loads(event.details) == {"kind": "access-audit", "report_id": job_id,
                                          "from": "2026-03-01", "to": "2026-03-31",
                                          "user": None, "object": None, "run": None}
-    wait_for_reports()
+    run_jobs()
     page = client.get(job_url)
     assert b"Download PDF" in page.data and b"data-refresh-seconds" not in page.data
     pdf = client.get(f"{job_url}/download")
@@ -82,12 +81,12 @@ def test_waiting_page_refreshes_itself_until_the_report_is_ready(app, client, lo
 
 
 def test_only_the_requester_or_compliance_may_download_a_report(app, client, auth, make_user,
-                                                                   login_as):
+                                                                   login_as, run_jobs):
     login_as("technician", "tech.one")
     response = generate(client, kind="helpdesk")
     assert response.status_code == 302
     job_url = response.headers["Location"]
-    wait_for_reports()
+    run_jobs()
     auth.logout()
     make_user("technician", "tech.two")
     auth.login("tech.two", PASSWORD)

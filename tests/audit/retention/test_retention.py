@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import re
+from datetime import timedelta
 
 import pytest
 import time_machine
@@ -161,7 +163,14 @@ def plan_digest(page: str) -> str:
     return re.search(r'name="plan_digest" type="hidden" value="([0-9a-f]{64})"', page).group(1)
 
 
-def test_web_run_shows_the_dry_run_then_runs_on_confirmation(app, client, login_as, scratch_class, frozen):
+def confirmation(page: str) -> dict[str, str]:
+    """The confirmation form's data for the dry run shown on ``page``."""
+    as_of = re.search(r'name="plan_as_of" type="hidden" value="([^"]+)"', page).group(1)
+    return {"confirm": "y", "plan_digest": plan_digest(page), "plan_as_of": html.unescape(as_of)}
+
+
+def test_web_run_shows_the_dry_run_then_runs_on_confirmation(app, client, login_as, scratch_class, frozen,
+                                                             run_jobs):
     scratch_class("T-1", at(2020))
     set_policy(app, "test_records", 1)
     login_as("compliance")
@@ -169,23 +178,56 @@ def test_web_run_shows_the_dry_run_then_runs_on_confirmation(app, client, login_
     assert "Test records" in page
     refused = client.post("/retention/run", data={"plan_digest": plan_digest(page)})
     assert refused.status_code == 200 and remaining_test_records(app) == ["T-1"]
-    done = client.post("/retention/run", data={"confirm": "y", "plan_digest": plan_digest(page)})
-    assert done.status_code == 302 and remaining_test_records(app) == []
+    queued = client.post("/retention/run", data=confirmation(page))
+    assert queued.status_code == 302 and remaining_test_records(app) == ["T-1"]
+    waiting = client.get(queued.headers["Location"]).get_data(as_text=True)
+    assert "waiting for the job worker" in waiting and "data-refresh-seconds" in waiting
+    assert [status for _, status in run_jobs()] == ["done"]
+    assert remaining_test_records(app) == []
+    done = client.get(queued.headers["Location"])
+    assert done.status_code == 302
     detail = client.get(done.headers["Location"]).get_data(as_text=True)
     assert "Records destroyed" in detail and "2020-01-01 to 2020-01-01" in detail
 
 
 def test_web_run_refuses_when_the_records_due_changed_since_the_dry_run(app, client, login_as,
-                                                                       scratch_class, frozen):
+                                                                       scratch_class, frozen, run_jobs):
     scratch_class("T-1", at(2020))
     set_policy(app, "test_records", 1)
     login_as("compliance")
     page = client.get("/retention/run").get_data(as_text=True)
     scratch_class("T-2", at(2021))
-    response = client.post("/retention/run", data={"confirm": "y", "plan_digest": plan_digest(page)},
-                           follow_redirects=True)
+    queued = client.post("/retention/run", data=confirmation(page))
+    run_jobs()
+    response = client.get(queued.headers["Location"])
     assert "changed since the dry run" in response.get_data(as_text=True)
     assert remaining_test_records(app) == ["T-1", "T-2"]
+
+
+def test_a_confirmed_run_keeps_the_dry_runs_cutoff_and_spares_what_aged_since(app, client, login_as,
+                                                                             scratch_class, frozen, run_jobs):
+    scratch_class("T-OLD", NOW - timedelta(days=400))
+    scratch_class("T-AGING", NOW - timedelta(days=365) + timedelta(minutes=5))
+    set_policy(app, "test_records", 1)
+    login_as("compliance")
+    page = client.get("/retention/run").get_data(as_text=True)
+    frozen.move_to(NOW + timedelta(minutes=10))   # T-AGING passes its year while the officer reads
+    client.post("/retention/run", data=confirmation(page))
+    assert [status for _, status in run_jobs()] == ["done"]
+    assert remaining_test_records(app) == ["T-AGING"], "only what the dry run showed is destroyed"
+
+
+def test_a_confirmation_of_a_dry_run_from_yesterday_is_refused(app, client, auth, login_as, scratch_class,
+                                                                frozen):
+    scratch_class("T-1", at(2020))
+    set_policy(app, "test_records", 1)
+    officer = login_as("compliance")
+    page = client.get("/retention/run").get_data(as_text=True)
+    frozen.move_to(NOW + timedelta(days=2))
+    assert auth.login(officer.username).status_code == 302
+    response = client.post("/retention/run", data=confirmation(page), follow_redirects=True)
+    assert "too old" in response.get_data(as_text=True)
+    assert remaining_test_records(app) == ["T-1"]
 
 
 # ---------------------------------------------------------------- concurrency guard
@@ -334,20 +376,24 @@ def test_held_audit_event_stops_the_purge_at_its_position(app, make_user, frozen
     assert entry.count == 3 and entry.held == 4 and plan.digest == report.digest and len(kept) == 1
 
 
-def test_nightly_retention_job_commits_and_skips_when_busy(app, scratch_class, frozen):
-    from audit.retention.jobs import retention_job
-    from core.scheduler import periodic_jobs
+def test_nightly_retention_job_commits_and_skips_when_busy(app, scratch_class, frozen, queue_job, run_jobs):
+    from core.jobs.models import Job
+    from core.jobs.registry import job_kinds
 
     scratch_class("T-1", at(2020))
     set_policy(app, "test_records", 1)
-    assert periodic_jobs(app)["audit.retention"].interval(app) == 24 * 3600
-    with app.app_context():
-        assert retention_job() == 1
+    assert job_kinds(app)["audit.retention"].every(app) == 24 * 3600
+    first = queue_job("audit.retention")
+    assert [status for _, status in run_jobs()] == ["done"]
     assert remaining_test_records(app) == []
     with app.app_context():
+        assert db.session.get(Job, first).result["destroyed"] == 1
         db.session.add(RetentionRun(status="running", started_by="x", started_at=NOW, heartbeat_at=NOW))
         db.session.commit()
-        assert retention_job() == 0
+    second = queue_job("audit.retention")
+    assert [status for _, status in run_jobs()] == ["done"]
+    with app.app_context():
+        assert "is still running" in db.session.get(Job, second).result["skipped"]
 
 
 def test_held_ticket_ten_years_old_survives(app, make_user, frozen):

@@ -5,10 +5,9 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from audit.trail.chain_verification import ChainVerificationRun, last_verification
-from audit.trail.jobs import verify_chain_job
 from audit.trail.models import AuditEvent
 from core.extensions import db
-from core.scheduler import periodic_jobs
+from core.jobs.registry import job_kinds
 from tests.audit.compliance_fixtures import at, write_events
 
 
@@ -37,12 +36,16 @@ def test_cli_verify_exits_1_naming_the_altered_event(app, runner, tamper):
     assert not run.ok and run.first_bad_seq == 2 and "altered" in run.problem
 
 
-def test_page_shows_last_verification_and_verifies_now(app, client, login_as):
+def test_page_shows_last_verification_and_verifies_now(app, client, login_as, run_jobs):
     login_as("compliance", "privacy")
     assert "has not been verified yet" in client.get("/audit").get_data(as_text=True)
     response = client.post("/audit/verify", follow_redirects=True)
-    text = response.get_data(as_text=True)
-    assert "Audit trail intact" in text and "Intact" in text
+    waiting = response.get_data(as_text=True)
+    assert "A verification of the chain is queued" in waiting and "data-refresh-seconds" in waiting
+    assert "Verify the chain now" not in waiting, "no second verification while one waits"
+    assert [status for _, status in run_jobs()] == ["done"]
+    text = client.get("/audit").get_data(as_text=True)
+    assert "Intact" in text and "data-refresh-seconds" not in text
     (run,) = runs(app)
     assert run.source == "web" and run.ok
     with app.app_context():
@@ -51,13 +54,13 @@ def test_page_shows_last_verification_and_verifies_now(app, client, login_as):
 
 
 def test_broken_chain_banner_for_compliance_and_admin_until_acknowledged(app, client, auth, make_user,
-                                                                         tamper):
+                                                                         tamper, queue_job, run_jobs):
     officer = make_user("compliance", "privacy")
     make_user("admin", "boss")
     clerk = make_user("requester", "clerk")
     tamper(1)
-    with app.app_context():
-        verify_chain_job()
+    queue_job("audit.verify_chain")
+    run_jobs()
     auth.login(clerk.username)
     assert "integrity check failed" not in client.get("/").get_data(as_text=True)
     auth.logout()
@@ -77,18 +80,18 @@ def test_broken_chain_banner_for_compliance_and_admin_until_acknowledged(app, cl
         assert run.acknowledged_by_id == officer.id and run.acknowledged_at is not None
 
 
-def test_nightly_verification_job_is_registered_and_commits(app):
-    assert periodic_jobs(app)["audit.verify_chain"].interval(app) == 24 * 3600
+def test_nightly_verification_job_is_registered_and_commits(app, queue_job, run_jobs):
+    assert job_kinds(app)["audit.verify_chain"].every(app) == 24 * 3600
     write_events(app, at(2026, 1), 2)
-    with app.app_context():
-        periodic_jobs(app)["audit.verify_chain"].func()
-        db.session.rollback()
+    queue_job("audit.verify_chain")
+    assert [status for _, status in run_jobs()] == ["done"]
     (run,) = runs(app)
     assert run.ok and run.source == "scheduler" and run.count == 2
 
 
-def test_dashboard_panel_shows_last_verification_and_retention_run(app, client, login_as):
+def test_dashboard_panel_shows_last_verification_and_retention_run(app, client, login_as, run_jobs):
     login_as("compliance")
     client.post("/audit/verify")
+    run_jobs()
     home = client.get("/").get_data(as_text=True)
     assert "Last chain verification" in home and "intact" in home and "Last retention run" in home

@@ -287,18 +287,23 @@ def db_code(app, title: str) -> str:
         return db.session.execute(select(Course.code).where(Course.title == title)).scalar_one()
 
 
-def test_nightly_sync_assigns_users_whose_role_now_needs_a_course(app, make_user):
-    from audit.training.jobs import training_sync_job
+def test_nightly_sync_assigns_users_whose_role_now_needs_a_course(app, make_user, queue_job, run_jobs):
     from core.auth.models import Role
     from core.auth.services import change_role
+    from core.jobs.models import Job
 
     with time_machine.travel(at(2036, 1, 1), tick=False):
         user = make_user("compliance", "moved")
         with app.app_context():
             change_role(db.session.get(User, user.id), Role.TECHNICIAN)
             db.session.commit()
-            assert training_sync_job() == 2     # PACS viewer and break-the-glass
-            assert training_sync_job() == 0
+        first = queue_job("audit.training_sync")
+        run_jobs()
+        second = queue_job("audit.training_sync")
+        run_jobs()
+        with app.app_context():
+            assert db.session.get(Job, first).result == {"assignments_created": 2}  # viewer, break-the-glass
+            assert db.session.get(Job, second).result == {"assignments_created": 0}
 
 
 def test_retention_destroys_superseded_completions_only(app, client, login_as):

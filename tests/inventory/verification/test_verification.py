@@ -17,14 +17,13 @@ from audit import record
 from audit.trail.models import AuditEvent
 from core.extensions import db
 from inventory.models import Asset
+from inventory.services import request_checks
 from inventory.verification.dicom import EchoResult, Outcome
 from inventory.verification.models import NodeCheck, NodeState
 from inventory.verification.services import (
     record_check,
-    request_check,
     sweep,
     verify_asset,
-    wait_for_pending_checks,
 )
 from inventory.verification.summary import node_summary, uptime_percentages
 from tests.inventory.conftest import free_port, record_at_once, stay_silent
@@ -133,7 +132,7 @@ def test_slow_answer_is_degraded(app, verification_scp, make_node):
 
 
 def test_verify_now_of_a_silent_node_lets_others_write_while_it_waits(app, client, login_as,
-                                                                     raw_peer, make_node):
+                                                                     raw_peer, make_node, run_jobs):
     app.config["PACSDESK_VERIFY_TIMEOUT"] = 60.0  # outlasts a blocked writer's 30 s busy wait
     accepted, release = threading.Event(), threading.Event()
 
@@ -155,8 +154,8 @@ def test_verify_now_of_a_silent_node_lets_others_write_while_it_waits(app, clien
         except Exception as exc:
             errors.append(exc)
 
-    verifying = threading.Thread(target=lambda: responses.append(
-        client.post("/assets/CT-01/verify")))
+    responses.append(client.post("/assets/CT-01/verify"))
+    verifying = threading.Thread(target=run_jobs)
     writer = threading.Thread(target=write_elsewhere)
     verifying.start()
     try:
@@ -164,7 +163,7 @@ def test_verify_now_of_a_silent_node_lets_others_write_while_it_waits(app, clien
         writer.start()
         writer.join(90)
         assert not writer.is_alive() and errors == [], errors
-        assert verifying.is_alive(), "verify now must still be waiting when the other write ends"
+        assert verifying.is_alive(), "the check must still be waiting when the other write ends"
     finally:
         release.set()
         verifying.join(90)
@@ -184,7 +183,7 @@ def test_verify_now_after_an_unsaved_change_refuses_rather_than_losing_it(app, m
     with app.app_context():
         asset = db.session.get(Asset, asset_id)
         asset.location = "Room 9"
-        with pytest.raises(RuntimeError, match="before any change"):
+        with pytest.raises(RuntimeError, match="commit or discard the pending changes first"):
             verify_asset(asset, "manual")
         db.session.commit()
     with app.app_context():
@@ -259,19 +258,17 @@ def test_sweep_skips_a_node_without_an_address_and_reports_it(app, make_node):
         assert json.loads(events("node.sweep")[0].details)["skipped"] == 1
 
 
-def test_check_after_save_runs_in_the_background_without_blocking(app, raw_peer, make_node,
-                                                                 make_user):
+def test_check_after_save_is_a_job_that_runs_outside_the_request(app, raw_peer, make_node, make_user,
+                                                                 run_jobs):
     user = make_user("technician", "sam")
     asset_id = make_node("CT-01", raw_peer(stay_silent))
-    with app.test_request_context():
-        from flask_login import login_user
-
+    with app.app_context():
         from core.auth.models import User
 
-        login_user(db.session.get(User, user.id))
-        request_check(asset_id)
-        assert not wait_for_pending_checks(0), "the request must not wait for the echo"
-    assert wait_for_pending_checks(30)
+        assert len(request_checks([asset_id], "save", user=db.session.get(User, user.id))) == 1
+        db.session.commit()
+        assert db.session.query(NodeCheck).count() == 0, "queueing does not check the node"
+    assert [status for _, status in run_jobs()] == ["done"]
     with app.app_context():
         (check,) = db.session.query(NodeCheck).all()
         assert check.trigger == "save" and check.outcome == "no_response"
@@ -280,13 +277,23 @@ def test_check_after_save_runs_in_the_background_without_blocking(app, raw_peer,
         assert json.loads(event.details)["trigger"] == "save"
 
 
-def test_check_after_save_of_a_non_node_does_nothing(app, make_node):
+def test_check_after_save_of_a_non_node_does_nothing(app, make_node, run_jobs):
     asset_id = make_node("WS-01", 104, kind="workstation")
     with app.app_context():
-        request_check(asset_id)
-    assert wait_for_pending_checks(10)
+        request_checks([asset_id], "save")
+        db.session.commit()
+    run_jobs()
     with app.app_context():
         assert db.session.query(NodeCheck).count() == 0
+
+
+def test_a_node_with_automatic_verification_off_is_not_checked_on_save_but_can_be_checked_by_hand(
+        app, make_node, run_jobs):
+    asset_id = make_node("CT-01", 104, verify_enabled=False)
+    with app.app_context():
+        assert request_checks([asset_id], "save") == []
+        assert len(request_checks([asset_id], "manual")) == 1
+        db.session.commit()
 
 
 def test_uptime_counts_successful_checks_per_window(app, make_node):
@@ -428,17 +435,17 @@ def test_a_fresh_app_registers_the_sweep_job_audit_actions_retention_class_and_p
         f"app = create_app({{'SQLALCHEMY_DATABASE_URI': 'sqlite://', 'SECRET_KEY': 'x', "
         f"'PACSDESK_INSTANCE_PATH': {str(tmp_path)!r}}})\n"
         "from core import audit_sink\n"
-        "from core.scheduler import periodic_jobs\n"
+        "from core.jobs.registry import job_kinds\n"
         "from audit.retention.registry import record_classes\n"
         "from core.navigation import _navigation\n"
-        "print(periodic_jobs(app)['inventory.sweep'].name,\n"
+        "print(job_kinds(app)['inventory.sweep'].name,\n"
         "      sorted(a for a in audit_sink.actions(app) if a.startswith('node.')),\n"
         "      'verification_results' in record_classes(app),\n"
         "      any(p.template == 'inventory/_dashboard_nodes.html' for p in _navigation(app).panels))\n"
     )
     out = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[3],
                          capture_output=True, text=True, timeout=60, check=True).stdout
-    assert out.strip() == ("inventory.sweep ['node.down', 'node.recovered', 'node.sweep', "
+    assert out.strip() == ("inventory.sweep ['node.checks', 'node.down', 'node.recovered', 'node.sweep', "
                            "'node.verify'] True True")
 
 

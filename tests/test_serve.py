@@ -1,0 +1,112 @@
+"""`pacsdesk serve` supervises its job worker: restarted when it dies, gone when the server dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.test_cli import PACSDESK, _free_port, cli_env
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with ``pid`` still runs (and is not a zombie)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def _live_workers(url: str) -> list[int]:
+    """Pids of workers that registered and have not stopped."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return [row[0] for row in connection.execute(
+                text("SELECT pid FROM job_worker WHERE stopped_at IS NULL ORDER BY started_at"))]
+    finally:
+        engine.dispose()
+
+
+def _wait_for(check, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {seconds} s waiting for {what}")
+
+
+def _serve(tmp_path: Path, url: str, cwd: Path) -> tuple[subprocess.Popen, Path]:
+    """`pacsdesk setup` then `pacsdesk serve` in ``cwd``, its output in a log file."""
+    env = cli_env(tmp_path, url)
+    subprocess.run([str(PACSDESK), "setup"], env=env, cwd=cwd, check=True, capture_output=True, timeout=180)
+    log = tmp_path / "serve.log"
+    port = _free_port()
+    with log.open("w") as out:
+        server = subprocess.Popen([str(PACSDESK), "serve", "--port", str(port), "--workers", "1",
+                                   "--threads", "2"], env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
+
+    _wait_for(healthy, 60, "/healthz")
+    return server, log
+
+
+def _stop(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        server.terminate()
+        try:
+            server.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def test_serve_started_beside_an_app_folder_runs_jobs_and_restarts_a_killed_worker(tmp_path):
+    shadow = tmp_path / "site"
+    (shadow / "app").mkdir(parents=True)
+    (shadow / "app" / "__init__.py").write_text("raise ImportError('not PACS Desk')\n")
+    url = f"sqlite:///{tmp_path / 'pacsdesk.db'}"
+    server, log = _serve(tmp_path, url, shadow)
+    try:
+        [first] = _wait_for(lambda: _live_workers(url), 30, "the job worker to register")
+        engine = create_engine(url)
+        _wait_for(lambda: engine.connect().execute(text(
+            "SELECT count(*) FROM audit_chain_verification WHERE source = 'scheduler'")).scalar(),
+            30, "the worker to run the periodic chain verification")
+        engine.dispose()
+        os.kill(first, signal.SIGKILL)
+        killed = time.monotonic()
+        replacement = _wait_for(lambda: [p for p in _live_workers(url) if p != first and _alive(p)], 20,
+                                "a new worker")
+        assert time.monotonic() - killed < 10 + 2
+        assert replacement and not _alive(first)
+        output = log.read_text()
+        assert f"job worker (pid {first}) exited" in output and "restarting it" in output
+        assert "ImportError" not in output
+    finally:
+        _stop(server)
+    assert not any(_alive(pid) for pid in _live_workers(url))
+
+
+def test_a_worker_never_outlives_a_killed_server(tmp_path):
+    url = f"sqlite:///{tmp_path / 'pacsdesk.db'}"
+    server, _log = _serve(tmp_path, url, tmp_path)
+    [worker] = _wait_for(lambda: _live_workers(url), 30, "the job worker to register")
+    server.send_signal(signal.SIGKILL)
+    server.wait()
+    _wait_for(lambda: not _alive(worker), 15, "the orphaned worker to exit")

@@ -2,7 +2,8 @@
 # Install the Debian packages PACS Desk needs to run and to be tested:
 # WeasyPrint's Pango, DICOM peers for integration tests (dcmtk, Orthanc),
 # Chromium for the browser tests, poppler for reading PDFs back, psql for CI's
-# scratch database, Node.js (npm) for the browser tests' accessibility checker.
+# scratch database, Node.js (npm) for the browser tests' accessibility checker,
+# Dovecot's IMAP server for the incoming-mail tests.
 set -euo pipefail
 packages=(
   libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core
@@ -10,6 +11,7 @@ packages=(
   chromium
   poppler-utils
   postgresql-client nodejs
+  dovecot-imapd  # IMAP server (with dovecot-core) that the inbound mail tests start
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -28,4 +30,6 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 # Orthanc's package starts a system service; the tests start their own instances.
 if command -v service >/dev/null 2>&1; then $SUDO service orthanc stop >/dev/null 2>&1 || true; fi
+# Dovecot's package starts a system service too; the tests start their own, on free ports.
+if command -v service >/dev/null 2>&1; then $SUDO service dovecot stop >/dev/null 2>&1 || true; fi
 echo "system packages: installed ${missing[*]}"

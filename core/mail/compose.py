@@ -25,7 +25,7 @@ from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 from html import escape
 
-from core.mail.phi import safe_title, text_problem
+from core.mail.phi import GENERIC_TITLE, safe_title, text_problem
 from core.mail.settings import Identity
 
 TICKET_TAG = re.compile(r"\[(PD-\d{6,9})\]", re.IGNORECASE)
@@ -173,10 +173,12 @@ def ticket_notice(number: str, title: str, event: str, *, identifiers: Iterable[
     """A notice that ``event`` happened on a ticket, naming it by number and its title made safe."""
     shown = safe_title(title, identifiers)
     event = one_line(event)
-    paragraphs = (f"{event}: ticket {number.upper()}, {shown}.", *details,
+    named = shown != GENERIC_TITLE
+    first = f"{event}: ticket {number.upper()}, “{shown}”." if named else f"{event}: ticket {number.upper()}."
+    paragraphs = (first, *details,
                   "For patient privacy this message holds no ticket text. Read the ticket and "
                   "answer it in PACS Desk.")
-    return Notice(subject=f"{event}: {shown}", paragraphs=paragraphs,
+    return Notice(subject=f"{event}: {shown}" if named else event, paragraphs=paragraphs,
                   link_path=f"/tickets/{number.upper()}", link_label="Open the ticket",
                   ticket=number, reason=reason)
 

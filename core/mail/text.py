@@ -21,9 +21,9 @@ from html.parser import HTMLParser
 
 SKIPPED = frozenset({"script", "style", "head", "title", "noscript", "template", "svg", "object",
                      "iframe"})
-BLOCKS = frozenset({"p", "div", "br", "li", "tr", "table", "ul", "ol", "pre", "hr", "blockquote",
-                    "section", "article", "header", "footer", "h1", "h2", "h3", "h4", "h5", "h6",
-                    "dd", "dt", "address"})
+PARAGRAPHS = frozenset({"p", "ul", "ol", "table", "blockquote", "pre", "hr", "h1", "h2", "h3", "h4",
+                        "h5", "h6"})
+LINES = frozenset({"div", "li", "tr", "section", "article", "header", "footer", "dd", "dt", "address"})
 
 ON_WROTE = re.compile(
     r"^(?:on|le|am|el|op|il|em)\s.{0,400}?"
@@ -52,16 +52,26 @@ class _TextExtractor(HTMLParser):
         self.preformatted = 0
 
     def _flush(self) -> None:
-        """End the current line."""
+        """End the current line, even an empty one."""
         line = " ".join("".join(self.current).split())
-        self.lines.append(("> " * self.quote_depth) + line if line or self.quote_depth else "")
+        self.lines.append(("> " * self.quote_depth) + line)
+        self.current = []
+
+    def _break(self, paragraph: bool) -> None:
+        """Start a new line (after a blank one for a paragraph) unless already at one."""
+        if "".join(self.current).strip():
+            self._flush()
+        if paragraph and self.lines and self.lines[-1].strip("> "):
+            self.lines.append("> " * self.quote_depth)
         self.current = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in SKIPPED:
             self.skipping += 1
-        elif tag in BLOCKS:
+        elif tag == "br":
             self._flush()
+        elif tag in PARAGRAPHS or tag in LINES:
+            self._break(tag in PARAGRAPHS)
             if tag == "blockquote":
                 self.quote_depth += 1
             elif tag == "pre":
@@ -70,14 +80,16 @@ class _TextExtractor(HTMLParser):
                 self.current.append("- ")
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in BLOCKS:
+        if tag == "br":
             self._flush()
+        elif tag in PARAGRAPHS or tag in LINES:
+            self._break(tag in PARAGRAPHS)
 
     def handle_endtag(self, tag: str) -> None:
         if tag in SKIPPED:
             self.skipping = max(0, self.skipping - 1)
-        elif tag in BLOCKS:
-            self._flush()
+        elif tag in PARAGRAPHS or tag in LINES:
+            self._break(tag in PARAGRAPHS)
             if tag == "blockquote":
                 self.quote_depth = max(0, self.quote_depth - 1)
             elif tag == "pre":
@@ -101,7 +113,7 @@ def html_to_text(html: str) -> str:
     parser = _TextExtractor()
     parser.feed(html)
     parser.close()
-    parser._flush()
+    parser._break(paragraph=False)
     return tidy("\n".join(parser.lines))
 
 

@@ -6,7 +6,6 @@ import datetime as dt
 import ipaddress
 import socket
 import ssl
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,11 +179,8 @@ def smtp_server(test_ca: MailCA) -> Iterator[Callable[..., SmtpServer]]:
             # aiosmtpd sees TLS only after STARTTLS; on SMTPS the whole connection is TLS anyway.
             options |= {"authenticator": authenticate, "auth_required": True,
                         "auth_require_tls": mode == "starttls"}
-        with warnings.catch_warnings():
-            # SMTPS without aiosmtpd's STARTTLS flag: the warning about AUTH without TLS is moot.
-            warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
-            controller = Controller(recorder, hostname="127.0.0.1", port=port, **options)
-            controller.start()
+        controller = Controller(recorder, hostname="127.0.0.1", port=port, **options)
+        controller.start()
         controllers.append(controller)
         return SmtpServer(port, recorder, str(test_ca.ca_path))
 

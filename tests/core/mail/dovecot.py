@@ -88,7 +88,7 @@ class Dovecot:
             ids = []
             for uid in data[0].split():
                 _, fetched = client.uid("FETCH", uid, "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
-                header = fetched[0][1].decode().strip()
+                header = bytes(fetched[0][1]).decode().strip()
                 ids.append(header.partition(":")[2].strip())
             return ids
 
@@ -96,7 +96,7 @@ class Dovecot:
         """Names of the user's folders."""
         with self.client() as client:
             _, data = client.list()
-            return [line.decode().rsplit(" ", 1)[1].strip('"') for line in data if line]
+            return [line.decode().rsplit(" ", 1)[1].strip('"') for line in data if isinstance(line, bytes)]
 
 
 def _config(folder: Path, ca: MailCA, imap_port: int, imaps_port: int, capabilities: str | None) -> str:

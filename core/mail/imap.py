@@ -30,8 +30,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from types import TracebackType
 
-from core.mail.settings import ImapSettings
-from core.mail.smtp import tls_context
+from core.mail.settings import ImapSettings, tls_context
 
 FETCH_ITEM = re.compile(rb"UID (\d+)|RFC822\.SIZE (\d+)")
 
@@ -128,7 +127,8 @@ class Mailbox:
             raise ImapError(f"{step}: the connection broke ({exc})") from None
         except imaplib.IMAP4.error as exc:
             text = str(exc)
-            permanent = step == "log in" and "AUTHENTICATIONFAILED" in text.upper()
+            # A refused LOGIN is the credentials, unless the server says it is unavailable (RFC 5530).
+            permanent = step == "log in" and "UNAVAILABLE" not in text.upper()
             raise ImapError(f"{step}: the server refused ({text})", temporary=not permanent) from None
         except ssl.SSLCertVerificationError as exc:
             raise ImapError(f"{step}: the server's certificate is not trusted: {exc.verify_message}",

@@ -44,7 +44,7 @@ class InboundLimits:
 class Attachment:
     """A file that came with a message: its name, declared content type and bytes."""
 
-    filename: str
+    filename: str = field(repr=False)
     content_type: str
     data: bytes = field(repr=False)
     inline: bool = False
@@ -57,21 +57,21 @@ class Attachment:
 
 @dataclass(frozen=True)
 class InboundMessage:
-    """One incoming message as plain values."""
+    """One incoming message as plain values; what a person wrote stays out of ``repr``."""
 
     key: str
     message_id: str | None
     sender: str
     sender_name: str
     return_path: str | None
-    subject: str
+    subject: str = field(repr=False)
     in_reply_to: str | None
     references: tuple[str, ...]
     ticket_number: str | None
     automatic: str | None
     text: str = field(repr=False)
     reply: str = field(repr=False)
-    attachments: tuple[Attachment, ...] = ()
+    attachments: tuple[Attachment, ...] = field(default=(), repr=False)
     truncated: bool = False
 
 
@@ -233,8 +233,8 @@ def _body_and_files(message: Message, limits: InboundLimits,
     return (html_to_text(html) if html is not None else tidy(plain or "")), files
 
 
-def _refusal(raw: bytes, reason: str) -> MessageRefused:
-    """A refusal with what the header alone tells."""
+def refusal(raw: bytes, reason: str) -> MessageRefused:
+    """A refusal for ``raw`` (a whole message or only its header) with what the header tells."""
     try:
         header = BytesHeaderParser(policy=default).parsebytes(raw[:256 * 1024])
         message_id = _first_id(header_text(header, "Message-ID"))
@@ -246,19 +246,29 @@ def _refusal(raw: bytes, reason: str) -> MessageRefused:
                           sender=sender, automatic=automatic)
 
 
+def too_large_reason(limits: InboundLimits) -> str:
+    """Why a message over the size limit is refused."""
+    return f"the message is larger than the {limits.max_message_bytes // MB} MB limit"
+
+
+def refuse_oversized(header: bytes, limits: InboundLimits) -> MessageRefused:
+    """The refusal of a message whose listed size is over the limit, from its header alone."""
+    return refusal(header, too_large_reason(limits))
+
+
 def parse(raw: bytes, limits: InboundLimits | None = None, *, domain: str | None = None) -> InboundMessage:
     """Read ``raw``; ``domain`` restricts thread-id matches to ours. Raise MessageRefused on bad input."""
     limits = limits or InboundLimits()
     if not raw.strip():
         raise MessageRefused("the message is empty", key=message_key(raw))
     if len(raw) > limits.max_message_bytes:
-        raise _refusal(raw, f"the message is larger than the {limits.max_message_bytes // MB} MB limit")
+        raise refusal(raw, too_large_reason(limits))
     try:
         return _parse(raw, limits, domain)
     except MessageRefused:
         raise
     except Exception as exc:  # the e-mail package raises many kinds on broken input
-        raise _refusal(raw, f"the message could not be read ({exc.__class__.__name__})") from None
+        raise refusal(raw, f"the message could not be read ({exc.__class__.__name__})") from None
 
 
 def _parse(raw: bytes, limits: InboundLimits, domain: str | None) -> InboundMessage:

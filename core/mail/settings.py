@@ -142,6 +142,13 @@ class MailSettings:
         return self.smtp is not None and self.identity is not None
 
 
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """A verifying TLS context (TLS 1.2 or later): the system's CAs, or only ``ca_file`` when given."""
+    context = ssl.create_default_context(cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
 def _timeout(variable: str, query: dict[str, str]) -> float:
     """The ``timeout`` query parameter in seconds."""
     raw = query.pop("timeout", None)
@@ -235,6 +242,8 @@ def parse_mail_url(raw: str, *, password_file: str = "", ca_file: str | None = N
     if starttls not in ("true", "false"):
         raise MailConfigError(variable, "starttls must be true or false")
     if password_file.strip():
+        if not username:
+            raise MailConfigError("PACSDESK_MAIL_PASSWORD_FILE", "is set but PACSDESK_MAIL_URL names no user")
         password = read_password_file(password_file)
     if username and password is None:
         raise MailConfigError(variable, "names a user but no password (give one in the URL or "

@@ -23,7 +23,7 @@ from email.utils import getaddresses
 from enum import StrEnum
 
 from core.mail.compose import check_address, compose, mail_test_notice
-from core.mail.settings import Identity, SmtpSecurity, SmtpSettings
+from core.mail.settings import Identity, SmtpSecurity, SmtpSettings, tls_context
 
 
 class SendStatus(StrEnum):
@@ -79,13 +79,6 @@ class SendResult:
         """One line for logs and the Jobs page."""
         code = f"{self.code} " if self.code is not None else ""
         return f"{self.status.value} at {self.stage.value}: {code}{self.reply}".strip()
-
-
-def tls_context(ca_file: str | None) -> ssl.SSLContext:
-    """A verifying TLS context: the system's CAs, or only ``ca_file`` when given."""
-    context = ssl.create_default_context(cafile=ca_file)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
 
 
 def _text(reply: bytes | str) -> str:

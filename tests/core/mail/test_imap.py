@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from core.mail.imap import ImapError, Mailbox, MessageGone
-from core.mail.inbound import parse
+from core.mail.inbound import InboundLimits, parse, refuse_oversized
 from tests.core.mail.conftest import MailCA
 from tests.core.mail.dovecot import PLAIN_CAPABILITIES, Dovecot, run_dovecot
 
@@ -112,3 +112,17 @@ def test_untrusted_certificate_is_refused(dovecot):
     with pytest.raises(ImapError, match="certificate is not trusted") as refused:
         Mailbox(replace(dovecot.settings(), ca_file=None))
     assert not refused.value.temporary
+
+
+def test_message_over_the_size_limit_is_refused_from_its_header_and_moved(dovecot):
+    big = mail(9).replace(b"\r\n\r\n", b"\r\nContent-Type: text/plain\r\n\r\n", 1) + b"x" * (2 * 1024 * 1024)
+    dovecot.append(big)
+    limits = InboundLimits(max_message_bytes=1024 * 1024)
+    with Mailbox(dovecot.settings()) as box:
+        [entry] = box.pending()
+        assert entry.size > limits.max_message_bytes
+        refused = refuse_oversized(box.fetch_header(entry.uid), limits)
+        box.move_to_processed(entry.uid)
+    assert refused.reason == "the message is larger than the 1 MB limit"
+    assert (refused.key, refused.sender) == ("<m9@mail.hospital.example>", "jane.doe@hospital.example")
+    assert dovecot.message_ids("Processed") == ["<m9@mail.hospital.example>"]

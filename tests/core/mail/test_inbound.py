@@ -7,7 +7,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from core.mail.inbound import InboundLimits, MessageRefused, parse
+from core.mail.inbound import InboundLimits, MessageRefused, parse, refuse_oversized
 
 HEAD = (b"From: Jane Doe <Jane.Doe@Hospital.example>\r\nTo: pacsdesk@hospital.example\r\n"
         b"Message-ID: <r1@mail.hospital.example>\r\nDate: Mon, 02 Mar 2026 09:00:00 +0000\r\n")
@@ -192,6 +192,9 @@ def test_40_mb_message_is_refused_with_its_header_facts():
     assert refused.value.reason == "the message is larger than the 25 MB limit"
     assert refused.value.key == "<r1@mail.hospital.example>"
     assert refused.value.sender == "jane.doe@hospital.example" and refused.value.automatic is None
+    header = raw.partition(b"\r\n\r\n")[0] + b"\r\n\r\n"
+    from_header = refuse_oversized(header, InboundLimits())
+    assert (from_header.reason, from_header.key) == (refused.value.reason, refused.value.key)
 
 
 def test_200_attachments_are_refused():

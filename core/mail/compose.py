@@ -71,6 +71,8 @@ def check_address(value: str, field: str = "recipient") -> str:
     """A single valid address (``user@domain``) or UnsafeMessage naming ``field``."""
     if CONTROL.search(value):
         raise UnsafeMessage(f"{field}: an address cannot contain control characters")
+    if not value.isascii():
+        raise UnsafeMessage(f"{field}: only addresses in ASCII characters are supported")
     try:
         address = Address(addr_spec=value.strip())
     except (HeaderParseError, ValueError, IndexError):

@@ -81,7 +81,7 @@ class Mailbox:
             self._client = self._connect()
         try:
             with self._step("log in"):
-                self._client.login(settings.username, settings.password)
+                self._log_in()
                 self.capabilities = self._capabilities()
             with self._step(f"open folder {settings.folder}"):
                 self._ok(self._client.select(_quote(settings.folder)), f"open folder {settings.folder}")
@@ -100,8 +100,20 @@ class Mailbox:
         if "STARTTLS" not in client.capabilities:
             client.shutdown()
             raise ImapError("connect: the server does not offer STARTTLS; use imaps://", temporary=False)
-        client.starttls(ssl_context=context)
+        try:
+            client.starttls(ssl_context=context)
+        except BaseException:
+            client.shutdown()
+            raise
         return client
+
+    def _log_in(self) -> None:
+        """LOGIN, or AUTHENTICATE PLAIN in UTF-8 for a name or password beyond ASCII."""
+        user, password = self.settings.username, self.settings.password
+        if (user + password).isascii():
+            self.client.login(user, password)
+        else:
+            self.client.authenticate("PLAIN", lambda _: f"\0{user}\0{password}".encode())
 
     @property
     def client(self) -> imaplib.IMAP4:

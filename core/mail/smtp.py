@@ -48,7 +48,7 @@ class Stage(StrEnum):
 
 @dataclass(frozen=True)
 class RefusedRecipient:
-    """A recipient the server refused while it accepted others."""
+    """A recipient the server refused, with its reply."""
 
     address: str
     code: int
@@ -78,7 +78,8 @@ class SendResult:
     def describe(self) -> str:
         """One line for logs and the Jobs page."""
         code = f"{self.code} " if self.code is not None else ""
-        return f"{self.status.value} at {self.stage.value}: {code}{self.reply}".strip()
+        where = "" if self.status is SendStatus.SENT else f" at {self.stage.value}"
+        return f"{self.status.value}{where}: {code}{self.reply}".strip()
 
 
 def _text(reply: bytes | str) -> str:
@@ -109,8 +110,8 @@ def _connect(settings: SmtpSettings, context: ssl.SSLContext) -> smtplib.SMTP:
 def _converse(client: smtplib.SMTP, settings: SmtpSettings, context: ssl.SSLContext,
               message: EmailMessage, progress: list[Stage]) -> SendResult:
     """EHLO, STARTTLS, AUTH and the message itself; ``progress`` records the current stage."""
-    progress.append(Stage.TLS)
     client.ehlo()
+    progress.append(Stage.TLS)
     if settings.security is not SmtpSecurity.SMTPS:
         if client.has_extn("starttls"):
             client.starttls(context=context)
@@ -197,13 +198,13 @@ def send(settings: SmtpSettings, message: EmailMessage) -> SendResult:
     except ConnectionRefusedError:
         return SendResult(SendStatus.TEMPORARY, Stage.CONNECT, None,
                           f"connection refused by {settings.host}:{settings.port}")
-    except OSError as exc:
-        return SendResult(SendStatus.TEMPORARY, progress[-1], None,
-                          f"network error: {exc.strerror or exc.__class__.__name__}")
-    except smtplib.SMTPException as exc:
+    except smtplib.SMTPException as exc:  # before OSError, of which it is a kind
         # e.g. "No suitable authentication method found": the settings, not the moment
         status = SendStatus.PERMANENT if progress[-1] is Stage.AUTH else SendStatus.TEMPORARY
         return SendResult(status, progress[-1], None, _text(str(exc)))
+    except OSError as exc:
+        return SendResult(SendStatus.TEMPORARY, progress[-1], None,
+                          f"network error: {exc.strerror or exc.__class__.__name__}")
     finally:
         if client is not None:
             _quit(client)

@@ -167,7 +167,7 @@ def smtp_server(test_ca: MailCA) -> Iterator[Callable[..., SmtpServer]]:
     controllers: list[Controller] = []
 
     def start(mode: str = "starttls", *, auth: bool = True, rcpt_replies: dict[str, str] | None = None,
-              data_reply: str | None = None) -> SmtpServer:
+              data_reply: str | None = None, auth_exclude: tuple[str, ...] = ()) -> SmtpServer:
         recorder = Recorder(rcpt_replies=rcpt_replies or {}, data_reply=data_reply)
         port = free_port()
         options: dict[str, Any] = {"server_hostname": "mail.test", "ready_timeout": 10}
@@ -178,7 +178,7 @@ def smtp_server(test_ca: MailCA) -> Iterator[Callable[..., SmtpServer]]:
         if auth:
             # aiosmtpd sees TLS only after STARTTLS; on SMTPS the whole connection is TLS anyway.
             options |= {"authenticator": authenticate, "auth_required": True,
-                        "auth_require_tls": mode == "starttls"}
+                        "auth_require_tls": mode == "starttls", "auth_exclude_mechanism": auth_exclude}
         controller = Controller(recorder, hostname="127.0.0.1", port=port, **options)
         controller.start()
         controllers.append(controller)

@@ -24,6 +24,8 @@ from tests.helpers import require
 
 IMAP_USER = "helpdesk"
 IMAP_PASSWORD = "imap-secret-42"
+# A second account whose password is not ASCII.
+UTF8_USER, UTF8_PASSWORD = "radiologie", "Grüße-aus-Köln-7"
 # What Dovecot advertises when MOVE and UIDPLUS are hidden, to exercise the COPY fallback.
 PLAIN_CAPABILITIES = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE"
 
@@ -174,7 +176,8 @@ def run_dovecot(ca: MailCA, *, capabilities: str | None = None) -> Iterator[Dove
     try:
         home = folder / "home"
         home.mkdir()
-        (folder / "passwd").write_text(f"{IMAP_USER}:{{PLAIN}}{IMAP_PASSWORD}::::\n")
+        (folder / "passwd").write_text(f"{IMAP_USER}:{{PLAIN}}{IMAP_PASSWORD}::::\n"
+                                       f"{UTF8_USER}:{{PLAIN}}{UTF8_PASSWORD}::::\n", encoding="utf-8")
         if os.geteuid() == 0:
             folder.chmod(0o755)
             (folder / "passwd").chmod(0o644)

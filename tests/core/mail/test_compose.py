@@ -66,6 +66,7 @@ def test_ticket_notice_never_holds_more_than_number_safe_title_and_words_of_our_
     ({"to": "jane.doe@hospital.example\r\nBcc: thief@elsewhere.example"},
      "recipient: an address cannot contain"),
     ({"to": "not an address"}, "recipient: not an e-mail address"),
+    ({"to": "jöse@hospital.example"}, "recipient: only addresses in ASCII"),
     ({"to": []}, "recipient: at least one address"),
     ({"notice": Notice(subject="x", paragraphs=(), ticket="123")}, "ticket: must be a ticket number"),
     ({"notice": Notice(subject="MRN 4471234", paragraphs=())}, "subject looks like it carries"),

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
 from core.mail.imap import ImapError, Mailbox, MessageGone
 from core.mail.inbound import InboundLimits, parse, refuse_oversized
 from tests.core.mail.conftest import MailCA
-from tests.core.mail.dovecot import PLAIN_CAPABILITIES, Dovecot, run_dovecot
+from tests.core.mail.dovecot import PLAIN_CAPABILITIES, UTF8_PASSWORD, UTF8_USER, Dovecot, run_dovecot
 
 pytestmark = pytest.mark.integration
 
@@ -106,9 +107,12 @@ def test_wrong_password_is_a_permanent_error_without_the_password(dovecot):
     assert "log in" in str(refused.value) and "wrong-password-7" not in str(refused.value)
 
 
-def test_untrusted_certificate_is_refused(dovecot):
-    from dataclasses import replace
+def test_password_beyond_ascii_logs_in(dovecot):
+    with Mailbox(replace(dovecot.settings(), username=UTF8_USER, password=UTF8_PASSWORD)) as box:
+        assert box.pending() == []
 
+
+def test_untrusted_certificate_is_refused(dovecot):
     with pytest.raises(ImapError, match="certificate is not trusted") as refused:
         Mailbox(replace(dovecot.settings(), ca_file=None))
     assert not refused.value.temporary

@@ -103,6 +103,14 @@ def test_wrong_password_is_refused_at_auth_and_blames_the_settings(smtp_server):
     assert "not-the-password" not in result.describe() and server.messages == []
 
 
+def test_server_without_a_usable_auth_mechanism_is_a_settings_problem(smtp_server):
+    server = smtp_server("starttls", auth_exclude=("LOGIN", "PLAIN"))
+    result = send(server.settings(), ticket_message())
+    assert result.status is SendStatus.PERMANENT and result.stage is Stage.AUTH
+    assert result.reply == "No suitable authentication method found."
+    assert not result.message_specific and server.messages == []
+
+
 def test_server_answering_451_to_data_means_try_again_later(smtp_server):
     server = smtp_server("starttls", data_reply="451 4.3.0 Mail system busy, try later")
     result = send(server.settings(), ticket_message())
@@ -159,7 +167,7 @@ def test_mail_test_command_reports_the_servers_answer(smtp_server):
     server = smtp_server("starttls")
     result = send_test(server.settings(), IDENTITY, "admin@hospital.example")
     assert result.status is SendStatus.SENT
-    assert result.describe() == "sent at done: 250 2.0.0 Ok: queued as TEST42"
+    assert result.describe() == "sent: 250 2.0.0 Ok: queued as TEST42"
     message = received(server.messages[0].content)
     assert message["To"] == "admin@hospital.example"
     assert message["Subject"] == "Test message" and message["In-Reply-To"] is None

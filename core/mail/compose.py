@@ -148,6 +148,8 @@ def compose(identity: Identity, to: str | Sequence[str], notice: Notice, *,
     _check_text("link label", notice.link_label)
     _check_text("reason", notice.reason)
     link = _link(identity, notice)
+    if message_id and not MESSAGE_ID.match(message_id):
+        raise UnsafeMessage("message id: must look like <token@domain>")
 
     message = EmailMessage(policy=SMTP)
     message["From"] = formataddr((one_line(identity.display_name), identity.address))
@@ -156,8 +158,6 @@ def compose(identity: Identity, to: str | Sequence[str], notice: Notice, *,
         message["Reply-To"] = check_address(reply_to, "reply-to")
     message["Subject"] = subject
     message["Date"] = format_datetime(now or datetime.now(UTC))
-    if message_id and not MESSAGE_ID.match(message_id):
-        raise UnsafeMessage("message id: must look like <token@domain>")
     message["Message-ID"] = message_id or new_message_id(identity.domain, ticket)
     if ticket:
         root = thread_root(ticket, identity.domain)

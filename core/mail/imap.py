@@ -84,7 +84,8 @@ class Mailbox:
                 self._log_in()
                 self.capabilities = self._capabilities()
             with self._step(f"open folder {settings.folder}"):
-                self._ok(self._client.select(_quote(settings.folder)), f"open folder {settings.folder}")
+                self._ok(self._client.select(_quote(settings.folder)), f"open folder {settings.folder}",
+                         temporary=False)
         except BaseException:
             self.close()
             raise
@@ -154,11 +155,12 @@ class Mailbox:
             raise ImapError(f"{step}: network error ({exc.strerror or exc.__class__.__name__})") from None
 
     @staticmethod
-    def _ok(response: tuple[str, list], step: str) -> list:
+    def _ok(response: tuple[str, list], step: str, *, temporary: bool = True) -> list:
         """The data of an OK response; ImapError with the server's words otherwise."""
         typ, data = response
         if typ != "OK":
-            raise ImapError(f"{step}: the server answered {typ} {_words(data)}".strip())
+            raise ImapError(f"{step}: the server answered {typ} {_words(data)}".strip(),
+                            temporary=temporary)
         return data
 
     def pending(self, limit: int = 100) -> list[MailboxEntry]:

@@ -88,6 +88,11 @@ class MessageRefused(ValueError):
         self.automatic = automatic
 
 
+def megabytes(size: int) -> str:
+    """A byte count in megabytes for messages: 25 MB, 0.5 MB."""
+    return f"{round(size / MB, 1):g} MB"
+
+
 def one_line(value: str) -> str:
     """A header value with CR, LF and other control characters made spaces, runs collapsed."""
     return " ".join(CONTROL.sub(" ", value).split())
@@ -175,10 +180,10 @@ def _filename(part: Message, number: int) -> str:
 
 
 def _is_attachment(part: Message) -> bool:
-    """Whether a leaf part is a file rather than the message's text."""
+    """Whether a leaf part is a file rather than the message's text (text/plain or text/html)."""
     if part.get_content_disposition() == "attachment" or part.get_filename():
         return True
-    return part.get_content_maintype() != "text"
+    return part.get_content_type() not in ("text/plain", "text/html")
 
 
 def _leaves(message: Message) -> list[Message]:
@@ -226,7 +231,7 @@ def _body_and_files(message: Message, limits: InboundLimits,
         file = _attachment(part, len(files) + 1)
         if file.size > limits.max_attachment_bytes:
             raise refuse(f"attachment {len(files) + 1} is larger than the "
-                         f"{limits.max_attachment_bytes // MB} MB limit")
+                         f"{megabytes(limits.max_attachment_bytes)} limit")
         files.append(file)
     if plain is not None and plain.strip():
         return tidy(plain), files
@@ -248,7 +253,7 @@ def refusal(raw: bytes, reason: str) -> MessageRefused:
 
 def too_large_reason(limits: InboundLimits) -> str:
     """Why a message over the size limit is refused."""
-    return f"the message is larger than the {limits.max_message_bytes // MB} MB limit"
+    return f"the message is larger than the {megabytes(limits.max_message_bytes)} limit"
 
 
 def refuse_oversized(header: bytes, limits: InboundLimits) -> MessageRefused:

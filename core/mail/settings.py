@@ -163,7 +163,8 @@ def _timeout(variable: str, query: dict[str, str]) -> float:
     return value
 
 
-def _split(variable: str, raw: str, schemes: Mapping[str, int]):
+def _split(variable: str, raw: str, schemes: Mapping[str, int]
+           ) -> tuple[str, str, int, str | None, str | None, str, dict[str, str]]:
     """Split a server URL into scheme, host, port, user, password, path and query."""
     try:
         parts = urlsplit(raw.strip())

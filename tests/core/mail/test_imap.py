@@ -107,6 +107,12 @@ def test_wrong_password_is_a_permanent_error_without_the_password(dovecot):
     assert "log in" in str(refused.value) and "wrong-password-7" not in str(refused.value)
 
 
+def test_missing_folder_is_a_permanent_error(dovecot):
+    with pytest.raises(ImapError, match="open folder Tickets: the server answered NO") as refused:
+        Mailbox(replace(dovecot.settings(), folder="Tickets"))
+    assert not refused.value.temporary
+
+
 def test_password_beyond_ascii_logs_in(dovecot):
     with Mailbox(replace(dovecot.settings(), username=UTF8_USER, password=UTF8_PASSWORD)) as box:
         assert box.pending() == []

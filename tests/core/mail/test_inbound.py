@@ -230,6 +230,15 @@ def test_executable_attachment_is_reported_with_its_type_and_a_safe_name():
     assert "/" not in attachment.filename and attachment.filename.endswith("setup.exe")
 
 
+def test_calendar_invitation_is_an_attachment_not_body_text():
+    raw = (HEAD + b"Subject: Meeting\r\nContent-Type: multipart/mixed; boundary=C\r\n\r\n--C\r\n"
+           b"Content-Type: text/plain\r\n\r\nSee invitation.\r\n--C\r\nContent-Type: text/calendar\r\n\r\n"
+           b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n--C--\r\n")
+    message = parse(raw)
+    assert message.text == "See invitation."
+    assert [(a.filename, a.content_type) for a in message.attachments] == [("attachment-1", "text/calendar")]
+
+
 def test_attached_email_is_one_attachment():
     inner = plain("Forwarded words", subject="Inner")
     raw = (HEAD + b"Subject: Fwd\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n"

@@ -19,6 +19,7 @@ from email.parser import BytesHeaderParser, BytesParser
 from email.policy import default
 from email.utils import getaddresses
 
+from core.mail.compose import one_line
 from core.mail.loops import is_automatic
 from core.mail.text import extract_reply, html_to_text, tidy
 
@@ -26,7 +27,6 @@ MB = 1024 * 1024
 SUBJECT_TICKET = re.compile(r"\[\s*(PD-\d{6,9})\s*\]", re.IGNORECASE)
 THREAD_ID = re.compile(r"<ticket-(PD-\d{6,9})(?:\.[^<>@\s]*)?@([^<>\s]+)>", re.IGNORECASE)
 MESSAGE_ID = re.compile(r"<[^<>\s]+>")
-CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\]+")
 
 
@@ -91,11 +91,6 @@ class MessageRefused(ValueError):
 def megabytes(size: int) -> str:
     """A byte count in megabytes for messages: 25 MB, 0.5 MB."""
     return f"{round(size / MB, 1):g} MB"
-
-
-def one_line(value: str) -> str:
-    """A header value with CR, LF and other control characters made spaces, runs collapsed."""
-    return " ".join(CONTROL.sub(" ", value).split())
 
 
 def _decode_8bit(data: bytes) -> str:

@@ -3,7 +3,8 @@
 # WeasyPrint's Pango, DICOM peers for integration tests (dcmtk, Orthanc),
 # Chromium for the browser tests, poppler for reading PDFs back, psql for CI's
 # scratch database, Node.js (npm) for the browser tests' accessibility checker,
-# OpenLDAP's slapd for the directory login tests.
+# OpenLDAP's slapd for the directory login tests, Dovecot's IMAP server for the
+# incoming-mail tests, rsyslog to send audit messages to the ATNA receiver in its tests.
 set -euo pipefail
 packages=(
   libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core
@@ -12,6 +13,8 @@ packages=(
   poppler-utils
   postgresql-client nodejs
   slapd ldap-utils  # OpenLDAP server and tools: the hospital directory in integration tests
+  dovecot-imapd  # IMAP server (with dovecot-core) that the inbound mail tests start
+  rsyslog rsyslog-gnutls  # a real syslog sender (omfwd over TLS) for the ATNA receiver's tests
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -28,9 +31,10 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-# Orthanc's and slapd's packages start system services; the tests start their own instances.
+# These packages start system services; the tests start their own instances on free ports.
 if command -v service >/dev/null 2>&1; then
-  $SUDO service orthanc stop >/dev/null 2>&1 || true
-  $SUDO service slapd stop >/dev/null 2>&1 || true
+  for service in orthanc slapd dovecot rsyslog; do
+    $SUDO service "$service" stop >/dev/null 2>&1 || true
+  done
 fi
 echo "system packages: installed ${missing[*]}"

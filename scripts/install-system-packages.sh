@@ -2,7 +2,8 @@
 # Install the Debian packages PACS Desk needs to run and to be tested:
 # WeasyPrint's Pango, DICOM peers for integration tests (dcmtk, Orthanc),
 # Chromium for the browser tests, poppler for reading PDFs back, psql for CI's
-# scratch database, Node.js (npm) for the browser tests' accessibility checker.
+# scratch database, Node.js (npm) for the browser tests' accessibility checker,
+# rsyslog to send audit messages to the ATNA receiver in its tests.
 set -euo pipefail
 packages=(
   libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core
@@ -10,6 +11,7 @@ packages=(
   chromium
   poppler-utils
   postgresql-client nodejs
+  rsyslog rsyslog-gnutls  # a real syslog sender (omfwd over TLS) for the ATNA receiver's tests
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -50,18 +50,15 @@ def read_query(encoded: str) -> Query:
 
 
 def dicom_keys(data: bytes) -> tuple[tuple[str, str], ...] | None:
-    """The (keyword, value) pairs of a little endian dataset (explicit, else implicit VR), or None.
+    """The (keyword, value) pairs of a little endian dataset (explicit or implicit VR), or None.
 
     A byte string counts as a dataset only when it reads to its end and every public tag is in
     the DICOM dictionary, so text that happens to decode is not mistaken for one.
     """
     if len(data) < 8:
         return None
-    for implicit in (False, True):
-        keys = _try_read(data, implicit)
-        if keys is not None:
-            return keys
-    return None
+    explicit = data[4:6].isalpha() and data[4:6].isupper()  # a VR such as b"PN" after the first tag
+    return _try_read(data, implicit=not explicit)
 
 
 def _try_read(data: bytes, implicit: bool) -> tuple[tuple[str, str], ...] | None:

@@ -20,10 +20,11 @@ NIL = "-"
 class FramingError(ValueError):
     """A TCP stream that breaks RFC 6587 or the size limit; ``frames`` were complete before it."""
 
-    def __init__(self, reason: str, frames: list[bytes]) -> None:
+    def __init__(self, reason: str, frames: list[bytes], too_large: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.frames = frames
+        self.too_large = too_large
 
 
 @dataclass(frozen=True)
@@ -108,13 +109,13 @@ class StreamFramer:
                     if end - pos > self._max_digits:
                         if not bytes(buf[pos:pos + self._max_digits + 1]).isdigit():
                             self._fail("octet count is not a positive number", frames)
-                        self._fail(f"octet count is over the {self.max_bytes} byte limit", frames)
+                        self._fail(f"octet count is over the {self.max_bytes} byte limit", frames, True)
                     break
                 digits = bytes(buf[pos:space])
                 if not digits.isdigit():
                     self._fail("octet count is not a positive number", frames)
                 if int(digits) > self.max_bytes:
-                    self._fail(f"octet count is over the {self.max_bytes} byte limit", frames)
+                    self._fail(f"octet count is over the {self.max_bytes} byte limit", frames, True)
                 count = int(digits)
                 self._need = count
                 pos = space + 1
@@ -136,21 +137,21 @@ class StreamFramer:
                 break
             line = bytes(buf[pos:newline]).rstrip(b"\r")
             if len(line) > self.max_bytes:
-                self._fail(f"line is over the {self.max_bytes} byte limit", frames)
+                self._fail(f"line is over the {self.max_bytes} byte limit", frames, True)
             if line:
                 frames.append(line)
             pos = newline + 1
         del buf[:pos]
         self._newline_from = len(buf)
         if len(buf) > self.max_bytes:
-            self._fail(f"line is over the {self.max_bytes} byte limit", frames)
+            self._fail(f"line is over the {self.max_bytes} byte limit", frames, True)
         return frames
 
-    def _fail(self, reason: str, frames: list[bytes]) -> None:
+    def _fail(self, reason: str, frames: list[bytes], too_large: bool = False) -> None:
         """Drop the buffer and raise: the connection cannot be resynchronised."""
         self._buffer.clear()
         self._need = None
-        raise FramingError(reason, frames)
+        raise FramingError(reason, frames, too_large)
 
 
 def _skip_separators(buf: bytearray, pos: int) -> int:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from audit.atna.errors import Quarantined, QuarantineReason
-from audit.atna.parse import Code, parse_audit_message
+from audit.atna.message import Code
+from audit.atna.parse import parse_audit_message
 
 SAMPLES = Path(__file__).parent / "samples"
 PATIENT_ID, PATIENT_NAME = "MRN-000417^^^HOSP", "TEST^ALICE"

@@ -14,8 +14,9 @@ import binascii
 import codecs
 import logging
 import re
-from xml.etree.ElementTree import XML, Element, ParseError
+from pyexpat import ExpatError
 
+from audit.atna.collect import Attrs, Collector, RawObject
 from audit.atna.errors import Quarantined, QuarantineReason
 from audit.atna.message import (
     ACCESSION_DETAIL_TYPES,
@@ -33,22 +34,6 @@ from audit.atna.syslog import MAX_MESSAGE_BYTES, read_datetime
 
 log = logging.getLogger(__name__)
 
-_KNOWN = {
-    "AuditMessage": {"EventIdentification", "ActiveParticipant", "AuditSourceIdentification",
-                     "ParticipantObjectIdentification"},
-    "EventIdentification": {"EventID", "EventTypeCode", "EventOutcomeDescription", "PurposeOfUse"},
-    "ActiveParticipant": {"RoleIDCode", "MediaIdentifier"},
-    "MediaIdentifier": {"MediaType"},
-    "AuditSourceIdentification": {"AuditSourceTypeCode"},
-    "ParticipantObjectIdentification": {
-        "ParticipantObjectIDTypeCode", "ParticipantObjectName", "ParticipantObjectQuery",
-        "ParticipantObjectDetail", "ParticipantObjectDescription", "SOPClass", "Accession", "MPPS",
-        "ParticipantObjectContainsStudy", "Encrypted", "Anonymized"},
-    "ParticipantObjectDescription": {"SOPClass", "Accession", "MPPS", "ParticipantObjectContainsStudy",
-                                     "Encrypted", "Anonymized"},
-    "SOPClass": {"Instance"},
-    "ParticipantObjectContainsStudy": {"StudyIDs"},
-}
 _DECLARATION = re.compile(rb"<\?xml[^>]{0,200}?\?>")
 _TEXT_DECLARATION = re.compile(r"\A<\?xml[^>]{0,200}?\?>")
 _DECLARED_ENCODING = re.compile(rb"""encoding\s*=\s*["']([A-Za-z][A-Za-z0-9._-]{0,39})["']""")
@@ -63,8 +48,7 @@ def parse_audit_message(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Audi
                                                        f"{max_bytes} byte limit")
     try:
         text, payload = _decode(data)
-        root = _parse_xml(payload)
-        return _read(root, text)
+        return _build(_collect(payload), text)
     except Quarantined:
         raise
     except Exception as exc:  # a reader bug must quarantine one message, not stop the receiver
@@ -100,102 +84,82 @@ def _decode(data: bytes) -> tuple[str, bytes]:
     return text, _TEXT_DECLARATION.sub("", text, count=1).encode("utf-8")
 
 
-def _parse_xml(payload: bytes) -> Element:
-    """The document's root element (names without namespaces); a DTD is refused before parsing.
+def _collect(payload: bytes) -> Collector:
+    """The message's parts from the UTF-8 document; a DTD is refused before expat sees it.
 
     Without a DTD a document can declare no entity and reference nothing external, so refusing
-    ``<!DOCTYPE`` in the UTF-8 bytes (before expat sees them) closes entity expansion and external
-    entities, as defusedxml's forbid_dtd does, while keeping the C tree builder's speed.
+    ``<!DOCTYPE`` in the UTF-8 bytes closes entity expansion (XML bombs) and external entities,
+    as defusedxml's forbid_dtd does, and costs nothing: expat never starts on such a document.
     """
     if b"<!DOCTYPE" in payload:
         raise Quarantined(QuarantineReason.FORBIDDEN_XML,
                           "a DTD is not allowed (no entity declarations, no external references)")
+    collector = Collector(prefixed=b"xmlns" in payload)
     try:
-        root = XML(payload)
-    except ParseError as exc:
-        line, column = exc.position
+        collector.feed(payload)
+    except ExpatError as exc:
         raise Quarantined(QuarantineReason.NOT_XML,
-                          f"not well-formed XML (line {line}, column {column})") from None
-    if b"xmlns" in payload:
-        _strip_namespaces(root)
-    return root
+                          f"not well-formed XML (line {exc.lineno}, column {exc.offset})") from None
+    return collector
 
 
-def _strip_namespaces(root: Element) -> None:
-    """Rename every element and attribute to its local name, in place."""
-    for element in root.iter():
-        if element.tag[:1] == "{":
-            element.tag = element.tag.rpartition("}")[2]
-        if any(key[:1] == "{" for key in element.attrib):
-            element.attrib = {key.rpartition("}")[2]: value for key, value in element.attrib.items()}
+CODE_CACHE_SIZE = 4096
+# The same few codes come in every message: reuse their (immutable) Code values.
+_CODES: dict[tuple[str | None, str | None, str | None], Code] = {}
 
 
-class _Reader:
-    """Walks one AuditMessage tree, noting elements it does not know."""
+class _Codes:
+    """Reads coded values of either flavour, noting whether any was DICOM's."""
 
     def __init__(self) -> None:
-        self.unknown: dict[str, None] = {}
-        self.dicom_codes = False
+        self.dicom = False
 
-    def children(self, element: Element, parent: str) -> dict[str, list[Element]]:
-        """The element's children grouped by name; names the schema does not have are noted."""
-        allowed = _KNOWN[parent]
-        groups: dict[str, list[Element]] = {}
-        for child in element:
-            tag = child.tag
-            if tag in groups:
-                groups[tag].append(child)
-            else:
-                groups[tag] = [child]
-                if tag not in allowed:
-                    self.unknown[f"{parent}/{tag}"] = None
-        return groups
-
-    def code(self, element: Element, field: str, name: str) -> Code:
-        """A coded value of either flavour; its code is required."""
-        get = element.attrib.get
-        value = get("csd-code")
+    def one(self, attrs: Attrs, field: str, name: str) -> Code:
+        """A coded value; its code is required."""
+        value = attrs.get("csd-code")
         if value is not None:
-            self.dicom_codes = True
+            self.dicom = True
         else:
-            value = get("code")
+            value = attrs.get("code")
+        key = (value, attrs.get("codeSystemName"), attrs.get("originalText") or attrs.get("displayName"))
+        known = _CODES.get(key)
+        if known is not None:
+            return known
         if not value or not value.strip():
             raise Quarantined(QuarantineReason.INVALID_FIELD, f"{field}{name}: code missing")
-        text = get("originalText") or get("displayName") or ""
-        return Code(value.strip(), (get("codeSystemName") or "").strip(), text.strip())
+        code = Code(value.strip(), (key[1] or "").strip(), (key[2] or "").strip())
+        if len(_CODES) >= CODE_CACHE_SIZE:
+            _CODES.clear()
+        _CODES[key] = code
+        return code
 
-    def codes(self, elements: list[Element] | None, field: str, name: str) -> tuple[Code, ...]:
-        """Several coded values (none when the element is absent)."""
-        return tuple(self.code(el, field, name) for el in elements) if elements else ()
+    def many(self, found: list[Attrs], field: str, name: str) -> tuple[Code, ...]:
+        """Several coded values, in order."""
+        return tuple(self.one(attrs, field, name) for attrs in found) if found else ()
 
 
-def _read(root: Element, text: str) -> AuditMessage:
-    """Extract the audit message from its parsed tree."""
-    if root.tag != "AuditMessage":
-        raise Quarantined(QuarantineReason.NOT_AUDIT_MESSAGE, "root element is not AuditMessage")
-    reader = _Reader()
-    children = reader.children(root, "AuditMessage")
-    events = children.get("EventIdentification", [])
-    if len(events) != 1:
+def _build(parts: Collector, text: str) -> AuditMessage:
+    """Check the collected parts and turn them into an AuditMessage."""
+    codes = _Codes()
+    if len(parts.events) != 1:
         raise Quarantined(QuarantineReason.INVALID_FIELD, "EventIdentification: exactly one is required")
-    event = _read_event(reader, events[0])
-    participants = tuple(_read_participant(reader, el, n) for n, el in enumerate(
-        children.get("ActiveParticipant", ()), start=1))
-    sources = tuple(_read_source(reader, el, n) for n, el in enumerate(
-        children.get("AuditSourceIdentification", ()), start=1))
-    if not sources:
+    event = _event(parts, codes)
+    participants = tuple(_participant(attrs, roles, n, codes)
+                         for n, (attrs, roles) in enumerate(parts.participants, start=1))
+    if not parts.sources:
         raise Quarantined(QuarantineReason.INVALID_FIELD, "AuditSourceIdentification: missing")
-    objects = tuple(_read_object(reader, el, n) for n, el in enumerate(
-        children.get("ParticipantObjectIdentification", ()), start=1))
+    sources = tuple(_source(attrs, types, n, codes)
+                    for n, (attrs, types) in enumerate(parts.sources, start=1))
+    objects = tuple(_object(raw, n, codes) for n, raw in enumerate(parts.objects, start=1))
     return AuditMessage(
-        flavour="dicom" if reader.dicom_codes else "rfc3881", participants=participants,
-        sources=sources, objects=objects, unknown_elements=tuple(reader.unknown), xml=text, **event)
+        flavour="dicom" if codes.dicom else "rfc3881", participants=participants, sources=sources,
+        objects=objects, unknown_elements=tuple(parts.unknown), xml=text, **event)
 
 
-def _read_event(reader: _Reader, element: Element) -> dict:
+def _event(parts: Collector, codes: _Codes) -> dict:
     """The EventIdentification fields, as keyword arguments of AuditMessage."""
-    get, children = element.attrib.get, reader.children(element, "EventIdentification")
-    ids = children.get("EventID", [])
+    get = parts.events[0].get
+    ids = parts.event_codes["EventID"]
     if len(ids) != 1:
         raise Quarantined(QuarantineReason.INVALID_FIELD, "EventID: exactly one is required")
     action = get("EventActionCode")
@@ -207,24 +171,22 @@ def _read_event(reader: _Reader, element: Element) -> dict:
     when = read_datetime((get("EventDateTime") or "").strip())
     if when is None:
         raise Quarantined(QuarantineReason.INVALID_FIELD, "EventDateTime: missing or not an xsd:dateTime")
+    descriptions = parts.outcome_descriptions
     return {
-        "event_id": reader.code(ids[0], "", "EventID"),
-        "event_types": reader.codes(children.get("EventTypeCode"), "", "EventTypeCode"),
-        "purposes_of_use": reader.codes(children.get("PurposeOfUse"), "", "PurposeOfUse"),
+        "event_id": codes.one(ids[0], "", "EventID"),
+        "event_types": codes.many(parts.event_codes["EventTypeCode"], "", "EventTypeCode"),
+        "purposes_of_use": codes.many(parts.event_codes["PurposeOfUse"], "", "PurposeOfUse"),
         "action": action.strip() if action is not None else None,
         "outcome": int(outcome_text),
-        "outcome_description": _first_text(children.get("EventOutcomeDescription")),
+        "outcome_description": _optional(descriptions[0]) if descriptions else None,
         "event_time": when[0],
         "event_time_offset": when[1],
     }
 
 
-def _read_participant(reader: _Reader, element: Element, number: int) -> ActiveParticipant:
+def _participant(attrs: Attrs, roles: list[Attrs], number: int, codes: _Codes) -> ActiveParticipant:
     """One ActiveParticipant; ``number`` counts from 1 for error messages."""
-    get, children = element.attrib.get, reader.children(element, "ActiveParticipant")
-    for media in children.get("MediaIdentifier", ()):
-        reader.children(media, "MediaIdentifier")
-    field = f"ActiveParticipant {number}: "
+    get, field = attrs.get, f"ActiveParticipant {number}: "
     user_id = _optional(get("UserID"))
     if user_id is None:
         raise Quarantined(QuarantineReason.INVALID_FIELD, f"{field}UserID missing")
@@ -233,93 +195,74 @@ def _read_participant(reader: _Reader, element: Element, number: int) -> ActiveP
         alternative_user_id=_optional(get("AlternativeUserID")),
         user_name=_optional(get("UserName")),
         is_requestor=_boolean(get("UserIsRequestor"), field, "UserIsRequestor"),
-        roles=reader.codes(children.get("RoleIDCode"), field, "RoleIDCode"),
+        roles=codes.many(roles, field, "RoleIDCode"),
         network_access_point_id=_optional(get("NetworkAccessPointID")),
         network_access_point_type=_number(get("NetworkAccessPointTypeCode"),
                                           field, "NetworkAccessPointTypeCode"))
 
 
-def _read_source(reader: _Reader, element: Element, number: int) -> AuditSource:
+def _source(attrs: Attrs, types: list[Attrs], number: int, codes: _Codes) -> AuditSource:
     """One AuditSourceIdentification (older senders put the type code in a ``code`` attribute)."""
-    get, children = element.attrib.get, reader.children(element, "AuditSourceIdentification")
-    field = f"AuditSourceIdentification {number}: "
+    get, field = attrs.get, f"AuditSourceIdentification {number}: "
     source_id = _optional(get("AuditSourceID"))
     if source_id is None:
         raise Quarantined(QuarantineReason.INVALID_FIELD, f"{field}AuditSourceID missing")
-    types = reader.codes(children.get("AuditSourceTypeCode"), field, "AuditSourceTypeCode")
+    found = codes.many(types, field, "AuditSourceTypeCode")
     legacy = _optional(get("code"))
-    if not types and legacy is not None:
-        types = (Code(legacy, "", ""),)
-    return AuditSource(source_id, _optional(get("AuditEnterpriseSiteID")), types)
+    if not found and legacy is not None:
+        found = (Code(legacy, "", ""),)
+    return AuditSource(source_id, _optional(get("AuditEnterpriseSiteID")), found)
 
 
-def _read_object(reader: _Reader, element: Element, number: int) -> ParticipantObject:
-    """One ParticipantObjectIdentification, with the description's DICOM contents in either place."""
-    get = element.attrib.get
-    children = reader.children(element, "ParticipantObjectIdentification")
-    field = f"ParticipantObjectIdentification {number}: "
+def _object(raw: RawObject, number: int, codes: _Codes) -> ParticipantObject:
+    """One ParticipantObjectIdentification."""
+    get, field = raw.attrs.get, f"ParticipantObjectIdentification {number}: "
     object_id = _optional(get("ParticipantObjectID"))
     if object_id is None:
         raise Quarantined(QuarantineReason.INVALID_FIELD, f"{field}ParticipantObjectID missing")
-    contents, description = children, None
-    if "ParticipantObjectDescription" in children:
-        contents = {name: list(elements) for name, elements in children.items()}
-        for old_form in children["ParticipantObjectDescription"]:
-            for name, elements in reader.children(old_form, "ParticipantObjectDescription").items():
-                contents.setdefault(name, []).extend(elements)
-            description = description or _optional(old_form.text)
-    id_types = children.get("ParticipantObjectIDTypeCode")
-    details = tuple(_detail(el) for el in children.get("ParticipantObjectDetail", ()))
-    accessions = [el.get("Number", "").strip() for el in contents.get("Accession", ())]
+    details = tuple(_detail(attrs) for attrs in raw.details) if raw.details else ()
+    accessions = [a.get("Number", "").strip() for a in raw.accessions]
     accessions += [value.decode("utf-8", "replace").strip() for kind, value in details
                    if kind.strip().lower() in ACCESSION_DETAIL_TYPES]
-    queries = children.get("ParticipantObjectQuery")
-    studies = contents.get("ParticipantObjectContainsStudy")
     return ParticipantObject(
         object_id=object_id,
         type_code=_number(get("ParticipantObjectTypeCode"), field, "ParticipantObjectTypeCode"),
         role=_number(get("ParticipantObjectTypeCodeRole"), field, "ParticipantObjectTypeCodeRole"),
-        id_type=reader.code(id_types[0], field, "ParticipantObjectIDTypeCode") if id_types else None,
-        name=_first_text(children.get("ParticipantObjectName")),
-        query=read_query(queries[0].text or "") if queries else None,
-        description=description,
+        id_type=codes.one(raw.id_types[0], field, "ParticipantObjectIDTypeCode") if raw.id_types else None,
+        name=_optional(raw.name),
+        query=read_query(raw.query) if raw.query is not None else None,
+        description=_optional(raw.description),
         details=details,
         accession_numbers=tuple(dict.fromkeys(a for a in accessions if a)) if accessions else (),
-        sop_classes=tuple(_sop_class(reader, el, field) for el in contents.get("SOPClass", ())),
-        study_uids=tuple(dict.fromkeys(uid for el in studies for uid in _study_ids(reader, el)))
-        if studies else (),
-        mpps_uids=tuple(uid for el in contents.get("MPPS", ()) if (uid := el.get("UID", "").strip())),
+        sop_classes=tuple(_sop_class(attrs, instances, field) for attrs, instances in raw.sop_classes),
+        study_uids=_uids(raw.studies),
+        mpps_uids=_uids(raw.mpps),
         lifecycle=_number(get("ParticipantObjectDataLifeCycle"), field, "ParticipantObjectDataLifeCycle"),
         sensitivity=_optional(get("ParticipantObjectSensitivity")))
 
 
-def _detail(element: Element) -> tuple[str, bytes]:
+def _detail(attrs: Attrs) -> tuple[str, bytes]:
     """A ParticipantObjectDetail type and its value, base64-decoded when it is base64."""
-    value = element.get("value", "")
+    value = attrs.get("value", "")
     try:
-        return element.get("type", ""), base64.b64decode(value, validate=True)
+        return attrs.get("type", ""), base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        return element.get("type", ""), value.encode("utf-8")
+        return attrs.get("type", ""), value.encode("utf-8")
 
 
-def _sop_class(reader: _Reader, element: Element, field: str) -> SOPClass:
+def _sop_class(attrs: Attrs, instances: list[Attrs], field: str) -> SOPClass:
     """A SOPClass entry with its instance count and any instance UIDs."""
-    children = reader.children(element, "SOPClass")
     return SOPClass(
-        uid=element.get("UID", "").strip(),
-        instances=_number(element.get("NumberOfInstances"), field, "SOPClass NumberOfInstances"),
-        instance_uids=tuple(uid for el in children.get("Instance", ()) if (uid := el.get("UID", "").strip())))
+        uid=attrs.get("UID", "").strip(),
+        instances=_number(attrs.get("NumberOfInstances"), field, "SOPClass NumberOfInstances"),
+        instance_uids=_uids(instances))
 
 
-def _study_ids(reader: _Reader, element: Element) -> list[str]:
-    """The Study Instance UIDs of a ParticipantObjectContainsStudy."""
-    children = reader.children(element, "ParticipantObjectContainsStudy")
-    return [uid for el in children.get("StudyIDs", ()) if (uid := el.get("UID", "").strip())]
-
-
-def _first_text(elements: list[Element] | None) -> str | None:
-    """The stripped text of the first of some elements, None when absent or blank."""
-    return _optional(elements[0].text) if elements else None
+def _uids(found: list[Attrs]) -> tuple[str, ...]:
+    """The distinct, non-blank ``UID`` attributes of some elements, in order."""
+    if not found:
+        return ()
+    return tuple(dict.fromkeys(uid for attrs in found if (uid := attrs.get("UID", "").strip())))
 
 
 def _optional(value: str | None) -> str | None:

@@ -20,8 +20,8 @@ What a crash (or kill) of the process can lose, since no syslog sender resends:
 - TCP/TLS: everything read from the socket (acknowledged to the sender) but not yet handed to
   ``on_batch`` -- at most the queue (``queue_messages``), one batch being stored, one read per
   connection past the queue's limit, and partial frames -- plus what sits in kernel buffers.
-A clean ``stop()`` hands over every complete message that was read; partial frames of
-connections still open are counted in ``incomplete_at_stop`` and discarded.
+A clean ``stop()`` hands over every complete message that was read; a partial frame of a
+connection that closes (sender, timeout or stop) is counted in ``incomplete_frames`` and dropped.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class ReceiverStats:
     open_connections: int
     backpressure_pauses: int
     callback_failures: int
-    incomplete_at_stop: int
+    incomplete_frames: int
     lost_at_stop: int
 
 
@@ -167,7 +167,9 @@ class _Stream(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Free the connection's slot."""
+        """Free the connection's slot; a message cut short by the close is counted, not handed over."""
+        if self.admitted and self.framer.pending:
+            self.receiver._counts["incomplete_frames"] += 1
         self.receiver._release(self)
 
     def close(self) -> None:
@@ -267,7 +269,7 @@ class AtnaReceiver:
             timed_out_connections=counts["timed_out_connections"], tls_failures=counts["tls_failures"],
             open_connections=len(self._streams), backpressure_pauses=counts["backpressure_pauses"],
             callback_failures=handover.callback_failures,
-            incomplete_at_stop=counts["incomplete_at_stop"], lost_at_stop=self._lost)
+            incomplete_frames=counts["incomplete_frames"], lost_at_stop=self._lost)
 
     def stop(self, timeout: float = 10.0) -> int:
         """Stop listening, hand over every complete message read; return how many could not be."""
@@ -406,10 +408,8 @@ class AtnaReceiver:
         for task in list(self._tasks):
             task.cancel()
         for stream in list(self._streams):
-            if stream.framer.pending:
-                self._counts["incomplete_at_stop"] += 1
             stream.close()
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # let connection_lost count partial frames and free the slots
 
 
 def _subject(certificate: dict | None) -> str | None:

@@ -12,8 +12,6 @@ import pytest
 from audit.atna.errors import QuarantineReason
 from tests.audit.atna.conftest import SAMPLES, compact, logger_path, send_with_logger, wait_for
 
-pytestmark = pytest.mark.integration
-
 LOGIN = (SAMPLES / "dicom_110114_login.xml").read_text()
 ACCESS = (SAMPLES / "dicom_110103_instances_accessed.xml").read_text()
 
@@ -29,6 +27,7 @@ def user_ids(received) -> list[str]:
     return [r.message.requestors[0].user_id for r in received]
 
 
+@pytest.mark.integration
 def test_logger_over_udp_and_tcp_with_both_framings(start_receiver):
     running = start_receiver()
     send_with_logger(running.port("udp"), ACCESS, transport="udp")
@@ -47,6 +46,7 @@ def test_logger_over_udp_and_tcp_with_both_framings(start_receiver):
     assert running.receiver.stats().received == 3
 
 
+@pytest.mark.integration
 def test_older_rfc3164_header_from_logger(start_receiver):
     running = start_receiver()
     subprocess.run([logger_path(), "--rfc3164", "--udp", "--server", "127.0.0.1", "--port",
@@ -59,6 +59,7 @@ def test_older_rfc3164_header_from_logger(start_receiver):
     assert item.message.event_types[0].meaning == "Login"
 
 
+@pytest.mark.integration
 def test_many_messages_arrive_in_order_in_bounded_batches_from_one_thread(start_receiver):
     threads: set[int] = set()
 
@@ -74,6 +75,7 @@ def test_many_messages_arrive_in_order_in_bounded_batches_from_one_thread(start_
     assert len(threads) == 1 and threading.get_ident() not in threads
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("octet_count", [True, False])
 def test_a_10_megabyte_message_closes_only_its_connection(start_receiver, octet_count):
     running = start_receiver("tcp://127.0.0.1:0")
@@ -96,6 +98,7 @@ BOMB = compact("""<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">
 ]><AuditMessage><EventIdentification EventDateTime="&lol4;"/></AuditMessage>""")
 
 
+@pytest.mark.integration
 def test_hostile_payloads_are_quarantined_and_the_good_one_after_them_still_arrives(start_receiver):
     running = start_receiver()
     tcp = running.port("tcp")
@@ -122,16 +125,22 @@ def test_a_frame_that_is_not_syslog_is_quarantined_with_its_bytes_kept(start_rec
     assert item.raw == b"no priority here"
 
 
+@pytest.mark.integration
 def test_stop_hands_over_every_message_already_read(start_receiver):
     running = start_receiver("tcp://127.0.0.1:0", batch_messages=1000, batch_ms=60_000)
     send_with_logger(running.port("tcp"), stdin=numbered(50))
-    wait_for(lambda: running.receiver.stats().received == 50, what="50 messages read")
-    assert running.inbox.messages == []  # still waiting for the batch to fill or its minute to pass
-    assert running.receiver.stop(timeout=5) == 0
+    with socket.create_connection(("127.0.0.1", running.port("tcp"))) as partial:
+        partial.sendall(b"500 <13>1 - half-sent")
+        wait_for(lambda: running.receiver.stats().received == 50, what="50 messages read")
+        wait_for(lambda: running.receiver.stats().open_connections == 1, what="the partial sender admitted")
+        assert running.inbox.messages == []  # still waiting for the batch to fill or its minute to pass
+        assert running.receiver.stop(timeout=5) == 0
     assert user_ids(running.inbox.messages) == [f"user{n}" for n in range(50)]
-    assert running.receiver.stats().lost_at_stop == 0
+    stats = running.receiver.stats()
+    assert (stats.lost_at_stop, stats.incomplete_frames, stats.open_connections) == (0, 1, 0)
 
 
+@pytest.mark.integration
 def test_a_failing_storage_is_retried_until_it_takes_the_batch(start_receiver, caplog):
     failures = []
 
@@ -152,6 +161,7 @@ def test_a_failing_storage_is_retried_until_it_takes_the_batch(start_receiver, c
     assert "TEST^ALICE" not in caplog.text and "MRN-000417" not in caplog.text
 
 
+@pytest.mark.integration
 def test_stop_while_the_storage_is_down_reports_what_is_lost(start_receiver):
     def down(batch):
         raise OSError("no database")

@@ -28,6 +28,9 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-# Orthanc's package starts a system service; the tests start their own instances.
-if command -v service >/dev/null 2>&1; then $SUDO service orthanc stop >/dev/null 2>&1 || true; fi
+# Orthanc's and rsyslog's packages may start system services; the tests start their own instances.
+if command -v service >/dev/null 2>&1; then
+  $SUDO service orthanc stop >/dev/null 2>&1 || true
+  $SUDO service rsyslog stop >/dev/null 2>&1 || true
+fi
 echo "system packages: installed ${missing[*]}"

@@ -54,6 +54,27 @@ __all__ = [
 log = logging.getLogger(__name__)
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 BACKLOG = 1024
+LOG_EVERY = 10.0
+
+
+class _QuietLog:
+    """Warnings about senders, at most one per kind every ``LOG_EVERY`` seconds."""
+
+    # A flood of bad connections must not become a flood of log lines; the counters keep totals.
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+        self._quiet: Counter[str] = Counter()
+
+    def warning(self, kind: str, message: str, *args: object) -> None:
+        """Log ``message`` unless ``kind`` was logged less than ``LOG_EVERY`` seconds ago."""
+        now = time.monotonic()
+        if now - self._last.get(kind, -LOG_EVERY) < LOG_EVERY:
+            self._quiet[kind] += 1
+            return
+        self._last[kind] = now
+        skipped = self._quiet.pop(kind, 0)
+        log.warning(message + (f" ({skipped} more like it not logged)" if skipped else ""), *args)
 
 
 @dataclass(frozen=True)
@@ -116,8 +137,8 @@ class _Stream(asyncio.Protocol):
                 ssl_handshake_timeout=receiver.settings.handshake_timeout)
         except Exception as exc:  # any handshake failure: bad certificate, timeout, reset, garbage
             receiver._counts["tls_failures"] += 1
-            log.warning("ATNA %s: TLS handshake from %s refused (%s)", self.listener, self.host,
-                        _tls_reason(exc))
+            receiver._log.warning("tls", "ATNA %s: TLS handshake from %s refused (%s)", self.listener,
+                                  self.host, _tls_reason(exc))
             raw.abort()
             receiver._release(self)
             return
@@ -154,7 +175,8 @@ class _Stream(asyncio.Protocol):
                 receiver._pause(self)
         if error is not None:
             receiver._counts["oversized" if error.too_large else "framing_errors"] += 1
-            log.warning("ATNA %s: connection from %s closed: %s", self.listener, self.host, error.reason)
+            receiver._log.warning("framing", "ATNA %s: connection from %s closed: %s", self.listener,
+                                  self.host, error.reason)
             self.close()
             return
         if not self.framer.pending:
@@ -221,6 +243,7 @@ class AtnaReceiver:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="atna-receiver", daemon=True)
         self._counts: Counter[str] = Counter()
+        self._log = _QuietLog()
         self._streams: set[_Stream] = set()
         self._per_peer: Counter[str] = Counter()
         self._paused: set[_Stream] = set()
@@ -334,7 +357,8 @@ class AtnaReceiver:
         if len(self._streams) >= self.settings.max_connections or (
                 self._per_peer[stream.host] >= self.settings.max_connections_per_peer):
             self._counts["refused_connections"] += 1
-            log.debug("ATNA %s: connection from %s refused: connection limit", stream.listener, stream.host)
+            self._log.warning("limit", "ATNA %s: connection from %s refused: connection limit reached",
+                              stream.listener, stream.host)
             return False
         stream.admitted = True
         self._streams.add(stream)
@@ -398,7 +422,8 @@ class AtnaReceiver:
                 else:
                     continue
                 self._counts["timed_out_connections"] += 1
-                log.warning("ATNA %s: connection from %s closed: %s", stream.listener, stream.host, why)
+                self._log.warning("timeout", "ATNA %s: connection from %s closed: %s", stream.listener,
+                                  stream.host, why)
                 stream.close()
 
     async def _close(self) -> None:

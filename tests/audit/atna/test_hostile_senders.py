@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import ssl
 import threading
@@ -48,11 +49,13 @@ def connections(port: int, count: int, source: str = "127.0.0.1"):
 
 
 @pytest.mark.integration
-def test_a_thousand_connections_from_one_host_leave_room_for_other_senders(start_receiver):
+def test_a_thousand_connections_from_one_host_leave_room_for_other_senders(start_receiver, caplog):
     running = start_receiver("tcp://127.0.0.1:0", max_connections=100, max_connections_per_peer=20)
     port = running.port("tcp")
-    with connections(port, 1000, source="127.0.0.2") as flood:
+    with caplog.at_level(logging.WARNING, logger="audit.atna"), \
+            connections(port, 1000, source="127.0.0.2") as flood:
         wait_for(lambda: running.receiver.stats().refused_connections == 980, what="980 refusals")
+        assert caplog.text.count("connection limit reached") == 1  # the log is not flooded
         assert running.receiver.stats().open_connections == 20
         assert closed_by_peer(flood[-1], 2.0)
         send_with_logger(port, LOGIN)  # from 127.0.0.1, while the 20 admitted ones stay open

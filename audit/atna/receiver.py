@@ -27,6 +27,7 @@ connection that closes (sender, timeout or stop) is counted in ``incomplete_fram
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
@@ -240,7 +241,6 @@ class AtnaReceiver:
             on_batch, capacity=self.settings.queue_messages, batch_messages=self.settings.batch_messages,
             batch_ms=self.settings.batch_ms, max_bytes=self.settings.max_message_bytes,
             on_room=self._room)
-        self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="atna-receiver", daemon=True)
         self._counts: Counter[str] = Counter()
         self._log = _QuietLog()
@@ -270,6 +270,7 @@ class AtnaReceiver:
         if self._state != "new":
             raise RuntimeError("an AtnaReceiver starts once")
         self._state = "starting"
+        self._loop = asyncio.new_event_loop()
         self._thread.start()
         done = asyncio.run_coroutine_threadsafe(self._open(), self._loop)
         try:
@@ -390,8 +391,9 @@ class AtnaReceiver:
 
     def _room(self) -> None:
         """Called from the hand-over thread when the queue has room: resume paused senders."""
-        if self._state in ("running", "stopping"):
-            self._loop.call_soon_threadsafe(self._resume)
+        if self._state == "running":
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing to resume
+                self._loop.call_soon_threadsafe(self._resume)
 
     def _resume(self) -> None:
         """Resume every paused connection, restarting its timers (waiting was our doing, not theirs)."""

@@ -242,9 +242,9 @@ def start_rsyslog(tmp_path: Path, tls_material: TLSMaterial) -> Iterator[Callabl
             work=folder / "work", ca=tls_material.ca, input_port=input_port, target_port=target_port,
             cert=tls_material.rogue_cert if rogue else tls_material.client_cert,
             key=tls_material.rogue_key if rogue else tls_material.client_key, server_name=SERVER_NAME))
-        output = (folder / "rsyslogd.out").open("wb")
-        process = subprocess.Popen([binary, "-n", "-f", str(conf), "-i", str(folder / "rsyslogd.pid")],
-                                   stdout=output, stderr=subprocess.STDOUT)
+        with (folder / "rsyslogd.out").open("wb") as output:  # the child keeps its own descriptor
+            process = subprocess.Popen([binary, "-n", "-f", str(conf), "-i", str(folder / "rsyslogd.pid")],
+                                       stdout=output, stderr=subprocess.STDOUT)
         running = Rsyslog(process, input_port, folder)
         started.append(running)
         wait_for(lambda: process.poll() is not None or _accepts(input_port), 15, "rsyslogd listening")

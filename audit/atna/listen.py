@@ -90,7 +90,11 @@ class TLSFiles:
 
 @dataclass(frozen=True)
 class ReceiverSettings:
-    """Limits of the receiver; every count and duration must be positive."""
+    """Limits of the receiver; every count and duration must be positive.
+
+    ``reuse_port`` lets several receiver processes bind the same listeners (SO_REUSEPORT): the
+    kernel spreads TCP connections and UDP datagrams over them, one CPU core each.
+    """
 
     max_message_bytes: int = MAX_MESSAGE_BYTES
     max_connections: int = 256
@@ -102,11 +106,12 @@ class ReceiverSettings:
     batch_ms: int = 200
     queue_messages: int = 20_000
     tls: TLSFiles | None = None
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         for field in fields(self):
             value = getattr(self, field.name)
-            if field.name != "tls" and (isinstance(value, bool) or not value > 0):
+            if field.name not in ("tls", "reuse_port") and (isinstance(value, bool) or not value > 0):
                 raise ValueError(f"{field.name} must be a positive number, not {value!r}")
         if self.max_connections_per_peer > self.max_connections:
             raise ValueError("max_connections_per_peer cannot be above max_connections")

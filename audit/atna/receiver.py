@@ -332,7 +332,8 @@ class AtnaReceiver:
             datagrams = _Datagrams(self, str(listen))
             family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
             transport, _ = await loop.create_datagram_endpoint(
-                lambda: datagrams, local_addr=(listen.host, listen.port), family=family)
+                lambda: datagrams, local_addr=(listen.host, listen.port), family=family,
+                reuse_port=self.settings.reuse_port or None)
             self._closers.append(transport.close)
             try:
                 transport.get_extra_info("socket").setsockopt(
@@ -346,7 +347,7 @@ class AtnaReceiver:
             names = [str(listen)]
             server = await loop.create_server(
                 lambda: _Stream(self, names[0], tls), listen.host, listen.port, backlog=BACKLOG,
-                reuse_address=True, start_serving=False)
+                reuse_address=True, reuse_port=self.settings.reuse_port or None, start_serving=False)
             self._closers.append(server.close)
             bound = Listen(listen.transport, listen.host, server.sockets[0].getsockname()[1])
             names[0] = str(bound)

@@ -172,3 +172,16 @@ def test_stop_while_the_storage_is_down_reports_what_is_lost(start_receiver):
     wait_for(lambda: running.receiver.stats().received == 3, what="3 datagrams read")
     assert running.receiver.stop(timeout=1) == 3
     assert running.receiver.stats().lost_at_stop == 3
+
+
+@pytest.mark.integration
+def test_receivers_sharing_a_port_split_the_senders_between_them(start_receiver):
+    first = start_receiver("udp://127.0.0.1:0,tcp://127.0.0.1:0", reuse_port=True)
+    udp, tcp = first.port("udp"), first.port("tcp")
+    second = start_receiver(f"udp://127.0.0.1:{udp},tcp://127.0.0.1:{tcp}", reuse_port=True)
+    for _ in range(20):  # each logger run is a new socket, so a new pick by the kernel
+        send_with_logger(udp, LOGIN, transport="udp")
+        send_with_logger(tcp, LOGIN)
+    wait_for(lambda: len(first.inbox.messages) + len(second.inbox.messages) == 40, what="40 messages")
+    for running in (first, second):
+        assert {r.transport for r in running.inbox.messages} == {"udp", "tcp"}

@@ -20,8 +20,9 @@ What a crash (or kill) of the process can lose, since no syslog sender resends:
 - TCP/TLS: everything read from the socket (acknowledged to the sender) but not yet handed to
   ``on_batch`` -- at most the queue (``queue_messages``), one batch being stored, one read per
   connection past the queue's limit, and partial frames -- plus what sits in kernel buffers.
-A clean ``stop()`` hands over every complete message that was read; a partial frame of a
-connection that closes (sender, timeout or stop) is counted in ``incomplete_frames`` and dropped.
+A clean ``stop()`` first reads what senders already sent (until they are quiet), then hands
+over every complete message; a partial frame of a connection that closes (sender, timeout or
+stop) is counted in ``incomplete_frames`` and dropped.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 BACKLOG = 1024
+DRAIN_QUIET = 0.2
 LOG_EVERY = 10.0
 
 
@@ -214,6 +216,7 @@ class _Datagrams(asyncio.DatagramProtocol):
         if len(data) > receiver.settings.max_message_bytes:
             receiver._counts["oversized"] += 1
             return
+        receiver._udp_last = receiver._now()
         if receiver._handover.offer((time.time(), self.listener, str(addr[0]), int(addr[1]), None, data)):
             receiver._counts["received"] += 1
         else:
@@ -248,7 +251,9 @@ class AtnaReceiver:
         self._per_peer: Counter[str] = Counter()
         self._paused: set[_Stream] = set()
         self._tasks: set[asyncio.Future[Any]] = set()
-        self._closers: list[Callable[[], Any]] = []
+        self._servers: list[asyncio.Server] = []
+        self._udp: list[asyncio.DatagramTransport] = []
+        self._udp_last = 0.0
         self._bound: list[Listen] = []
         self._state = "new"
         self._lost = 0
@@ -296,14 +301,19 @@ class AtnaReceiver:
             incomplete_frames=counts["incomplete_frames"], lost_at_stop=self._lost)
 
     def stop(self, timeout: float = 10.0) -> int:
-        """Stop listening, hand over every complete message read; return how many could not be."""
+        """Stop accepting, read what senders already sent, hand it all over; return how many were lost.
+
+        Connections are read until every sender has been quiet for ``DRAIN_QUIET`` seconds (or half
+        of ``timeout`` has passed), so what the kernel already acknowledged to a sender is not lost.
+        """
         if self._state != "running":
             return self._lost
         self._state = "stopping"
-        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(timeout)
+        started = time.monotonic()
+        asyncio.run_coroutine_threadsafe(self._close(timeout / 2), self._loop).result(timeout)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout)
-        self._lost = self._handover.close(timeout)
+        self._lost = self._handover.close(max(0.5, timeout - (time.monotonic() - started)))
         self._state = "stopped"
         return self._lost
 
@@ -320,8 +330,7 @@ class AtnaReceiver:
             for listen in self.listeners:
                 await self._bind(listen)
         except OSError as exc:
-            for closer in self._closers:
-                closer()
+            self._close_listeners()
             raise OSError(exc.errno, f"cannot listen on {listen}: {exc.strerror or exc}") from None
         self._tasks.add(asyncio.ensure_future(self._sweep()))
 
@@ -334,7 +343,7 @@ class AtnaReceiver:
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: datagrams, local_addr=(listen.host, listen.port), family=family,
                 reuse_port=self.settings.reuse_port or None)
-            self._closers.append(transport.close)
+            self._udp.append(transport)
             try:
                 transport.get_extra_info("socket").setsockopt(
                     socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
@@ -348,7 +357,7 @@ class AtnaReceiver:
             server = await loop.create_server(
                 lambda: _Stream(self, names[0], tls), listen.host, listen.port, backlog=BACKLOG,
                 reuse_address=True, reuse_port=self.settings.reuse_port or None, start_serving=False)
-            self._closers.append(server.close)
+            self._servers.append(server)
             bound = Listen(listen.transport, listen.host, server.sockets[0].getsockname()[1])
             names[0] = str(bound)
             await server.start_serving()
@@ -392,7 +401,7 @@ class AtnaReceiver:
 
     def _room(self) -> None:
         """Called from the hand-over thread when the queue has room: resume paused senders."""
-        if self._state == "running":
+        if self._state in ("running", "stopping"):
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing to resume
                 self._loop.call_soon_threadsafe(self._resume)
 
@@ -429,15 +438,33 @@ class AtnaReceiver:
                                   stream.host, why)
                 stream.close()
 
-    async def _close(self) -> None:
-        """Stop accepting, close every connection (counting partial frames), stop the sweeper."""
-        for closer in self._closers:
-            closer()
+    async def _close(self, drain: float) -> None:
+        """Stop accepting, read until senders are quiet (at most ``drain`` seconds), close everything."""
+        for server in self._servers:
+            server.close()
+        deadline = self._now() + drain
+        while self._now() < deadline and self._busy():
+            await asyncio.sleep(DRAIN_QUIET / 4)
+        self._close_listeners()
         for task in list(self._tasks):
             task.cancel()
         for stream in list(self._streams):
             stream.close()
         await asyncio.sleep(0)  # let connection_lost count partial frames and free the slots
+
+    def _busy(self) -> bool:
+        """Whether a sender sent something within ``DRAIN_QUIET`` seconds or waits for queue room."""
+        now = self._now()
+        if self._paused or now - self._udp_last < DRAIN_QUIET:
+            return True
+        return any(now - stream.last < DRAIN_QUIET for stream in self._streams)
+
+    def _close_listeners(self) -> None:
+        """Close the listening sockets (TCP/TLS servers and UDP endpoints)."""
+        for server in self._servers:
+            server.close()
+        for transport in self._udp:
+            transport.close()
 
 
 def _subject(certificate: dict | None) -> str | None:

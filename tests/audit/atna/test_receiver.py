@@ -6,6 +6,7 @@ import logging
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -185,3 +186,17 @@ def test_receivers_sharing_a_port_split_the_senders_between_them(start_receiver)
     wait_for(lambda: len(first.inbox.messages) + len(second.inbox.messages) == 40, what="40 messages")
     for running in (first, second):
         assert {r.transport for r in running.inbox.messages} == {"udp", "tcp"}
+
+
+@pytest.mark.integration
+def test_stop_right_after_a_burst_reads_what_the_sender_already_sent(start_receiver):
+    def slow_storage(batch):
+        time.sleep(0.005)
+        running.inbox(batch)
+
+    running = start_receiver("tcp://127.0.0.1:0", on_batch=slow_storage, queue_messages=100,
+                             batch_messages=100)
+    send_with_logger(running.port("tcp"), stdin=numbered(10_000))  # returns once the kernel has it all
+    assert running.receiver.stats().received < 10_000  # the rest waits in the socket (back-pressure)
+    assert running.receiver.stop(timeout=60) == 0
+    assert user_ids(running.inbox.messages) == [f"user{n}" for n in range(10_000)]

@@ -28,7 +28,7 @@ Frame = tuple[float, str, str, int, str | None, bytes]
 RETRY_FIRST, RETRY_MAX = 0.2, 5.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Received:
     """One received syslog message: where it came from, and what it said or why it was quarantined."""
 

@@ -41,7 +41,7 @@ PATIENT_NUMBER = "2"
 ACCESSION_DETAIL_TYPES = {"accession", "accessionnumber", "accession number"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Code:
     """A coded value as the sender wrote it: code, code system name and the sender's text."""
 
@@ -57,7 +57,7 @@ class Code:
         return self.text or self.code
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ActiveParticipant:
     """A user or process taking part in the event (``UserIsRequestor`` None when not sent)."""
 
@@ -70,7 +70,7 @@ class ActiveParticipant:
     network_access_point_type: int | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AuditSource:
     """The system that detected the event and wrote the message."""
 
@@ -79,7 +79,7 @@ class AuditSource:
     types: tuple[Code, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SOPClass:
     """SOP instances of one class inside a study object (count None when not sent)."""
 
@@ -88,7 +88,7 @@ class SOPClass:
     instance_uids: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ParticipantObject:
     """A thing the event touched: a patient, a study, a query, a report, a node."""
 
@@ -120,7 +120,7 @@ class ParticipantObject:
         return self.id_type is not None and self.id_type.code == STUDY_INSTANCE_UID
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AuditMessage:
     """One audit message; ``xml`` is the whole document as text, kept beside what was extracted."""
 

@@ -15,7 +15,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Query:
     """What was asked: the decoded octets, and the C-FIND keys or the text they hold."""
 

@@ -27,7 +27,7 @@ class FramingError(ValueError):
         self.too_large = too_large
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SDElement:
     """One RFC 5424 structured-data element: its SD-ID and its parameters in order."""
 
@@ -35,7 +35,7 @@ class SDElement:
     params: tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SyslogMessage:
     """A parsed syslog header and its message octets (the BOM removed)."""
 

@@ -164,6 +164,7 @@ QUADRATIC = (b'<!DOCTYPE a [<!ENTITY a "' + b"x" * 20000 + b'">]><AuditMessage>'
 @pytest.mark.timeout(10)
 @pytest.mark.parametrize(("data", "reason"), [
     (BILLION_LAUGHS, QuarantineReason.FORBIDDEN_XML),
+    (BILLION_LAUGHS.decode().encode("utf-16"), QuarantineReason.FORBIDDEN_XML),
     (EXTERNAL_ENTITY, QuarantineReason.FORBIDDEN_XML),
     (QUADRATIC, QuarantineReason.FORBIDDEN_XML),
     (b"<AuditMessage>&undefined;</AuditMessage>", QuarantineReason.NOT_XML),

@@ -46,7 +46,7 @@ def test_right_called_ae_title_passes_a_checking_scp(verification_scp):
     assert echo("127.0.0.1", port, PEER_AET, "PACSDESK", TIMEOUT).outcome is Outcome.OK
 
 
-def test_scp_over_its_association_limit_rejects_transiently(verification_scp):
+def test_scp_over_its_association_limit_is_busy_with_the_transient_rejection(verification_scp):
     def hold(event):
         time.sleep(0.6)
         return 0x0000
@@ -57,7 +57,7 @@ def test_scp_over_its_association_limit_rejects_transiently(verification_scp):
     with ThreadPoolExecutor(14) as pool:
         results = list(pool.map(lambda _: echo("127.0.0.1", port, PEER_AET, "PACSDESK", 2.0),
                                 range(14)))
-    rejected = [r for r in results if r.outcome is Outcome.REJECTED]
+    rejected = [r for r in results if r.outcome is Outcome.BUSY]
     assert rejected, [r.outcome for r in results]
     assert (rejected[0].result, rejected[0].source, rejected[0].reason) == (2, 3, 2)
     assert "transient" in rejected[0].detail and "local limit exceeded" in rejected[0].detail

@@ -108,11 +108,14 @@ ASSOCIATE_PDU_MAX = 64 * 1024    # an A-ASSOCIATE-AC for one context takes a few
 FIXED_PDU_LENGTH = 4             # A-ASSOCIATE-RJ, A-RELEASE-RQ/RP and A-ABORT bodies (PS3.8 9.3)
 RESPONSE_MAX = 64 * 1024         # the C-ECHO response's PDV bytes (its command set takes ~100)
 RECV_CHUNK = 65536
+HELLO_KEPT = 65536               # of the server's TLS hello, to see whether it asks for a certificate
 CONTEXT_ID = 1
 A_RELEASE_RQ = b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00"
 A_ABORT = b"\x07\x00\x00\x00\x00\x04\x00\x00\x00\x00"
 TLS_RECORD_TYPES = range(0x14, 0x18)  # change cipher spec, alert, handshake, application data
 C_ECHO_RSP_FIELD = 0x8030
+AC_ITEMS_OFFSET = 74             # PDU header and the A-ASSOCIATE-AC's fixed fields
+AC_ITEM_TYPES = (0x10, 0x21, 0x50)  # application context, presentation context, user information
 
 
 @dataclass(frozen=True)
@@ -241,11 +244,28 @@ def tls_context(ssl_context: ssl.SSLContext | None = None, *, ca_file: str | Non
     return _loaded_context(ca_file, client_cert, client_key, tuple(stamps))
 
 
-def _tls_reason(exc: ssl.SSLError, client_cert: bool | None, received: int) -> str:
+def _asks_for_certificate(hello: bytes) -> bool:
+    """Whether the server's plaintext handshake (TLS 1.2 and older) includes a CertificateRequest."""
+    messages = bytearray()
+    offset = 0
+    while offset + 5 <= len(hello) and hello[offset] == 0x16:  # handshake records only
+        length = struct.unpack_from(">H", hello, offset + 3)[0]
+        messages += hello[offset + 5:offset + 5 + length]
+        offset += 5 + length
+    offset = 0
+    while offset + 4 <= len(messages):
+        if messages[offset] == 13:  # certificate_request
+            return True
+        offset += 4 + int.from_bytes(messages[offset + 1:offset + 4], "big")
+    return False
+
+
+def _tls_reason(exc: ssl.SSLError, client_cert: bool | None, received: int,
+                asked_for_certificate: bool = False) -> str:
     """Say in words why a TLS handshake (or the first read after it) failed.
 
     ``client_cert``: whether a client certificate was presented (None: unknown, the caller's
-    own ssl_context).
+    own ssl_context); ``asked_for_certificate``: the server's TLS 1.2 hello asked for one.
     """
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"the node's certificate is not trusted ({exc.verify_message})"
@@ -265,8 +285,8 @@ def _tls_reason(exc: ssl.SSLError, client_cert: bool | None, received: int) -> s
         if client_cert is None:
             return f"the peer refused the client certificate or requires one ({text})"
         return "the peer requires a client certificate"
-    if reason == "SSLV3_ALERT_HANDSHAKE_FAILURE" and not client_cert:
-        return f"{text}: the peer may require a client certificate"
+    if reason == "SSLV3_ALERT_HANDSHAKE_FAILURE" and asked_for_certificate and client_cert is False:
+        return "the peer requires a client certificate"
     if isinstance(exc, ssl.SSLEOFError) or "EOF" in reason:
         if not received:
             return "the peer does not speak TLS (it closed the connection at the TLS hello)"
@@ -318,6 +338,22 @@ def _length_problem(pdu_type: int, length: int) -> str | None:
     if length > limit:
         return (f"The peer sent an {name} PDU announcing {length:,} bytes (at most {limit:,} "
                 f"accepted); refused without reading it")
+    return None
+
+
+def _ac_problem(pdu: bytes) -> str | None:
+    """What makes an A-ASSOCIATE-AC malformed: fixed fields cut short, items not filling it exactly."""
+    if len(pdu) < AC_ITEMS_OFFSET:
+        return f"{len(pdu) - 6} bytes, shorter than its fixed fields"
+    offset = AC_ITEMS_OFFSET
+    while offset < len(pdu):
+        if offset + 4 > len(pdu):
+            return "an item is cut short"
+        if pdu[offset] not in AC_ITEM_TYPES:
+            return f"unknown item type 0x{pdu[offset]:02X}"
+        offset += 4 + struct.unpack_from(">H", pdu, offset + 2)[0]
+    if offset != len(pdu):
+        return "an item runs past the end of the PDU"
     return None
 
 
@@ -383,6 +419,7 @@ class _Check:
         self.out = bytearray()
         self.inbuf = bytearray()
         self.received = 0              # bytes the peer sent in this phase
+        self.hello = bytearray()       # the server's first TLS bytes (up to HELLO_KEPT)
         self.expected: int | None = None
         self.response = bytearray()
         self.response_bytes = 0
@@ -512,6 +549,7 @@ class _Check:
             return
         if self.phase is _Phase.HANDSHAKING:
             self.received += len(raw)
+            self.hello += raw[:max(0, HELLO_KEPT - len(self.hello))]
         if raw:
             self.incoming.write(raw)
         else:
@@ -530,8 +568,8 @@ class _Check:
             self.drain_tls()
             return
         except ssl.SSLError as exc:
-            self.finish(Outcome.TLS_ERROR, "TLS handshake failed: "
-                        + _tls_reason(exc, self.spec.client_cert, self.received))
+            self.finish(Outcome.TLS_ERROR, "TLS handshake failed: " + _tls_reason(
+                exc, self.spec.client_cert, self.received, _asks_for_certificate(bytes(self.hello))))
             return
         self.drain_tls()
         self.phase = _Phase.ASSOCIATING
@@ -608,8 +646,9 @@ class _Check:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
-                self.out.clear()
-                self.closed()
+                self.out.clear()  # the peer is gone; what it sent before (an alert) is still to read
+                self.update_interest()
+                self.read()
                 return
             del self.out[:sent]
         self.update_interest()
@@ -699,6 +738,10 @@ class _Check:
     def accepted(self, pdu: bytes) -> None:
         """An A-ASSOCIATE-AC: send the C-ECHO if Verification was accepted."""
         self.established = True
+        problem = _ac_problem(pdu)
+        if problem:
+            self.finish(Outcome.INVALID_PDU, f"The peer's A-ASSOCIATE-AC could not be decoded ({problem})")
+            return
         answer = A_ASSOCIATE_AC()
         try:
             answer.decode(pdu)

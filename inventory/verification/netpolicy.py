@@ -132,10 +132,20 @@ def check_destination(host: str, port: int, allowed: Sequence[IPNetwork],
     if name in METADATA_NAMES:
         raise NotAllowed(f"{host} is a cloud metadata service name, never checked")
     addresses = resolve(host.strip(), port, resolver)
+    literal = _is_address(host.strip())
     for address in addresses:
         reason = refusal(address, allowed)
+        if reason and literal:
+            raise NotAllowed(f"{host.strip()} is {reason}")
         if reason:
-            if str(address) == host.strip():
-                raise NotAllowed(f"{address} is {reason}")
-            raise NotAllowed(f"{host} resolves to {address}, which is {reason}")
+            raise NotAllowed(f"{host.strip()} resolves to {address}, which is {reason}")
     return addresses
+
+
+def _is_address(host: str) -> bool:
+    """Whether ``host`` is an IP address rather than a name."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -607,19 +607,21 @@ class _Check:
             self.closed()
 
     def tls_failed(self, exc: ssl.SSLError) -> None:
-        """A TLS error after the handshake (TLS 1.3 reports client certificate refusals here)."""
+        """A TLS error after our side of the handshake ended.
+
+        Before any answer to the association request it belongs to the handshake: a TLS 1.3
+        server judges the client's certificate only after the client has finished.
+        """
         if self.phase is _Phase.RELEASING:
             self.finish_released()
             return
-        reason = _tls_reason(exc, self.spec.client_cert, 1)
-        if self.phase is _Phase.ASSOCIATING and "certificate" in reason:
+        reason = _tls_reason(exc, self.spec.client_cert, received=1)
+        if self.phase is _Phase.ASSOCIATING and not self.received:
             self.finish(Outcome.TLS_ERROR, f"TLS handshake failed: {reason}")
+        elif self.phase is _Phase.ECHOING:
+            self.finish(Outcome.TLS_ERROR, f"TLS error during the C-ECHO: {reason}")
         else:
-            self.finish(Outcome.TLS_ERROR, f"TLS error {self.during()}: {reason}")
-
-    def during(self) -> str:
-        """The phase in words, for messages."""
-        return "during the C-ECHO" if self.phase is _Phase.ECHOING else "during the association"
+            self.finish(Outcome.TLS_ERROR, f"TLS error during the association: {reason}")
 
     def send(self, data: bytes) -> None:
         """Queue ``data`` for the peer (encrypted when TLS) and send what the socket takes."""

@@ -192,11 +192,26 @@ def test_endless_stream_of_response_fragments_is_invalid_pdu_not_a_memory_sink(r
     assert peak < 1024 * 1024
 
 
-def test_association_answer_at_one_byte_a_second_is_too_slow_by_the_deadline(raw_peer):
-    port = raw_peer(answering(one_byte_a_second(association_ac())))
+def header_then_one_byte_a_second(data: bytes) -> Behaviour:
+    """Send ``data``'s PDU header at once, then its body one byte a second."""
+
+    def behaviour(conn: socket.socket) -> None:
+        conn.sendall(data[:6])
+        one_byte_a_second(data[6:])(conn)
+
+    return behaviour
+
+
+@pytest.mark.parametrize(("behaviour", "received"), [
+    (one_byte_a_second(association_ac()), "bytes received"),
+    (header_then_one_byte_a_second(association_ac()), f"of {len(association_ac())} bytes received"),
+], ids=["from-the-first-byte", "header-at-once"])
+def test_association_answer_at_one_byte_a_second_is_too_slow_by_the_deadline(raw_peer, behaviour,
+                                                                             received):
+    port = raw_peer(answering(behaviour))
     result, seconds = timed_echo(port)
     assert result.outcome is Outcome.TOO_SLOW, result
-    assert "still sending its association answer" in result.detail
+    assert "still sending its association answer" in result.detail and received in result.detail
     assert seconds < DEADLINE
 
 

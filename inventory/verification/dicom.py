@@ -847,7 +847,7 @@ class _Check:
         """The deadline passed: say how far the peer got."""
         timeout = self.spec.timeout
         sent = self.received
-        of = f" of {self.expected:,}" if self.expected else ""
+        of = f" of {self.expected:,}" if self.expected and self.expected >= sent else ""
         if self.phase is _Phase.RESOLVING:
             self.finish(Outcome.DNS_ERROR, f"Cannot resolve host name {self.spec.host!r}: no answer "
                         f"within {timeout:.1f} s")

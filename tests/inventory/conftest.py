@@ -264,3 +264,115 @@ def record_at_once(app, asset_id: int, result, workers: int = 2) -> None:
     for thread in threads:
         thread.join(60)
     assert errors == []
+
+
+@dataclass(frozen=True)
+class MiniPKI:
+    """A test CA, a server certificate signed by it and client certificates (PEM files).
+
+    The server certificate is valid for localhost, 127.0.0.1 and pacs.hospital.test; the
+    stranger's client certificate is signed by another CA that the server does not trust.
+    """
+
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    stranger_cert: Path
+    stranger_key: Path
+
+    def server_context(self, *, require_client_cert: bool = False,
+                       maximum_version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+        """A server context presenting the server certificate, optionally requiring a client's."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.server_cert, self.server_key)
+        if require_client_cert:
+            context.load_verify_locations(cafile=str(self.ca_cert))
+            context.verify_mode = ssl.CERT_REQUIRED
+        if maximum_version is not None:
+            context.maximum_version = maximum_version
+        return context
+
+
+@pytest.fixture(scope="session")
+def mini_pki(tmp_path_factory: pytest.TempPathFactory) -> MiniPKI:
+    """Mint a CA, a server certificate and client certificates for this test run."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    folder = tmp_path_factory.mktemp("pki")
+    now = dt.datetime.now(dt.UTC)
+
+    def save(stem: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> tuple[Path, Path]:
+        cert_path, key_path = folder / f"{stem}.crt", folder / f"{stem}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                               serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        return cert_path, key_path
+
+    def certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str,
+                    issuer_key: ec.EllipticCurvePrivateKey, *, ca: bool,
+                    extensions: tuple[x509.ExtensionType, ...] = ()) -> x509.Certificate:
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                   .public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - dt.timedelta(days=1))
+                   .not_valid_after(now + dt.timedelta(days=30))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None),
+                                  critical=True))
+        if ca:
+            builder = builder.add_extension(x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                key_encipherment=False, data_encipherment=False, key_agreement=False,
+                encipher_only=False, decipher_only=False), critical=True)
+        for extension in extensions:
+            builder = builder.add_extension(extension, critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key, other_ca_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_cert, _ = save("ca", ca_key, certificate("PACS Desk test CA", ca_key, "PACS Desk test CA",
+                                                ca_key, ca=True))
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert, server_key_path = save("server", server_key, certificate(
+        "pacs.hospital.test", server_key, "PACS Desk test CA", ca_key, ca=False, extensions=(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.DNSName("pacs.hospital.test"),
+                                         x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]))))
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client_cert, client_key_path = save("client", client_key, certificate(
+        "PACSDESK", client_key, "PACS Desk test CA", ca_key, ca=False,
+        extensions=(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),)))
+    stranger_key = ec.generate_private_key(ec.SECP256R1())
+    stranger_cert, stranger_key_path = save("stranger", stranger_key, certificate(
+        "STRANGER", stranger_key, "Another CA", other_ca_key, ca=False,
+        extensions=(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),)))
+    return MiniPKI(ca_cert, server_cert, server_key_path, client_cert, client_key_path,
+                   stranger_cert, stranger_key_path)
+
+
+class FakeDNS:
+    """A resolver with the ``socket.getaddrinfo`` signature answering from a table, never from DNS."""
+
+    def __init__(self, hosts: dict[str, list[str]]) -> None:
+        self.hosts = hosts
+        self.lookups: list[str] = []
+
+    def __call__(self, host: str, port: int, *_args: object, **_kwargs: object) -> list[tuple]:
+        """Answer ``host`` from the table, or fail as an unknown name does."""
+        self.lookups.append(host)
+        if host not in self.hosts:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM,
+                 socket.IPPROTO_TCP, "", (address, port)) for address in self.hosts[host]]
+
+
+@pytest.fixture
+def fake_dns() -> Callable[[dict[str, list[str]]], FakeDNS]:
+    """Build resolvers answering from a table: ``resolver = fake_dns({"pacs.test": ["10.0.0.5"]})``."""
+    return FakeDNS

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import pytest
 from pynetdicom import evt
 
-from inventory.verification.dicom import Outcome, echo
+from inventory.verification.dicom import Outcome, Target, echo, echo_many
 from tests.inventory.conftest import (
     PEER_AET,
     close_after_request,
@@ -46,21 +49,25 @@ def test_right_called_ae_title_passes_a_checking_scp(verification_scp):
     assert echo("127.0.0.1", port, PEER_AET, "PACSDESK", TIMEOUT).outcome is Outcome.OK
 
 
-def test_scp_over_its_association_limit_rejects_transiently(verification_scp):
+def test_scp_over_its_association_limit_is_busy_with_the_transient_rejection(verification_scp):
+    release = threading.Event()
+
     def hold(event):
-        time.sleep(0.6)
+        release.wait(10)  # the first ten associations stay open until the others were turned away
         return 0x0000
 
     port = verification_scp(handlers=[(evt.EVT_C_ECHO, hold)])
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(14) as pool:
-        results = list(pool.map(lambda _: echo("127.0.0.1", port, PEER_AET, "PACSDESK", 2.0),
-                                range(14)))
-    rejected = [r for r in results if r.outcome is Outcome.REJECTED]
-    assert rejected, [r.outcome for r in results]
-    assert (rejected[0].result, rejected[0].source, rejected[0].reason) == (2, 3, 2)
-    assert "transient" in rejected[0].detail and "local limit exceeded" in rejected[0].detail
+        futures = [pool.submit(echo, "127.0.0.1", port, PEER_AET, "PACSDESK", 5.0) for _ in range(14)]
+        first = next(as_completed(futures)).result()  # an accepted check cannot end before release
+        release.set()
+        results = [future.result() for future in futures]
+    assert first.outcome is Outcome.BUSY, first
+    assert (first.result, first.source, first.reason) == (2, 3, 2)
+    assert first.detail == ("Association rejected (transient, service provider, presentation): "
+                            "local limit exceeded")
+    outcomes = Counter(r.outcome for r in results)
+    assert set(outcomes) == {Outcome.OK, Outcome.BUSY} and outcomes[Outcome.OK] <= 10, outcomes
 
 
 def test_scp_without_verification_gives_no_verification_context(verification_scp):
@@ -120,6 +127,7 @@ def test_tls_to_a_plain_scp_is_tls_error(verification_scp):
     port = verification_scp()
     result = echo("127.0.0.1", port, PEER_AET, "PACSDESK", TIMEOUT, tls=True)
     assert result.outcome is Outcome.TLS_ERROR
+    assert "the peer does not speak TLS" in result.detail
 
 
 def test_closed_port_is_refused_at_once_not_after_the_timeout(closed_port):
@@ -196,3 +204,108 @@ def test_bad_target_raises_a_clear_value_error(kwargs, message):
 def test_ae_titles_with_insignificant_spaces_are_trimmed(verification_scp):
     port = verification_scp(require_called_aet=True)
     assert echo("127.0.0.1", port, f" {PEER_AET}  ", " PACSDESK ", TIMEOUT).ok
+
+
+# ---------------------------------------------------------------- echo_many
+
+
+class ConnectionCounter:
+    """A silent peer behaviour that counts how many connections it holds at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.open = 0
+        self.most = 0
+        self.closed = threading.Semaphore(0)
+
+    def __call__(self, conn) -> None:
+        with self.lock:
+            self.open += 1
+            self.most = max(self.most, self.open)
+        try:
+            stay_silent(conn)
+        finally:
+            with self.lock:
+                self.open -= 1
+            self.closed.release()
+
+
+def test_echo_many_yields_every_target_with_its_result(verification_scp, closed_port):
+    port = verification_scp()
+    targets = [Target("127.0.0.1", port, f"NODE{i}") for i in range(5)]
+    targets.append(Target("127.0.0.1", closed_port, PEER_AET))
+    results = dict(echo_many(targets, "PACSDESK", TIMEOUT, concurrency=4))
+    assert set(results) == set(targets)
+    assert [results[t].outcome for t in targets] == [Outcome.OK] * 5 + [Outcome.REFUSED]
+
+
+def test_echo_many_yields_quick_answers_before_slow_ones(verification_scp, raw_peer):
+    silent = Target("127.0.0.1", raw_peer(stay_silent), PEER_AET)
+    quick = Target("127.0.0.1", verification_scp(), PEER_AET)
+    order = [target for target, _ in echo_many([silent, quick], "PACSDESK", TIMEOUT, concurrency=2)]
+    assert order == [quick, silent]
+
+
+def test_echo_many_never_holds_more_connections_than_its_concurrency(raw_peer):
+    counter = ConnectionCounter()
+    port = raw_peer(counter)
+    targets = [Target("127.0.0.1", port, f"NODE{i}") for i in range(6)]
+    results = list(echo_many(targets, "PACSDESK", 0.5, concurrency=2))
+    assert [r.outcome for _, r in results] == [Outcome.NO_RESPONSE] * 6
+    assert counter.most == 2
+
+
+def test_slow_consumer_does_not_turn_answers_into_timeouts(verification_scp):
+    port = verification_scp()
+    targets = [Target("127.0.0.1", port, f"NODE{i}") for i in range(6)]
+    outcomes = []
+    for _, result in echo_many(targets, "PACSDESK", 0.5, concurrency=6):
+        outcomes.append(result.outcome)
+        time.sleep(0.3)  # writing results takes longer than the checks' timeout altogether
+    assert outcomes == [Outcome.OK] * 6
+
+
+def test_target_that_cannot_be_checked_is_reported_while_the_others_run(verification_scp):
+    port = verification_scp()
+    bad, good = Target("127.0.0.1", 0, PEER_AET), Target("127.0.0.1", port, PEER_AET)
+    results = dict(echo_many([bad, good], "PACSDESK", TIMEOUT, concurrency=2))
+    assert results[bad].outcome is Outcome.ECHO_FAILED
+    assert results[bad].detail.startswith("Cannot check this node: port must be")
+    assert results[good].outcome is Outcome.OK
+
+
+def test_stopping_a_sweep_early_closes_its_connections(raw_peer, verification_scp):
+    counter = ConnectionCounter()
+    silent_port = raw_peer(counter)
+    targets = [Target("127.0.0.1", verification_scp(), PEER_AET)]
+    targets += [Target("127.0.0.1", silent_port, f"NODE{i}") for i in range(3)]
+    sweep = echo_many(targets, "PACSDESK", 60.0, concurrency=4)
+    first, result = next(sweep)
+    assert (first, result.outcome) == (targets[0], Outcome.OK)
+    sweep.close()
+    for _ in range(3):
+        assert counter.closed.acquire(timeout=10), "a silent node's connection was left open"
+
+
+def test_echo_many_takes_the_services_targets(verification_scp):
+    from inventory.verification.services import EchoTarget
+
+    target = EchoTarget(1, "CT-01", "127.0.0.1", verification_scp(), PEER_AET, False)
+    [(yielded, result)] = list(echo_many([target], "PACSDESK", TIMEOUT, concurrency=32))
+    assert yielded is target and result.ok
+
+
+def test_echo_many_with_no_target_yields_nothing():
+    assert list(echo_many([], "PACSDESK", TIMEOUT, concurrency=4)) == []
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"concurrency": 0}, "concurrency must be"),
+    ({"concurrency": 2.5}, "concurrency must be"),
+    ({"timeout": 0}, "timeout must be"),
+    ({"calling_ae": "X" * 17}, "calling AE title"),
+])
+def test_bad_sweep_arguments_raise_a_clear_value_error(kwargs, message):
+    args = {"calling_ae": "PACSDESK", "timeout": TIMEOUT, "concurrency": 4} | kwargs
+    with pytest.raises(ValueError, match=message):
+        list(echo_many([Target("127.0.0.1", 104, PEER_AET)], **args))

@@ -6,11 +6,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
+from audit.trail.models import ObjectChange
 from core.demo import DemoContext
 from core.extensions import db
 from core.timeutil import utcnow
 from helpdesk import services, sla
-from helpdesk.models import Category, Ticket, TicketChange, TicketComment, TicketStatus
+from helpdesk.models import Category, Ticket, TicketComment, TicketStatus
 
 # title, description, category code, impact, urgency, requester, phi
 SCENARIOS = (
@@ -73,8 +74,9 @@ class _Story:
         for comment in db.session.execute(select(TicketComment).where(
                 TicketComment.ticket_id == ticket.id, TicketComment.created_at >= self.real_now)).scalars():
             comment.created_at = self.moment
-        for change in db.session.execute(select(TicketChange).where(
-                TicketChange.ticket_id == ticket.id, TicketChange.changed_at >= self.real_now)).scalars():
+        for change in db.session.execute(select(ObjectChange).where(
+                ObjectChange.object_type == "ticket", ObjectChange.object_id == ticket.id,
+                ObjectChange.changed_at >= self.real_now)).scalars():
             change.changed_at = self.moment
         for field in ("first_responded_at", "waiting_since", "resolved_at", "closed_at", "updated_at"):
             value = getattr(ticket, field)

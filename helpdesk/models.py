@@ -17,6 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 
+from core.auditing import AuditSpec, Tracked
 from core.extensions import db
 from core.timeutil import UTCDateTime, utcnow
 
@@ -95,10 +96,36 @@ class SlaPolicy(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 
+def _category_label(category_id: int | None) -> str | None:
+    """A category's label at the time of a change."""
+    category = db.session.get(Category, category_id) if category_id is not None else None
+    return category.label if category is not None else None
+
+
+def _username(user_id: int | None) -> str | None:
+    """A user's username at the time of a change."""
+    from core.auth.models import User
+
+    user = db.session.get(User, user_id) if user_id is not None else None
+    return user.username if user is not None else None
+
+
+def _asset_tag(asset_id: int | None) -> str | None:
+    """An asset's tag at the time of a change (through the inventory's lookup)."""
+    from helpdesk.assets import asset_ref
+
+    asset = asset_ref(asset_id)
+    return asset.tag if asset is not None else None
+
+
 class Ticket(db.Model):
     """A request for help; ``sla_due_at`` is the next SLA deadline (None while paused or done)."""
 
     __tablename__ = "ticket"
+    __audit__ = AuditSpec(
+        "ticket", lambda t: format_number(t.id), history=lambda t: ("ticket", t.id),
+        tracked=(Tracked("status"), Tracked("priority"), Tracked("category_id", "category", _category_label),
+                 Tracked("assignee_id", "assignee", _username), Tracked("asset_id", "asset", _asset_tag)))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     title: Mapped[str] = mapped_column(String(200))
@@ -183,6 +210,7 @@ class TicketComment(db.Model):
     """A public reply or an internal note (never shown to requesters)."""
 
     __tablename__ = "ticket_comment"
+    __audit__ = AuditSpec("ticket", lambda c: format_number(c.ticket_id))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"))
@@ -202,6 +230,7 @@ class TicketAttachment(db.Model):
     """A file kept in the database so every replica can serve it; ``data`` loads on demand."""
 
     __tablename__ = "ticket_attachment"
+    __audit__ = AuditSpec("ticket", lambda a: format_number(a.ticket_id))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"))
@@ -223,22 +252,3 @@ class TicketAttachment(db.Model):
     def is_internal(self) -> bool:
         """Attachments of internal notes are internal too."""
         return self.comment is not None and self.comment.is_internal
-
-
-class TicketChange(db.Model):
-    """One change to a ticket: who, when, which field, old and new value."""
-
-    __tablename__ = "ticket_change"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"))
-    changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    user_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
-    field: Mapped[str] = mapped_column(String(40))
-    old_value: Mapped[str | None] = mapped_column(Text)
-    new_value: Mapped[str | None] = mapped_column(Text)
-
-    user = relationship("User")
-
-    __table_args__ = (Index("ix_ticket_change_ticket", "ticket_id", "changed_at"),)
-

@@ -8,10 +8,11 @@ from datetime import datetime
 from sqlalchemy import Select, delete, or_, select
 
 from audit.retention.registry import HoldScope, RecordClass
+from audit.trail.history import forget_history
 from core.auth.models import User
 from core.extensions import db
 from helpdesk.assets import asset_lookup
-from helpdesk.models import Ticket, TicketAttachment, TicketChange, TicketComment, TicketStatus, parse_number
+from helpdesk.models import Ticket, TicketAttachment, TicketComment, TicketStatus, parse_number
 from helpdesk.search import TicketWord
 
 RECORD_CLASS = "closed_tickets"
@@ -74,7 +75,7 @@ def purge(ids: Sequence[int]) -> int:
             continue
         db.session.execute(delete(TicketAttachment).where(TicketAttachment.ticket_id.in_(chunk)))
         db.session.execute(delete(TicketComment).where(TicketComment.ticket_id.in_(chunk)))
-        db.session.execute(delete(TicketChange).where(TicketChange.ticket_id.in_(chunk)))
+        forget_history("ticket", chunk)
         db.session.execute(delete(TicketWord).where(TicketWord.ticket_id.in_(chunk)))
         removed += db.session.execute(delete(Ticket).where(Ticket.id.in_(chunk))).rowcount
     db.session.flush()
@@ -83,6 +84,7 @@ def purge(ids: Sequence[int]) -> int:
 
 RETENTION_CLASS = RecordClass(
     key=RECORD_CLASS,
+    object_type="ticket",
     label="Closed tickets with their replies and attachments",
     anchors=("closed", "created"),
     default_years=7,

@@ -25,7 +25,6 @@ from helpdesk.models import (
     Priority,
     Ticket,
     TicketAttachment,
-    TicketChange,
     TicketComment,
     TicketStatus,
 )
@@ -94,14 +93,6 @@ def _asset(tag: str | None) -> AssetRef | None:
     if asset is None:
         raise TicketError(f"Asset: no asset has the tag {tag.strip()[:40]!r}.", "asset_tag")
     return asset
-
-
-def _history(ticket: Ticket, actor: User | None, field: str, old: Any, new: Any, at: datetime) -> None:
-    """Add one line to the ticket's history timeline."""
-    db.session.add(TicketChange(ticket_id=ticket.id, changed_at=at,
-                                user_id=actor.id if actor else None, field=field,
-                                old_value=None if old is None else str(old),
-                                new_value=None if new is None else str(new)))
 
 
 def _store_files(ticket: Ticket, files: Sequence[CheckedFile], actor: User | None,
@@ -246,7 +237,6 @@ def _set_status(ticket: Ticket, new: str, actor: User | None, now: datetime,
         ticket.resolved_at = None
     if new == TicketStatus.CLOSED.value:
         ticket.closed_at = now
-    _history(ticket, actor, "status", old, new, now)
     changes["status"] = [old, new]
     notifications.queue_signal(db.session(), notifications.status_changed, ticket_id=ticket.id,
                                number=ticket.number, old=old, new=new)
@@ -263,20 +253,17 @@ def update_ticket(ticket: Ticket, actor: User, *, status: str | None = None,
     if priority is not None and priority != ticket.priority:
         if priority not in set(Priority):
             raise TicketError("Priority: choose P1, P2, P3 or P4.", "priority")
-        _history(ticket, actor, "priority", ticket.priority, priority, now)
         changes["priority"] = [ticket.priority, priority]
         ticket.priority = priority
         sla.apply_sla(ticket)
     if category_id is not None and category_id != ticket.category_id:
         category = _category(category_id)
-        _history(ticket, actor, "category", ticket.category.label, category.label, now)
         changes["category"] = [ticket.category.code, category.code]
         ticket.category_id = category.id
         ticket.category = category
     if assignee_id is not _UNSET and assignee_id != ticket.assignee_id:
         user = _assignee(assignee_id)
         old_name = ticket.assignee.username if ticket.assignee else None
-        _history(ticket, actor, "assignee", old_name, user.username if user else None, now)
         changes["assignee"] = [old_name, user.username if user else None]
         ticket.assignee_id = user.id if user else None
         ticket.assignee = user
@@ -285,7 +272,6 @@ def update_ticket(ticket: Ticket, actor: User, *, status: str | None = None,
         if (asset.id if asset else None) != ticket.asset_id:
             old = asset_ref(ticket.asset_id)
             old_tag, new_tag = (old.tag if old else None), (asset.tag if asset else None)
-            _history(ticket, actor, "asset", old_tag, new_tag, now)
             changes["asset"] = [old_tag, new_tag]
             ticket.asset_id = asset.id if asset else None
     if status is not None and status != ticket.status:

@@ -11,6 +11,7 @@ from flask_login import current_user
 from sqlalchemy import select
 from wtforms import SelectChoice
 
+from audit.trail.history import history_of
 from core.auth.forms import ConfirmForm
 from core.auth.models import Role, User
 from core.auth.permissions import Permission, has_permission, require_permission
@@ -21,7 +22,7 @@ from helpdesk import access, configuration, queries, services
 from helpdesk.assets import AssetRef, asset_lookup, asset_ref
 from helpdesk.attachments import Upload
 from helpdesk.forms import ReplyForm, TicketForm, TicketUpdateForm
-from helpdesk.models import Priority, Ticket, TicketAttachment, TicketChange, TicketComment, parse_number
+from helpdesk.models import Priority, Ticket, TicketAttachment, TicketComment, parse_number
 from helpdesk.sla import describe_remaining, sla_state
 
 bp = Blueprint("helpdesk", __name__)
@@ -174,9 +175,7 @@ def _render_detail(ticket: Ticket, reply_form: ReplyForm | None = None,
         comments = comments.where(TicketComment.is_internal.is_(False))
     comment_rows = db.session.execute(comments.order_by(TicketComment.created_at,
                                                         TicketComment.id)).scalars().all()
-    changes = db.session.execute(
-        select(TicketChange).where(TicketChange.ticket_id == ticket.id)
-        .order_by(TicketChange.changed_at, TicketChange.id)).scalars().all()
+    changes = history_of("ticket", ticket.id)
     attachments = [a for a in db.session.execute(
         select(TicketAttachment).where(TicketAttachment.ticket_id == ticket.id)
         .order_by(TicketAttachment.id)).scalars() if staff or not a.is_internal]

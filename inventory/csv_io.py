@@ -11,13 +11,13 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
 from audit import record
 from core.auth.models import User
 from core.extensions import db
 from inventory.asset_rules import INACTIVE_STATUSES, AssetData, local_today, normalise
-from inventory.models import Asset, AssetChange, AssetKind, AssetStatus
+from inventory.models import Asset, AssetKind, AssetStatus
 from inventory.services import (
     ADDRESS_FIELDS,
     CHUNK,
@@ -328,19 +328,14 @@ def import_assets(raw: bytes, *, update: bool, user: User | None, source: str,
     """Validate the whole file, then write every row in the caller's transaction."""
     rows = validate_csv(raw, update=update)
     result = ImportResult()
-    user_id = user.id if user else None
     new_rows = [row for row in rows if row.existing_id is None]
-    if new_rows:
-        db.session.execute(insert(Asset.__table__), [vars(row.data) for row in new_rows])
-        id_of = dict(db.session.execute(select(Asset.asset_tag, Asset.id)).all())
-        ids = [id_of[row.data.asset_tag] for row in new_rows]
-        db.session.execute(insert(AssetChange.__table__), [
-            {"asset_id": aid, "user_id": user_id, "field": "created",
-             "new_value": f"{row.data.asset_tag} (imported from {source})"}
-            for aid, row in zip(ids, new_rows, strict=True)])
-        result.created = len(ids)
-        result.verify_ids.extend(aid for aid, row in zip(ids, new_rows, strict=True)
-                                 if _verifiable(row.data))
+    created = [Asset(**vars(row.data)) for row in new_rows]
+    db.session.add_all(created)
+    db.session.flush()
+    result.created = len(created)
+    result.verify_ids.extend(asset.id for asset, row in zip(created, new_rows, strict=True)
+                             if _verifiable(row.data))
+    changed_tags = [asset.asset_tag for asset in created]
     updated = _load_assets([row.existing_id for row in rows if row.existing_id is not None])
     for row in rows:
         if row.existing_id is None:
@@ -350,14 +345,15 @@ def import_assets(raw: bytes, *, update: bool, user: User | None, source: str,
         if not changes:
             result.unchanged += 1
             continue
-        apply_changes(asset, changes, user_id)
+        apply_changes(asset, changes)
+        changed_tags.append(asset.asset_tag)
         result.updated += 1
         if _verifiable(row.data) and ADDRESS_FIELDS & set(changes):
             result.verify_ids.append(asset.id)
-    record("asset.import", object_type="asset", user=user, username=username,
+    record("asset.import", object_type="asset", user=user, username=username, covers=changed_tags,
            details={"source": source, "rows": len(rows), "created": result.created,
                     "updated": result.updated, "unchanged": result.unchanged,
-                    "update_existing": update})
+                    "update_existing": update, "assets": changed_tags})
     db.session.flush()
     return result
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from audit import record
 from core.demo import DemoContext
 from core.extensions import db
 from inventory.asset_rules import local_today
-from inventory.models import Asset, AssetChange, AssetKind, AssetStatus, Sanitisation
+from inventory.models import Asset, AssetKind, AssetStatus, Sanitisation
 
 # tag, name, modality/type, manufacturer, model, location, department, AE title
 NODES = (
@@ -94,7 +95,7 @@ def seed_assets(ctx: DemoContext) -> None:
             purchase_date=today - timedelta(days=1500), warranty_end=today - timedelta(days=100),
         ))
     old = Asset(asset_tag="RWS-OLD-07", name="Reading station 7 (replaced)",
-                kind=AssetKind.WORKSTATION.value, status=AssetStatus.DISPOSED.value,
+                kind=AssetKind.WORKSTATION.value, status=AssetStatus.RETIRED.value,
                 location="Reading room B", department="Radiology", manufacturer="HP",
                 model="Z440", serial_number="CZC5123XYZ", holds_phi=True, verify_enabled=False,
                 purchase_date=today - timedelta(days=3000))
@@ -102,16 +103,16 @@ def seed_assets(ctx: DemoContext) -> None:
     db.session.add_all(assets)
     db.session.flush()
     recorder = technicians[0] if technicians else None
-    db.session.add_all(AssetChange(asset_id=a.id, field="created",
-                                   user_id=recorder.id if recorder else None,
-                                   new_value=f"{a.asset_tag} (demo data)") for a in assets)
-    db.session.add(AssetChange(asset_id=old.id, user_id=recorder.id if recorder else None,
-                               field="status", old_value="retired", new_value="disposed"))
+    for asset in assets:
+        record("asset.create", object_type="asset", object_id=asset.asset_tag, user=recorder,
+               details={"kind": asset.kind, "name": asset.name, "demo": True})
+    old.status, old.verify_enabled = AssetStatus.DISPOSED.value, False
     db.session.add(Sanitisation(
         asset_id=old.id, method="purge", performed_on=today - timedelta(days=30),
         performed_by="Min-jun Kim", witness="Sam Rivera", certificate_ref="SAN-2026-0042",
         recorded_by_id=recorder.id if recorder else None))
-    db.session.flush()
+    record("asset.dispose", object_type="asset", object_id=old.asset_tag, user=recorder,
+           details={"holds_phi": True, "method": "purge", "certificate_ref": "SAN-2026-0042", "demo": True})
     ctx.notes.append(f"Inventory: {len(assets)} assets. The demo DICOM nodes point at "
                      f"127.0.0.1 ports {port}-{port + 21} where nothing listens, so they "
                      f"show as down until you start an SCP there (e.g. `storescp --ignore "

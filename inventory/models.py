@@ -8,6 +8,7 @@ from enum import StrEnum
 from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from core.auditing import AuditSpec, Tracked
 from core.extensions import db
 from core.timeutil import UTCDateTime, utcnow
 
@@ -55,10 +56,30 @@ class DicomType(StrEnum):
 MODALITY_CODES = ("CT", "MR", "CR", "DX", "US", "MG", "NM", "PT", "XA", "RF", "OT")
 
 
+def _username(user_id: int | None) -> str | None:
+    """A user's username at the time of a change."""
+    from core.auth.models import User
+
+    user = db.session.get(User, user_id) if user_id is not None else None
+    return user.username if user is not None else None
+
+
+# What an asset's history shows: every field a person can set (inventory.asset_rules.AssetData).
+ASSET_HISTORY = (
+    "asset_tag", "name", "kind", "status", "location", "department", "manufacturer", "model",
+    "serial_number", "hostname", "ip_address", "os_version", "purchase_date", "warranty_end", "notes",
+    "holds_phi", "ae_title", "port", "tls", "dicom_role", "dicom_type", "modality", "verify_enabled")
+
+
 class Asset(db.Model):
     """An inventoried device; never hard-deleted (retired or disposed instead)."""
 
     __tablename__ = "asset"
+    __audit__ = AuditSpec(
+        "asset", lambda a: a.asset_tag, history=lambda a: ("asset", a.id),
+        tracked=(*(Tracked(name) for name in ASSET_HISTORY),
+                 Tracked("assigned_user_id", "assigned_user", _username)),
+        created=lambda a: ("created", a.asset_tag))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     asset_tag: Mapped[str] = mapped_column(String(40), unique=True)
@@ -108,26 +129,15 @@ class Asset(db.Model):
         return self.ip_address or self.hostname
 
 
-class AssetChange(db.Model):
-    """One change to an asset: who, when, which field, old and new value."""
-
-    __tablename__ = "asset_change"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    asset_id: Mapped[int] = mapped_column(ForeignKey("asset.id"), index=True)
-    changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    user_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
-    field: Mapped[str] = mapped_column(String(40))
-    old_value: Mapped[str | None] = mapped_column(Text)
-    new_value: Mapped[str | None] = mapped_column(Text)
-
-    user = relationship("User")
-
-
 class Sanitisation(db.Model):
     """How a disposed asset's media were sanitised (NIST SP 800-88; HIPAA 164.310(d)(2))."""
 
     __tablename__ = "asset_sanitisation"
+    __audit__ = AuditSpec(
+        "asset", lambda s: db.session.get(Asset, s.asset_id).asset_tag,
+        history=lambda s: ("asset", s.asset_id),
+        created=lambda s: ("sanitisation", f"{s.method} on {s.performed_on} by {s.performed_by}, witness "
+                                          f"{s.witness}, certificate {s.certificate_ref or '-'}"))
     __table_args__ = (UniqueConstraint("asset_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

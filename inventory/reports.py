@@ -16,10 +16,11 @@ from audit.reports.registry import (
     ReportRequest,
 )
 from audit.reports.services import period_bounds, period_text
+from audit.trail.models import ObjectChange
 from core.auth.permissions import Permission
 from core.extensions import db
 from core.timeutil import format_local, to_local, utcnow
-from inventory.models import Asset, AssetChange, AssetKind, AssetStatus, Sanitisation
+from inventory.models import Asset, AssetKind, AssetStatus, Sanitisation
 from inventory.verification.models import NodeCheck, NodeState, NodeStateName
 
 WARRANTY_HORIZON_DAYS = 90
@@ -89,10 +90,12 @@ def _warranties() -> list[Any]:
 
 def _disposals(lo: Any, hi: Any) -> list[Any]:
     """Assets disposed of in the period, with their sanitisation record if one exists."""
-    disposed = (select(AssetChange.asset_id, func.max(AssetChange.changed_at).label("disposed_at"))
-                .where(AssetChange.field == "status", AssetChange.new_value == AssetStatus.DISPOSED.value,
-                       AssetChange.changed_at >= lo, AssetChange.changed_at < hi)
-                .group_by(AssetChange.asset_id).subquery())
+    change = ObjectChange
+    disposed = (select(change.object_id.label("asset_id"), func.max(change.changed_at).label("disposed_at"))
+                .where(change.object_type == "asset", change.field == "status",
+                       change.new_value == AssetStatus.DISPOSED.value,
+                       change.changed_at >= lo, change.changed_at < hi)
+                .group_by(change.object_id).subquery())
     return list(db.session.execute(
         select(Asset.asset_tag, Asset.name, Asset.kind, Asset.serial_number, Asset.holds_phi,
                disposed.c.disposed_at, Sanitisation.method, Sanitisation.performed_on,

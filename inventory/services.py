@@ -10,6 +10,8 @@ from typing import Any
 from sqlalchemy import Select, func, or_, select
 
 from audit import record
+from audit.trail.history import history_of
+from audit.trail.models import ObjectChange
 from core.auth.models import User
 from core.extensions import db
 from core.jobs.models import Job
@@ -24,7 +26,7 @@ from inventory.asset_rules import (
     local_today,
     normalise,
 )
-from inventory.models import Asset, AssetChange, AssetKind, AssetStatus, Sanitisation
+from inventory.models import Asset, AssetKind, AssetStatus, Sanitisation
 from inventory.verification.models import CheckTrigger, NodeState
 
 # Audit actions recorded here (registered by the package's init_app).
@@ -118,8 +120,6 @@ def create_asset(data: AssetData, *, user: User | None) -> Asset:
     asset = Asset(**asdict(data))
     db.session.add(asset)
     db.session.flush()
-    db.session.add(AssetChange(asset_id=asset.id, user_id=user.id if user else None,
-                               field="created", new_value=asset.asset_tag))
     record("asset.create", object_type="asset", object_id=asset.asset_tag,
            details={"kind": asset.kind, "name": asset.name})
     return asset
@@ -131,14 +131,10 @@ def diff(asset: Asset, data: AssetData) -> dict[str, tuple[Any, Any]]:
             if getattr(asset, n) != getattr(data, n)}
 
 
-def apply_changes(asset: Asset, changes: dict[str, tuple[Any, Any]], user_id: int | None) -> None:
-    """Set new values and write one history row per changed field."""
-    for name, (old, new) in changes.items():
+def apply_changes(asset: Asset, changes: dict[str, tuple[Any, Any]]) -> None:
+    """Set new values (the audit hook writes the history lines from them)."""
+    for name, (_old, new) in changes.items():
         setattr(asset, name, new)
-        db.session.add(AssetChange(asset_id=asset.id, user_id=user_id,
-                                   field="assigned_user" if name == "assigned_user_id" else name,
-                                   old_value=display_value(name, old),
-                                   new_value=display_value(name, new)))
 
 
 def update_asset(asset: Asset, data: AssetData, *, user: User | None) -> list[str]:
@@ -154,7 +150,7 @@ def update_asset(asset: Asset, data: AssetData, *, user: User | None) -> list[st
         return []
     audit_changes = {n: [display_value(n, o), display_value(n, v)]
                      for n, (o, v) in changes.items() if n != "notes"}
-    apply_changes(asset, changes, user.id if user else None)
+    apply_changes(asset, changes)
     record("asset.update", object_type="asset", object_id=asset.asset_tag,
            details={"fields": sorted(changes), "changes": audit_changes})
     db.session.flush()
@@ -181,7 +177,7 @@ def dispose_asset(asset: Asset, sanitisation: SanitisationData | None, *,
         check_sanitisation(sanitisation)
     user_id = user.id if user else None
     apply_changes(asset, {"status": (asset.status, AssetStatus.DISPOSED.value),
-                          "verify_enabled": (asset.verify_enabled, False)}, user_id)
+                          "verify_enabled": (asset.verify_enabled, False)})
     details: dict[str, Any] = {"holds_phi": asset.holds_phi}
     if sanitisation is not None:
         db.session.add(Sanitisation(
@@ -189,12 +185,6 @@ def dispose_asset(asset: Asset, sanitisation: SanitisationData | None, *,
             performed_on=sanitisation.performed_on, performed_by=sanitisation.performed_by.strip(),
             witness=sanitisation.witness.strip(),
             certificate_ref=sanitisation.certificate_ref.strip(), recorded_by_id=user_id))
-        db.session.add(AssetChange(
-            asset_id=asset.id, user_id=user_id, field="sanitisation",
-            new_value=f"{sanitisation.method} on {sanitisation.performed_on} by "
-                      f"{sanitisation.performed_by.strip()}, witness "
-                      f"{sanitisation.witness.strip()}, certificate "
-                      f"{sanitisation.certificate_ref.strip() or '-'}"))
         details.update(method=sanitisation.method, certificate_ref=sanitisation.certificate_ref)
     record("asset.dispose", object_type="asset", object_id=asset.asset_tag, details=details)
     db.session.flush()
@@ -265,11 +255,9 @@ def warranty_query(days: int = 90) -> Select:
             .order_by(Asset.warranty_end, Asset.asset_tag))
 
 
-def asset_history(asset: Asset) -> list[AssetChange]:
+def asset_history(asset: Asset) -> list[ObjectChange]:
     """The asset's change history, newest first."""
-    return list(db.session.scalars(
-        select(AssetChange).where(AssetChange.asset_id == asset.id)
-        .order_by(AssetChange.changed_at.desc(), AssetChange.id.desc())))
+    return history_of("asset", asset.id, newest_first=True)
 
 
 def sanitisation_of(asset: Asset) -> Sanitisation | None:

@@ -13,6 +13,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
 from app import create_app
+from audit.trail.guards import drop_audit_guards, install_audit_guards
+from core import audit_sink
 from core.auth.models import Role, User
 from core.auth.services import NewUser, create_user
 from core.extensions import db
@@ -54,6 +56,26 @@ def _reset_postgres(url: str) -> None:
     engine.dispose()
 
 
+def forget_setup_events(url: str) -> None:
+    """Give tests an empty audit trail over the reference data that setup audited.
+
+    ``pacsdesk setup`` audits the categories, courses and policies it seeds (tests of setup and of
+    the audit hook prove it); the tests' database template stands for an installed instance
+    whose setup lies before the trail they look at, so those events are removed here, with the
+    append-only triggers off for this fixture's statement only.
+    """
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SET LOCAL session_replication_role = replica"))
+            conn.execute(text("DELETE FROM audit_event"))
+        else:
+            drop_audit_guards(conn)
+            conn.execute(text("DELETE FROM audit_event"))
+            install_audit_guards(conn)
+    engine.dispose()
+
+
 def truncate_postgres(url: str) -> None:
     """Empty every table (triggers off for the cleanup only)."""
     engine = create_engine(url)
@@ -89,6 +111,7 @@ def database_template(tmp_path_factory: pytest.TempPathFactory) -> str:
         load_reference_data()
         db.session.commit()
         db.engine.dispose()
+    forget_setup_events(target)
     return target
 
 
@@ -113,14 +136,20 @@ def app_config(tmp_path: Path, database_url: str) -> dict:
     return test_overrides(instance, database_url)
 
 
+FIXTURE_ACTIONS = {"test.fixture": "Data written directly by a test fixture"}
+
+
 @pytest.fixture
 def app(app_config: dict) -> Iterator[Flask]:
-    """The app on this test's database."""
+    """The app on this test's database (its fixtures may audit what they write as ``test.fixture``)."""
     application = create_app(app_config)
+    audit_sink.register_actions(application, FIXTURE_ACTIONS)
     if PG_URL:
         with application.app_context():
             load_reference_data()
             db.session.commit()
+            db.engine.dispose()
+        forget_setup_events(app_config["SQLALCHEMY_DATABASE_URI"])
     yield application
     with application.app_context():
         db.session.remove()

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 
+from core.auditing import AuditSpec
 from core.extensions import db
 from core.timeutil import UTCDateTime, utcnow
 
@@ -36,6 +37,10 @@ class ReportJob(db.Model):
     """One requested report; the PDF is kept in the database so every replica can serve it."""
 
     __tablename__ = "report_job"
+    # Building a report (status, progress, the PDF) is the job's bookkeeping; asking for it and
+    # destroying it are audited.
+    __audit__ = AuditSpec("report", lambda j: j.id, bookkeeping=frozenset({
+        "status", "progress", "stage", "started_at", "finished_at", "pdf", "pdf_size", "error"}))
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_report_id)
     kind: Mapped[str] = mapped_column(String(40))

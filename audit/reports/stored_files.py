@@ -75,6 +75,6 @@ def matches(scope: HoldScope) -> bool:
 
 
 RETENTION_CLASS = RecordClass(
-    key=RECORD_CLASS, label="Stored report files (generated PDFs and their parameters)",
+    key=RECORD_CLASS, object_type="report", label="Stored report files (generated PDFs and their parameters)",
     anchors=("created", "finished"), default_years=1, floor_years=0, floor_rule="",
     candidates=candidates, held=held, purge=purge)

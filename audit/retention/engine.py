@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from audit.retention.holds import (
@@ -42,7 +42,9 @@ MAX_YEARS = 100
 
 # Audit actions recorded here (registered by the package's init_app).
 AUDIT_ACTIONS = {
+    "retention.policy_created": "Retention policy stored at its default period (not enforced until reviewed)",
     "retention.policy_changed": "Retention policy changed",
+    "retention.run_abandoned": "Retention run with no progress for 30 minutes marked abandoned",
     "retention.run_started": "Retention run started",
     "retention.batch_purged": "Records destroyed under the retention schedule",
     "retention.run_completed": "Retention run completed",
@@ -102,19 +104,26 @@ def policy_for(key: str) -> RetentionPolicy | None:
         select(RetentionPolicy).where(RetentionPolicy.record_class == key)).scalar_one_or_none()
 
 
+def _default_policy(rc: RecordClass) -> RetentionPolicy:
+    """A class's policy at its default period, not enforced until someone reviews it."""
+    return RetentionPolicy(record_class=rc.key, years=max(rc.default_years, rc.floor_years), months=0,
+                           days=0, anchor=rc.anchors[0], enabled=False)
+
+
 def ensure_default_policies() -> None:
-    """Give every registered class a policy at its default period, disabled until reviewed."""
+    """Store a default policy for every class that has none (``pacsdesk setup``; flushes, audited)."""
     for key, rc in record_classes().items():
         if policy_for(key) is None:
-            db.session.add(RetentionPolicy(record_class=key, years=max(rc.default_years, rc.floor_years),
-                                           months=0, days=0, anchor=rc.anchors[0], enabled=False))
-    db.session.flush()
+            policy = _default_policy(rc)
+            db.session.add(policy)
+            db.session.flush()
+            record("retention.policy_created", object_type="retention_policy", object_id=key,
+                   user=None, details=_policy_state(policy))
 
 
 def list_policies() -> list[tuple[RecordClass, RetentionPolicy]]:
-    """Every registered class with its policy, creating missing defaults."""
-    ensure_default_policies()
-    return [(record_classes()[key], policy_for(key)) for key in sorted(record_classes())]  # type: ignore[misc]
+    """Every registered class with its policy; one not stored yet shows its default (nothing is written)."""
+    return [(rc, policy_for(key) or _default_policy(rc)) for key, rc in sorted(record_classes().items())]
 
 
 def update_policy(key: str, years: int, months: int, days: int, anchor: str, enabled: bool,
@@ -288,6 +297,10 @@ def _claim_run(started_by: str, user: Any, policies: list[tuple[RecordClass, Ret
                 other.status = RunStatus.ABANDONED.value
                 other.finished_at = utcnow()
                 other.error = "no progress for 30 minutes: taken over by a new run"
+                record("retention.run_abandoned", outcome="failure", object_type="retention_run",
+                       object_id=other.id, details={"last_progress": other.heartbeat_at.isoformat(),
+                                                    "taken_over_by": started_by},
+                       **({} if user is None else {"user": user}))
                 db.session.commit()
                 continue
             raise RetentionBusy(_busy_message(other)) from None
@@ -345,12 +358,13 @@ def run_retention(started_by: str, user: Any = None, batch_size: int = BATCH_SIZ
                 gone = rc.purge(ids)
                 counts[rc.key] += gone
                 if rc.key != "audit_events":
-                    record("retention.batch_purged", object_type=rc.key, object_id=run_id,
-                           details={"run_id": run_id, "count": gone, "first_id": ids[0],
-                                    "last_id": ids[-1]}, **actor)
-                db.session.execute(update(RetentionRun).where(RetentionRun.id == run_id).values(
-                    heartbeat_at=utcnow(), counts=json.dumps(counts, sort_keys=True),
-                    total=sum(counts.values())))
+                    record("retention.batch_purged", object_type=rc.object_type or rc.key,
+                           details={"run_id": run_id, "record_class": rc.key, "count": gone,
+                                    "first_id": ids[0], "last_id": ids[-1]}, **actor)
+                running = db.session.get(RetentionRun, run_id)
+                assert running is not None
+                running.heartbeat_at, running.total = utcnow(), sum(counts.values())
+                running.counts = json.dumps(counts, sort_keys=True)
                 db.session.commit()
 
             report.classes.append(_walk_class(rc, policy, now, holds, purge, batch_size))

@@ -8,6 +8,7 @@ from enum import StrEnum
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from core.auditing import AuditSpec
 from core.auth.models import User
 from core.extensions import db
 from core.timeutil import UTCDateTime, utcnow
@@ -17,6 +18,7 @@ class RetentionPolicy(db.Model):
     """How long one record class is kept, counted from which date."""
 
     __tablename__ = "retention_policy"
+    __audit__ = AuditSpec("retention_policy", lambda p: p.record_class)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     record_class: Mapped[str] = mapped_column(String(40), unique=True)
@@ -40,6 +42,7 @@ class LegalHold(db.Model):
     """A hold that suspends destruction of what its scope covers until it is released."""
 
     __tablename__ = "legal_hold"
+    __audit__ = AuditSpec("legal_hold", lambda h: h.id)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     reason: Mapped[str] = mapped_column(Text)
@@ -73,6 +76,9 @@ class RetentionRun(db.Model):
     """One retention run: who started it, the policies in force, what went, and a digest of it."""
 
     __tablename__ = "retention_run"
+    # A running run's heartbeat and counters move with every batch; each batch has its own event.
+    __audit__ = AuditSpec("retention_run", lambda r: r.id,
+                          bookkeeping=frozenset({"heartbeat_at", "counts", "total"}))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     status: Mapped[str] = mapped_column(String(20), default=RunStatus.RUNNING.value)

@@ -47,6 +47,7 @@ class RecordClass:
     candidates: Callable[[datetime, str], Select]
     held: Callable[[Sequence[int], Sequence[HoldScope]], set[int]]
     purge: Callable[[Sequence[int]], int]
+    object_type: str = ""                  # what audit events call the purged records ("ticket")
 
 
 ScopeMatcher = Callable[[HoldScope], bool]

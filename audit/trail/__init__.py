@@ -9,7 +9,17 @@ def init_app(app: Flask) -> None:
     """Register the trail's actions, record class, job, pages, navigation and banner."""
     from audit.reports.registry import register_export_actions
     from audit.retention.registry import register_record_class, register_scope_matcher
-    from audit.trail import chain, chain_verification, cli, guards, jobs, retention, search, search_index
+    from audit.trail import (
+        chain,
+        chain_verification,
+        cli,
+        enforcement,
+        guards,
+        jobs,
+        retention,
+        search,
+        search_index,
+    )
     from audit.trail.models import AuditEvent
     from core import audit_sink
     from core.auth.permissions import Permission
@@ -18,6 +28,7 @@ def init_app(app: Flask) -> None:
     from core.navigation import NavItem, register_banner_source, register_nav
     from core.reference_data import register_reference_data
 
+    enforcement.install()
     for module in (chain, chain_verification, search):
         audit_sink.register_actions(app, module.AUDIT_ACTIONS)
     register_export_actions(app, search.AUDIT_ACTIONS)

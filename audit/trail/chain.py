@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +14,7 @@ from flask_login import current_user
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
 
+from audit.trail.enforcement import note_event
 from audit.trail.models import GENESIS_HASH, AuditCheckpoint, AuditEvent, AuditPurgePermit
 from core import audit_sink
 from core.database import snapshot_connection
@@ -139,8 +140,13 @@ def record(
     user: Any = _UNSET,
     username: str | None = None,
     client_address: str | None = _UNSET,
+    covers: Iterable[Any] = (),
 ) -> Recorded:
-    """Append an audit event in the caller's transaction; it commits or rolls back with it."""
+    """Append an audit event in the caller's transaction; it commits or rolls back with it.
+
+    ``covers`` names more objects of ``object_type`` the event is about (an import's assets),
+    for the audit hook that refuses unaudited changes.
+    """
     if not audit_sink.is_action(action):
         raise ValueError(f"unknown audit action {action!r}: register it with register_actions")
     if outcome not in OUTCOMES:
@@ -155,6 +161,8 @@ def record(
     role = user.role if user is not None else None
     text = canonical_details(details)
     oid = None if object_id is None else str(object_id)
+    db.session.flush()  # the audit hook sees the changes this event covers before it is noted
+    note_event(object_type, [*([] if oid is None else [oid]), *covers], user_id)
     _lock_chain()
     last_seq, prev = _chain_tail()
     seq = last_seq + 1

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.extensions import db
 from core.timeutil import UTCDateTime, utcnow
@@ -65,3 +65,26 @@ class AuditPurgePermit(db.Model):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     through_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class ObjectChange(db.Model):
+    """One line of an object's history (a ticket's or an asset's timeline): which field, old and new.
+
+    Written only by the audit session hook (``audit.trail.enforcement``) from the changes of
+    audited models, in the same transaction as the audit event that covers them.
+    """
+
+    __tablename__ = "object_change"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    object_type: Mapped[str] = mapped_column(String(40))
+    object_id: Mapped[int] = mapped_column(Integer)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
+    field: Mapped[str] = mapped_column(String(40))
+    old_value: Mapped[str | None] = mapped_column(Text)
+    new_value: Mapped[str | None] = mapped_column(Text)
+
+    user = relationship("User")
+
+    __table_args__ = (Index("ix_object_change_object", "object_type", "object_id", "changed_at"),)

@@ -168,6 +168,7 @@ def matches(scope: HoldScope) -> bool:
 
 
 RETENTION_CLASS = RecordClass(
-    key="training_records", label="Training records (superseded completions)", anchors=("completed",),
+    key="training_records", object_type="training_completion",
+    label="Training records (superseded completions)", anchors=("completed",),
     default_years=6, floor_years=6, floor_rule="45 CFR 164.316(b)(2) (keep documentation 6 years)",
     candidates=_superseded_before, held=_held, purge=_purge)

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
+from audit import record
 from audit.trail.chain_verification import run_verification
 from audit.training import services as training
 from audit.training.models import TrainingAssignment, TrainingCompletion
@@ -16,17 +17,21 @@ from core.timeutil import utcnow
 
 def seed_compliance(ctx: DemoContext) -> None:
     """Most people trained today, a few late, one verification of the trail (flushes)."""
-    training.ensure_assignments(audited=False)
+    training.ensure_assignments()
     today = training.local_today()
     assignments = list(db.session.execute(
         select(TrainingAssignment).order_by(TrainingAssignment.id)).scalars())
     for assignment in assignments:
         roll = ctx.rng.random()
         if roll < 0.7:
-            db.session.add(TrainingCompletion(
+            completion = TrainingCompletion(
                 assignment_id=assignment.id, user_id=assignment.user_id, course_id=assignment.course_id,
                 completed_on=today, score=ctx.rng.randint(78, 100), attestation=training.ATTESTATION,
-                attested_at=utcnow(), recorded_by_id=assignment.user_id, recorded_at=utcnow()))
+                attested_at=utcnow(), recorded_by_id=assignment.user_id, recorded_at=utcnow())
+            db.session.add(completion)
+            db.session.flush()
+            record("training.completed", object_type="training_completion", object_id=completion.id,
+                   user=assignment.user, details={"course": assignment.course.title, "demo": True})
         elif roll < 0.85:
             assignment.due_on = today - timedelta(days=ctx.rng.randint(3, 40))
     db.session.flush()

@@ -7,6 +7,7 @@ from datetime import date, datetime
 from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 
+from core.auditing import AuditSpec
 from core.auth.models import Role, User
 from core.extensions import db
 from core.timeutil import UTCDateTime, utcnow
@@ -16,6 +17,7 @@ class Course(db.Model):
     """A training course: who must take it, how often, and how long a new user has."""
 
     __tablename__ = "training_course"
+    __audit__ = AuditSpec("training_course", lambda c: c.id)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     code: Mapped[str] = mapped_column(String(40), unique=True)
@@ -56,6 +58,7 @@ class TrainingAssignment(db.Model):
     """A user who must take a course, and by when the first time."""
 
     __tablename__ = "training_assignment"
+    __audit__ = AuditSpec("training_assignment", lambda a: a.id)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"))
@@ -76,6 +79,7 @@ class TrainingCompletion(db.Model):
     """One completion of an assignment; never overwritten, so the history stays."""
 
     __tablename__ = "training_completion"
+    __audit__ = AuditSpec("training_completion", lambda c: c.id)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     assignment_id: Mapped[int] = mapped_column(ForeignKey("training_assignment.id"))

@@ -119,13 +119,15 @@ def status_of(course: Course, assignment: TrainingAssignment, latest: TrainingCo
 
 
 def seed_courses() -> None:
-    """Create the standard courses if missing (reference data; flushes)."""
+    """Create the standard courses if missing (reference data; flushes, each audited)."""
     for code, title, description, months, roles, days in SEED_COURSES:
         if db.session.execute(select(Course.id).where(Course.code == code)).first() is None:
-            db.session.add(Course(code=code, title=title, description=description,
-                                  recurrence_months=months, required_roles=roles,
-                                  days_to_complete=days))
-    db.session.flush()
+            course = Course(code=code, title=title, description=description, recurrence_months=months,
+                            required_roles=roles, days_to_complete=days)
+            db.session.add(course)
+            db.session.flush()
+            record("training.course_created", object_type="training_course", object_id=course.id,
+                   user=None, details={**_course_state(course), "standard": True})
 
 
 @dataclass(frozen=True)
@@ -228,33 +230,32 @@ def _missing(users: Sequence[User], courses: Sequence[Course]) -> list[tuple[Use
     return [(u, c) for u in users for c in courses if c.applies_to(u) and (u.id, c.id) not in have]
 
 
-def ensure_assignments(audited: bool = True) -> int:
-    """Give every active user an assignment for each course they must take (flushes)."""
+def ensure_assignments() -> int:
+    """Give every active user an assignment for each course they must take (flushes, each audited)."""
     users = list(db.session.execute(select(User).where(User.is_disabled.is_(False))).scalars())
     created = 0
     for user, course in _missing(users, list_courses(active_only=True)):
-        assignment = TrainingAssignment(user_id=user.id, course_id=course.id, assigned_at=utcnow(),
-                                        due_on=_first_due(user, course))
-        db.session.add(assignment)
-        db.session.flush()
+        _assign(user, course)
         created += 1
-        if audited:
-            record("training.assigned", object_type="training_assignment", object_id=assignment.id,
-                   details={"username": user.username, "course": course.title,
-                            "due_on": assignment.due_on.isoformat()})
     return created
 
 
 def assign_new_user(user: User) -> None:
-    """Hook for account creation: the new user's assignments, in the same transaction.
-
-    The ``user.created`` event in the same transaction records the account and role these
-    assignments follow from, so no separate event is written here.
-    """
+    """Hook for account creation: the new user's assignments, each audited, in the same transaction."""
     for new_user, course in _missing([user], list_courses(active_only=True)):
-        db.session.add(TrainingAssignment(user_id=new_user.id, course_id=course.id,
-                                          assigned_at=utcnow(), due_on=_first_due(new_user, course)))
+        _assign(new_user, course)
+
+
+def _assign(user: User, course: Course) -> TrainingAssignment:
+    """Assign ``course`` to ``user`` with its first due date, audited (flushes)."""
+    assignment = TrainingAssignment(user_id=user.id, course_id=course.id, assigned_at=utcnow(),
+                                    due_on=_first_due(user, course))
+    db.session.add(assignment)
     db.session.flush()
+    record("training.assigned", object_type="training_assignment", object_id=assignment.id,
+           details={"username": user.username, "course": course.title,
+                    "due_on": assignment.due_on.isoformat()})
+    return assignment
 
 
 def _statuses(query: Any, today: date) -> list[AssignmentStatus]:

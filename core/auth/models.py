@@ -9,6 +9,7 @@ from flask_login import UserMixin
 from sqlalchemy import Boolean, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from core.auditing import AuditSpec
 from core.extensions import db
 from core.timeutil import UTCDateTime, utcnow
 
@@ -36,6 +37,7 @@ class User(UserMixin, db.Model):
     """One account per person (HIPAA unique user identification); never deleted."""
 
     __tablename__ = "user_account"
+    __audit__ = AuditSpec("user", lambda u: u.id)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)

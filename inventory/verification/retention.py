@@ -57,6 +57,7 @@ def _purge(ids: Sequence[int]) -> int:
 
 
 RETENTION_CLASS = RecordClass(
-    key=RECORD_CLASS, label="DICOM verification results", anchors=("created",), default_years=2,
+    key=RECORD_CLASS, object_type="node_check", label="DICOM verification results", anchors=("created",),
+    default_years=2,
     floor_years=0, floor_rule="no legal minimum (operational records)",
     candidates=_candidates, held=_held, purge=_purge)

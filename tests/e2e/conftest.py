@@ -134,8 +134,10 @@ def server_env(instance: Path, **settings: str) -> dict[str, str]:
 
 def run_in_app(env: dict[str, str], body: str) -> str:
     """Run Python ``body`` inside the served instance's app context; return what it printed."""
-    script = ("from app import create_app\nfrom core.extensions import db\n"
-              "with create_app().app_context():\n" + textwrap.indent(body, "    "))
+    script = ("from app import create_app\nfrom core import audit_sink\nfrom core.extensions import db\n"
+              "app = create_app()\n"
+              "audit_sink.register_actions(app, {'test.fixture': 'Data written by a test fixture'})\n"
+              "with app.app_context():\n" + textwrap.indent(body, "    "))
     done = subprocess.run([sys.executable, "-c", script], env=env, text=True, capture_output=True,
                           timeout=120, cwd=env["PACSDESK_INSTANCE_PATH"], check=False)
     if done.returncode != 0:
@@ -154,6 +156,8 @@ def make_training_overdue(env: dict[str, str], usernames: list[str], days: int) 
         f"ids = select(User.id).where(User.username.in_({usernames!r}))\n"
         "db.session.execute(update(TrainingAssignment).where(TrainingAssignment.user_id.in_(ids))\n"
         f"                   .values(due_on=local_today() - timedelta(days={days})))\n"
+        "from audit import record\n"
+        f"record('test.fixture', object_type='training_assignment', details={{'overdue_days': {days}}})\n"
         "db.session.commit()\n"
     ))
 

@@ -6,6 +6,7 @@ import pytest
 
 from core.extensions import db
 from inventory.models import Asset
+from tests.helpers import fixture_event
 
 
 @pytest.fixture
@@ -13,6 +14,7 @@ def asset_tag(app):
     """An asset in the inventory's table (the help desk finds it through the registered lookup)."""
     with app.app_context():
         db.session.add(Asset(asset_tag="WS-RR2-01", name="Reading station 2", location="RR2"))
+        fixture_event("asset", "WS-RR2-01")
         db.session.commit()
     return "WS-RR2-01"
 

@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
-from sqlalchemy import select
 
+from audit.trail.history import history_of
 from core.extensions import db
 from core.jobs.registry import job_kinds
 from helpdesk.jobs import close_resolved_tickets
-from helpdesk.models import Ticket, TicketChange
+from helpdesk.models import Ticket
 
 T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 
@@ -67,7 +67,7 @@ def test_autoclose_job_closes_after_the_configured_days_and_audits_as_system(
     event = audit_events("ticket.update", resolved_ticket)[-1]
     assert event["user_id"] is None and event["details"]["autoclosed"] is True
     with app.app_context():
-        last = db.session.execute(select(TicketChange).order_by(TicketChange.id.desc())).scalars().first()
+        last = history_of("ticket", int(resolved_ticket[3:]))[-1]
         assert (last.field, last.new_value, last.user_id) == ("status", "closed", None)
 
 

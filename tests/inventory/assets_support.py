@@ -9,6 +9,7 @@ from flask import Flask
 
 from core.extensions import db
 from inventory.models import Asset
+from tests.helpers import fixture_event
 
 
 @pytest.fixture(autouse=True)
@@ -47,5 +48,7 @@ def add_asset(app: Flask, **fields: Any) -> int:
     with app.app_context():
         asset = Asset(**values)
         db.session.add(asset)
+        db.session.flush()
+        fixture_event("asset", asset.asset_tag)
         db.session.commit()
         return asset.id

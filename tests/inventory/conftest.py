@@ -16,6 +16,8 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
+from tests.helpers import fixture_event
+
 PEER_AET = "TESTSCP"
 
 
@@ -225,6 +227,8 @@ def make_node(app):
         with app.app_context():
             asset = Asset(**values)
             db.session.add(asset)
+            db.session.flush()
+            fixture_event("asset", asset.asset_tag)
             db.session.commit()
             return asset.id
 

@@ -8,10 +8,11 @@ from datetime import date, timedelta
 import pytest
 from sqlalchemy import select
 
+from audit.trail.history import history_of
 from audit.trail.models import AuditEvent
 from core.extensions import db
 from inventory.asset_rules import local_today
-from inventory.models import Asset, AssetChange, Sanitisation
+from inventory.models import Asset, Sanitisation
 from tests.inventory.assets_support import (  # noqa: F401 - autouse fixtures
     _short_checks,
     add_asset,
@@ -119,7 +120,7 @@ def test_edit_records_each_changed_field_with_who_old_and_new(client, login_as, 
                                                                 location="Room 9"))
     assert response.status_code == 302
     with app.app_context():
-        changes = {c.field: c for c in db.session.scalars(select(AssetChange))}
+        changes = {c.field: c for c in history_of("asset", db.session.scalar(select(Asset.id)))}
         assert changes["port"].old_value == "104" and changes["port"].new_value == "11112"
         assert changes["location"].new_value == "Room 9"
         assert changes["port"].user_id == user.id

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from audit.trail.models import AuditEvent
+from audit.trail.history import history_of
+from audit.trail.models import AuditEvent, ObjectChange
 from core.extensions import db
-from inventory.models import Asset, AssetChange
+from inventory.models import Asset
 from inventory.verification.models import NodeState
 from tests.inventory.assets_support import (  # noqa: F401 - autouse fixtures
     _short_checks,
@@ -47,7 +48,8 @@ def test_import_creates_assets_and_records_history_and_one_audit_event(client, l
         node = db.session.scalar(select(Asset).where(Asset.asset_tag == "CT-01"))
         assert (node.ae_title, node.port, node.dicom_type, node.modality) == (
             "CT01", 104, "modality", "CT")
-        assert db.session.scalar(select(func.count(AssetChange.id))) == 2
+        created = select(func.count(ObjectChange.id)).where(ObjectChange.field == "created")
+        assert db.session.scalar(created) == 2
         events = list(db.session.scalars(select(AuditEvent).where(
             AuditEvent.action == "asset.import")))
         assert len(events) == 1
@@ -96,8 +98,7 @@ def test_existing_tags_are_refused_unless_updating(client, login_as, app):
     with app.app_context():
         node = db.session.scalar(select(Asset).where(Asset.asset_tag == "CT-01"))
         assert node.location == "L1" and node.hostname == "ct01.h.example"
-        changes = {c.field for c in db.session.scalars(
-            select(AssetChange).where(AssetChange.asset_id == node.id))}
+        changes = {c.field for c in history_of("asset", node.id)}
         assert {"location", "hostname", "manufacturer"} <= changes
     assert _count(app) == 2
 
@@ -206,7 +207,8 @@ def test_export_neutralises_spreadsheet_formulas_and_imports_back(client, login_
     assert _upload(client, exported, update=True).status_code == 302
     with app.app_context():
         assert db.session.scalar(select(Asset.name)) == "=HYPERLINK(\"http://evil\")"
-        assert db.session.scalar(select(func.count(AssetChange.id))) == 0
+        edits = select(func.count(ObjectChange.id)).where(ObjectChange.field != "created")
+        assert db.session.scalar(edits) == 0
 
 
 def test_cli_export_writes_every_asset(runner, app, tmp_path: Path):

@@ -12,6 +12,7 @@ from core.extensions import db
 from helpdesk.models import Category, Ticket
 from inventory.models import Asset
 from tests.audit.reports.conftest import local, pdf_text
+from tests.helpers import fixture_event
 
 
 def add_ticket(category_id: int, created: str, priority: str = "P2", responded_after: int | None = None,
@@ -37,6 +38,9 @@ def test_helpdesk_report_shows_volumes_service_levels_and_assets(app, tmp_path):
         add_ticket(category.id, "2026-03-03 10:00", responded_after=120, asset_id=asset.id)
         add_ticket(category.id, "2026-03-04 11:00", priority="P4")
         add_ticket(category.id, "2026-02-20 11:00")  # before the period
+        db.session.flush()
+        fixture_event("asset", asset.asset_tag)
+        fixture_event("ticket", *(t.number for t in db.session.execute(select(Ticket)).scalars()))
         db.session.commit()
         label = category.label
         pdf = services.build_from_cli(services.validate_request("helpdesk", "2026-03-01", "2026-03-31"))

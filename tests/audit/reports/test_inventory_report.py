@@ -6,11 +6,13 @@ import re
 from datetime import date, timedelta
 
 from audit.reports import services
+from audit.trail.models import ObjectChange
 from core.extensions import db
 from core.timeutil import utcnow
-from inventory.models import Asset, AssetChange, Sanitisation
+from inventory.models import Asset, Sanitisation
 from inventory.verification.models import NodeCheck, NodeState
 from tests.audit.reports.conftest import local, pdf_text
+from tests.helpers import fixture_event
 
 
 def test_inventory_report_shows_uptime_failures_down_nodes_warranties_and_disposals(app, tmp_path):
@@ -33,11 +35,13 @@ def test_inventory_report_shows_uptime_failures_down_nodes_warranties_and_dispos
         db.session.add(NodeState(asset_id=ct.id, state="down", consecutive_failures=4,
                                  down_since=local("2026-03-07 10:00"),
                                  last_ok_at=local("2026-03-06 10:00"), last_check_at=utcnow()))
-        db.session.add(AssetChange(asset_id=old.id, changed_at=local("2026-03-15 14:00"),
-                                   field="status", old_value="retired", new_value="disposed"))
+        db.session.add(ObjectChange(object_type="asset", object_id=old.id,
+                                    changed_at=local("2026-03-15 14:00"),
+                                    field="status", old_value="retired", new_value="disposed"))
         db.session.add(Sanitisation(asset_id=old.id, method="purge", performed_on=date(2026, 3, 14),
                                     performed_by="Disk Shredders Inc.", witness="Sam Rivera",
                                     certificate_ref="DS-2026-118"))
+        fixture_event("asset", pacs.asset_tag, ct.asset_tag, old.asset_tag, ending.asset_tag)
         db.session.commit()
         pdf = services.build_from_cli(services.validate_request("inventory", "2026-03-01", "2026-03-31"))
         db.session.commit()

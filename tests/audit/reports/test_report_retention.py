@@ -15,6 +15,7 @@ from audit.retention import holds as legal_holds
 from audit.trail.models import AuditEvent
 from core.auth.models import User
 from core.extensions import db
+from tests.helpers import fixture_event
 
 NOW = datetime(2036, 6, 15, 12, 0, tzinfo=UTC)
 
@@ -27,6 +28,8 @@ def stored_report(app, user: User, created: datetime) -> str:
                         created_at=created, finished_at=created, pdf=b"%PDF-1.7 patient MRN 123",
                         pdf_size=24)
         db.session.add(job)
+        db.session.flush()
+        fixture_event("report", job.id)
         db.session.commit()
         return job.id
 
@@ -67,9 +70,10 @@ def test_dry_run_lists_an_old_report_and_the_run_purges_it(app, runner, make_use
     assert remaining(app) == {young}
     with app.app_context():
         batch = db.session.execute(select(AuditEvent).where(
-            AuditEvent.action == "retention.batch_purged", AuditEvent.object_type == "report_files")
+            AuditEvent.action == "retention.batch_purged", AuditEvent.object_type == "report")
         ).scalar_one()
         assert json.loads(batch.details)["count"] == 1
+        assert json.loads(batch.details)["record_class"] == "report_files"
 
 
 def test_held_reports_survive_by_requester_and_by_class_range(app, runner, make_user):

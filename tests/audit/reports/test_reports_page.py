@@ -10,6 +10,7 @@ from audit.reports.models import ReportJob
 from audit.trail.models import AuditEvent
 from core.extensions import db
 from tests.conftest import PASSWORD
+from tests.helpers import fixture_event
 
 
 def events(app, action: str) -> list[AuditEvent]:
@@ -73,6 +74,8 @@ def test_waiting_page_refreshes_itself_until_the_report_is_ready(app, client, lo
                         requested_by_id=None, status="running", progress=40,
                         stage="Access outside business hours")
         db.session.add(job)
+        db.session.flush()
+        fixture_event("report", job.id)
         db.session.commit()
         job_id = job.id
     page = client.get(f"/reports/{job_id}")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+from sqlalchemy import select
+
 from audit.retention.models import LegalHold, RetentionRun
 from core.extensions import db
 from tests.audit.reports.conftest import local, pdf_text
+from tests.helpers import fixture_event
 
 
 def add_run(app, status: str = "completed", started_by_id: int | None = None) -> int:
@@ -25,6 +28,9 @@ def add_run(app, status: str = "completed", started_by_id: int | None = None) ->
             db.session.add(LegalHold(reason="Litigation 2026-17", placed_by_id=started_by_id,
                                      placed_at=local("2026-01-10 10:00"), object_type="ticket",
                                      object_key="PD-000042"))
+        db.session.flush()
+        fixture_event("retention_run", run.id)
+        fixture_event("legal_hold", *db.session.execute(select(LegalHold.id)).scalars())
         db.session.commit()
         return run.id
 

@@ -21,6 +21,7 @@ from audit.trail.models import AuditEvent
 from core.auth.models import User
 from core.extensions import db
 from tests.audit.compliance_fixtures import NOW, at, remaining_test_records, write_events
+from tests.helpers import fixture_event
 
 
 def set_policy(app, key: str, years: int, months: int = 0, days: int = 0, anchor: str | None = None,
@@ -239,6 +240,7 @@ def test_second_run_is_refused_naming_the_running_one(app, runner, scratch_class
     with app.app_context():
         db.session.add(RetentionRun(status="running", started_by="other-replica", started_at=NOW,
                                     heartbeat_at=NOW))
+        fixture_event("retention_run", 1)
         db.session.commit()
         running = retention.running_run().id
         with pytest.raises(retention.RetentionBusy, match=f"#{running} .* by other-replica"):
@@ -253,6 +255,7 @@ def test_the_database_refuses_two_running_runs(app):
 
     with app.app_context():
         db.session.add(RetentionRun(status="running", started_by="a"))
+        fixture_event("retention_run", 1)
         db.session.commit()
         db.session.add(RetentionRun(status="running", started_by="b"))
         with pytest.raises(IntegrityError):
@@ -266,6 +269,7 @@ def test_a_run_with_no_progress_for_30_minutes_is_taken_over(app, scratch_class,
     with app.app_context():
         db.session.add(RetentionRun(status="running", started_by="crashed", started_at=at(2036, 6, 15, 10),
                                     heartbeat_at=at(2036, 6, 15, 10)))
+        fixture_event("retention_run", 1)
         db.session.commit()
         report = retention.run_retention("tester")
         statuses = dict(db.session.execute(select(RetentionRun.started_by, RetentionRun.status)).all())
@@ -388,7 +392,10 @@ def test_nightly_retention_job_commits_and_skips_when_busy(app, scratch_class, f
     assert remaining_test_records(app) == []
     with app.app_context():
         assert db.session.get(Job, first).result["destroyed"] == 1
-        db.session.add(RetentionRun(status="running", started_by="x", started_at=NOW, heartbeat_at=NOW))
+        running = RetentionRun(status="running", started_by="x", started_at=NOW, heartbeat_at=NOW)
+        db.session.add(running)
+        db.session.flush()
+        fixture_event("retention_run", running.id)
         db.session.commit()
     second = queue_job("audit.retention")
     assert [status for _, status in run_jobs()] == ["done"]

@@ -26,6 +26,7 @@ from inventory.verification.services import (
     verify_asset,
 )
 from inventory.verification.summary import node_summary, uptime_percentages
+from tests.helpers import fixture_event
 from tests.inventory.conftest import free_port, record_at_once, stay_silent
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -185,6 +186,7 @@ def test_verify_now_after_an_unsaved_change_refuses_rather_than_losing_it(app, m
         asset.location = "Room 9"
         with pytest.raises(RuntimeError, match="commit or discard the pending changes first"):
             verify_asset(asset, "manual")
+        fixture_event("asset", "CT-01")
         db.session.commit()
     with app.app_context():
         assert db.session.get(Asset, asset_id).location == "Room 9"

@@ -12,6 +12,7 @@ from audit.retention.models import LegalHold
 from audit.retention.registry import record_classes
 from core.extensions import db
 from inventory.verification.models import NodeCheck
+from tests.helpers import fixture_event
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -44,6 +45,9 @@ def test_retention_purges_old_checks_but_keeps_those_of_a_held_asset(app, make_n
         db.session.add(LegalHold(reason="Litigation about CT-01 downtime",
                                  placed_by_id=compliance.id, object_type="asset",
                                  object_key="CT-01"))
+        db.session.flush()
+        fixture_event("retention_policy", "verification_results")
+        fixture_event("legal_hold", *db.session.execute(select(LegalHold.id)).scalars())
         db.session.commit()
         report = run_retention("test")
         result = next(c for c in report.classes if c.key == "verification_results")

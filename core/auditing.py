@@ -1,0 +1,67 @@
+"""How a model declares that its changes are audited, and what its history shows.
+
+A model that sets ``__audit__ = AuditSpec(...)`` may not change (insert, update, delete) unless
+an audit event about it is written in the same transaction: the audit package's session hook
+refuses the commit otherwise. The same hook writes the object's history (the change log that
+ticket and asset pages show), so history is written in one place, never by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _text(value: Any) -> str | None:
+    """A stored value as history text."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(getattr(value, "value", value))
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """An attribute whose changes appear in the object's history.
+
+    ``name`` is the history key (``assignee`` for ``assignee_id``); ``show`` turns a raw value
+    into the text kept (an id into a username, at the time of the change).
+    """
+
+    attribute: str
+    name: str = ""
+    show: Callable[[Any], str | None] = _text
+
+    @property
+    def key(self) -> str:
+        """The history key."""
+        return self.name or self.attribute
+
+
+@dataclass(frozen=True)
+class AuditSpec:
+    """What an audited model's changes are filed under.
+
+    ``object_type``/``object_id`` name the audit events that cover a change of an instance
+    (a reply is covered by an event about its ticket). ``history`` gives the (type, id) of the
+    timeline the instance's changes appear on, or None for no history; ``tracked`` lists the
+    attributes shown there; ``created`` (key, text) adds an entry when an instance is created.
+    ``bookkeeping`` attributes (login counters, progress) change without an event.
+    """
+
+    object_type: str
+    object_id: Callable[[Any], Any]
+    history: Callable[[Any], tuple[str, int]] | None = None
+    tracked: tuple[Tracked, ...] = ()
+    created: Callable[[Any], tuple[str, str | None]] | None = None
+    bookkeeping: frozenset[str] = field(default_factory=frozenset)
+
+
+def audit_spec(obj: Any) -> AuditSpec | None:
+    """The spec of ``obj``'s class, if its changes are audited."""
+    spec = getattr(type(obj), "__audit__", None)
+    return spec if isinstance(spec, AuditSpec) else None

@@ -1,0 +1,291 @@
+"""List every study on an archive with study-level C-FINDs over date windows (no Flask, no database).
+
+Archives cap how many matches one C-FIND returns (Orthanc: ``LimitFindResults``, ending the
+cut answer with status 0xFE00; dcm4chee-arc refuses with 0xA700). The walk asks for StudyDate
+ranges and splits a range in two whenever its answer is, or may be, cut: the archive's status
+says so, or the answer holds as many matches as the archive's known limit. A range of two days
+or less is split by StudyTime instead. Neighbouring windows share their boundary value (each
+study of a boundary day comes back twice and is kept once) and the first and last windows are
+open-ended, so an archive that compares dates as text (Orthanc does) returns every stored
+value in some window, malformed ones (``20250230``, ``19000000``, empty) included; those come
+back as studies with a problem and no date.
+
+DICOM has no key that matches only studies without a StudyDate (an empty key matches
+everything), so ``find_undated_studies`` asks with universal matching and keeps the studies
+whose date is absent or unusable; its answer is complete only when the archive's answer was.
+
+A walk is resumable: every completed window is reported as it finishes, and a walk given the
+windows done before skips them (splitting is deterministic, so the same windows come again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from inventory.studies.dimse import (
+    OUT_OF_RESOURCES,
+    STUDY_ROOT_FIND,
+    Archive,
+    ArchiveConnection,
+    ArchiveError,
+    FindAnswer,
+    OperationFailed,
+    connect,
+)
+from inventory.studies.records import StudyRecord, raw_text, study_from_identifier, study_identifier
+
+DAY_SECONDS = 86_400
+# An archive that refuses (0xA700) a query for studies started within one minute is not
+# refusing because of its result limit: the walk stops instead of splitting further.
+MIN_REFUSED_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Window:
+    """One C-FIND's range of StudyDate values and, when ``timed``, of StudyTime (seconds of day).
+
+    ``open_start``/``open_end`` drop that bound from the query: the window then also holds
+    every value before ``start`` (after ``end``), malformed ones included.
+    """
+
+    start: date
+    end: date
+    open_start: bool = False
+    open_end: bool = False
+    timed: bool = False
+    time_from: int = 0
+    time_to: int = DAY_SECONDS - 1
+
+    @property
+    def study_date_key(self) -> str:
+        """The StudyDate matching key (empty, universal, when both ends are open)."""
+        if self.open_start and self.open_end:
+            return ""
+        low = "" if self.open_start else self.start.strftime("%Y%m%d")
+        high = "" if self.open_end else self.end.strftime("%Y%m%d")
+        return low if low == high else f"{low}-{high}"
+
+    @property
+    def study_time_key(self) -> str:
+        """The StudyTime matching key (empty unless split by time; open at midnight and 23:59:59)."""
+        if not self.timed:
+            return ""
+        low = "" if self.time_from == 0 else _hhmmss(self.time_from)
+        high = "" if self.time_to == DAY_SECONDS - 1 else _hhmmss(self.time_to)
+        return f"{low}-{high}"
+
+    def contains(self, other: Window) -> bool:
+        """Whether ``other`` is a part of this window (a window split from it)."""
+        if other.start < self.start or other.end > self.end:
+            return False
+        if (other.open_start and not self.open_start) or (other.open_end and not self.open_end):
+            return False
+        if self.timed:
+            return other.timed and self.time_from <= other.time_from and other.time_to <= self.time_to
+        return True
+
+    def split(self) -> tuple[Window, Window] | None:
+        """The two halves, sharing their boundary value; None when the window cannot be split."""
+        days = (self.end - self.start).days
+        if not self.timed and days >= 2:
+            middle = self.start + timedelta(days=days // 2)
+            return (Window(self.start, middle, self.open_start, False),
+                    Window(middle, self.end, False, self.open_end))
+        if self.time_to - self.time_from <= 1:
+            return None
+        second = (self.time_from + self.time_to) // 2
+        return (Window(self.start, self.end, self.open_start, self.open_end, True, self.time_from, second),
+                Window(self.start, self.end, self.open_start, self.open_end, True, second, self.time_to))
+
+    @property
+    def size(self) -> int:
+        """How much of the walked range the window covers: days, or seconds when split by time."""
+        if self.timed:
+            return self.time_to - self.time_from + 1
+        return (self.end - self.start).days + 1
+
+
+def _hhmmss(seconds: int) -> str:
+    """Seconds of the day as DICOM TM ``HHMMSS``."""
+    return f"{seconds // 3600:02d}{seconds // 60 % 60:02d}{seconds % 60:02d}"
+
+
+@dataclass(frozen=True)
+class WalkResult:
+    """What a walk found: new studies (one per UID), the windows done, and where it may fall short."""
+
+    studies: tuple[StudyRecord, ...]
+    windows: tuple[Window, ...]
+    incomplete: tuple[Window, ...] = ()
+    split_by_time: tuple[Window, ...] = ()
+    unreadable: int = 0
+    queries: int = 0
+
+    @property
+    def complete(self) -> bool:
+        """Whether every window's answer was complete (see ``split_by_time`` for one caveat)."""
+        return not self.incomplete and not self.unreadable
+
+
+class WalkInterrupted(ArchiveError):
+    """A walk stopped half-way (timeout, lost association); resume it with ``windows``."""
+
+    def __init__(self, cause: ArchiveError, partial: WalkResult, fraction: float) -> None:
+        super().__init__(f"study listing interrupted at {fraction:.0%}: {cause}")
+        self.cause = cause
+        self.partial = partial
+        self.fraction = fraction
+
+    @property
+    def windows(self) -> tuple[Window, ...]:
+        """The windows answered completely so far, resumed ones included."""
+        return self.partial.windows
+
+
+WindowCallback = Callable[[Window, tuple[StudyRecord, ...]], None]
+ProgressCallback = Callable[[float], None]
+
+
+@dataclass
+class _Walk:
+    """The mutable state of one walk."""
+
+    connection: ArchiveConnection
+    today: date
+    done: frozenset[Window]
+    on_window: WindowCallback | None
+    on_progress: ProgressCallback | None
+    seen: set[str] = field(default_factory=set)
+    studies: list[StudyRecord] = field(default_factory=list)
+    windows: list[Window] = field(default_factory=list)
+    incomplete: list[Window] = field(default_factory=list)
+    split_by_time: list[Window] = field(default_factory=list)
+    unreadable: int = 0
+    queries: int = 0
+    covered: float = 0.0
+
+    def result(self) -> WalkResult:
+        """The result so far."""
+        return WalkResult(tuple(self.studies), tuple(self.windows), tuple(self.incomplete),
+                          tuple(self.split_by_time), self.unreadable, self.queries)
+
+    def advance(self, weight: float) -> None:
+        """Count ``weight`` of the range as covered and report it."""
+        self.covered = min(1.0, self.covered + weight)
+        if self.on_progress is not None:
+            self.on_progress(self.covered)
+
+    def visit(self, window: Window, weight: float) -> None:
+        """Make ``window`` done: skip it, query it, or split it and visit its halves."""
+        if window in self.done:
+            self.windows.append(window)
+            self.advance(weight)
+            return
+        halves = window.split()
+        answer: FindAnswer | None = None
+        if halves is None or not any(window.contains(d) and d != window for d in self.done):
+            answer = self._query(window)
+            if not answer.truncated:
+                self._keep(window, answer)
+                self.advance(weight)
+                return
+        if halves is None:
+            if answer is not None:
+                self._keep(window, answer)
+            self.incomplete.append(window)
+            self.advance(weight)
+            return
+        if halves[0].timed and not window.timed:
+            self.split_by_time.append(window)
+        total = halves[0].size + halves[1].size
+        for half in halves:
+            self.visit(half, weight * half.size / total)
+
+    def _query(self, window: Window) -> FindAnswer:
+        """One C-FIND for ``window``."""
+        self.queries += 1
+        answer = self.connection.find(study_identifier(window.study_date_key, window.study_time_key),
+                                      STUDY_ROOT_FIND)
+        refused = answer.status == OUT_OF_RESOURCES and not answer.matches
+        if refused and window.timed and window.time_to - window.time_from < MIN_REFUSED_SECONDS:
+            raise OperationFailed(f"{self.connection.archive.address} refuses even a query for one "
+                                  f"minute of studies (status 0xA700, out of resources)",
+                                  OUT_OF_RESOURCES)
+        return answer
+
+    def _keep(self, window: Window, answer: FindAnswer) -> None:
+        """Record the window's new studies and report them."""
+        fresh = []
+        for match in answer.matches:
+            study = study_from_identifier(match, self.today)
+            if study.study_uid and study.study_uid in self.seen:
+                continue
+            self.seen.add(study.study_uid)
+            fresh.append(study)
+        self.studies.extend(fresh)
+        self.unreadable += answer.unreadable
+        self.windows.append(window)
+        if self.on_window is not None:
+            self.on_window(window, tuple(fresh))
+
+
+def walk_studies(archive: Archive, start: date, end: date, *, today: date | None = None,
+                 done: Collection[Window] = (), on_window: WindowCallback | None = None,
+                 on_progress: ProgressCallback | None = None) -> WalkResult:
+    """List the archive's studies dated ``start``..``end`` and, open-ended, everything before and after.
+
+    ``done`` are windows completed by an earlier, interrupted walk of the same range: they are
+    not asked again. ``on_window(window, studies)`` gets each completed window with its studies
+    not yet seen in this walk; ``on_progress(fraction)`` the share of the range covered.
+    Raises WalkInterrupted (holding the partial result) when the archive stops answering.
+    """
+    if not isinstance(start, date) or not isinstance(end, date) or start > end:
+        raise ValueError(f"start and end must be dates with start <= end, not {start!r} and {end!r}")
+    root = Window(start, end, open_start=True, open_end=True)
+    for window in done:
+        if not isinstance(window, Window) or not root.contains(window):
+            raise ValueError("done holds a window outside the walked range; start a fresh walk")
+    with connect(archive, [STUDY_ROOT_FIND]) as connection:
+        walk = _Walk(connection, today or date.today(), frozenset(done), on_window, on_progress)
+        try:
+            walk.visit(root, 1.0)
+        except ArchiveError as exc:
+            raise WalkInterrupted(exc, walk.result(), walk.covered) from exc
+    return walk.result()
+
+
+@dataclass(frozen=True)
+class UndatedAnswer:
+    """Studies whose StudyDate is absent or unusable, and whether the archive's answer was whole."""
+
+    studies: tuple[StudyRecord, ...]
+    complete: bool
+
+
+def find_undated_studies(archive: Archive, today: date | None = None) -> UndatedAnswer:
+    """Ask for every study (universal StudyDate) and keep those without a usable date."""
+    with connect(archive, [STUDY_ROOT_FIND]) as connection:
+        answer = connection.find(study_identifier(), STUDY_ROOT_FIND)
+    when = today or date.today()
+    studies = tuple(s for s in (study_from_identifier(m, when) for m in answer.matches)
+                    if s.study_date is None)
+    return UndatedAnswer(studies, not answer.truncated and not answer.unreadable)
+
+
+def check_study_uid(study_uid: str) -> str:
+    """``study_uid`` stripped, or ValueError when it cannot be a single-value matching key."""
+    if not isinstance(study_uid, str) or not study_uid.strip():
+        raise ValueError("study_uid must be a non-empty text")
+    if any(c in study_uid for c in "\\*?") or len(study_uid.strip()) > 64:
+        raise ValueError("study_uid cannot hold a backslash or wildcard and has at most 64 characters")
+    return study_uid.strip()
+
+
+def study_exists(archive: Archive, study_uid: str) -> bool:
+    """Whether the archive still answers a C-FIND for this Study Instance UID."""
+    key = check_study_uid(study_uid)
+    with connect(archive, [STUDY_ROOT_FIND]) as connection:
+        answer = connection.find(study_identifier(study_uid=key), STUDY_ROOT_FIND)
+    return any(raw_text(match, "StudyInstanceUID") == key for match in answer.matches)

@@ -149,21 +149,25 @@ class ArchiveConnection:
             ae.add_requested_context(context)
         ae.connection_timeout = ae.acse_timeout = archive.timeout
         ae.dimse_timeout = ae.network_timeout = archive.timeout
-        opened: list[float] = []
+        seen: set[str] = set()
         start = time.monotonic()
 
         def on_open(event: evt.Event) -> None:
-            opened.append(time.monotonic())
+            seen.add("opened")
             _no_delay(event.assoc)
 
-        handlers: list[Any] = [(evt.EVT_CONN_OPEN, on_open)]
+        handlers: list[Any] = [(evt.EVT_CONN_OPEN, on_open),
+                               (evt.EVT_ACCEPTED, lambda event: seen.add("accepted"))]
         assoc = ae.associate(address, archive.port, ae_title=archive.called_ae.strip(),
                              evt_handlers=handlers)
         self._ae = ae
         if not assoc.is_established:
             ae.shutdown()
             self._ae = None
-            raise _association_failure(archive, assoc, bool(opened), time.monotonic() - start)
+            if "accepted" in seen and not assoc.accepted_contexts:
+                raise ServiceNotAccepted(f"{archive.address} accepted the association but none of "
+                                         f"the SOP classes {', '.join(self.contexts)}")
+            raise _association_failure(archive, assoc, "opened" in seen, time.monotonic() - start)
         self.associations += 1
         self._assoc = assoc
         return assoc

@@ -7,9 +7,8 @@ from datetime import date
 
 import pytest
 
-from inventory.studies.dimse import Archive, ArchiveTimeout, ArchiveUnreachable, connect
+from inventory.studies.dimse import STUDY_ROOT_FIND, Archive, ArchiveTimeout, ArchiveUnreachable, connect
 from inventory.studies.query import (
-    STUDY_ROOT_FIND,
     WalkInterrupted,
     Window,
     find_undated_studies,

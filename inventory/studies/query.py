@@ -20,7 +20,7 @@ windows done before skips them (splitting is deterministic, so the same windows 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -98,6 +98,35 @@ class Window:
         second = (self.time_from + self.time_to) // 2
         return (Window(self.start, self.end, self.open_start, self.open_end, True, self.time_from, second),
                 Window(self.start, self.end, self.open_start, self.open_end, True, second, self.time_to))
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready values, for a job to store the windows it has done between attempts."""
+        return {"start": self.start.isoformat(), "end": self.end.isoformat(), "open_start": self.open_start,
+                "open_end": self.open_end, "timed": self.timed, "time_from": self.time_from,
+                "time_to": self.time_to}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Window:
+        """A window stored by ``to_dict``; ValueError naming the field that is wrong."""
+        try:
+            start, end = (date.fromisoformat(str(data[key])) for key in ("start", "end"))
+        except (KeyError, ValueError):
+            raise ValueError("window: start and end must be ISO dates (YYYY-MM-DD)") from None
+        flags = []
+        for key in ("open_start", "open_end", "timed"):
+            flag = data.get(key, False)
+            if not isinstance(flag, bool):
+                raise ValueError(f"window: {key} must be true or false")
+            flags.append(flag)
+        seconds = []
+        for key, default in (("time_from", 0), ("time_to", DAY_SECONDS - 1)):
+            value = data.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < DAY_SECONDS:
+                raise ValueError(f"window: {key} must be a second of the day (0 to {DAY_SECONDS - 1})")
+            seconds.append(value)
+        if start > end or seconds[0] > seconds[1]:
+            raise ValueError("window: start must not be after end")
+        return cls(start, end, *flags, *seconds)
 
     @property
     def size(self) -> int:
@@ -234,13 +263,11 @@ class _Walk:
 def walk_studies(archive: Archive, start: date, end: date, *, today: date | None = None,
                  done: Collection[Window] = (), on_window: WindowCallback | None = None,
                  on_progress: ProgressCallback | None = None) -> WalkResult:
-    """List the archive's studies dated ``start``..``end`` and, open-ended, everything before and after.
-
-    ``done`` are windows completed by an earlier, interrupted walk of the same range: they are
-    not asked again. ``on_window(window, studies)`` gets each completed window with its studies
-    not yet seen in this walk; ``on_progress(fraction)`` the share of the range covered.
-    Raises WalkInterrupted (holding the partial result) when the archive stops answering.
-    """
+    """List the studies dated ``start``..``end``, and open-ended before and after, resumably."""
+    # ``done``: windows completed by an earlier, interrupted walk of the same range, not asked
+    # again. ``on_window(window, studies)`` gets each completed window with its studies not yet
+    # seen in this walk; ``on_progress(fraction)`` the share of the range covered so far. Raises
+    # WalkInterrupted, holding the partial result, when the archive stops answering.
     if not isinstance(start, date) or not isinstance(end, date) or start > end:
         raise ValueError(f"start and end must be dates with start <= end, not {start!r} and {end!r}")
     root = Window(start, end, open_start=True, open_end=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import date
 
@@ -149,8 +150,10 @@ def test_walk_stopped_half_way_by_a_frozen_archive_resumes_where_it_stopped(orth
     assert 0 < interrupted.fraction < 1
 
     server.resume()
+    stored = json.loads(json.dumps([w.to_dict() for w in interrupted.windows]))  # as a job keeps them
     asked_again: list[Window] = []
-    rest = walk_studies(server.archive(timeout=1.0), START, END, today=TODAY, done=interrupted.windows,
+    rest = walk_studies(server.archive(timeout=1.0), START, END, today=TODAY,
+                        done=[Window.from_dict(w) for w in stored],
                         on_window=lambda window, studies: asked_again.append(window))
     assert not set(asked_again) & set(interrupted.windows)
     assert rest.queries < full.queries

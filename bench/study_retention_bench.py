@@ -37,6 +37,7 @@ import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -127,7 +128,7 @@ def send_studies(port: int, first: int, count: int, seed: int) -> tuple[list[str
     rng = random.Random(seed + first)
     ae = AE(ae_title="PACSDESK")
     ae.add_requested_context(SecondaryCaptureImageStorage, ExplicitVRLittleEndian)
-    no_delay = [(evt.EVT_CONN_OPEN, lambda event: event.assoc.dul.socket.socket.setsockopt(
+    no_delay: list[Any] = [(evt.EVT_CONN_OPEN, lambda event: event.assoc.dul.socket.socket.setsockopt(
         socket.IPPROTO_TCP, socket.TCP_NODELAY, 1))]
     assoc = None
     uids: list[str] = []

@@ -156,7 +156,7 @@ class StudySpec:
 
     def datasets(self) -> list[Dataset]:
         """One small image per instance, in ``series`` series."""
-        out = []
+        out: list[Dataset] = []
         for number in range(self.series):
             series_uid = generate_uid()
             out.extend(make_image(self, series_uid, number + 1, index + 1) for index in range(self.instances))

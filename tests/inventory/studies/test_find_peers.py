@@ -8,9 +8,10 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import date
+from typing import Any
 
 import pytest
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
@@ -44,7 +45,7 @@ def match(uid: str, day: str, **values: str) -> Dataset:
               "PatientID": "PAT", "ModalitiesInStudy": "CT", "NumberOfStudyRelatedInstances": "1",
               **values}
     for keyword, value in fields.items():
-        tag = Tag(tag_for_keyword(keyword))
+        tag = Tag(keyword)
         raw = value.encode("latin-1")
         raw += (b"\0" if dictionary_VR(tag) == "UI" else b" ") * (len(raw) % 2)
         ds[tag] = RawDataElement(tag, dictionary_VR(tag), len(raw), raw, 0, True, True)
@@ -61,8 +62,9 @@ def find_scp() -> Iterator[Callable[..., int]]:
         ae = AE(ae_title=AET)
         ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind if find else Verification)
         ae.require_called_aet = require_called_aet
-        handlers = [(evt.EVT_C_FIND, handler)] if handler else []
+        handlers: list[Any] = [(evt.EVT_C_FIND, handler)] if handler else []
         server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+        assert server is not None
         servers.append(server)
         return server.server_address[1]
 

@@ -68,6 +68,7 @@ def storage_scp() -> Iterator[Callable[..., tuple[int, list[Dataset]]]]:
         ae = AE(ae_title=STORE_AET)
         ae.add_supported_context(sop_class)
         server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+        assert server is not None
         servers.append(server)
         return server.server_address[1], received
 

@@ -133,7 +133,6 @@ class ArchiveConnection:
     def __init__(self, archive: Archive, contexts: Sequence[str]) -> None:
         self.archive = archive
         self.contexts = tuple(contexts)
-        self.associations = 0
         self._ae: AE | None = None
         self._assoc: Association | None = None
 
@@ -168,7 +167,6 @@ class ArchiveConnection:
                 raise ServiceNotAccepted(f"{archive.address} accepted the association but none of "
                                          f"the SOP classes {', '.join(self.contexts)}")
             raise _association_failure(archive, assoc, "opened" in seen, time.monotonic() - start)
-        self.associations += 1
         self._assoc = assoc
         return assoc
 

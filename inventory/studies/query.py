@@ -222,7 +222,7 @@ class _Walk:
                 return
         if halves is None:
             if answer is not None:
-                self._keep(window, answer)
+                self._keep(window, answer, complete=False)
             self.incomplete.append(window)
             self.advance(weight)
             return
@@ -244,8 +244,8 @@ class _Walk:
                                   OUT_OF_RESOURCES)
         return answer
 
-    def _keep(self, window: Window, answer: FindAnswer) -> None:
-        """Record the window's new studies and report them."""
+    def _keep(self, window: Window, answer: FindAnswer, complete: bool = True) -> None:
+        """Record the window's new studies and report them; a complete window counts as done."""
         fresh = []
         for match in answer.matches:
             study = study_from_identifier(match, self.today)
@@ -255,7 +255,8 @@ class _Walk:
             fresh.append(study)
         self.studies.extend(fresh)
         self.unreadable += answer.unreadable
-        self.windows.append(window)
+        if complete:
+            self.windows.append(window)
         if self.on_window is not None:
             self.on_window(window, tuple(fresh))
 
@@ -265,8 +266,9 @@ def walk_studies(archive: Archive, start: date, end: date, *, today: date | None
                  on_progress: ProgressCallback | None = None) -> WalkResult:
     """List the studies dated ``start``..``end``, and open-ended before and after, resumably."""
     # ``done``: windows completed by an earlier, interrupted walk of the same range, not asked
-    # again. ``on_window(window, studies)`` gets each completed window with its studies not yet
-    # seen in this walk; ``on_progress(fraction)`` the share of the range covered so far. Raises
+    # again. ``on_window(window, studies)`` gets each answered window (complete, or in
+    # ``incomplete`` when it could not be split further) with its studies not yet seen in this
+    # walk; ``on_progress(fraction)`` the share of the range covered so far. Raises
     # WalkInterrupted, holding the partial result, when the archive stops answering.
     if not isinstance(start, date) or not isinstance(end, date) or start > end:
         raise ValueError(f"start and end must be dates with start <= end, not {start!r} and {end!r}")

@@ -122,6 +122,7 @@ def test_a_day_with_more_studies_at_one_second_than_the_limit_is_reported_incomp
     assert not result.complete
     assert result.incomplete
     assert all(w.timed and w.start <= date(2021, 3, 4) <= w.end for w in result.incomplete)
+    assert not set(result.incomplete) & set(result.windows), "a resumed walk asks them again"
     assert 5 <= len(result.studies) <= 6
 
 

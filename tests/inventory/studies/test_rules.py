@@ -11,6 +11,7 @@ from inventory.studies.records import Problem, StudyRecord
 from inventory.studies.rules import (
     CHECK_STATE_LAW,
     DEFAULT_RULES,
+    FLAG_TEXT,
     Anchor,
     Flag,
     Hold,
@@ -253,6 +254,11 @@ def test_default_rules_are_the_common_choices_and_tell_to_check_state_law():
     assert by_kind[RuleKind.MAMMOGRAPHY].period == Period(years=10)
     assert "21 CFR 900.12(c)(4)" in by_kind[RuleKind.MAMMOGRAPHY].source
     assert all(CHECK_STATE_LAW in rule.source for rule in DEFAULT_RULES)
+
+
+def test_every_flag_has_a_sentence_for_the_review_page():
+    assert set(FLAG_TEXT) == set(Flag)
+    assert all(text.endswith(".") for text in FLAG_TEXT.values())
 
 
 def test_default_rules_decide_a_mixed_archive():

@@ -107,7 +107,7 @@ class IncompleteAnswer(ArchiveError):
 
 @dataclass(frozen=True)
 class FindAnswer:
-    """The matches of one C-FIND, its final status, and how many matches could not be decoded."""
+    """One C-FIND's matches, final status, and pending responses whose identifier could not be decoded."""
 
     matches: tuple[Dataset, ...]
     status: int
@@ -170,20 +170,19 @@ class ArchiveConnection:
         self._assoc = assoc
         return assoc
 
-    def _established(self, sop_class: str) -> tuple[Association, Any]:
-        """The open association (re-associating if needed) and its context for ``sop_class``."""
+    def _established(self, sop_class: str) -> Association:
+        """The open association (re-associating if needed), checked to accept ``sop_class``."""
         assoc = self._assoc
         if assoc is None or not assoc.is_established:
             assoc = self._associate()
-        for context in assoc.accepted_contexts:
-            if context.abstract_syntax == sop_class:
-                return assoc, context
+        if any(context.abstract_syntax == sop_class for context in assoc.accepted_contexts):
+            return assoc
         raise ServiceNotAccepted(f"{self.archive.address} did not accept SOP class {sop_class} "
                                  f"(is PACS Desk's AE title allowed to use it?)")
 
     def find(self, identifier: Dataset, model: str = STUDY_ROOT_FIND) -> FindAnswer:
         """Send one C-FIND and collect every match, each response waited for at most the timeout."""
-        assoc, _context = self._established(model)
+        assoc = self._established(model)
         matches: list[Dataset] = []
         unreadable = 0
         last = time.monotonic()
@@ -200,16 +199,15 @@ class ArchiveConnection:
                 continue
             if code >= 0xA000 and code not in (CANCELLED, OUT_OF_RESOURCES) \
                     and not 0xB000 <= code <= 0xBFFF:
-                comment = str(status.get("ErrorComment", "") or "")[:200]
+                # The archive's Error Comment is left out: it may repeat the query's keys.
                 raise OperationFailed(f"{self.archive.address} refused the C-FIND with status "
-                                      f"{_status_text(code)}" + (f": {comment}" if comment else ""),
-                                      code)
+                                      f"{_status_text(code)}", code)
             return FindAnswer(tuple(matches), code, unreadable, self.archive.find_limit)
         raise self._lost(assoc, time.monotonic() - last, "C-FIND")
 
     def store(self, dataset: Dataset) -> None:
         """C-STORE one instance; raise OperationFailed unless the archive answers success or warning."""
-        assoc, _context = self._established(str(dataset.SOPClassUID))
+        assoc = self._established(str(dataset.SOPClassUID))
         start = time.monotonic()
         status = assoc.send_c_store(dataset)
         code = getattr(status, "Status", None)

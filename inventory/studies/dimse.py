@@ -167,6 +167,7 @@ class ArchiveConnection:
                 raise ServiceNotAccepted(f"{archive.address} accepted the association but none of "
                                          f"the SOP classes {', '.join(self.contexts)}")
             raise _association_failure(archive, assoc, "opened" in seen, time.monotonic() - start)
+        _responses_to_the_caller_only(assoc)
         self._assoc = assoc
         return assoc
 
@@ -236,6 +237,23 @@ class ArchiveConnection:
                 assoc.abort()
         if ae is not None:
             ae.shutdown()
+
+
+def _responses_to_the_caller_only(assoc: Association) -> None:
+    """Stop the association's reactor thread from taking responses meant for send_c_find/c_store."""
+    # pynetdicom pauses its reactor around each send_*() by waiting on a flag that can still be
+    # set from before the previous answer, so the reactor may take the first response of the
+    # next operation off the queue and drop it ("unexpected C-FIND service message",
+    # pynetdicom issue 875): a lost match, or a lost final status seen as a timeout. The reactor
+    # is the only caller of get_msg(block=False) and only serves requests from the peer, which
+    # an archive never sends on our query and store associations.
+    dimse = assoc.dimse
+    blocking_get = dimse.get_msg
+
+    def get_msg(block: bool = False) -> Any:
+        return blocking_get(block=True) if block else (None, None)
+
+    dimse.get_msg = get_msg  # type: ignore[method-assign]
 
 
 def _no_delay(assoc: Association) -> None:

@@ -33,6 +33,13 @@ def test_one_unpaged_query_is_cut_at_the_limit_and_says_so(filled_archive):
     assert answer.truncated
 
 
+def test_many_c_finds_on_one_association_each_get_every_response(filled_archive):
+    # pynetdicom's reactor thread used to take an answer's first response now and then.
+    with connect(filled_archive.server.archive(), [STUDY_ROOT_FIND]) as connection:
+        counts = [len(connection.find(study_identifier("20180301-20180302")).matches) for _ in range(400)]
+    assert counts == [2] * 400
+
+
 def test_walk_finds_every_study_although_each_answer_holds_at_most_five(filled_archive):
     progress: list[float] = []
     result = walk_studies(filled_archive.server.archive(), START, END, today=TODAY,

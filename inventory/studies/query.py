@@ -1,21 +1,24 @@
 """List every study on an archive with study-level C-FINDs over date windows (no Flask, no database).
 
 Archives cap how many matches one C-FIND returns (Orthanc: ``LimitFindResults``, ending the
-cut answer with status 0xFE00; dcm4chee-arc refuses with 0xA700). The walk asks for StudyDate
-ranges and splits a range in two whenever its answer is, or may be, cut: the archive's status
-says so, or the answer holds as many matches as the archive's known limit. A range of two days
-or less is split by StudyTime instead. Neighbouring windows share their boundary value (each
-study of a boundary day comes back twice and is kept once) and the first and last windows are
-open-ended, so an archive that compares dates as text (Orthanc does) returns every stored
-value in some window, malformed ones (``20250230``, ``19000000``, empty) included; those come
-back as studies with a problem and no date.
+cut answer with status 0xFE00; dcm4chee-arc refuses with 0xA700). The walk goes through the
+StudyDate range one window after another, each starting on the day the previous one ended. A
+window whose answer is, or may be, cut (the archive's status says so, or the answer holds as
+many matches as the archive's known limit) is halved and asked again; the next window is sized
+from the last answer to hold about half the limit. A window of two days or less that is still
+cut is split by StudyTime instead. Neighbouring windows share their boundary day (its studies
+come back twice and are kept once) and the first and last windows are open-ended, so an archive
+that compares dates as text (Orthanc does) returns every stored value in some window, malformed
+ones (``20250230``, ``19000000``, empty) included; those come back as studies with a problem
+and no date.
 
 DICOM has no key that matches only studies without a StudyDate (an empty key matches
 everything), so ``find_undated_studies`` asks with universal matching and keeps the studies
 whose date is absent or unusable; its answer is complete only when the archive's answer was.
 
 A walk is resumable: every completed window is reported as it finishes, and a walk given the
-windows done before skips them (splitting is deterministic, so the same windows come again).
+windows done before continues after them (time splits are deterministic, so a day that was
+being split by time is split the same way again and its done parts are skipped).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from inventory.studies.dimse import (
+    CANCELLED,
     OUT_OF_RESOURCES,
     STUDY_ROOT_FIND,
     Archive,
@@ -37,6 +41,8 @@ from inventory.studies.dimse import (
 from inventory.studies.records import StudyRecord, raw_text, study_from_identifier, study_identifier
 
 DAY_SECONDS = 86_400
+# Windows are sized to hold about this share of the archive's limit, so few answers are cut.
+FILL = 0.5
 # An archive that refuses (0xA700) a query for studies started within one minute is not
 # refusing because of its result limit: the walk stops instead of splitting further.
 MIN_REFUSED_SECONDS = 60
@@ -87,12 +93,7 @@ class Window:
         return True
 
     def split(self) -> tuple[Window, Window] | None:
-        """The two halves, sharing their boundary value; None when the window cannot be split."""
-        days = (self.end - self.start).days
-        if not self.timed and days >= 2:
-            middle = self.start + timedelta(days=days // 2)
-            return (Window(self.start, middle, self.open_start, False),
-                    Window(middle, self.end, False, self.open_end))
+        """Halves by StudyTime, sharing their boundary second; None below two seconds."""
         if self.time_to - self.time_from <= 1:
             return None
         second = (self.time_from + self.time_to) // 2
@@ -127,13 +128,6 @@ class Window:
         if start > end or seconds[0] > seconds[1]:
             raise ValueError("window: start must not be after end")
         return cls(start, end, *flags, *seconds)
-
-    @property
-    def size(self) -> int:
-        """How much of the walked range the window covers: days, or seconds when split by time."""
-        if self.timed:
-            return self.time_to - self.time_from + 1
-        return (self.end - self.start).days + 1
 
 
 def _hhmmss(seconds: int) -> str:
@@ -179,13 +173,16 @@ ProgressCallback = Callable[[float], None]
 
 @dataclass
 class _Walk:
-    """The mutable state of one walk."""
+    """The state of one walk: windows from ``start`` to ``end``, each as wide as answers stay whole."""
 
     connection: ArchiveConnection
     today: date
+    start: date
+    end: date
     done: frozenset[Window]
     on_window: WindowCallback | None
     on_progress: ProgressCallback | None
+    limit: int | None = None
     seen: set[str] = field(default_factory=set)
     studies: list[StudyRecord] = field(default_factory=list)
     windows: list[Window] = field(default_factory=list)
@@ -200,37 +197,87 @@ class _Walk:
         return WalkResult(tuple(self.studies), tuple(self.windows), tuple(self.incomplete),
                           tuple(self.split_by_time), self.unreadable, self.queries)
 
-    def advance(self, weight: float) -> None:
-        """Count ``weight`` of the range as covered and report it."""
-        self.covered = min(1.0, self.covered + weight)
-        if self.on_progress is not None:
-            self.on_progress(self.covered)
+    def run(self) -> None:
+        """Cover the range window after window, each starting on the day the previous one ended."""
+        cursor, open_start = self.start, True
+        days = max((self.end - self.start).days, 1)  # first try everything in one answer
+        total = days
+        while True:
+            count: int | None = None
+            window = self._done_from(cursor, open_start)
+            if window is not None:
+                self.windows.append(window)
+            else:
+                window = self._timed_from(cursor, open_start)
+                if window is not None:
+                    self.split_by_time.append(window)
+                    self._by_time(window)
+                else:
+                    window, count = self._widest(cursor, open_start, days)
+            self.covered = min(1.0, (window.end - self.start).days / total)
+            if self.on_progress is not None:
+                self.on_progress(1.0 if window.open_end else self.covered)
+            if window.open_end:
+                return
+            days = self._next_days(window, count)
+            cursor, open_start = window.end, False
 
-    def visit(self, window: Window, weight: float) -> None:
-        """Make ``window`` done: skip it, query it, or split it and visit its halves."""
-        if window in self.done:
-            self.windows.append(window)
-            self.advance(weight)
-            return
-        halves = window.split()
-        answer: FindAnswer | None = None
-        if halves is None or not any(window.contains(d) and d != window for d in self.done):
+    def _done_from(self, cursor: date, open_start: bool) -> Window | None:
+        """The window an earlier walk answered whole from ``cursor``, if any."""
+        found = [w for w in self.done if not w.timed and w.start == cursor and w.open_start == open_start]
+        return max(found, key=lambda w: w.end) if found else None
+
+    def _timed_from(self, cursor: date, open_start: bool) -> Window | None:
+        """The window an earlier walk was splitting by time from ``cursor``, if any."""
+        for w in self.done:
+            if w.timed and w.start == cursor and w.open_start == open_start:
+                return Window(w.start, w.end, w.open_start, w.open_end)
+        return None
+
+    def _widest(self, cursor: date, open_start: bool, days: int) -> tuple[Window, int | None]:
+        """Answer the window from ``cursor``, halving it while the archive cuts its answer."""
+        while True:
+            high = min(cursor + timedelta(days=days), self.end)
+            window = Window(cursor, high, open_start, high >= self.end)
             answer = self._query(window)
             if not answer.truncated:
                 self._keep(window, answer)
-                self.advance(weight)
-                return
-        if halves is None:
-            if answer is not None:
-                self._keep(window, answer, complete=False)
-            self.incomplete.append(window)
-            self.advance(weight)
+                return window, len(answer.matches)
+            if self.limit is None and answer.status == CANCELLED and answer.matches:
+                self.limit = len(answer.matches)  # the archive cut here: its limit
+            if (high - cursor).days <= 1:
+                self.split_by_time.append(window)
+                self._by_time(window)
+                return window, None
+            days = (high - cursor).days // 2
+
+    def _next_days(self, window: Window, count: int | None) -> int:
+        """How many days the next window should span: enough for about half the archive's limit."""
+        span = max((window.end - window.start).days, 1)
+        if count is None:
+            return span
+        if self.limit is None or count == 0:
+            return span * 4
+        return max(1, min(span * 4, int(span * self.limit * FILL / count)))
+
+    def _by_time(self, window: Window) -> None:
+        """Answer a window of one or two days in StudyTime halves, skipping those done before."""
+        if window in self.done:
+            self.windows.append(window)
             return
-        if halves[0].timed and not window.timed:
-            self.split_by_time.append(window)
-        total = halves[0].size + halves[1].size
-        for half in halves:
-            self.visit(half, weight * half.size / total)
+        halves = window.split()
+        if window.timed and (halves is None or not any(window.contains(d) and d != window
+                                                       for d in self.done)):
+            answer = self._query(window)
+            if not answer.truncated:
+                self._keep(window, answer)
+                return
+            if halves is None:
+                self._keep(window, answer, complete=False)
+                self.incomplete.append(window)
+                return
+        for half in halves or ():
+            self._by_time(half)
 
     def _query(self, window: Window) -> FindAnswer:
         """One C-FIND for ``window``."""
@@ -260,7 +307,6 @@ class _Walk:
         if self.on_window is not None:
             self.on_window(window, tuple(fresh))
 
-
 def walk_studies(archive: Archive, start: date, end: date, *, today: date | None = None,
                  done: Collection[Window] = (), on_window: WindowCallback | None = None,
                  on_progress: ProgressCallback | None = None) -> WalkResult:
@@ -277,9 +323,10 @@ def walk_studies(archive: Archive, start: date, end: date, *, today: date | None
         if not isinstance(window, Window) or not root.contains(window):
             raise ValueError("done holds a window outside the walked range; start a fresh walk")
     with connect(archive, [STUDY_ROOT_FIND]) as connection:
-        walk = _Walk(connection, today or date.today(), frozenset(done), on_window, on_progress)
+        walk = _Walk(connection, today or date.today(), start, end, frozenset(done), on_window, on_progress,
+                     archive.find_limit)
         try:
-            walk.visit(root, 1.0)
+            walk.run()
         except ArchiveError as exc:
             raise WalkInterrupted(exc, walk.result(), walk.covered) from exc
     return walk.result()

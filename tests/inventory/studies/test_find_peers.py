@@ -8,6 +8,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import date
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -130,6 +131,11 @@ def test_a_cut_answer_is_split_until_every_study_is_found(find_scp):
     result = walk_studies(archive(port, find_limit=None), date(2020, 1, 1), date(2020, 12, 31))
     assert {s.study_uid for s in result.studies} == {str(s.StudyInstanceUID) for s in studies}
     assert result.complete
+    chain = [w for w in result.windows if not w.timed]
+    assert chain[0].open_start and chain[0].start == date(2020, 1, 1)
+    assert chain[-1].open_end and chain[-1].end == date(2020, 12, 31)
+    assert all(after.start == before.end for before, after in pairwise(chain)), \
+        "each window starts on the day the previous one ended: no date value falls between two"
 
 
 def test_an_archive_that_refuses_oversized_queries_is_walked_by_splitting(find_scp):

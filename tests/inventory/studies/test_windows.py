@@ -9,18 +9,13 @@ import pytest
 from inventory.studies.query import DAY_SECONDS, Window
 
 
-def test_the_first_walk_window_asks_for_every_date_and_its_halves_are_open_ended():
-    root = Window(date(2000, 1, 1), date(2000, 1, 31), open_start=True, open_end=True)
-    assert root.study_date_key == "" and root.study_time_key == ""
-    first, second = root.split()
-    assert (first.study_date_key, second.study_date_key) == ("-20000116", "20000116-")
-
-
-def test_halves_share_their_boundary_day_so_no_text_value_falls_between_them():
-    first, second = Window(date(2025, 2, 1), date(2025, 3, 31)).split()
-    assert first.end == second.start
-    assert (first.study_date_key, second.study_date_key) == ("20250201-20250302", "20250302-20250331")
-    assert first.size + second.size == Window(date(2025, 2, 1), date(2025, 3, 31)).size + 1
+def test_the_first_window_asks_for_every_date_and_open_ends_drop_their_bound():
+    assert Window(date(2000, 1, 1), date(2000, 1, 31), open_start=True, open_end=True).study_date_key == ""
+    assert Window(date(2000, 1, 1), date(2000, 1, 31), open_start=True).study_date_key == "-20000131"
+    assert Window(date(2000, 1, 1), date(2000, 1, 31), open_end=True).study_date_key == "20000101-"
+    assert Window(date(2000, 1, 1), date(2000, 1, 31)).study_date_key == "20000101-20000131"
+    assert Window(date(2000, 1, 1), date(2000, 1, 1)).study_date_key == "20000101"
+    assert Window(date(2000, 1, 1), date(2000, 1, 31)).study_time_key == ""
 
 
 def test_two_days_are_split_by_study_time_down_to_one_second():
@@ -28,18 +23,19 @@ def test_two_days_are_split_by_study_time_down_to_one_second():
     morning, evening = window.split()
     assert morning.timed and (morning.start, morning.end) == (window.start, window.end)
     assert (morning.study_time_key, evening.study_time_key) == ("-115959", "115959-")
-    assert morning.study_date_key == "20250228-20250301"
+    assert morning.study_date_key == evening.study_date_key == "20250228-20250301"
     second = Window(window.start, window.end, timed=True, time_from=43_199, time_to=43_200)
     assert second.study_time_key == "115959-120000"
     assert second.split() is None
 
 
-def test_a_window_contains_what_was_split_from_it():
-    root = Window(date(2000, 1, 1), date(2000, 12, 31), open_start=True, open_end=True)
-    first, second = root.split()
-    morning, _evening = Window(first.start, first.start.replace(day=2), open_start=True).split()
-    assert root.contains(first) and root.contains(second) and root.contains(morning)
-    assert not first.contains(second) and not second.contains(first)
+def test_a_window_contains_its_time_halves_and_not_its_neighbour():
+    window = Window(date(2000, 1, 1), date(2000, 1, 2), open_start=True)
+    morning, evening = window.split()
+    quarter, _rest = morning.split()
+    assert window.contains(morning) and window.contains(quarter) and morning.contains(quarter)
+    assert not morning.contains(evening)
+    assert not window.contains(Window(date(2000, 1, 2), date(2000, 1, 3)))
 
 
 def test_a_window_stored_as_json_values_comes_back_equal():

@@ -41,8 +41,9 @@ from inventory.studies.dimse import (
 from inventory.studies.records import StudyRecord, raw_text, study_from_identifier, study_identifier
 
 DAY_SECONDS = 86_400
-# Windows are sized to hold about this share of the archive's limit, so few answers are cut.
-FILL = 0.5
+# Windows are sized to hold about this share of the archive's limit: few answers are cut, and
+# few queries are asked (Orthanc scans its whole index for each date range).
+FILL = 0.75
 # An archive that refuses (0xA700) a query for studies started within one minute is not
 # refusing because of its result limit: the walk stops instead of splitting further.
 MIN_REFUSED_SECONDS = 60
@@ -252,7 +253,7 @@ class _Walk:
             days = (high - cursor).days // 2
 
     def _next_days(self, window: Window, count: int | None) -> int:
-        """How many days the next window should span: enough for about half the archive's limit."""
+        """How many days the next window should span: enough for about FILL of the archive's limit."""
         span = max((window.end - window.start).days, 1)
         if count is None:
             return span

@@ -10,12 +10,13 @@ def init_app(app: Flask) -> None:
     import os
 
     from core import audit_sink, cli, database, errors, security, templating
-    from core.auth import loader
+    from core.auth import admin_views, directory_accounts, first_run, loader, login, second_factor
     from core.auth import services as auth_services
     from core.auth import views as auth_views
     from core.auth.permissions import Permission
     from core.extensions import bootstrap, csrf, db, limiter, login_manager, migrate
-    from core.navigation import NavItem, register_nav
+    from core.navigation import DashboardPanel, NavItem, register_dashboard_panel, register_nav
+    from core.scheduler import register_job
     from core.views import bp as core_bp
 
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["PACSDESK_RATELIMIT_STORAGE_URI"])
@@ -34,7 +35,15 @@ def init_app(app: Flask) -> None:
     errors.init_app(app)
     app.register_blueprint(core_bp)
     app.register_blueprint(auth_views.bp)
-    for module in (auth_services, auth_views, security, cli):
+    assert admin_views.bp is auth_views.bp  # the admin pages are routes of the auth blueprint
+    for module in (auth_services, auth_views, login, second_factor, directory_accounts, security, cli):
         audit_sink.register_actions(app, module.AUDIT_ACTIONS)
     register_nav(app, NavItem("Users", "auth.users", Permission.USERS_MANAGE, 90, "people"))
+    register_nav(app, NavItem("Access ended", "auth.access_ended", Permission.AUDIT_READ, 88, "person-x"))
+    first_run.init_app(app)
+    register_dashboard_panel(app, DashboardPanel("auth/_first_run_panel.html", Permission.USERS_MANAGE, 1,
+                                                 first_run.checklist))
+    if app.config["PACSDESK_DIRECTORY"] is not None:
+        register_job(app, "core.directory_sync", directory_accounts.sync_interval,
+                     directory_accounts.run_directory_sync)
     cli.register(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from argon2 import PasswordHasher
@@ -41,7 +42,9 @@ def password_problem(password: str, username: str = "", personal: Iterable[str] 
         return "Password must not contain the username."
     if len(set(password)) < 4:
         return "Password is too repetitive."
-    inputs = [word for word in (username, *personal) if word]
+    inputs = [word for text in (username, *personal) for word in re.split(r"[\W_]+", text) if len(word) > 2]
+    if any(len(word) > 3 and word.lower() in password.lower() for word in inputs[1:]):
+        return "Password must not contain your name or e-mail address."
     result = zxcvbn(password[:CHECKED_PREFIX], user_inputs=inputs)
     if result["score"] < MIN_SCORE:
         warning = result["feedback"]["warning"] or "It follows a pattern that is easy to guess."

@@ -145,5 +145,5 @@ def sync_directory() -> None:
     if not outcome.ok:
         click.echo(f"directory sync failed, nothing changed: {outcome.problem}", err=True)
         raise SystemExit(1)
-    click.echo(f"directory sync: {outcome.listed} listed, {outcome.ended} accesses ended, "
-               f"{outcome.role_changes} role changes")
+    click.echo(f"directory sync: {outcome.listed} people listed, access ended for {outcome.ended}, "
+               f"role changed for {outcome.role_changes}")

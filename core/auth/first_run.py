@@ -64,7 +64,7 @@ def core_steps() -> list[FirstRunStep]:
 
 def checklist() -> dict[str, Any]:
     """The panel's data: each step with its state; ``show`` while a checked step is open."""
-    steps = current_registry("first_run_steps", list)
+    steps: list[FirstRunStep] = current_registry("first_run_steps", list)
     rows = []
     for step in steps:
         if step.endpoint is not None and step.endpoint not in current_app.view_functions:

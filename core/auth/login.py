@@ -15,6 +15,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import delete, or_, select
@@ -97,7 +98,7 @@ def name_key(text: str) -> str:
     return hmac.new(key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
 
-def typed_name_fields(typed: str) -> dict:
+def typed_name_fields(typed: str) -> dict[str, Any]:
     """Audit fields for a name that belongs to no account: the name, or its hash and 'not stored'."""
     text = typed.strip()
     if name_is_storable(text):
@@ -201,8 +202,8 @@ def _directory_login(name: str, typed: str, password: str, user: User | None,
         return count_failure(account, now, "wrong password", method, detail=exc.detail)
     except directory.DirectoryUnavailable as exc:
         log.warning("directory login failed: %s", exc.detail)
-        fields = ({"user": user, "object_type": "user", "object_id": user.id} if user is not None
-                  else typed_name_fields(typed))
+        fields: dict[str, Any] = ({"user": user, "object_type": "user", "object_id": user.id}
+                                  if user is not None else typed_name_fields(typed))
         details = {**fields.pop("details", {}), "reason": "directory unreachable", "method": method}
         audit_sink.record("user.login_failed", outcome="failure", details=details, **fields)
         return LoginResult(None, _sentence(exc.message), method)
@@ -282,7 +283,7 @@ def _unknown_row(typed: str) -> UnknownLoginName:
     db.session.execute(insert(UnknownLoginName).values(name_hash=key, failed_login_count=0)
                        .on_conflict_do_nothing())
     return db.session.execute(select(UnknownLoginName).where(UnknownLoginName.name_hash == key)
-                              .with_for_update()).scalar_one()
+                              .with_for_update().execution_options(populate_existing=True)).scalar_one()
 
 
 def _unknown_is_locked(typed: str, now: datetime) -> bool:

@@ -38,7 +38,8 @@ def mfa_required(user: User) -> bool:
 
 def _locked(user_id: int) -> User:
     """The account's row, locked until commit (a code is accepted once, even by parallel requests)."""
-    return db.session.execute(select(User).where(User.id == user_id).with_for_update()).scalar_one()
+    return db.session.execute(select(User).where(User.id == user_id).with_for_update()
+                              .execution_options(populate_existing=True)).scalar_one()
 
 
 def start_enrolment(user_id: int) -> User:

@@ -90,8 +90,8 @@ def normalise_username(username: str) -> str:
 def find_user(username: str, for_update: bool = False) -> User | None:
     """Look an account up by username (``for_update`` locks its row until commit)."""
     query = select(User).where(User.username == normalise_username(username))
-    if for_update:
-        query = query.with_for_update()
+    if for_update:  # and re-read: an object loaded earlier in the session may hold stale counts
+        query = query.with_for_update().execution_options(populate_existing=True)
     return db.session.execute(query).scalar_one_or_none()
 
 

@@ -148,7 +148,7 @@ def test_a_code_is_accepted_once_within_its_window(app, make_user, time_machine)
 def test_wrong_codes_count_toward_the_lockout(app, client, make_user, time_machine):
     time_machine.move_to(START, tick=False)
     make_user("admin", "ada")
-    secret, _ = enrol(app, "ada")
+    enrol(app, "ada")
     password_step(client, "ada")
     for guess in ("111111", "222222", "333333", "444444"):
         assert b"wrong or was already used" in client.post("/login/code", data={"code": guess}).data
@@ -215,3 +215,33 @@ def test_an_admin_resets_mfa_and_the_user_enrols_again(app, make_user, time_mach
     assert reset.username == "ada" and reset.object_id == str(carol_id)
     assert not stored(app, "carol").mfa_enabled and stored(app, "carol").mfa_recovery_hashes is None
     assert password_step(carol, "carol").headers["Location"] == "/login/enrol"
+
+
+def test_one_code_sent_by_four_browsers_at_once_is_accepted_once(app, make_user, time_machine):
+    """The last accepted step is updated under a row lock, so parallel replays all fail but one."""
+    import threading
+
+    from tests.helpers import require_postgres
+
+    require_postgres()
+    time_machine.move_to(START, tick=False)
+    make_user("admin", "ada")
+    secret, _ = enrol(app, "ada")
+    time_machine.shift(timedelta(seconds=30))
+    browsers = [app.test_client() for _ in range(4)]  # one success and three failures: no lockout
+    for browser in browsers:
+        password_step(browser, "ada")
+    barrier = threading.Barrier(len(browsers))
+    answers: list[int] = []
+
+    def send(browser) -> None:
+        barrier.wait()
+        answers.append(browser.post("/login/code", data={"code": pyotp.TOTP(secret).now()}).status_code)
+
+    threads = [threading.Thread(target=send, args=(browser,)) for browser in browsers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answers) == [302, 401, 401, 401]
+    assert len(events(app, "user.mfa_passed")) == 1 and len(events(app, "user.mfa_failed")) == 3

@@ -123,6 +123,7 @@ def main() -> None:
             app = benchlib.make_app(url, Path(folder) / "instance", schema,
                                     settings={"PACSDESK_MFA_REQUIRED_ROLES": "none"},
                                     config={"PACSDESK_DIRECTORY": login_config, "RATELIMIT_ENABLED": False,
+                                            "WTF_CSRF_ENABLED": False,  # no form page fetched first
                                             "PASSWORD_HASH_PARAMS": params})
             with app.app_context():
                 db.create_all()

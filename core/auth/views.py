@@ -242,10 +242,11 @@ def password():
         if user.is_locked(now) or not check_password(user.password_hash, form.current_password.data):
             result = login_service.count_failure(user, now, "wrong current password", "local",
                                                  action="user.password_change_failed")
+            locked = result.message == login_service.locked_message()
+            if locked:
+                user.session_version += 1  # a locked account keeps no session (user.locked is its event)
             db.session.commit()
-            if result.message == login_service.locked_message():
-                user.session_version += 1  # a locked account keeps no session
-                db.session.commit()
+            if locked:
                 logout_user()
                 session.clear()
                 flash(result.message, "danger")

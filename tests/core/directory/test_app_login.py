@@ -15,7 +15,6 @@ from core.auth.models import User
 from core.extensions import db
 from tests.conftest import PASSWORD
 from tests.core.directory.slapd import USER_PASSWORD, free_port
-from tests.core.directory.test_transport import silent_port, wrong_host_slapd  # noqa: F401 -- fixtures
 
 pytestmark = pytest.mark.integration
 
@@ -159,8 +158,7 @@ def test_when_the_directory_is_down_its_users_are_told_and_a_local_admin_still_l
     assert [f.username for f in failed] == ["tom.tech", "rita.radiologist"]
 
 
-def test_a_directory_that_never_answers_is_bounded_by_the_timeout(app, other_app, ad_config,
-                                                                   silent_port):  # noqa: F811
+def test_a_directory_that_never_answers_is_bounded_by_the_timeout(app, other_app, ad_config, silent_port):
     slow = other_app(PACSDESK_DIRECTORY=ad_config(url=f"ldaps://127.0.0.1:{silent_port}", timeout="1"))
     started = time.monotonic()
     response = directory_login(slow.test_client(), "rita.radiologist")
@@ -168,8 +166,7 @@ def test_a_directory_that_never_answers_is_bounded_by_the_timeout(app, other_app
     assert response.status_code == 401 and UNREACHABLE in response.data
 
 
-def test_a_certificate_for_another_host_is_refused(app, other_app, ad_config,
-                                                   wrong_host_slapd):  # noqa: F811
+def test_a_certificate_for_another_host_is_refused(app, other_app, ad_config, wrong_host_slapd):
     wrong = other_app(PACSDESK_DIRECTORY=ad_config(url=wrong_host_slapd.ldaps_url))
     response = directory_login(wrong.test_client(), "rita.radiologist")
     assert response.status_code == 401 and UNREACHABLE in response.data

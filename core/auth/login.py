@@ -15,6 +15,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from flask import current_app
@@ -58,7 +59,7 @@ STORABLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,31}$")
 PASSWORD_PATTERNS = {"spatial", "sequence", "repeat", "date", "regex"}
 
 
-class Method:
+class Method(StrEnum):
     """How the password was checked (written into the login events)."""
 
     LOCAL = "local"

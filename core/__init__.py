@@ -10,7 +10,7 @@ def init_app(app: Flask) -> None:
     import os
 
     from core import audit_sink, cli, database, errors, security, templating
-    from core.auth import loader
+    from core.auth import admin_views, directory_accounts, first_run, loader, login, second_factor
     from core.auth import services as auth_services
     from core.auth import views as auth_views
     from core.auth.permissions import Permission
@@ -18,7 +18,7 @@ def init_app(app: Flask) -> None:
     from core.jobs import queue as job_queue
     from core.jobs import views as job_views
     from core.jobs.registry import JobKind, register_job
-    from core.navigation import NavItem, register_nav
+    from core.navigation import DashboardPanel, NavItem, register_dashboard_panel, register_nav
     from core.views import bp as core_bp
 
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["PACSDESK_RATELIMIT_STORAGE_URI"])
@@ -38,10 +38,19 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(core_bp)
     app.register_blueprint(auth_views.bp)
     app.register_blueprint(job_views.bp)
-    for module in (auth_services, auth_views, security, cli, job_queue):
+    assert admin_views.bp is auth_views.bp  # the admin pages are routes of the auth blueprint
+    for module in (auth_services, auth_views, login, second_factor, directory_accounts, security, cli,
+                   job_queue):
         audit_sink.register_actions(app, module.AUDIT_ACTIONS)
     register_nav(app, NavItem("Users", "auth.users", Permission.USERS_MANAGE, 90, "people"))
     register_nav(app, NavItem("Jobs", "jobs.job_list", Permission.JOBS_MANAGE, 91, "gear-wide-connected"))
+    register_nav(app, NavItem("Access ended", "auth.access_ended", Permission.AUDIT_READ, 88, "person-x"))
+    first_run.init_app(app)
+    register_dashboard_panel(app, DashboardPanel("auth/_first_run_panel.html", Permission.USERS_MANAGE, 1,
+                                                 first_run.checklist))
     register_job(app, JobKind("jobs.cleanup", "Forget old finished jobs", job_queue.cleanup_job,
                               every=lambda _app: 24 * 3600.0))
+    if app.config["PACSDESK_DIRECTORY"] is not None:
+        register_job(app, JobKind("core.directory_sync", "Directory sync", directory_accounts.sync_job,
+                                  every=directory_accounts.sync_interval))
     cli.register(app)

@@ -51,13 +51,13 @@ def setup_command(admin_name: str) -> None:
     if count_users() == 0:
         password = generate_password()
         create_user(NewUser(username=admin_name, role=Role.ADMIN, password=password,
-                            full_name="PACS Desk administrator"))
+                            full_name="PACS Desk administrator", must_change_password=True))
         db.session.commit()
         click.echo("")
         click.echo("First administrator created. Log in with:")
         click.echo(f"  username: {admin_name}")
         click.echo(f"  password: {password}")
-        click.echo("This password is shown only once: change it under Account > Password.")
+        click.echo("This password is shown only once; you will be asked to change it when you first log in.")
         click.echo("")
     else:
         click.echo("Schema is up to date; accounts already exist (no new administrator).")

@@ -143,6 +143,21 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+ROLE_NAMES = ("requester", "technician", "compliance", "admin")
+
+
+def _roles(raw: str) -> frozenset[str]:
+    """Parse comma-separated role names (empty or ``none``: no role)."""
+    value = raw.strip().lower()
+    if value in {"", "none"}:
+        return frozenset()
+    roles = frozenset(part.strip() for part in value.split(",") if part.strip())
+    unknown = sorted(roles - set(ROLE_NAMES))
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)} is not a role; use {', '.join(ROLE_NAMES)} or none")
+    return roles
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("PACSDESK_INSTANCE_PATH", None, _text,
             "Folder for the SQLite database, the generated secret key and local files "
@@ -157,6 +172,14 @@ SETTINGS: tuple[Setting, ...] = (
             "Time zone in which times are shown and due dates and after-hours are computed."),
     Setting("PACSDESK_SESSION_IDLE_MINUTES", "15", _int_range(1, 1440),
             "Minutes of inactivity after which a user is logged off (HIPAA 164.312(a)(2)(iii))."),
+    Setting("PACSDESK_SESSION_MAX_HOURS", "12", _int_range(1, 168),
+            "Hours after logging in at which a session ends however active it is."),
+    Setting("PACSDESK_MFA_REQUIRED_ROLES", "admin,compliance", _roles,
+            "Roles that must use a second factor (authenticator app); they enrol at their next login. "
+            "`none` for no role."),
+    Setting("PACSDESK_LDAP_SYNC_MINUTES", "60", _int_range(5, 1440),
+            "Minutes between directory syncs, which end the access of people disabled or removed "
+            "in the directory or out of every role group."),
     Setting("PACSDESK_ORGANIZATION", "PACS Desk", _text,
             "Organisation name printed on pages and reports."),
     Setting("PACSDESK_DICOM_AE_TITLE", "PACSDESK", _ae_title,
@@ -239,5 +262,15 @@ def load_config(environ: Mapping[str, str], overrides: Mapping[str, Any] | None 
         "SQLALCHEMY_DATABASE_URI": database_url,
         "MAX_CONTENT_LENGTH": (values["PACSDESK_MAX_UPLOAD_MB"] + 1) * 1024 * 1024,
     }
+    config["PACSDESK_DIRECTORY"] = _directory(environ, given)
     config.update(given)
     return config
+
+
+def _directory(environ: Mapping[str, str], given: Mapping[str, Any]) -> Any:
+    """The directory configuration (``PACSDESK_LDAP_*``), None for local accounts only."""
+    if "PACSDESK_DIRECTORY" in given:
+        return given["PACSDESK_DIRECTORY"]
+    from core.auth.directory import parse_directory_settings
+
+    return parse_directory_settings(environ)

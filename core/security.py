@@ -1,4 +1,4 @@
-"""Security headers, idle logoff, safe redirects and session settings."""
+"""Security headers, idle logoff, the absolute session lifetime, safe redirects and session settings."""
 
 from __future__ import annotations
 
@@ -14,7 +14,15 @@ from core.extensions import db
 from core.timeutil import utcnow
 
 # Audit actions recorded here (registered by the package's init_app).
-AUDIT_ACTIONS = {"user.idle_logoff": "User logged off after inactivity"}
+AUDIT_ACTIONS = {
+    "user.idle_logoff": "User logged off after inactivity",
+    "user.session_expired": "User logged off at the end of the longest session allowed",
+}
+
+LOGIN_AT = "login_at"  # session key: when the user logged in (the absolute lifetime counts from it)
+UNCHECKED = {"static", "bootstrap.static", "core.healthz"}
+# What a user who must choose a new password may still reach.
+BEFORE_NEW_PASSWORD = {"auth.password", "auth.logout", *UNCHECKED}
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -48,28 +56,51 @@ def _add_headers(response: Response) -> Response:
     return response
 
 
+def _end_session(action: str, details: dict, message: str) -> Response:
+    """Audit why a session ends, end it, and send the browser to the login page."""
+    audit_sink.record(action, object_type="user", object_id=current_user.id, details=details)
+    db.session.commit()
+    logout_user()
+    session.clear()
+    flash(message, "info")
+    next_path = request.full_path if request.method == "GET" else None
+    return redirect(url_for("auth.login", next=next_path))
+
+
+def _session_age(now: datetime) -> timedelta | None:
+    """How long ago this session logged in (None: it does not say, so it is treated as too old)."""
+    started = session.get(LOGIN_AT)
+    try:
+        return now - datetime.fromisoformat(started) if started else None
+    except (TypeError, ValueError):
+        return None
+
+
 def _idle_logoff() -> Response | None:
-    """Log a signed-in user off after the configured idle time."""
-    if request.endpoint in {"static", "bootstrap.static", "core.healthz"}:
+    """Log a signed-in user off after the idle time or the absolute lifetime; keep a new password first."""
+    if request.endpoint in UNCHECKED:
         return None
     if not current_user.is_authenticated:
         return None
     from flask import current_app
 
     idle = timedelta(minutes=current_app.config["PACSDESK_SESSION_IDLE_MINUTES"])
+    longest = timedelta(hours=current_app.config["PACSDESK_SESSION_MAX_HOURS"])
     now = utcnow()
     last_seen = session.get("last_seen")
     if last_seen is not None and now - datetime.fromisoformat(last_seen) > idle:
-        audit_sink.record("user.idle_logoff", object_type="user", object_id=current_user.id,
-                          details={"idle_minutes": idle.total_seconds() / 60})
-        db.session.commit()
-        logout_user()
-        session.clear()
-        flash("You were logged off after a period of inactivity. Please log in again.", "info")
-        next_path = request.full_path if request.method == "GET" else None
-        return redirect(url_for("auth.login", next=next_path))
+        return _end_session("user.idle_logoff", {"idle_minutes": idle.total_seconds() / 60},
+                            "You were logged off after a period of inactivity. Please log in again.")
+    age = _session_age(now)
+    if age is None or age > longest:
+        hours = longest.total_seconds() / 3600
+        return _end_session("user.session_expired", {"max_hours": hours},
+                            f"Sessions last at most {hours:g} hours. Please log in again.")
     session["last_seen"] = now.isoformat()
     session.permanent = True
+    if current_user.must_change_password and request.endpoint not in BEFORE_NEW_PASSWORD:
+        flash("Choose a new password before you go on: the one you have was set for you.", "warning")
+        return redirect(url_for("auth.password"))
     return None
 
 

@@ -26,8 +26,8 @@ def require_postgres() -> str:
 
 
 def require_binary(name: str) -> str:
-    """Path of an external program (dcmtk, Orthanc, chromium), or skip."""
-    path = shutil.which(name)
+    """Path of an external program (dcmtk, Orthanc, chromium, slapd), or skip; /usr/sbin counts too."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
     require(path is not None, f"{name} is not installed", "PACSDESK_REQUIRE_INTEGRATION")
     assert path
     return path

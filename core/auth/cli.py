@@ -5,10 +5,11 @@ from __future__ import annotations
 import sys
 
 import click
+from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
-from core.auth import services
+from core.auth import directory_accounts, second_factor, services
 from core.auth.models import Role, User
 from core.extensions import db
 
@@ -33,7 +34,7 @@ def create(username: str, role: str, email: str | None, full_name: str, departme
     try:
         user = services.create_user(services.NewUser(
             username=username, role=Role(role), password=password, email=email,
-            full_name=full_name, department=department))
+            full_name=full_name, department=department, must_change_password=not password_stdin))
     except services.AccountError as exc:
         raise click.ClickException(str(exc)) from None
     db.session.commit()
@@ -48,7 +49,9 @@ def list_users() -> None:
     """List accounts."""
     for user in db.session.execute(select(User).order_by(User.username)).scalars():
         state = "disabled" if user.is_disabled else ("locked" if user.is_locked() else "active")
-        click.echo(f"{user.username:24} {user.role:12} {state:9} {user.full_name}")
+        mfa = "mfa" if user.mfa_enabled else "-"
+        click.echo(f"{user.username:24} {user.role:12} {state:9} {user.auth_source:9} {mfa:3} "
+                   f"{user.full_name}")
 
 
 def _get(username: str) -> User:
@@ -105,13 +108,42 @@ def unlock(username: str) -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @with_appcontext
 def set_password(username: str, password_stdin: bool) -> None:
-    """Set a new password (generated and printed unless --password-stdin)."""
+    """Set a new password (generated, printed, and to be changed at next login, unless --password-stdin)."""
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else services.generate_password()
     try:
-        services.set_password(_get(username), password)
+        services.set_password(_get(username), password, must_change=not password_stdin)
     except services.AccountError as exc:
         raise click.ClickException(str(exc)) from None
     db.session.commit()
     click.echo(f"{username}: password changed")
     if not password_stdin:
         click.echo(f"password: {password}")
+
+
+@users_group.command("reset-mfa")
+@click.argument("username")
+@with_appcontext
+def reset_mfa(username: str) -> None:
+    """Remove an account's authenticator and recovery codes; it enrols again at next login."""
+    try:
+        second_factor.reset_mfa(_get(username))
+    except services.AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()
+    click.echo(f"{username}: multi-factor authentication reset")
+
+
+@users_group.command("sync-directory")
+@with_appcontext
+def sync_directory() -> None:
+    """Sync with the hospital directory now: end the access of people gone from it (exit 1 on failure)."""
+    config = current_app.config["PACSDESK_DIRECTORY"]
+    if config is None:
+        raise click.ClickException("no directory is configured (PACSDESK_LDAP_URL is not set)")
+    outcome = directory_accounts.sync_directory(config)
+    db.session.commit()
+    if not outcome.ok:
+        click.echo(f"directory sync failed, nothing changed: {outcome.problem}", err=True)
+        raise SystemExit(1)
+    click.echo(f"directory sync: {outcome.listed} people listed, access ended for {outcome.ended}, "
+               f"role changed for {outcome.role_changes}")

@@ -558,6 +558,16 @@ def _check_username(username: str) -> str:
     return name
 
 
+def _same_work_as_a_person(conn: Connection, config: DirectoryConfig, password: str) -> None:
+    """For a name that matches nobody, ask what a real login asks (groups, disabled filter, a bind),
+    about an entry that does not exist, so the answer takes about as long."""
+    nobody = f"cn=pacsdesk-no-such-person,{config.user_base}"
+    _groups_containing(conn, config, [nobody])
+    if config.disabled_filter is not None:
+        _matches_filter(conn, nobody, config.disabled_filter)
+    conn.rebind(user=nobody, password=password)
+
+
 def authenticate(config: DirectoryConfig, username: str, password: str) -> DirectoryUser:
     """Check a person's password against the directory and return who they are and their role."""
     name = _check_username(username)
@@ -567,6 +577,7 @@ def authenticate(config: DirectoryConfig, username: str, password: str) -> Direc
     with _connection(config) as conn:
         entries = list(_search(conn, config.user_base, query, _user_attributes(config)))
         if len(entries) != 1:
+            _same_work_as_a_person(conn, config, password)
             raise InvalidCredentials("unknown user" if not entries else "several directory entries match")
         entry = entries[0]
         groups = _groups_of(conn, config, entry)

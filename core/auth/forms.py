@@ -15,11 +15,30 @@ ROLE_CHOICES = [(r.value, r.label) for r in Role]
 class LoginForm(FlaskForm):
     """Username and password."""
 
-    username = StringField("Username", validators=[DataRequired(), Length(max=64)],
+    username = StringField("Username", validators=[DataRequired()],
                            render_kw={"autocomplete": "username", "autofocus": True})
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=256)],
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)],
                              render_kw={"autocomplete": "current-password"})
     submit = SubmitField("Log in")
+
+
+class CodeForm(FlaskForm):
+    """The second login step: a code from the authenticator app, or a recovery code."""
+
+    code = StringField("Code", validators=[DataRequired(), Length(max=40)],
+                       description="The 6 digits your authenticator app shows now, or one of your "
+                                   "recovery codes.",
+                       render_kw={"autocomplete": "one-time-code", "autofocus": True,
+                                  "inputmode": "text", "spellcheck": "false"})
+    submit = SubmitField("Verify")
+
+
+class EnrolForm(FlaskForm):
+    """Confirm an authenticator with its first code."""
+
+    code = StringField("First code from the app", validators=[DataRequired(), Length(max=20)],
+                       render_kw={"autocomplete": "one-time-code", "inputmode": "numeric"})
+    submit = SubmitField("Turn on")
 
 
 class UserCreateForm(FlaskForm):
@@ -60,7 +79,8 @@ class PasswordChangeForm(FlaskForm):
     current_password = PasswordField("Current password", validators=[DataRequired()],
                                      render_kw={"autocomplete": "current-password"})
     new_password = PasswordField("New password", validators=[DataRequired(), Length(max=256)],
-                                 description="At least 12 characters.",
+                                 description="At least 12 characters, not a common or easily "
+                                             "guessed password. A few unrelated words work well.",
                                  render_kw={"autocomplete": "new-password"})
     confirm = PasswordField("Repeat new password",
                             validators=[DataRequired(), EqualTo("new_password",

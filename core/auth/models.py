@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from flask_login import UserMixin
-from sqlalchemy import Boolean, Integer, String
+from sqlalchemy import Boolean, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.auditing import AuditSpec
@@ -33,6 +33,13 @@ class Role(StrEnum):
         }[self.value]
 
 
+class AuthSource(StrEnum):
+    """Who checks an account's password."""
+
+    LOCAL = "local"
+    DIRECTORY = "directory"
+
+
 class User(UserMixin, db.Model):
     """One account per person (HIPAA unique user identification); never deleted."""
 
@@ -54,11 +61,33 @@ class User(UserMixin, db.Model):
     first_failed_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     session_version: Mapped[int] = mapped_column(Integer, default=1)
+    auth_source: Mapped[str] = mapped_column(String(20), default=AuthSource.LOCAL.value)
+    directory_dn: Mapped[str | None] = mapped_column(String(1000))
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
+    # TOTP: the secret exists from the start of enrolment; MFA is on once mfa_enabled_at is set.
+    mfa_secret: Mapped[str | None] = mapped_column(String(64))
+    mfa_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    mfa_last_step: Mapped[int | None] = mapped_column(Integer)
+    mfa_recovery_hashes: Mapped[str | None] = mapped_column(Text)  # JSON list of Argon2id hashes
+    # Termination: when the change behind an ended access was first seen, and when access ended.
+    directory_missing_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    access_ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    access_end_reason: Mapped[str | None] = mapped_column(String(200))
 
     @property
     def role_enum(self) -> Role:
         """The account's role as a Role."""
         return Role(self.role)
+
+    @property
+    def is_directory(self) -> bool:
+        """Whether the hospital directory checks this account's password."""
+        return self.auth_source == AuthSource.DIRECTORY.value
+
+    @property
+    def mfa_enabled(self) -> bool:
+        """Whether logging in asks for a second factor."""
+        return self.mfa_enabled_at is not None
 
     @property
     def display_name(self) -> str:
@@ -80,3 +109,32 @@ class User(UserMixin, db.Model):
 
     def __repr__(self) -> str:
         return f"<User {self.username} ({self.role})>"
+
+
+class UnknownLoginName(db.Model):
+    """Failed logins under a name no account has, counted like an account's so a lockout reveals nothing.
+
+    The name is kept only as a keyed hash (it may be a password typed in the wrong field).
+    """
+
+    __tablename__ = "unknown_login_name"
+
+    name_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failed_login_count: Mapped[int] = mapped_column(Integer, default=0)
+    first_failed_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class DirectorySyncRun(db.Model):
+    """One run of the directory sync: when, how it ended, how many people it saw and changed."""
+
+    __tablename__ = "directory_sync_run"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ok: Mapped[bool] = mapped_column(Boolean, default=False)
+    listed: Mapped[int] = mapped_column(Integer, default=0)
+    ended: Mapped[int] = mapped_column(Integer, default=0)
+    role_changes: Mapped[int] = mapped_column(Integer, default=0)
+    problem: Mapped[str | None] = mapped_column(Text)

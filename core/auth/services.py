@@ -13,8 +13,8 @@ from flask import Flask, current_app
 from sqlalchemy import func, select
 
 from core import audit_sink
-from core.auth.models import Role, User
-from core.auth.passwords import check_password, hash_password, password_problem
+from core.auth.models import AuthSource, Role, User
+from core.auth.passwords import hash_password, password_problem
 from core.extensions import db
 from core.forms import FieldError
 from core.registry import app_registry
@@ -22,9 +22,6 @@ from core.timeutil import utcnow
 
 # Audit actions recorded here (registered by the package's init_app).
 AUDIT_ACTIONS = {
-    "user.login": "User logged in",
-    "user.login_failed": "Failed login attempt",
-    "user.locked": "Account locked after repeated failed logins",
     "user.unlocked": "Account unlocked by an administrator",
     "user.created": "Account created",
     "user.updated": "Account details changed",
@@ -32,12 +29,16 @@ AUDIT_ACTIONS = {
     "user.disabled": "Account disabled",
     "user.enabled": "Account re-enabled",
     "user.password_changed": "Password changed",
+    "user.password_reset": "Password reset by an administrator (one-time password)",
 }
 
 LOCKOUT_THRESHOLD = 5
 LOCKOUT_WINDOW = timedelta(minutes=15)
 LOCKOUT_DURATION = timedelta(minutes=15)
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+DIRECTORY_USERNAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
+NO_LOCAL_PASSWORD = "!directory"  # noqa: S105 -- not an Argon2 hash: no password ever matches it
+ENDED_BY_ADMIN = "disabled by an administrator"
 
 UserHook = Callable[[User], None]
 
@@ -67,6 +68,9 @@ class NewUser:
     email: str | None = None
     full_name: str = ""
     department: str = ""
+    must_change_password: bool = False
+    auth_source: AuthSource = AuthSource.LOCAL
+    directory_dn: str | None = None
 
 
 def generate_password(length: int = 20) -> str:
@@ -86,37 +90,43 @@ def normalise_username(username: str) -> str:
 def find_user(username: str, for_update: bool = False) -> User | None:
     """Look an account up by username (``for_update`` locks its row until commit)."""
     query = select(User).where(User.username == normalise_username(username))
-    if for_update:
-        query = query.with_for_update()
+    if for_update:  # and re-read: an object loaded earlier in the session may hold stale counts
+        query = query.with_for_update().execution_options(populate_existing=True)
     return db.session.execute(query).scalar_one_or_none()
 
 
 def create_user(new: NewUser, actor: User | None = None) -> User:
-    """Create an account and audit it."""
+    """Create an account and audit it (a directory account gets no local password)."""
     username = normalise_username(new.username)
-    if not USERNAME_RE.match(username):
+    directory = new.auth_source == AuthSource.DIRECTORY
+    if not (DIRECTORY_USERNAME_RE if directory else USERNAME_RE).match(username):
         raise AccountError(
             "Username: 2-64 characters, lower-case letters, digits, dot, dash or underscore.",
             "username",
         )
     if find_user(username) is not None:
         raise AccountError(f"Username '{username}' is already taken.", "username")
-    problem = password_problem(new.password, username)
-    if problem:
-        raise AccountError(problem, "password")
+    if not directory:
+        problem = password_problem(new.password, username, (new.full_name, new.email or ""))
+        if problem:
+            raise AccountError(problem, "password")
     user = User(
         username=username,
         role=Role(new.role).value,
-        password_hash=hash_password(new.password),
+        password_hash=NO_LOCAL_PASSWORD if directory else hash_password(new.password),
         email=(new.email or None),
         full_name=new.full_name.strip(),
         department=new.department.strip(),
+        must_change_password=new.must_change_password and not directory,
+        auth_source=new.auth_source.value,
+        directory_dn=new.directory_dn,
     )
     db.session.add(user)
     db.session.flush()
     audit_sink.record(
         "user.created", object_type="user", object_id=user.id,
-        details={"username": username, "role": user.role, "department": user.department},
+        details={"username": username, "role": user.role, "department": user.department,
+                 "source": user.auth_source},
         **_actor(actor),
     )
     for hook in _user_created_hooks(current_app._get_current_object()):  # type: ignore[attr-defined]
@@ -129,25 +139,30 @@ def _actor(actor: User | None) -> dict:
     return {} if actor is None else {"user": actor}
 
 
-def change_role(user: User, role: Role, actor: User | None = None) -> None:
-    """Change a role; the user's open sessions end so the new powers apply at once."""
+def change_role(user: User, role: Role, actor: User | None = None, source: str = "administrator") -> bool:
+    """Change a role (``source``: administrator or directory); the user's open sessions end."""
     if user.role == role.value:
-        return
+        return False
     old = user.role
     user.role = role.value
     user.session_version += 1
     db.session.flush()
     audit_sink.record("user.role_changed", object_type="user", object_id=user.id,
-                      details={"username": user.username, "old": old, "new": role.value},
+                      details={"username": user.username, "old": old, "new": role.value,
+                               "source": source},
                       **_actor(actor))
+    return True
 
 
 def update_profile(user: User, full_name: str, email: str | None, department: str,
-                   actor: User | None = None) -> None:
-    """Change an account's name, e-mail and department."""
+                   actor: User | None = None, directory_dn: str | None = None) -> None:
+    """Change an account's name, e-mail and department (and a directory account's DN)."""
     changes = {}
-    for field, value in (("full_name", full_name.strip()), ("email", email or None),
-                         ("department", department.strip())):
+    fields = [("full_name", full_name.strip()[:200]), ("email", (email or None) and email[:254]),
+              ("department", department.strip()[:120])]
+    if directory_dn is not None:
+        fields.append(("directory_dn", directory_dn[:1000]))
+    for field, value in fields:
         if getattr(user, field) != value:
             changes[field] = {"old": getattr(user, field), "new": value}
             setattr(user, field, value)
@@ -164,23 +179,30 @@ def disable_user(user: User, actor: User | None = None) -> None:
         raise AccountError("You cannot disable your own account.")
     if user.is_disabled:
         return
+    now = utcnow()
     user.is_disabled = True
-    user.disabled_at = utcnow()
+    user.disabled_at = now
+    user.access_ended_at = now
+    user.access_end_reason = ENDED_BY_ADMIN
+    user.directory_missing_since = None
     user.session_version += 1
     db.session.flush()
     audit_sink.record("user.disabled", object_type="user", object_id=user.id,
                       details={"username": user.username}, **_actor(actor))
 
 
-def enable_user(user: User, actor: User | None = None) -> None:
-    """Re-enable a disabled account."""
+def enable_user(user: User, actor: User | None = None, source: str = "administrator") -> None:
+    """Re-enable a disabled account (``source``: administrator, or directory at a directory login)."""
     if not user.is_disabled:
         return
     user.is_disabled = False
     user.disabled_at = None
+    user.access_ended_at = None
+    user.access_end_reason = None
+    user.directory_missing_since = None
     db.session.flush()
     audit_sink.record("user.enabled", object_type="user", object_id=user.id,
-                      details={"username": user.username}, **_actor(actor))
+                      details={"username": user.username, "source": source}, **_actor(actor))
 
 
 def unlock_user(user: User, actor: User | None = None) -> None:
@@ -193,98 +215,38 @@ def unlock_user(user: User, actor: User | None = None) -> None:
                       details={"username": user.username}, **_actor(actor))
 
 
-def set_password(user: User, password: str, actor: User | None = None) -> None:
-    """Replace a password after checking the policy."""
-    problem = password_problem(password, user.username)
+def _new_password_hash(user: User, password: str) -> str:
+    """The hash of ``password`` for ``user``, after the policy; directory accounts have none."""
+    if user.is_directory:
+        raise AccountError("The hospital directory manages this account's password; "
+                           "change it there.", "password")
+    problem = password_problem(password, user.username, (user.full_name, user.email or ""))
     if problem:
         raise AccountError(problem, "password")
-    user.password_hash = hash_password(password)
+    return hash_password(password)
+
+
+def set_password(user: User, password: str, actor: User | None = None, must_change: bool = False) -> None:
+    """Replace a password after checking the policy; ``must_change`` asks for a new one at next login."""
+    user.password_hash = _new_password_hash(user, password)
+    user.must_change_password = must_change
     user.session_version += 1  # every other session of this account ends
     db.session.flush()
     audit_sink.record("user.password_changed", object_type="user", object_id=user.id,
+                      details={"username": user.username, "must_change": must_change},
+                      **_actor(actor))
+
+
+def reset_password(user: User, actor: User | None = None) -> str:
+    """Give an account a one-time password (returned to show once) that must be changed at next login."""
+    password = generate_password()
+    user.password_hash = _new_password_hash(user, password)
+    user.must_change_password = True
+    user.session_version += 1
+    db.session.flush()
+    audit_sink.record("user.password_reset", object_type="user", object_id=user.id,
                       details={"username": user.username}, **_actor(actor))
-
-
-@dataclass(frozen=True)
-class LoginResult:
-    """Outcome of a login attempt."""
-
-    user: User | None
-    message: str | None = None
-
-
-GENERIC_FAILURE = "Invalid username or password."
-
-
-def authenticate(username: str, password: str) -> LoginResult:
-    """Check credentials, count failures, lock after 5 in 15 minutes; audits every attempt."""
-    now = utcnow()
-    name = normalise_username(username)[:64]
-    # Locked so that parallel wrong passwords (threads, replicas) each count toward the lockout.
-    user = find_user(name, for_update=True)
-    if user is None:
-        check_password(_dummy_hash(), password)
-        audit_sink.record("user.login_failed", outcome="failure", username=name,
-                          details={"reason": "unknown user"})
-        return LoginResult(None, GENERIC_FAILURE)
-    if user.is_disabled:
-        audit_sink.record("user.login_failed", outcome="failure", user=user,
-                          object_type="user", object_id=user.id,
-                          details={"reason": "account disabled"})
-        return LoginResult(None, GENERIC_FAILURE)
-    if user.is_locked(now):
-        audit_sink.record("user.login_failed", outcome="failure", user=user,
-                          object_type="user", object_id=user.id,
-                          details={"reason": "account locked"})
-        return LoginResult(None, _locked_message())
-    if not check_password(user.password_hash, password):
-        return _count_failure(user, now)
-    user.failed_login_count = 0
-    user.first_failed_login_at = None
-    user.locked_until = None
-    user.last_login_at = now
-    db.session.flush()
-    audit_sink.record("user.login", user=user, object_type="user", object_id=user.id)
-    return LoginResult(user)
-
-
-def _locked_message() -> str:
-    """What a locked-out user is told."""
-    minutes = int(LOCKOUT_DURATION.total_seconds() // 60)
-    return (f"This account is locked after repeated failed logins. Try again in {minutes} "
-            "minutes or ask a PACS Desk administrator to unlock it.")
-
-
-def _count_failure(user: User, now) -> LoginResult:
-    """Record a wrong password and lock the account at the threshold."""
-    if user.first_failed_login_at is None or now - user.first_failed_login_at > LOCKOUT_WINDOW:
-        user.first_failed_login_at = now
-        user.failed_login_count = 0
-    user.failed_login_count += 1
-    audit_sink.record("user.login_failed", outcome="failure", user=user, object_type="user",
-                      object_id=user.id,
-                      details={"reason": "wrong password", "attempt": user.failed_login_count})
-    if user.failed_login_count >= LOCKOUT_THRESHOLD:
-        user.locked_until = now + LOCKOUT_DURATION
-        user.failed_login_count = 0
-        user.first_failed_login_at = None
-        audit_sink.record("user.locked", outcome="failure", user=user, object_type="user",
-                          object_id=user.id,
-                          details={"until": user.locked_until.isoformat()})
-        db.session.flush()
-        return LoginResult(None, _locked_message())
-    db.session.flush()
-    return LoginResult(None, GENERIC_FAILURE)
-
-
-_dummy: list[str] = []
-
-
-def _dummy_hash() -> str:
-    """A hash to verify against for unknown users, so timing does not reveal usernames."""
-    if not _dummy:
-        _dummy.append(hash_password(secrets.token_hex(16)))
-    return _dummy[0]
+    return password
 
 
 def count_users() -> int:

@@ -86,8 +86,13 @@ def test_user_list_filters_by_role_and_text(client, login_as, make_user):
 def test_admin_changes_a_role_and_the_change_is_audited(app, client, login_as, make_user):
     login_as("admin", "ada")
     rita = make_user("requester", "rita")
-    response = client.post(f"/admin/users/{rita.id}", data={
-        "full_name": "Rita Okafor", "email": "", "department": "CT", "role": "compliance"})
+    form = {"full_name": "Rita Okafor", "email": "", "department": "CT", "role": "compliance"}
+    asked = client.post(f"/admin/users/{rita.id}", data=form)
+    assert asked.status_code == 200 and b"Change rita from Requester to Compliance officer?" in asked.data
+    assert stored(app, "rita").role == "requester", "nothing changes before the confirmation"
+    for name, value in form.items():
+        assert f'name="{name}" value="{value}"'.encode() in asked.data
+    response = client.post(f"/admin/users/{rita.id}", data={**form, "confirmed": "yes"})
     assert response.status_code == 302
     user = stored(app, "rita")
     assert user.role == "compliance" and user.department == "CT"
@@ -108,7 +113,15 @@ def test_admin_disables_an_account_which_ends_its_session(app, client, login_as,
     sams_browser = app.test_client()
     sams_browser.post("/login", data={"username": "sam", "password": PASSWORD})
     assert sams_browser.get("/").status_code == 200
-    assert client.post(f"/admin/users/{sam.id}/disable").status_code == 302
+    page = client.get(f"/admin/users/{sam.id}").data
+    assert f'href="/admin/users/{sam.id}/disable"'.encode() in page
+    asked = client.get(f"/admin/users/{sam.id}/disable")
+    assert asked.status_code == 200 and b"Disable sam?" in asked.data
+    assert b'name="confirmed" value="yes"' in asked.data
+    unconfirmed = client.post(f"/admin/users/{sam.id}/disable")
+    assert unconfirmed.status_code == 200 and b"Disable sam?" in unconfirmed.data
+    assert not stored(app, "sam").is_disabled, "a post without the confirmation changes nothing"
+    assert client.post(f"/admin/users/{sam.id}/disable", data={"confirmed": "yes"}).status_code == 302
     assert stored(app, "sam").is_disabled
     assert sams_browser.get("/").status_code == 302
     assert sams_browser.post("/login", data={"username": "sam",
@@ -123,7 +136,8 @@ def test_admin_disables_an_account_which_ends_its_session(app, client, login_as,
 
 def test_admin_cannot_disable_own_account(app, client, login_as):
     ada = login_as("admin", "ada")
-    response = client.post(f"/admin/users/{ada.id}/disable", follow_redirects=True)
+    response = client.post(f"/admin/users/{ada.id}/disable", data={"confirmed": "yes"},
+                           follow_redirects=True)
     assert b"You cannot disable your own account." in response.data
     assert not stored(app, "ada").is_disabled
     assert client.get("/admin/users").status_code == 200
@@ -154,7 +168,7 @@ def test_unknown_account_and_unknown_action_answer_404(client, login_as, make_us
 def test_account_changes_keep_the_audit_chain_intact(app, client, login_as, make_user):
     login_as("admin", "ada")
     sam = make_user("technician", "sam")
-    client.post(f"/admin/users/{sam.id}/disable")
+    client.post(f"/admin/users/{sam.id}/disable", data={"confirmed": "yes"})
     client.post(f"/admin/users/{sam.id}/enable")
     with app.app_context():
         result = verify_chain()

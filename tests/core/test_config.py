@@ -12,11 +12,19 @@ import pytest
 from sqlalchemy import text
 
 from app import create_app
+from core.auth.directory import DIRECTORY_SETTINGS
 from core.config import SETTINGS, ConfigError, load_config
 from core.extensions import db
 from tests.conftest import test_overrides as overrides_for
 
 ROOT = Path(__file__).resolve().parents[2]
+LDAP = {
+    "PACSDESK_LDAP_URL": "ldaps://dc1.hospital.example:636",
+    "PACSDESK_LDAP_BIND_DN": "cn=pacsdesk,ou=services,dc=hospital,dc=example",
+    "PACSDESK_LDAP_BIND_PASSWORD": "service-account-secret",
+    "PACSDESK_LDAP_USER_BASE": "ou=staff,dc=hospital,dc=example",
+    "PACSDESK_LDAP_ROLE_GROUPS": "admin=cn=pacs-admins,ou=groups,dc=hospital,dc=example",
+}
 PACSDESK = Path(sys.executable).with_name("pacsdesk")
 
 
@@ -65,6 +73,9 @@ def test_postgres_urls_are_given_the_psycopg_driver(tmp_path):
         ("PACSDESK_SECURE_COOKIES", "maybe", "true/false"),
         ("PACSDESK_BUSINESS_HOURS", "weekdays", "Mon-Fri"),
         ("PACSDESK_VERIFY_TIMEOUT", "0.1", "number from"),
+        ("PACSDESK_SESSION_MAX_HOURS", "0", "whole number from 1 to 168"),
+        ("PACSDESK_MFA_REQUIRED_ROLES", "admin,root", "root is not a role"),
+        ("PACSDESK_LDAP_SYNC_MINUTES", "1", "whole number from 5 to 1440"),
     ],
 )
 def test_bad_value_is_refused_naming_the_variable(tmp_path, name, value, words):
@@ -207,5 +218,36 @@ def test_times_are_shown_in_the_configured_time_zone(app_config):
 
 def test_readme_documents_every_setting():
     readme = (ROOT / "README.md").read_text()
-    missing = [s.name for s in SETTINGS if f"| `{s.name}` |" not in readme]
+    missing = [s.name for s in (*SETTINGS, *DIRECTORY_SETTINGS) if f"| `{s.name}` |" not in readme]
     assert not missing, f"add these to README.md's configuration table: {missing}"
+
+
+def test_account_settings_defaults(tmp_path):
+    config = load_config({"PACSDESK_INSTANCE_PATH": str(tmp_path)})
+    assert config["PACSDESK_SESSION_MAX_HOURS"] == 12
+    assert config["PACSDESK_MFA_REQUIRED_ROLES"] == frozenset({"admin", "compliance"})
+    assert config["PACSDESK_LDAP_SYNC_MINUTES"] == 60
+    assert config["PACSDESK_DIRECTORY"] is None, "no PACSDESK_LDAP_URL: local accounts only"
+    none = load_config({"PACSDESK_INSTANCE_PATH": str(tmp_path), "PACSDESK_MFA_REQUIRED_ROLES": "none"})
+    assert none["PACSDESK_MFA_REQUIRED_ROLES"] == frozenset()
+
+
+def test_directory_settings_are_read_at_start_up(tmp_path):
+    config = load_config({"PACSDESK_INSTANCE_PATH": str(tmp_path), **LDAP})
+    directory = config["PACSDESK_DIRECTORY"]
+    assert directory.urls == ("ldaps://dc1.hospital.example:636",)
+    assert directory.role_groups == (("admin", "cn=pacs-admins,ou=groups,dc=hospital,dc=example"),)
+
+
+def test_a_bad_directory_setting_stops_start_up_naming_the_variable(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_config({"PACSDESK_INSTANCE_PATH": str(tmp_path), **LDAP,
+                     "PACSDESK_LDAP_ROLE_GROUPS": "superuser=cn=x,dc=hospital,dc=example"})
+    assert str(caught.value).startswith("PACSDESK_LDAP_ROLE_GROUPS:")
+    env = _env(tmp_path, **LDAP, PACSDESK_LDAP_TIMEOUT="forever")
+    done = subprocess.run([str(PACSDESK), "users", "list"], env=env, capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "pacsdesk: configuration error: PACSDESK_LDAP_TIMEOUT: must be a whole number from 1 to 120 "
+        "(got 'forever')"]

@@ -75,7 +75,7 @@ def test_admin_actions_without_csrf_token_are_rejected(csrf_app, make_user):
     assert client.post(f"/admin/users/{target.id}/disable").status_code == 400
     assert client.post("/admin/users/new", data={"username": "eve", "role": "admin"}).status_code == 400
     assert client.post(f"/admin/users/{target.id}/disable",
-                       data={"csrf_token": token}).status_code == 302
+                       data={"csrf_token": token, "confirmed": "yes"}).status_code == 302
 
 
 def test_csrf_token_from_another_session_is_rejected(csrf_app, make_user):
@@ -192,7 +192,7 @@ def test_each_role_reaches_exactly_its_pages(client, login_as, make_user, role):
         assert client.get(path).status_code == status, (role, path)
     edit = client.get(f"/admin/users/{other.id}").status_code
     assert edit == (200 if role == "admin" else 403)
-    action = client.post(f"/admin/users/{other.id}/disable").status_code
+    action = client.post(f"/admin/users/{other.id}/disable", data={"confirmed": "yes"}).status_code
     assert action == (302 if role == "admin" else 403)
     assert client.get("/healthz").status_code == 200
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -108,3 +109,19 @@ def ad_config(slapd: Slapd, certificates: Certificates) -> Configure:
 def openldap_config(slapd: Slapd, certificates: Certificates) -> Configure:
     """``openldap_config(...)``: a configuration for the OpenLDAP-shaped tree."""
     return lambda **overrides: configure(openldap_settings(slapd, certificates), overrides)
+
+
+@pytest.fixture(scope="module")
+def wrong_host_slapd(tmp_path_factory: pytest.TempPathFactory, certificates) -> Iterator[Slapd]:
+    """A slapd whose certificate (signed by the trusted test CA) names another host."""
+    server = start_slapd(tmp_path_factory.mktemp("wrong-host-slapd"), certificates, wrong_host=True)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections (the kernel completes them) and never says a word."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=16)
+    yield listener.getsockname()[1]
+    listener.close()

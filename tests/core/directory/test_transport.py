@@ -27,22 +27,6 @@ def plain_slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def wrong_host_slapd(tmp_path_factory: pytest.TempPathFactory, certificates) -> Iterator[Slapd]:
-    """A slapd whose certificate (signed by the trusted test CA) names another host."""
-    server = start_slapd(tmp_path_factory.mktemp("wrong-host-slapd"), certificates, wrong_host=True)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A port that accepts connections (the kernel completes them) and never says a word."""
-    listener = socket.create_server(("127.0.0.1", 0), backlog=16)
-    yield listener.getsockname()[1]
-    listener.close()
-
-
 @pytest.fixture
 def unreachable_port() -> Iterator[int]:
     """A port whose connection queue is full, so new connections hang like a dropped SYN."""

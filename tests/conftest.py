@@ -13,10 +13,12 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
 from app import create_app
+from audit.reports.services import wait_for_reports
 from core.auth.models import Role, User
 from core.auth.services import NewUser, create_user
 from core.extensions import db
 from core.reference_data import load_reference_data
+from inventory.verification.services import wait_for_pending_checks
 
 PG_URL = os.environ.get("PACSDESK_TEST_DATABASE_URL")
 PASSWORD = "correct-horse-battery-staple"
@@ -122,6 +124,10 @@ def app(app_config: dict) -> Iterator[Flask]:
             load_reference_data()
             db.session.commit()
     yield application
+    # Background work the test started (a node's check after save, a report build) ends in
+    # this test's database, never in the next test's (PostgreSQL's is emptied and reused).
+    assert wait_for_pending_checks(60), "a node check started by this test is still running"
+    wait_for_reports()
     with application.app_context():
         db.session.remove()
         db.engine.dispose()

@@ -25,7 +25,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    StorageState,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
 
 from tests.e2e.pages import ARTIFACTS, AXE_JS, OVERDUE, PASSWORD, PEOPLE, TIMEZONE, log_in, screenshot
 from tests.helpers import require, require_binary
@@ -35,7 +43,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 ORTHANC = "/usr/sbin/Orthanc"
-DESKTOP = {"width": 1280, "height": 900}
+DESKTOP: ViewportSize = {"width": 1280, "height": 900}
 # Generous waits for a busy 2-core machine; a passing run never waits them out.
 ACTION_TIMEOUT_MS = 30_000
 expect.set_options(timeout=15_000)
@@ -302,7 +310,7 @@ class OpenPages:
     errors: dict[int, list[str]] = field(default_factory=dict)
 
     def open(self, base_url: str, width: int = DESKTOP["width"], height: int = DESKTOP["height"],
-             bypass_csp: bool = False, storage_state: dict | None = None) -> Page:
+             bypass_csp: bool = False, storage_state: StorageState | None = None) -> Page:
         """A page in a fresh browser profile (or ``storage_state``'s cookies), ``width`` x ``height``."""
         context = self.browser.new_context(base_url=base_url, bypass_csp=bypass_csp,
                                            viewport={"width": width, "height": height},
@@ -345,7 +353,7 @@ def pages(browser: Browser, request: pytest.FixtureRequest) -> Iterator[OpenPage
         context.close()
 
 
-def _still_signed_in(browser: Browser, server: Server, state: dict) -> dict | None:
+def _still_signed_in(browser: Browser, server: Server, state: StorageState) -> StorageState | None:
     """The refreshed cookies of ``state`` if its session still opens the home page, else None."""
     context = browser.new_context(base_url=server.url, storage_state=state)
     try:
@@ -356,15 +364,15 @@ def _still_signed_in(browser: Browser, server: Server, state: dict) -> dict | No
 
 
 @pytest.fixture(scope="package")
-def signed_in(browser: Browser, server: Server) -> Callable[[str], dict]:
+def signed_in(browser: Browser, server: Server) -> Callable[[str], StorageState]:
     """``signed_in(username)``: cookies of a live session of that user.
 
     Logging in is rate limited, so a session is reused while it lasts; a test that logged the
     user out (which ends all their sessions) or left it idle costs the next caller a new login.
     """
-    states: dict[str, dict] = {}
+    states: dict[str, StorageState] = {}
 
-    def state(username: str) -> dict:
+    def state(username: str) -> StorageState:
         alive = _still_signed_in(browser, server, states[username]) if username in states else None
         if alive is None:
             context = browser.new_context(base_url=server.url, viewport=DESKTOP)

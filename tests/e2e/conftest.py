@@ -18,15 +18,34 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    StorageState,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
 
-from tests.e2e.pages import ARTIFACTS, AXE_JS, OVERDUE, PASSWORD, PEOPLE, TIMEZONE, log_in, screenshot
+from tests.e2e.pages import (
+    ADMIN_PASSWORD,
+    ARTIFACTS,
+    AXE_JS,
+    OVERDUE,
+    PASSWORD,
+    PEOPLE,
+    TIMEZONE,
+    log_in,
+    screenshot,
+)
 from tests.helpers import require, require_binary
 
 CHROMIUM = "/usr/bin/chromium"
@@ -34,7 +53,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 ORTHANC = "/usr/sbin/Orthanc"
-DESKTOP = {"width": 1280, "height": 900}
+DESKTOP: ViewportSize = {"width": 1280, "height": 900}
 # Generous waits for a busy 2-core machine; a passing run never waits them out.
 ACTION_TIMEOUT_MS = 30_000
 expect.set_options(timeout=15_000)
@@ -107,13 +126,13 @@ def pacsdesk_command() -> list[str]:
     return [found]
 
 
-def run_cli(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
-    """Run a `pacsdesk` command and return its output, failing with its output when it fails."""
+def run_cli(env: dict[str, str], *args: str, stdin: str | None = None, status: int = 0) -> str:
+    """Run a `pacsdesk` command and return its output; fail with that output unless it exits ``status``."""
     done = subprocess.run([*pacsdesk_command(), *args], env=env, input=stdin, text=True,
                           capture_output=True, timeout=180, cwd=env["PACSDESK_INSTANCE_PATH"],
                           check=False)
-    if done.returncode != 0:
-        raise AssertionError(f"pacsdesk {' '.join(args)} failed ({done.returncode}):\n"
+    if done.returncode != status:
+        raise AssertionError(f"pacsdesk {' '.join(args)} exited {done.returncode}, not {status}:\n"
                              f"{done.stdout}\n{done.stderr}")
     return done.stdout
 
@@ -126,6 +145,8 @@ def server_env(instance: Path, **settings: str) -> dict[str, str]:
         "PACSDESK_DATABASE_URL": f"sqlite:///{instance / 'pacsdesk.db'}",
         "PACSDESK_TIMEZONE": TIMEZONE,
         "PACSDESK_ORGANIZATION": "Riverside General Hospital",
+        # The journeys sign in with passwords; multi-factor login has its own tests in tests/core.
+        "PACSDESK_MFA_REQUIRED_ROLES": "none",
         "PYTHONUNBUFFERED": "1",
     })
     env.update(settings)
@@ -162,15 +183,64 @@ def make_training_overdue(env: dict[str, str], usernames: list[str], days: int) 
     ))
 
 
-def install_instance(instance: Path, **settings: str) -> Server:
-    """Run `pacsdesk setup` on a fresh instance, as an installer does, and create the journeys' people."""
+def seed_ticket(env: dict[str, str], username: str, title: str, description: str,
+                category: str = "priors_missing", reply: str = "") -> str:
+    """File a ticket as ``username`` (and add its ``reply``) straight in the database; return its number."""
+    out = run_in_app(env, (
+        "from sqlalchemy import select\n"
+        "from core.auth.models import User\n"
+        "from helpdesk.models import Category\n"
+        "from helpdesk.services import NewTicket, add_reply, create_ticket\n"
+        f"user = db.session.scalars(select(User).where(User.username == {username!r})).one()\n"
+        f"category = db.session.scalars(select(Category).where(Category.code == {category!r})).one()\n"
+        f"ticket = create_ticket(NewTicket(title={title!r}, description={description!r},\n"
+        "                                  category_id=category.id, impact='one', urgency='hours'), user)\n"
+        f"if {reply!r}:\n"
+        f"    add_reply(ticket, user, {reply!r})\n"
+        "db.session.commit()\n"
+        "print(ticket.number)\n"
+    ))
+    number = re.search(r"PD-\d+", out)
+    assert number, f"seeding a ticket printed no ticket number:\n{out}"
+    return number.group(0)
+
+
+def seed_dicom_node(env: dict[str, str], tag: str, name: str, port: int, ae_title: str) -> None:
+    """Add a PACS archive node on loopback ``port`` straight in the database."""
+    run_in_app(env, (
+        "from inventory.asset_rules import AssetData\n"
+        "from inventory.services import create_asset\n"
+        f"create_asset(AssetData(asset_tag={tag!r}, name={name!r}, kind='dicom_node',\n"
+        "                        location='Data centre, rack C2', hostname='127.0.0.1',\n"
+        f"                        ae_title={ae_title!r}, port={port}, dicom_type='pacs_archive',\n"
+        "                        dicom_role='scp'), user=None)\n"
+        "db.session.commit()\n"
+    ))
+
+
+def unique_suffix() -> str:
+    """Six hex digits that make a seeded tag or username this test's own."""
+    return uuid.uuid4().hex[:6].upper()
+
+
+def install_instance(instance: Path, *, first_login_done: bool = True, log_name: str = "server-main.log",
+                     **settings: str) -> Server:
+    """Run `pacsdesk setup` on a fresh instance, as an installer does, and create the journeys' people.
+
+    Setup prints a password the administrator must change at the first login; with
+    ``first_login_done`` the administrator has already chosen their own (``ADMIN_PASSWORD``).
+    """
     instance.mkdir(parents=True, exist_ok=True)
     env = server_env(instance, **settings)
     out = run_cli(env, "setup")
     match = re.search(r"password:\s*(\S+)", out)
     assert match, f"setup printed no administrator password:\n{out}"
-    server = Server(url="", instance=instance, env=env, log=ARTIFACTS / "server-main.log",
-                    admin_password=match.group(1))
+    admin_password = match.group(1)
+    if first_login_done:
+        run_cli(env, "users", "set-password", "admin", "--password-stdin", stdin=ADMIN_PASSWORD + "\n")
+        admin_password = ADMIN_PASSWORD
+    server = Server(url="", instance=instance, env=env, log=ARTIFACTS / log_name,
+                    admin_password=admin_password)
     for username, role, full_name, department in PEOPLE:
         run_cli(env, "users", "create", username, "--role", role, "--full-name", full_name,
                 "--department", department, "--email", f"{username}@hospital.example",
@@ -232,7 +302,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield running
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture
 def idle_server(server: Server) -> Iterator[Server]:
     """A second server on the same instance that logs users off after one idle minute."""
     replica = replace(server, url="", process=None, log=ARTIFACTS / "server-idle.log",
@@ -265,7 +335,7 @@ class OpenPages:
     errors: dict[int, list[str]] = field(default_factory=dict)
 
     def open(self, base_url: str, width: int = DESKTOP["width"], height: int = DESKTOP["height"],
-             bypass_csp: bool = False, storage_state: dict | None = None) -> Page:
+             bypass_csp: bool = False, storage_state: StorageState | None = None) -> Page:
         """A page in a fresh browser profile (or ``storage_state``'s cookies), ``width`` x ``height``."""
         context = self.browser.new_context(base_url=base_url, bypass_csp=bypass_csp,
                                            viewport={"width": width, "height": height},
@@ -308,18 +378,34 @@ def pages(browser: Browser, request: pytest.FixtureRequest) -> Iterator[OpenPage
         context.close()
 
 
-@pytest.fixture(scope="package")
-def signed_in(browser: Browser, server: Server) -> Callable[[str], dict]:
-    """``signed_in(username)``: cookies of a session of that user, logged in once per run."""
-    states: dict[str, dict] = {}
+def _still_signed_in(browser: Browser, server: Server, state: StorageState) -> StorageState | None:
+    """The refreshed cookies of ``state`` if its session still opens the home page, else None."""
+    context = browser.new_context(base_url=server.url, storage_state=state)
+    try:
+        response = context.request.get("/", max_redirects=0)
+        return context.storage_state() if response.status == 200 else None
+    finally:
+        context.close()
 
-    def state(username: str) -> dict:
-        if username not in states:
+
+@pytest.fixture(scope="package")
+def signed_in(browser: Browser, server: Server) -> Callable[[str], StorageState]:
+    """``signed_in(username)``: cookies of a live session of that user.
+
+    Logging in is rate limited, so a session is reused while it lasts; a test that logged the
+    user out (which ends all their sessions) or left it idle costs the next caller a new login.
+    """
+    states: dict[str, StorageState] = {}
+
+    def state(username: str) -> StorageState:
+        alive = _still_signed_in(browser, server, states[username]) if username in states else None
+        if alive is None:
             context = browser.new_context(base_url=server.url, viewport=DESKTOP)
             log_in(context.new_page(), username)
-            states[username] = context.storage_state()
+            alive = context.storage_state()
             context.close()
-        return states[username]
+        states[username] = alive
+        return alive
 
     return state
 
@@ -391,69 +477,36 @@ def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
     peer.stop()
 
 
-# ---------------------------------------------------------------- order of the journeys
-
-# The compliance officer audits what the requester and the technician did, so the journeys run
-# in this order; the idle-logoff test goes last because its idle minute passes meanwhile.
-ORDER = ["test_login.py", "test_requester_journey.py", "test_technician_journey.py",
-         "test_compliance_journey.py", "test_accessibility.py"]
-IDLE_MODULE = "test_idle_logoff.py"
-IDLE_USER = "dr.lindqvist"
+@pytest.fixture
+def requester_ticket(server: Server) -> str:
+    """A ticket that dr.okafor filed, with her reply on it: its number."""
+    return seed_ticket(server.env, "dr.okafor", "CT chest priors do not load in reading room 2",
+                       "Comparison studies from last year do not load in the viewer.",
+                       reply="Still failing after restarting the viewer.")
 
 
-def _rank(item: pytest.Item) -> int:
-    """Where a browser test runs among the others."""
-    if item.path.name == IDLE_MODULE:
-        return len(ORDER) + 1
-    return ORDER.index(item.path.name) if item.path.name in ORDER else len(ORDER)
+@pytest.fixture
+def checked_node(server: Server) -> str:
+    """A DICOM node the CLI checked once and found down (nothing listens on its port): its tag."""
+    tag = f"PACS-TEST-{unique_suffix()}"
+    seed_dicom_node(server.env, tag, "Test archive", free_port(), "TESTPACS")
+    run_cli(server.env, "inventory", "verify", "--asset", tag, status=1)
+    return tag
+
+
+# ---------------------------------------------------------------- the order of the tests
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Put the browser tests in journey order, leaving every other test where it was."""
-    positions = [n for n, item in enumerate(items) if item.path.parent == Path(__file__).parent]
-    block = sorted((items[n] for n in positions), key=_rank)
-    for n, item in zip(positions, block, strict=True):
-        items[n] = item
+    """Keep the browser tests together, in the order given, so the served app starts once.
 
-
-class Journeys(dict):
-    """What each journey left behind for the next (ticket numbers, asset tags)."""
-
-    def need(self, key: str) -> str:
-        """A value an earlier journey recorded; without that journey, skip (fail in CI)."""
-        require_e2e(key in self, f"needs the journey that records {key!r} to run first")
-        return self[key]
-
-
-@pytest.fixture(scope="package")
-def journeys() -> Journeys:
-    """The record the journeys share, in the order they run."""
-    return Journeys()
-
-
-@dataclass
-class IdleSession:
-    """A user who signed in to the idle server and then left the page alone."""
-
-    page: Page
-    username: str
-    path: str
-    idle_since: float
-
-
-@pytest.fixture(scope="package")
-def idle_session(browser: Browser, idle_server: Server) -> Iterator[IdleSession]:
-    """Sign in on the one-minute idle server, open a page, and leave it untouched."""
-    context = browser.new_context(base_url=idle_server.url, viewport=DESKTOP, timezone_id=TIMEZONE)
-    page = context.new_page()
-    log_in(page, IDLE_USER)
-    page.goto("/account/password")
-    yield IdleSession(page, IDLE_USER, "/account/password", time.monotonic())
-    context.close()
-
-
-@pytest.fixture(scope="package", autouse=True)
-def _idle_clock(request: pytest.FixtureRequest) -> None:
-    """When the idle-logoff test is selected, start its idle minute before the first browser test."""
-    if any(item.path.name == IDLE_MODULE for item in request.session.items):
-        request.getfixturevalue("idle_session")
+    No browser test needs another to run first; random ordering (pytest-randomly) shuffles
+    them among themselves and this only moves them next to the first of them.
+    """
+    here = Path(__file__).parent
+    first = next((n for n, item in enumerate(items) if item.path.parent == here), None)
+    if first is None:
+        return
+    browser_tests = [item for item in items if item.path.parent == here]
+    others = [item for item in items if item.path.parent != here]
+    items[:] = others[:first] + browser_tests + others[first:]

@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "e2e"
 AXE_JS = REPO / "node_modules" / "axe-core" / "axe.min.js"
 PASSWORD = "Journey-passw0rd-e2e"
+ADMIN_PASSWORD = "Kettle-orchard-drum-77"
 TIMEZONE = "America/New_York"
 # The people of the journeys: (username, role, full name, department).
 # Those in OVERDUE joined long ago and never did their training.
@@ -45,6 +46,29 @@ def log_out(page: Page) -> None:
     page.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(re.compile(r"/login"))
     expect(page.get_by_text("You are logged out.")).to_be_visible()
+
+
+def fill_new_dicom_node(page: Page, tag: str, name: str, port: int, ae_title: str) -> None:
+    """Open Inventory, New asset and fill in a PACS archive on loopback ``port`` (not yet saved)."""
+    page.get_by_role("link", name="Inventory").first.click()
+    page.get_by_role("link", name="New asset").click()
+    page.get_by_label("Asset tag").fill(tag)
+    page.get_by_label("Name", exact=True).fill(name)
+    page.get_by_label("Kind").select_option(label="DICOM node")
+    page.get_by_label("Location").fill("Data centre, rack B4")
+    page.get_by_label("Hostname").fill("127.0.0.1")
+    page.get_by_label("AE title").fill(ae_title)
+    page.get_by_label("Port", exact=True).fill(str(port))
+    page.get_by_label("DICOM type").select_option(label="PACS archive")
+    page.get_by_label("DICOM role").select_option(label="SCP (provider)")
+
+
+def move_asset(page: Page, tag: str, location: str) -> None:
+    """On an asset's page, edit its location and save."""
+    page.get_by_role("link", name="Edit").click()
+    page.get_by_label("Location").fill(location)
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_role("alert").filter(has_text=f"Asset {tag} saved.")).to_be_visible()
 
 
 def screenshot(page: Page, name: str) -> Path:

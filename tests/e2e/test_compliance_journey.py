@@ -11,7 +11,8 @@ import pytest
 from playwright.sync_api import Page, expect
 from pypdf import PdfReader
 
-from tests.e2e.pages import OVERDUE, TIMEZONE, log_in, log_out, screenshot
+from tests.e2e.conftest import run_cli, unique_suffix
+from tests.e2e.pages import OVERDUE, TIMEZONE, fill_new_dicom_node, log_in, log_out, move_asset, screenshot
 
 pytestmark = pytest.mark.e2e
 
@@ -30,10 +31,31 @@ def search_audit(page: Page, **filters: str) -> None:
     page.get_by_role("button", name="Search").click()
 
 
-def test_compliance_officer_audits_ticket_views_node_changes_pdf_and_training(server, pages, journeys):
+def technician_adds_moves_and_loses_a_node(server, pages, signed_in, orthanc) -> str:
+    """pacs.sam adds a node and moves it; the CLI finds it down, then answering again: its tag."""
+    tag = f"PACS-CA-{unique_suffix()}"
+    page = pages.open(server.url, storage_state=signed_in("pacs.sam"))
+    page.goto("/")
+    fill_new_dicom_node(page, tag, "Cardiology archive", orthanc.port, orthanc.aet)
+    page.get_by_role("button", name="Create asset").click()
+    expect(page).to_have_url(re.compile(f"/assets/{tag}$"))
+    move_asset(page, tag, "Data centre, rack C1")
+    orthanc.stop()
+    run_cli(server.env, "inventory", "verify", "--asset", tag, status=1)
+    orthanc.start()
+    run_cli(server.env, "inventory", "verify", "--asset", tag)
+    return tag
+
+
+def test_compliance_officer_audits_ticket_views_node_changes_pdf_and_training(server, pages, signed_in,
+                                                                              requester_ticket, orthanc):
     """The requester's ticket views, the node's history, the access-audit PDF, overdue training."""
-    ticket = journeys.need("requester_ticket")
-    node = journeys.need("node_tag")
+    ticket = requester_ticket
+    viewer = pages.open(server.url, storage_state=signed_in("dr.okafor"))
+    viewer.goto(f"/tickets/{ticket}")
+    expect(viewer.get_by_role("heading", level=1)).to_contain_text(ticket)
+    node = technician_adds_moves_and_loses_a_node(server, pages, signed_in, orthanc)
+
     page = pages.open(server.url)
     log_in(page, "privacy.garcia")
 

@@ -33,8 +33,7 @@ def file_ticket(page: Page, title: str, category: str, description: str,
     return match.group(1)
 
 
-def test_requester_files_a_ticket_with_a_screenshot_follows_it_and_replies(server, pages, signed_in,
-                                                                            journeys):
+def test_requester_files_a_ticket_with_a_screenshot_follows_it_and_replies(server, pages, signed_in):
     """Filing, My tickets with its service level, a reply, the attachment back; others' tickets hidden."""
     other = pages.open(server.url, storage_state=signed_in("dr.lindqvist"))
     other.goto("/")
@@ -50,7 +49,6 @@ def test_requester_files_a_ticket_with_a_screenshot_follows_it_and_replies(serve
     page.goto("/")
     number = file_ticket(page, "Priors missing for CT chest in reading room 2", "Prior studies missing",
                          "Comparison studies from last year do not load in the viewer.", picture)
-    journeys["requester_ticket"] = number
     attachment = page.get_by_role("link", name="viewer-error.png").first
     expect(attachment).to_be_visible()
     with page.expect_download() as download:

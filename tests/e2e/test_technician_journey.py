@@ -7,7 +7,7 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.pages import log_in, log_out, reload_until, screenshot
+from tests.e2e.pages import fill_new_dicom_node, log_in, log_out, move_asset, reload_until, screenshot
 
 pytestmark = pytest.mark.e2e
 
@@ -31,25 +31,14 @@ def node_state(page: Page) -> str:
 
 
 def test_technician_sees_a_node_verified_lost_and_recovered_and_imports_workstations(server, pages,
-                                                                                     orthanc, journeys):
+                                                                                     orthanc):
     """Up on its own, down with an automatic ticket when Orthanc stops, recovery noted on that ticket."""
     page = pages.open(server.url)
     log_in(page, "pacs.sam")
-    page.get_by_role("link", name="Inventory").first.click()
-    page.get_by_role("link", name="New asset").click()
-    page.get_by_label("Asset tag").fill(NODE_TAG)
-    page.get_by_label("Name", exact=True).fill(NODE_NAME)
-    page.get_by_label("Kind").select_option(label="DICOM node")
-    page.get_by_label("Location").fill("Data centre, rack B4")
-    page.get_by_label("Hostname").fill("127.0.0.1")
-    page.get_by_label("AE title").fill(orthanc.aet)
-    page.get_by_label("Port", exact=True).fill(str(orthanc.port))
-    page.get_by_label("DICOM type").select_option(label="PACS archive")
-    page.get_by_label("DICOM role").select_option(label="SCP (provider)")
+    fill_new_dicom_node(page, NODE_TAG, NODE_NAME, orthanc.port, orthanc.aet)
     screenshot(page, "technician-new-node")
     page.get_by_role("button", name="Create asset").click()
     expect(page).to_have_url(re.compile(f"/assets/{NODE_TAG}$"))
-    journeys["node_tag"] = NODE_TAG
 
     reload_until(page, lambda p: node_state(p) == "up", "the node to be up", SWEEP_WAIT)
     expect(page.locator("[data-node-state]")).to_have_text(re.compile("up", re.IGNORECASE))
@@ -78,10 +67,7 @@ def test_technician_sees_a_node_verified_lost_and_recovered_and_imports_workstat
     # Answering again, shown as degraded (intermittent) while the outage is recent.
     expect(page.locator("[data-node-state]")).to_have_attribute("data-node-state",
                                                                 re.compile("^(up|degraded)$"))
-    page.get_by_role("link", name="Edit").click()
-    page.get_by_label("Location").fill("Data centre, rack B5")
-    page.get_by_role("button", name="Save changes").click()
-    expect(page.get_by_role("alert").filter(has_text=f"Asset {NODE_TAG} saved.")).to_be_visible()
+    move_asset(page, NODE_TAG, "Data centre, rack B5")
 
     page.get_by_role("link", name="Inventory").first.click()
     page.get_by_role("link", name="Import CSV").click()

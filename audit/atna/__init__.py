@@ -1,1 +1,22 @@
-"""The PACS's own audit messages (DICOM PS3.15 A.5, IHE ATNA) received over syslog."""
+"""The PACS's own audit messages (DICOM PS3.15 A.5, IHE ATNA) received over syslog, stored and searched."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    """Register the access log's actions, record class, jobs, reports, pages, commands and helpers."""
+    from audit.atna import cli, jobs, models, process, store
+    from core import audit_sink
+    from core.database import listen_once
+    from core.jobs.registry import JobKind, register_job
+
+    for module in (store, process, jobs):
+        audit_sink.register_actions(app, module.AUDIT_ACTIONS)
+    listen_once(models.AtnaMessageRef.__table__, "after_create", models.install_after_create)
+    register_job(app, JobKind(jobs.SOURCES_JOB, "Look for silent PACS audit sources", jobs.sources_job,
+                              max_attempts=1, every=jobs.sources_interval))
+    register_job(app, JobKind(jobs.MAINTENANCE_JOB, "PACS access log upkeep (orphaned batches, partitions)",
+                              jobs.maintenance_job, max_attempts=2, every=lambda _app: 3600.0))
+    app.cli.add_command(cli.atna_group)

@@ -13,6 +13,7 @@ largest id under SQLite's single write lock.
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Any
 
@@ -235,6 +236,12 @@ BEGIN
 END $$ LANGUAGE plpgsql
 """
 MONTHS_AHEAD = 3
+PARTITION_NAME = re.compile(r"^atna_message(_ref)?_[0-9]{6}$")
+
+
+def is_partition(table_name: str) -> bool:
+    """Whether a table is one month of the access log (made by ``atna_ensure_partitions``, not a model)."""
+    return PARTITION_NAME.match(table_name) is not None
 
 
 def ensure_partitions(connection: Connection, first: date, months: int) -> int:

@@ -24,7 +24,7 @@ AUDIT_ACTIONS = {
 def quarantine_counts() -> dict[str, int]:
     """How many messages are quarantined, by reason."""
     return dict(db.session.execute(select(AtnaQuarantine.reason, func.count())
-                                   .group_by(AtnaQuarantine.reason)).tuples().all())
+                                   .group_by(AtnaQuarantine.reason)).all())
 
 
 def recent_quarantine(limit: int = 100) -> list[Any]:
@@ -53,7 +53,7 @@ def purge_quarantine(older_than_days: int, user: Any = None) -> int:
     cutoff = utcnow() - timedelta(days=older_than_days)
     counts = dict(db.session.execute(select(AtnaQuarantine.reason, func.count())
                                      .where(AtnaQuarantine.received_at < cutoff)
-                                     .group_by(AtnaQuarantine.reason)).tuples().all())
+                                     .group_by(AtnaQuarantine.reason)).all())
     removed = db.session.execute(delete(AtnaQuarantine).where(AtnaQuarantine.received_at < cutoff)).rowcount
     record("atna.quarantine_purged", object_type="atna_quarantine",
            details={"older_than_days": older_than_days, "count": removed, "by_reason": counts},

@@ -7,9 +7,9 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     """Register the access log's actions, record class, jobs, reports, pages, commands and helpers."""
-    from audit.atna import cli, jobs, models, overview, process, quarantine, search, store, watchlist
+    from audit.atna import cli, jobs, models, overview, process, quarantine, reports, search, store, watchlist
     from audit.atna import views as atna_views  # noqa: F401 - routes on the audit blueprint
-    from audit.reports.registry import register_export_actions
+    from audit.reports.registry import register_export_actions, register_report_kind
     from core import audit_sink
     from core.auth.permissions import Permission
     from core.database import listen_once
@@ -19,6 +19,8 @@ def init_app(app: Flask) -> None:
     for module in (store, process, jobs, search, watchlist, quarantine):
         audit_sink.register_actions(app, module.AUDIT_ACTIONS)
     register_export_actions(app, search.AUDIT_ACTIONS)
+    register_report_kind(app, reports.PATIENT_REPORT)
+    register_report_kind(app, reports.AUDIT_REPORT)
     register_nav(app, NavItem("PACS access", "audit.pacs_access", Permission.AUDIT_READ, 61, "eye"))
     app.jinja_env.globals["atna_asset_summary"] = overview.asset_audit_summary
     listen_once(models.AtnaMessageRef.__table__, "after_create", models.install_after_create)

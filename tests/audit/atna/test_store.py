@@ -22,7 +22,8 @@ DICOM_SAMPLES = sorted(SAMPLES.glob("dicom_*.xml"))
 def rows(app, model):
     """Every row of ``model``, detached."""
     with app.app_context():
-        found = list(db.session.execute(select(model).order_by(*model.__table__.primary_key.columns)).scalars())
+        order = model.__table__.primary_key.columns
+        found = list(db.session.execute(select(model).order_by(*order)).scalars())
         db.session.expunge_all()
         return found
 
@@ -43,7 +44,7 @@ def stored(app, start_receiver):
 
 @pytest.mark.integration
 def test_every_sample_sent_by_logger_is_stored_with_who_what_and_which_patient(app, stored):
-    running, store = stored
+    running, _ = stored
     for path in DICOM_SAMPLES:
         send_with_logger(running.port("tcp"), path.read_text(), tag="ARCHIVE1")
     wait_for(lambda: count(app, AtnaMessage) == len(DICOM_SAMPLES), what="every sample stored")
@@ -56,8 +57,8 @@ def test_every_sample_sent_by_logger_is_stored_with_who_what_and_which_patient(a
     assert (access.action, access.outcome, access.source_id) == ("R", 0, "ARCHIVE1")
     assert (access.sender_host, access.transport, access.event_offset) == ("127.0.0.1", "tcp", -300)
     assert access.event_time.isoformat() == "2025-03-14T15:31:07.250000+00:00"
-    assert zlib.decompress(access.xml_z).decode().strip() == (SAMPLES / "dicom_110103_instances_accessed.xml") \
-        .read_text().strip()
+    sample = (SAMPLES / "dicom_110103_instances_accessed.xml").read_text()
+    assert zlib.decompress(access.xml_z).decode().strip() == sample.strip()
     sources = rows(app, AtnaSource)
     assert sum(s.message_count for s in sources) == len(DICOM_SAMPLES)
     assert {s.source_id for s in sources} >= {"ARCHIVE1"} and {s.asset_id for s in sources} == {None}

@@ -7,18 +7,33 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     """Register the access log's actions, record class, jobs, reports, pages, commands and helpers."""
-    from audit.atna import cli, jobs, models, overview, process, quarantine, reports, search, store, watchlist
+    from audit.atna import (
+        cli,
+        jobs,
+        models,
+        overview,
+        process,
+        quarantine,
+        reports,
+        retention,
+        search,
+        store,
+        watchlist,
+    )
     from audit.atna import views as atna_views  # noqa: F401 - routes on the audit blueprint
     from audit.reports.registry import register_export_actions, register_report_kind
+    from audit.retention.registry import register_record_class, register_scope_matcher
     from core import audit_sink
     from core.auth.permissions import Permission
     from core.database import listen_once
     from core.jobs.registry import JobKind, register_job
     from core.navigation import NavItem, register_nav
 
-    for module in (store, process, jobs, search, watchlist, quarantine):
+    for module in (store, process, jobs, search, watchlist, quarantine, retention):
         audit_sink.register_actions(app, module.AUDIT_ACTIONS)
     register_export_actions(app, search.AUDIT_ACTIONS)
+    register_record_class(app, retention.RETENTION_CLASS)
+    register_scope_matcher(app, retention.KEY, retention.matches)
     register_report_kind(app, reports.PATIENT_REPORT)
     register_report_kind(app, reports.AUDIT_REPORT)
     register_nav(app, NavItem("PACS access", "audit.pacs_access", Permission.AUDIT_READ, 61, "eye"))

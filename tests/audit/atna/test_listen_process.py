@@ -45,8 +45,9 @@ def test_atna_listen_stores_until_sigterm_seals_its_batch_and_audits_udp_drops(a
     env.update(PACSDESK_INSTANCE_PATH=str(tmp_path / "instance"), PACSDESK_DATABASE_URL=database_url,
                PACSDESK_ATNA_LISTEN=f"tcp://127.0.0.1:{tcp},udp://127.0.0.1:{udp}",
                PACSDESK_ATNA_QUEUE_MESSAGES="100")
-    log = (tmp_path / "listen.log").open("wb")
-    process = subprocess.Popen([str(PACSDESK), "atna", "listen"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    with (tmp_path / "listen.log").open("wb") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen([str(PACSDESK), "atna", "listen"], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: process.poll() is not None or _accepts(tcp), 30, "the receiver listening")
         assert process.poll() is None, (tmp_path / "listen.log").read_text()

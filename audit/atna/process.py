@@ -142,11 +142,14 @@ def receivers_alive(seconds: float = 3 * STATS_EVERY) -> list[AtnaReceiverState]
     return [row for row in rows if row.updated_at.timestamp() >= since]
 
 
-def serve_receiver(app: Flask, stop: threading.Event, *, reuse_port: bool = False,
-                   ready: threading.Event | None = None) -> AtnaReceiver:
-    """Run one receiver until ``stop`` is set; returns it, stopped (its ``bound`` listeners kept)."""
+def serve_receiver(app: Flask, stop: Any, *, reuse_port: bool = False, ready: Any = None,
+                   bulk: bool = True) -> AtnaReceiver:
+    """Run one receiver until ``stop`` (an Event) is set; returns it, stopped (its ``bound`` listeners kept).
+
+    ``bulk=False`` stores each message with an INSERT of its own (the benchmark's baseline).
+    """
     listeners, settings = receiver_config(app.config, reuse_port)
-    store = MessageStore(app)
+    store = MessageStore(app, bulk=bulk)
     receiver = AtnaReceiver(listeners, store, settings)
     receiver.start()
     monitor = ReceiverMonitor(app, store.receiver, receiver.bound)

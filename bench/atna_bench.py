@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import random
+import resource
 import socket
 import sys
 import tempfile
@@ -121,6 +122,12 @@ class Receivers:
             process.join(120)
 
 
+def children_cpu() -> float:
+    """CPU seconds used by the receiver processes that ended so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def stored_count() -> tuple[int, int]:
     """(messages, quarantined) stored so far."""
     db.session.rollback()
@@ -155,6 +162,7 @@ def ingest(url: str, schema: str | None, instance: str, processes: int, total: i
            bulk: bool, first: int) -> dict[str, float]:
     """Messages per second stored while ``total`` arrive over TCP; checks every one is accounted for."""
     before = sum(stored_count())
+    cpu_before = children_cpu()
     receivers = Receivers(url, schema, instance, processes, bulk)
     started = time.perf_counter()
     try:
@@ -168,12 +176,14 @@ def ingest(url: str, schema: str | None, instance: str, processes: int, total: i
         elapsed = time.perf_counter() - started
     finally:
         receivers.close()
+    cpu = children_cpu() - cpu_before
     messages, quarantined = stored_count()
     distinct = db.session.execute(select(func.count(func.distinct(AtnaMessage.user_id))).where(
         AtnaMessage.user_id.like("bench%"))).scalar_one()
     db.session.rollback()
     return {"rate": total / elapsed, "seconds": elapsed, "send_seconds": sent - started,
-            "stored": messages + quarantined - before, "distinct_users": distinct, "quarantined": quarantined}
+            "stored": messages + quarantined - before, "distinct_users": distinct, "quarantined": quarantined,
+            "per_cpu_second": total / cpu if cpu else 0.0}
 
 
 def udp_share_dropped(url: str, schema: str | None, instance: str, processes: int, seconds: float) -> dict:
@@ -253,6 +263,8 @@ def main() -> None:
                   f"{fast['rate']:,.0f} stored/s (target {target:,}/s; senders done after "
                   f"{fast['send_seconds']:.1f} s); baseline INSERT per message: {slow['rate']:,.0f}/s "
                   f"({baseline_messages:,} messages) -> x{fast['rate'] / slow['rate']:.1f}")
+            print(f"  receiver processes' CPU: {fast['per_cpu_second']:,.0f} messages per CPU-second "
+                  f"(baseline {slow['per_cpu_second']:,.0f}); the database server's CPU comes on top")
             missing = args.messages + baseline_messages - fast["stored"] - slow["stored"]
             print(f"  accounted for: {fast['stored'] + slow['stored']:,} stored or quarantined of "
                   f"{args.messages + baseline_messages:,} sent; {missing} missing; "

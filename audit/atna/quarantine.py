@@ -54,7 +54,8 @@ def purge_quarantine(older_than_days: int, user: Any = None) -> int:
     counts = dict(db.session.execute(select(AtnaQuarantine.reason, func.count())
                                      .where(AtnaQuarantine.received_at < cutoff)
                                      .group_by(AtnaQuarantine.reason)).all())
-    removed = db.session.execute(delete(AtnaQuarantine).where(AtnaQuarantine.received_at < cutoff)).rowcount
+    result = db.session.execute(delete(AtnaQuarantine).where(AtnaQuarantine.received_at < cutoff))
+    removed = getattr(result, "rowcount", 0)
     record("atna.quarantine_purged", object_type="atna_quarantine",
            details={"older_than_days": older_than_days, "count": removed, "by_reason": counts},
            **({} if user is None else {"user": user}))

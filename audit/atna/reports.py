@@ -136,7 +136,7 @@ def patient_condition(patient_id: str) -> ColumnElement[bool]:
     """Messages naming the patient, or a study that any message ties to the patient."""
     named = union(select(M.id).where(M.patient_id == patient_id),
                   select(R.message_id).where(R.kind == "P", R.value == patient_id))
-    studies = union(select(M.study_uid).where(M.id.in_(named), M.study_uid.is_not(None)),
+    studies: Any = union(select(M.study_uid).where(M.id.in_(named), M.study_uid.is_not(None)),
                     select(R.value).where(R.kind == "S", R.message_id.in_(named)))
     by_study = union(select(M.id).where(M.study_uid.in_(studies)),
                      select(R.message_id).where(R.kind == "S", R.value.in_(studies)))
@@ -204,7 +204,7 @@ def _by_user(where: Sequence[ColumnElement[bool]]) -> list[tuple[object, ...]]:
 def _bulk(where: Sequence[ColumnElement[bool]], clock: LocalClock,
           threshold: int) -> list[tuple[object, ...]]:
     """Users who opened more than ``threshold`` distinct patients within one local clock hour."""
-    hour = func.substr(cast(clock.local(M.event_time), String), 1, 13).label("hour")
+    hour = func.substr(cast(clock.local(M.__table__.c.event_time), String), 1, 13).label("hour")
     patients = func.count(distinct(M.patient_id)).label("patients")
     rows = db.session.execute(
         select(M.user_id, hour, patients, func.count().label("n"))
@@ -232,7 +232,7 @@ def _trail_events(request: ReportRequest, actions: Sequence[str]) -> list[tuple[
                               .where(AuditEvent.action.in_(actions), AuditEvent.occurred_at >= lo,
                                      AuditEvent.occurred_at < hi)
                               .order_by(AuditEvent.seq).limit(LISTING_LIMIT))
-    found = []
+    found: list[tuple[object, ...]] = []
     for at, action, object_id, details in rows:
         data = json.loads(details)
         text = ", ".join(f"{k}={v}" for k, v in data.items() if k not in ("meaning", "totals") and v)
@@ -259,7 +259,7 @@ def build_access_audit(request: ReportRequest, progress: Progress) -> ReportCont
     sections["watched_total"] = _count(watched)
     sections["watched"] = _access_lines(watched)
     progress(30, "After-hours access")
-    after = [*period, clock.outside_hours(M.event_time, hours), M.user_id.is_not(None)]
+    after = [*period, clock.outside_hours(M.__table__.c.event_time, hours), M.user_id.is_not(None)]
     sections["after_total"] = _count(after)
     sections["after_by_user"] = _lines((("User", 22), ("Name", 24), ("Accesses", 10), ("First", 21),
                                         ("Last", 21)), _by_user(after))

@@ -119,7 +119,7 @@ def _purge(ids: Sequence[int]) -> int:
     batches = list(db.session.execute(select(AtnaMessage.batch_id).where(AtnaMessage.id.in_(ids)).distinct())
                    .scalars())
     db.session.execute(delete(AtnaMessageRef).where(AtnaMessageRef.message_id.in_(ids)))
-    count = db.session.execute(delete(AtnaMessage).where(AtnaMessage.id.in_(ids))).rowcount
+    count = getattr(db.session.execute(delete(AtnaMessage).where(AtnaMessage.id.in_(ids))), "rowcount", 0)
     record("atna.purged", object_type="atna_message",
            details={"count": count, "first_id": min(ids), "last_id": max(ids), "batches": _ranges(batches),
                     "method": "rows deleted"})

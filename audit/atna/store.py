@@ -74,7 +74,7 @@ def iso_utc(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def row_digest(row: Mapping[str, Any], refs: Iterable[tuple[str, str]] = ()) -> bytes:
+def row_digest(row: Mapping[Any, Any], refs: Iterable[tuple[str, str]] = ()) -> bytes:
     """SHA-256 of one stored message's columns, its extra identifiers and its document."""
     parts: list[Any] = []
     for name in DIGEST_COLUMNS:
@@ -285,7 +285,8 @@ class MessageStore:
             refs.append(extra)
         senders = {key: self._sender(key, items[0]) for key, items in per_sender.items()}
         for row, item in zip(rows, messages, strict=True):
-            row["asset_id"] = senders[self._key(item)].asset.id if senders[self._key(item)].asset else None
+            asset = senders[self._key(item)].asset
+            row["asset_id"] = asset.id if asset is not None else None
         self._ensure_months(rows)
         if rows:
             self._insert(rows, refs)

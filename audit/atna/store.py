@@ -234,15 +234,16 @@ class MessageStore:
         if not batch and not refusals:
             return
         with self._lock, self.app.app_context():
-            saved, senders = self._seal.copy() if self._seal else None, dict(self._senders)
+            saved = self._seal.copy() if self._seal else None
+            senders, months = dict(self._senders), set(self._months)
             try:
                 self._store(batch, refusals)
                 if self._seal is not None and time.monotonic() - self._seal.opened >= self.seal_seconds:
                     self._close_seal()
                 db.session.commit()
             except BaseException:
-                db.session.rollback()
-                self._seal, self._senders = saved, senders
+                db.session.rollback()  # the partitions made in it are gone too: make them again next time
+                self._seal, self._senders, self._months = saved, senders, months
                 raise
             finally:
                 db.session.remove()

@@ -230,3 +230,24 @@ def test_quarantine_page_counts_reasons_and_a_purge_is_audited(app, client, logi
     assert response.status_code == 302
     (event,) = audit_events(app, "atna.quarantine_purged")
     assert json.loads(event.details)["count"] == 0                   # nothing is a day old yet
+
+
+def test_messages_a_receiver_dropped_are_shown_on_the_pages(app, client, login_as):
+    from audit.atna.models import AtnaReceiverState
+    from audit.atna.process import ReceiverMonitor
+    from audit.atna.receiver import ReceiverStats
+
+    store = seed(app, [received(ACCESS)])
+    monitor = ReceiverMonitor(app, "pacs-desk-1:4242", ())
+    monitor.started()
+    counters = dict.fromkeys(ReceiverStats.__dataclass_fields__, 0)
+    monitor.update(ReceiverStats(**{**counters, "received": 1043, "dropped_udp": 1042}), store)
+    login_as("compliance")
+    page = client.get("/audit/pacs").get_data(as_text=True)
+    assert "1,042 UDP datagrams dropped" in page
+    sources = client.get("/audit/pacs/sources").get_data(as_text=True)
+    assert "pacs-desk-1:4242" in sources and "1,042" in sources
+    (lost,) = audit_events(app, "atna.messages_lost")
+    assert json.loads(lost.details)["dropped_udp"] == 1042 and lost.outcome == "failure"
+    with app.app_context():
+        assert db.session.get(AtnaReceiverState, "pacs-desk-1:4242").dropped_udp == 1042

@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import select
 
 from audit.atna.listen import Listen, ReceiverSettings, TLSFiles, parse_listen
 from audit.atna.models import AtnaReceiverState
@@ -132,14 +131,6 @@ class ReceiverMonitor:
                 db.session.remove()
         self._audited.update({kind: getattr(stats, kind) for kind in increases})
         return increases
-
-
-def receivers_alive(seconds: float = 3 * STATS_EVERY) -> list[AtnaReceiverState]:
-    """Receivers that wrote their counters recently and have not stopped."""
-    since = utcnow().timestamp() - seconds
-    rows = db.session.execute(select(AtnaReceiverState).where(AtnaReceiverState.stopped_at.is_(None))
-                              ).scalars()
-    return [row for row in rows if row.updated_at.timestamp() >= since]
 
 
 def serve_receiver(app: Flask, stop: Any, *, reuse_port: bool = False, ready: Any = None,

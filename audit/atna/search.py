@@ -13,7 +13,7 @@ import io
 import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, func, or_, select, union_all
@@ -258,9 +258,3 @@ def view_message(message_id: int) -> MessageView | None:
            details={"patient_id": found.patient_id, "event_id": found.event_id})
     return MessageView(access_row(found), zlib.decompress(found.xml_z).decode("utf-8"), refs)
 
-
-def recent_window(days: int = 30) -> tuple[date, date]:
-    """The default period of the page: the last ``days`` local days."""
-    today = to_local(datetime.now().astimezone())
-    assert today is not None
-    return (today - timedelta(days=days - 1)).date(), today.date()

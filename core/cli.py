@@ -74,7 +74,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64))
 @click.option("--no-worker", is_flag=True, help="Do not run a job worker beside the web server.")
 def serve_command(host: str, port: int, workers: int, threads: int, no_worker: bool) -> None:
-    """Serve PACS Desk with gunicorn, and supervise a job worker beside it."""
+    """Serve PACS Desk with gunicorn; supervise a job worker and, when configured, the ATNA receiver."""
     from gunicorn.app.base import BaseApplication
 
     from core.supervisor import Supervised, helper_command
@@ -100,6 +100,8 @@ def serve_command(host: str, port: int, workers: int, threads: int, no_worker: b
     helpers = []
     if not no_worker and current_app.config["PACSDESK_WORKER"]:
         helpers.append(Supervised("job worker", helper_command("worker")))
+    if current_app.config.get("PACSDESK_ATNA_LISTEN"):
+        helpers.append(Supervised("ATNA receiver", helper_command("atna", "listen")))
     for helper in helpers:
         helper.start()
     try:

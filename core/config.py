@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -156,6 +157,35 @@ def _roles(raw: str) -> frozenset[str]:
     if unknown:
         raise ValueError(f"{', '.join(unknown)} is not a role; use {', '.join(ROLE_NAMES)} or none")
     return roles
+ATNA_LISTENER = re.compile(r"^(udp|tcp|tls)://(\[[0-9A-Fa-f:.]+\]|[0-9.]+):([0-9]{1,5})$")
+
+
+def _atna_listen(raw: str) -> str:
+    """Check a list of ATNA listeners such as ``udp://0.0.0.0:514,tls://[::]:6514`` (empty: none)."""
+    value = raw.strip()
+    if not value:
+        return ""
+    for number, entry in enumerate(value.split(","), start=1):
+        match = ATNA_LISTENER.match(entry.strip())
+        if not match:
+            raise ValueError(f"listener {number} ({entry.strip()!r}) must look like udp://IP:PORT, "
+                             "tcp://IP:PORT or tls://IP:PORT (IPv6 in brackets)")
+        try:
+            ipaddress.ip_address(match[2].strip("[]"))
+        except ValueError:
+            raise ValueError(f"listener {number} ({entry.strip()!r}): the host must be an IP address "
+                             "to listen on, such as 0.0.0.0 or [::]") from None
+        if int(match[3]) > 65535:
+            raise ValueError(f"listener {number} ({entry.strip()!r}): the port must be 0 to 65535")
+    return value
+
+
+def _readable_file(raw: str) -> str:
+    """Check a file exists and can be read."""
+    path = Path(raw.strip())
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise ValueError("must name a readable file")
+    return str(path)
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -210,6 +240,37 @@ SETTINGS: tuple[Setting, ...] = (
             "Local business hours; access outside them is listed in the access-audit report."),
     Setting("PACSDESK_WORKER", "true", _bool,
             "Run a job worker beside the web server in `pacsdesk serve` (same as not passing --no-worker)."),
+    Setting("PACSDESK_ATNA_LISTEN", "", _atna_listen,
+            "Where the PACS's audit messages (IHE ATNA syslog) are received, e.g. "
+            "`udp://0.0.0.0:514,tcp://0.0.0.0:601,tls://0.0.0.0:6514`; empty: no receiver. "
+            "`pacsdesk serve` supervises the receiver when set."),
+    Setting("PACSDESK_ATNA_TLS_CERT", None, _readable_file,
+            "PEM server certificate (with its chain) of the `tls://` listeners."),
+    Setting("PACSDESK_ATNA_TLS_KEY", None, _readable_file,
+            "PEM private key of `PACSDESK_ATNA_TLS_CERT`."),
+    Setting("PACSDESK_ATNA_TLS_CLIENT_CA", None, _readable_file,
+            "Optional PEM CA bundle: TLS senders must then show a client certificate it signed."),
+    Setting("PACSDESK_ATNA_MAX_MESSAGE_BYTES", "65536", _int_range(4096, 16 * 1024 * 1024),
+            "Largest audit message accepted, in bytes; larger ones are quarantined as too large."),
+    Setting("PACSDESK_ATNA_MAX_CONNECTIONS", "256", _int_range(1, 65536),
+            "Open TCP/TLS connections the receiver accepts at once; more are closed at once."),
+    Setting("PACSDESK_ATNA_MAX_CONNECTIONS_PER_PEER", "32", _int_range(1, 65536),
+            "Open TCP/TLS connections accepted from one sender address."),
+    Setting("PACSDESK_ATNA_IDLE_TIMEOUT", "300", _float_range(1, 86400),
+            "Seconds after which a silent TCP/TLS connection is closed."),
+    Setting("PACSDESK_ATNA_MESSAGE_TIMEOUT", "30", _float_range(1, 3600),
+            "Seconds a started message has to arrive whole (slow senders are cut off)."),
+    Setting("PACSDESK_ATNA_QUEUE_MESSAGES", "20000", _int_range(100, 10_000_000),
+            "Messages held in memory while the database catches up; beyond it TCP senders are "
+            "paused and UDP datagrams are dropped (and counted)."),
+    Setting("PACSDESK_ATNA_BATCH_MESSAGES", "500", _int_range(1, 100_000),
+            "Messages stored per database transaction at most."),
+    Setting("PACSDESK_ATNA_PROCESSES", "1", _int_range(1, 64),
+            "Receiver processes sharing the listeners (SO_REUSEPORT), one CPU core each."),
+    Setting("PACSDESK_ATNA_SILENT_MINUTES", "60", _int_range(1, 10080),
+            "Minutes without a message after which an in-service audit source is silent (one ticket)."),
+    Setting("PACSDESK_ATNA_BULK_PATIENTS_PER_HOUR", "30", _int_range(1, 100_000),
+            "A PACS user opening more distinct patients than this within an hour is an exception."),
 )
 
 
@@ -222,6 +283,20 @@ def _secret_key(instance_path: Path) -> str:
     with os.fdopen(fd, "w") as handle:
         handle.write(secrets.token_hex(32))
     return key_file.read_text().strip()
+
+
+def _check_atna(values: Mapping[str, Any]) -> None:
+    """Settings that only make sense together: a TLS listener needs its certificate and key."""
+    listen = values.get("PACSDESK_ATNA_LISTEN") or ""
+    if "tls://" in listen:
+        for name in ("PACSDESK_ATNA_TLS_CERT", "PACSDESK_ATNA_TLS_KEY"):
+            if not values.get(name):
+                raise ConfigError(f"{name}: required by the tls:// listener in PACSDESK_ATNA_LISTEN")
+    per_peer, total = (values.get("PACSDESK_ATNA_MAX_CONNECTIONS_PER_PEER") or 0,
+                       values.get("PACSDESK_ATNA_MAX_CONNECTIONS") or 0)
+    if per_peer > total:
+        raise ConfigError("PACSDESK_ATNA_MAX_CONNECTIONS_PER_PEER: cannot be above "
+                          "PACSDESK_ATNA_MAX_CONNECTIONS")
 
 
 def load_config(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -251,6 +326,7 @@ def load_config(environ: Mapping[str, str], overrides: Mapping[str, Any] | None 
     except OSError as exc:
         raise ConfigError(f"PACSDESK_INSTANCE_PATH: cannot create {instance}: {exc.strerror}") from None
     values["PACSDESK_INSTANCE_PATH"] = str(instance)
+    _check_atna(values)
     database_url = (given.get("SQLALCHEMY_DATABASE_URI") or values.pop("PACSDESK_DATABASE_URL")
                     or f"sqlite:///{instance / 'pacsdesk.db'}")
     values.pop("PACSDESK_DATABASE_URL", None)

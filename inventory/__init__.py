@@ -7,6 +7,7 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     """Register the inventory pages, commands, sweep, actions, retention, reports and navigation."""
+    from audit.atna.sources import register_silence_handler, register_source_directory
     from audit.reports.registry import register_export_actions, register_report_kind
     from audit.retention.registry import register_record_class
     from core import audit_sink
@@ -14,8 +15,9 @@ def init_app(app: Flask) -> None:
     from core.demo import register_data_check, register_seeder
     from core.jobs.registry import JobKind, register_job
     from core.navigation import NavItem, register_dashboard_panel, register_nav
+    from core.reference_data import register_reference_data
     from helpdesk.assets import register_asset_lookup
-    from inventory import cli, csv_io, demo, jobs, reports, services, views
+    from inventory import atna_sources, cli, csv_io, demo, jobs, reports, services, views
     from inventory.ticket_assets import InventoryAssets
     from inventory.verification import retention, summary, tickets
     from inventory.verification import services as verification
@@ -23,6 +25,9 @@ def init_app(app: Flask) -> None:
     for module in (services, csv_io, verification, tickets):
         audit_sink.register_actions(app, module.AUDIT_ACTIONS)
     register_asset_lookup(app, InventoryAssets())
+    register_source_directory(app, atna_sources.InventorySources())
+    register_silence_handler(app, atna_sources.SilenceTickets())
+    register_reference_data(app, "ticket category for silent audit sources", atna_sources.ensure_category)
     register_record_class(app, retention.RETENTION_CLASS)
     register_report_kind(app, reports.REPORT_KIND)
     register_export_actions(app, reports.EXPORT_ACTIONS)

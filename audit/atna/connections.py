@@ -12,7 +12,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 from audit.atna.handover import HandOver
@@ -21,6 +21,7 @@ from audit.atna.syslog import FramingError, StreamFramer
 
 log = logging.getLogger(__name__)
 LOG_EVERY = 10.0
+REFUSALS_KEPT = 10_000
 DRAIN_QUIET = 0.2
 
 
@@ -58,6 +59,8 @@ class Connections:
         self.per_peer: Counter[str] = Counter()
         self.paused: set[StreamConnection] = set()
         self.tasks: set[asyncio.Future[Any]] = set()
+        # Messages refused before being read whole (too large): (time, listener, host, port, reason).
+        self.refusals: deque[tuple[float, str, str, int, str]] = deque(maxlen=REFUSALS_KEPT)
         self.udp_last = 0.0
 
     def admit(self, stream: StreamConnection) -> bool:
@@ -227,6 +230,9 @@ class StreamConnection(asyncio.Protocol):
                 hub.pause(self)
         if error is not None:
             hub.counts["oversized" if error.too_large else "framing_errors"] += 1
+            if error.too_large:
+                hub.refusals.append((time.time(), self.listener, self.host, self.port,
+                                     f"{error.reason}; the connection was closed and the message not kept"))
             hub.log.warning("framing", "ATNA %s: connection from %s closed: %s", self.listener,
                             self.host, error.reason)
             self.close()
@@ -264,6 +270,9 @@ class DatagramListener(asyncio.DatagramProtocol):
         hub = self.hub
         if len(data) > hub.settings.max_message_bytes:
             hub.counts["oversized"] += 1
+            hub.refusals.append((time.time(), self.listener, str(addr[0]), int(addr[1]),
+                                 f"datagram of {len(data)} bytes is over the "
+                                 f"{hub.settings.max_message_bytes} byte limit; not kept"))
             return
         hub.udp_last = hub.now()
         if hub.handover.offer((time.time(), self.listener, str(addr[0]), int(addr[1]), None, data)):

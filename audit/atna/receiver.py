@@ -146,6 +146,14 @@ class AtnaReceiver:
             callback_failures=handover.callback_failures,
             incomplete_frames=counts.get("incomplete_frames", 0), lost_at_stop=self._lost)
 
+    def take_refusals(self) -> list[tuple[float, str, str, int, str]]:
+        """Messages refused as too large since the last call: (time, listener, host, port, reason)."""
+        hub = self._hub
+        taken: list[tuple[float, str, str, int, str]] = []
+        while hub is not None and hub.refusals:
+            taken.append(hub.refusals.popleft())
+        return taken
+
     def stop(self, timeout: float = 10.0) -> int:
         """Stop accepting, read what senders already sent, hand it all over; return how many were lost.
 

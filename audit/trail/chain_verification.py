@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +11,7 @@ from markupsafe import Markup, escape
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 
+from audit.atna.verify import verify_batches
 from audit.trail.chain import record, verify_chain
 from core.auth.permissions import Permission, has_permission
 from core.extensions import db
@@ -51,6 +53,9 @@ def run_verification(source: str, user: Any = None) -> ChainVerificationRun:
     """Walk the chain, keep the result and audit it (flushes; the caller commits)."""
     started = utcnow()
     result = verify_chain()
+    if result.ok and (problems := verify_batches()):  # the PACS access log's sealed batches
+        result = replace(result, ok=False, first_bad_seq=problems[0].audit_seq or result.head_seq,
+                         problem="; ".join(map(str, problems[:3])))
     run = ChainVerificationRun(
         started_at=started, finished_at=utcnow(), source=source,
         started_by_id=getattr(user, "id", None), count=result.count, ok=result.ok,

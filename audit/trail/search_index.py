@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from audit.atna.models import is_partition
 from core.extensions import db
 
 FTS_TABLE = "audit_event_fts"
@@ -139,7 +140,7 @@ def install_after_create(target: Any, connection: Connection, **kw: Any) -> None
 
 
 def autogenerate_include(obj, name, type_, reflected, compare_to) -> bool:
-    """Alembic ``include_object``: leave out the hand-made word indexes (FTS5 tables, GIN)."""
-    if type_ == "table" and name is not None and name.startswith(FTS_TABLE):
+    """Alembic ``include_object``: leave out the hand-made word indexes (FTS5 tables, GIN) and partitions."""
+    if type_ == "table" and name is not None and (name.startswith(FTS_TABLE) or is_partition(name)):
         return False
     return not (type_ == "index" and name == PG_INDEX)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,7 +22,8 @@ from pynetdicom import _config as pynetdicom_config
 from pynetdicom.association import Association
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 
-from inventory.verification.dicom import REJECT_REASONS, REJECT_RESULTS, _resolve, validate_target
+from inventory.verification.dicom import REJECT_REASONS, REJECT_RESULTS, validate_target
+from inventory.verification.netpolicy import resolve
 
 # Query keys and answers carry patient identifiers: keep them out of every log.
 pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
@@ -127,6 +129,26 @@ def _status_text(status: int) -> str:
     return f"0x{status:04X}"
 
 
+def _resolve_within(host: str, port: int, seconds: float) -> tuple[str | None, str]:
+    """Resolve ``host`` to one address (IPv4 first) within ``seconds``: (address, why not)."""
+    found: dict[str, Any] = {}
+
+    def lookup() -> None:
+        try:
+            found["addresses"] = resolve(host, port)
+        except (OSError, UnicodeError) as exc:
+            found["error"] = exc
+
+    worker = threading.Thread(target=lookup, name="dns-archive", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if found.get("addresses"):
+        return str(found["addresses"][0]), ""
+    if "error" in found:
+        return None, "the host name does not resolve"
+    return None, f"no DNS answer within {seconds:g} s"
+
+
 class ArchiveConnection:
     """An association to one archive that re-associates when the archive dropped an idle one."""
 
@@ -140,7 +162,7 @@ class ArchiveConnection:
         """Open a new association, raising the error that says why it failed."""
         self.close()
         archive = self.archive
-        address, problem = _resolve(archive.host.strip(), archive.port, archive.timeout)
+        address, problem = _resolve_within(archive.host.strip(), archive.port, archive.timeout)
         if address is None:
             raise ArchiveUnreachable(f"{archive.address}: {problem}")
         ae = AE(ae_title=archive.calling_ae.strip())

@@ -272,3 +272,17 @@ def _accepts(port: int) -> bool:
         return False
 
 
+
+
+def received(sample: str, *, peer_host: str = "10.1.2.3", at: dt.datetime | None = None,
+             replace: dict[str, str] | None = None, hostname: str = "pacs-archive",
+             listener: str = "tcp://127.0.0.1:601") -> Received:
+    """What the receiver hands over for one sample sent as RFC 5424 syslog (values replaced first)."""
+    from audit.atna.handover import decode_frame
+
+    xml = (SAMPLES / sample).read_text() if sample.endswith(".xml") else sample
+    for old, new in (replace or {}).items():
+        xml = xml.replace(old, new)
+    stamp = (at or dt.datetime.now(dt.UTC)).timestamp()
+    frame = f"<110>1 2026-01-01T00:00:00Z {hostname} ARCHIVE1 - IHE+RFC-3881 - ".encode() + xml.encode()
+    return decode_frame((stamp, listener, peer_host, 40000, None, frame), 64 * 1024)

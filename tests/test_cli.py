@@ -53,7 +53,7 @@ def test_setup_creates_the_first_admin_once_with_a_generated_password(tmp_path):
     third = pacsdesk(tmp_path / "again", f"sqlite:///{tmp_path / 'other.db'}", "setup")
     assert re.search(r"password: (\S+)", third.stdout).group(1) != password
 
-    app = create_app(overrides_for(tmp_path / "check", url))
+    app = create_app(overrides_for(tmp_path / "instance", url))  # the audit key is in the instance
     with app.app_context():
         admins = list(db.session.execute(select(User)).scalars())
         assert [(u.username, u.role) for u in admins] == [("admin", "admin")]

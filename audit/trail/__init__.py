@@ -9,7 +9,17 @@ def init_app(app: Flask) -> None:
     """Register the trail's actions, record class, job, pages, navigation and banner."""
     from audit.reports.registry import register_export_actions
     from audit.retention.registry import register_record_class, register_scope_matcher
-    from audit.trail import chain, chain_verification, cli, guards, jobs, retention, search, search_index
+    from audit.trail import (
+        chain,
+        chain_verification,
+        cli,
+        guards,
+        jobs,
+        retention,
+        rotation,
+        search,
+        search_index,
+    )
     from audit.trail.models import AuditEvent
     from core import audit_sink
     from core.auth.permissions import Permission
@@ -18,7 +28,7 @@ def init_app(app: Flask) -> None:
     from core.navigation import NavItem, register_banner_source, register_nav
     from core.reference_data import register_reference_data
 
-    for module in (chain, chain_verification, search):
+    for module in (chain, chain_verification, rotation, search):
         audit_sink.register_actions(app, module.AUDIT_ACTIONS)
     register_export_actions(app, search.AUDIT_ACTIONS)
     listen_once(AuditEvent.metadata, "after_create", guards.install_after_create)
@@ -26,8 +36,10 @@ def init_app(app: Flask) -> None:
     register_record_class(app, retention.RETENTION_CLASS)
     register_scope_matcher(app, retention.RETENTION_CLASS.key, retention.audit_matches)
     register_reference_data(app, "audit search index", search_index.ensure_search_index)
-    register_job(app, JobKind(jobs.VERIFY_JOB, "Verify the audit chain", jobs.verify_chain_job,
-                              max_attempts=2, every=lambda _app: 24 * 3600.0))
+    register_job(app, JobKind(jobs.VERIFY_JOB, "Verify the audit chain (full walk)",
+                              jobs.verify_chain_job, max_attempts=2, every=lambda _app: jobs.NIGHTLY))
+    register_job(app, JobKind(jobs.ANCHOR_JOB, "Anchor the audit chain (incremental verification)",
+                              jobs.anchor_chain_job, max_attempts=2, every=lambda _app: jobs.HOURLY))
     register_nav(app, NavItem("Audit trail", "audit.search_events", Permission.AUDIT_READ, 60,
                               "journal-check"))
     register_banner_source(app, chain_verification.broken_chain_banner)

@@ -21,7 +21,13 @@ def test_chain_head_printed_in_the_pdf_matches_audit_verify(runner, make_user, s
     verified = runner.invoke(args=["audit", "verify"])
     assert verified.exit_code == 0, verified.output
     assert printed in verified.output
-    assert re.search(r"Audit trail at generation\s+3 events, head event #3", text)
+    # The report verified and anchored the trail up to #3 (run #1), then read the head: #4 is
+    # that run's own audit event.
+    assert re.search(r"Audit trail at generation\s+4 events, head event #4", text)
+    assert re.search(r"Chain verification\s+Run #1 \(full\), .*: intact through event #3, anchored", text)
+    against = runner.invoke(args=["audit", "verify", "--against", printed])
+    assert against.exit_code == 0, against.output
+    assert f"head hash {printed} is event #4, still in the trail" in against.output
 
 
 def test_cli_writes_an_empty_period_report(runner, tmp_path):

@@ -1,0 +1,388 @@
+"""Verification of the audit trail against its keys and its anchors outside the database.
+
+What is checked, in this order (the first problem found is the answer):
+
+1. The anchor log: every entry read is sealed with a known audit key and linked to the
+   entry before it (all of it on a full walk, its end back to the last head otherwise).
+2. The trail is not behind an anchor: its head is at or after the last anchored head and
+   the furthest head an earlier verification recorded (a deleted tail, even all of it).
+3. Where the walk starts. Full: at the first event; a missing prefix is accepted only when a
+   retention purge explains it (a checkpoint sealed with an audit key, its purge anchor, and
+   the keyed ``audit.purged`` event in the chain). Incremental: at the last verified head,
+   after checking that the stored event there still has the hash the anchor and the last
+   verification run recorded.
+4. Every event walked: no gap, linked to the event before, sealed with the key in force
+   (keys change only at a keyed ``audit.key_rotated`` event; unkeyed legacy events only
+   before the one that introduced keys) and its keyed hash right; each anchored head on the
+   way still has its anchored hash.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection, Row
+
+from audit.trail.anchors import AnchorLog, anchor_path, read_anchor_log
+from audit.trail.keys import LEGACY_KEY_ID, AuditKey, Keyring, keyring
+from audit.trail.models import GENESIS_HASH, AuditCheckpoint, AuditEvent, ChainVerificationRun
+from audit.trail.sealing import checkpoint_payload, event_payload, iso_utc, seal
+from core.database import snapshot_connection
+from core.extensions import db
+
+FULL = "full"
+INCREMENTAL = "incremental"
+ROTATION_ACTION = "audit.key_rotated"
+PURGE_ACTION = "audit.purged"
+
+_EVENTS = AuditEvent.__table__
+_CHECKPOINTS = AuditCheckpoint.__table__
+# Columns in the order event_payload takes them, then the stored hash; the time as its
+# canonical text, formatted by the database (SQLite keeps it as 'YYYY-MM-DD HH:MM:SS.ffffff').
+_WALK_SQL = ("SELECT seq, {at}, user_id, username, user_role, client_address, action, object_type, "
+             "object_id, outcome, details, prev_hash, key_id, hash FROM audit_event "
+             "WHERE seq >= {mark} ORDER BY seq")
+_WALK = {
+    "sqlite": _WALK_SQL.format(at="substr(occurred_at, 1, 10) || 'T' || substr(occurred_at, 12) || 'Z'",
+                               mark="?"),
+    "postgresql": _WALK_SQL.format(
+        at="""to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')""",
+        mark="%s"),
+}
+
+
+@dataclass(frozen=True)
+class ChainVerification:
+    """The result of a verification: intact or the first problem, and how far it looked."""
+
+    ok: bool
+    count: int
+    head_seq: int
+    head_hash: str
+    first_bad_seq: int | None = None
+    problem: str | None = None
+    mode: str = FULL
+    from_seq: int | None = None
+    walked: int = 0
+    against_seq: int | None = None
+
+    def summary(self) -> str:
+        """One line a person can read."""
+        if self.ok:
+            text = f"audit trail intact: {self.count} events, head #{self.head_seq} {self.head_hash}"
+            if self.mode == INCREMENTAL and self.from_seq is not None:
+                text += f" (incremental: {self.walked} events walked from #{self.from_seq})"
+            return text
+        where = "" if self.first_bad_seq is None else f" at event #{self.first_bad_seq}"
+        return f"audit trail BROKEN{where}: {self.problem}"
+
+
+@dataclass(frozen=True)
+class _Point:
+    """A (position, hash) the trail must still hold, and who vouches for it."""
+
+    seq: int
+    hash: str
+    source: str
+
+
+class _Broken(Exception):
+    """A problem found: where, what, and how much of the walk verified before it."""
+
+    def __init__(self, seq: int | None, problem: str, walked: int = 0, head_seq: int = 0,
+                 head_hash: str = GENESIS_HASH) -> None:
+        super().__init__(problem)
+        self.seq = seq
+        self.problem = problem
+        self.walked = walked
+        self.head_seq = head_seq
+        self.head_hash = head_hash
+
+
+def verify_chain(full: bool = True, against: str | None = None,
+                 batch_size: int = 20000) -> ChainVerification:
+    """Verify the trail (full walk, or incremental from the last verified head).
+
+    ``against`` is a head hash printed in a report: the trail must still hold that event,
+    and the walk covers the chain from it to the head. Outside a transaction the walk reads a
+    snapshot on a connection of its own (never holding SQLite's write lock); inside one it
+    sees the caller's uncommitted events too. The anchor log is read before the snapshot, so
+    an anchor written meanwhile never names a head the snapshot cannot see.
+    """
+    ring = keyring()
+    log = read_anchor_log(anchor_path(current_app.config), ring, full=full)
+    if db.session().in_transaction():
+        return _verify(db.session.connection(), ring, log, full, against, batch_size)
+    with _snapshot() as conn:
+        return _verify(conn, ring, log, full, against, batch_size)
+
+
+@contextmanager
+def _snapshot() -> Iterator[Connection]:
+    """A read snapshot: SQLite's deferred transaction, PostgreSQL's repeatable read."""
+    with snapshot_connection() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        yield conn
+
+
+def _verify(conn: Connection, ring: Keyring, log: AnchorLog, full: bool, against: str | None,
+            batch_size: int) -> ChainVerification:
+    """Run the checks in order; the first problem ends the verification."""
+    mode = FULL if full else INCREMENTAL
+    try:
+        if log.problem:
+            raise _Broken(None, f"the anchor log {log.path} does not verify: {log.problem}")
+        first, last = conn.execute(select(func.min(_EVENTS.c.seq), func.max(_EVENTS.c.seq))).one()
+        points = _vouched_heads(conn, log)
+        if last is None:
+            _check_empty(conn, points)
+            return ChainVerification(True, 0, 0, GENESIS_HASH, mode=mode)
+        _check_not_behind(last, points)
+        against_seq = _find_against(conn, against)
+        start, prev = _starting_point(conn, ring, log, first, points, full)
+        if against_seq is not None and against_seq < start:
+            start, prev = against_seq, None
+        mode = FULL if prev is not None else INCREMENTAL  # an incremental one may have had to start over
+        walked, head_seq, head_hash = _walk(conn, ring, start, prev, points, batch_size)
+        return ChainVerification(True, walked if mode == FULL else _count(conn), head_seq, head_hash,
+                                 mode=mode, from_seq=start, walked=walked, against_seq=against_seq)
+    except _Broken as broken:
+        return ChainVerification(False, broken.walked, broken.head_seq, broken.head_hash,
+                                 broken.seq, broken.problem, mode=mode, walked=broken.walked)
+
+
+def _count(conn: Connection) -> int:
+    """Events in the trail."""
+    return conn.execute(select(func.count()).select_from(_EVENTS)).scalar_one()
+
+
+def _when(moment: datetime | str) -> str:
+    """A time for messages."""
+    return moment if isinstance(moment, str) else iso_utc(moment)
+
+
+def _vouched_heads(conn: Connection, log: AnchorLog) -> dict[int, _Point]:
+    """Heads the trail must still hold: anchored ones, and the furthest intact verification run."""
+    points = {seq: _Point(seq, a.hash, f"anchor #{a.n} written {a.at}")
+              for seq, a in log.heads().items()}
+    run = conn.execute(
+        select(ChainVerificationRun.id, ChainVerificationRun.head_seq, ChainVerificationRun.head_hash,
+               ChainVerificationRun.finished_at)
+        .where(ChainVerificationRun.ok.is_(True), ChainVerificationRun.head_seq > 0)
+        .order_by(ChainVerificationRun.head_seq.desc()).limit(1)).first()
+    if run is not None and run.head_seq not in points:
+        points[run.head_seq] = _Point(run.head_seq, run.head_hash,
+                                      f"verification run #{run.id} on {_when(run.finished_at)}")
+    return points
+
+
+def _check_empty(conn: Connection, points: dict[int, _Point]) -> None:
+    """An empty trail is intact only if nothing shows it ever held events."""
+    if points:
+        furthest = points[max(points)]
+        raise _Broken(1, f"the trail is empty, but {furthest.source} recorded its head at "
+                         f"#{furthest.seq}: every event was deleted")
+    purged = conn.execute(select(func.max(AuditCheckpoint.purged_through_seq))).scalar()
+    if purged is not None:
+        raise _Broken(purged + 1, f"the trail is empty, but a retention purge through #{purged} "
+                                  "shows it held events: the events after it were deleted")
+
+
+def _check_not_behind(last: int, points: dict[int, _Point]) -> None:
+    """The head must not be behind a head that was anchored or verified."""
+    furthest = points.get(max(points)) if points else None
+    if furthest is not None and furthest.seq > last:
+        raise _Broken(last + 1, f"events #{last + 1} to #{furthest.seq} are missing: the trail ends "
+                                f"at #{last}, but {furthest.source} recorded its head at "
+                                f"#{furthest.seq}")
+
+
+def _find_against(conn: Connection, against: str | None) -> int | None:
+    """Position of the event whose hash a report printed."""
+    if against is None:
+        return None
+    seq = conn.execute(select(_EVENTS.c.seq).where(_EVENTS.c.hash == against).limit(1)).scalar()
+    if seq is None:
+        raise _Broken(None, f"no event in the trail has the hash {against}: the trail no longer "
+                            "holds the head that was printed (removed or rewritten, or purged "
+                            "under retention)")
+    return int(seq)
+
+
+def _starting_point(conn: Connection, ring: Keyring, log: AnchorLog, first: int,
+                    points: dict[int, _Point], full: bool) -> tuple[int, str | None]:
+    """Where the walk starts and the hash the first event walked must link to (None: unchecked)."""
+    kept = [p for p in points.values() if p.seq >= first]
+    if full or not kept or len(kept) < len(points):
+        return first, _start_of_chain(conn, ring, log, first)
+    for point in kept:
+        stored = conn.execute(select(_EVENTS.c.hash).where(_EVENTS.c.seq == point.seq)).scalar()
+        if stored != point.hash:
+            raise _Broken(point.seq, f"event #{point.seq} differs from the one {point.source} "
+                                     "recorded: the trail was rewritten")
+    return max(p.seq for p in kept), None
+
+
+def _start_of_chain(conn: Connection, ring: Keyring, log: AnchorLog, first: int) -> str:
+    """The hash the first remaining event links to: genesis, or a purge's sealed boundary."""
+    if first == 1:
+        return GENESIS_HASH
+    boundary = first - 1
+    cp = conn.execute(select(_CHECKPOINTS).where(_CHECKPOINTS.c.purged_through_seq == boundary)).first()
+    if cp is None:
+        raise _Broken(first, f"events before #{first} are missing and no retention purge explains it")
+    if cp.key_id == LEGACY_KEY_ID:
+        _check_legacy_checkpoint(conn, cp, first)
+    else:
+        _check_keyed_checkpoint(cp, ring, log, first)
+    if _purge_records(conn).get(boundary) != cp.last_purged_hash:
+        raise _Broken(first, f"the retention checkpoint before #{first} does not match the purge "
+                             "recorded in the trail")
+    return cp.last_purged_hash
+
+
+def _check_keyed_checkpoint(cp: Row[Any], ring: Keyring, log: AnchorLog, first: int) -> None:
+    """A purge is accepted when its checkpoint's keyed hash is right and the anchor log has it."""
+    key = ring.get(cp.key_id)
+    if key is None:
+        raise _Broken(first, f"the retention checkpoint before #{first} is sealed with audit key "
+                             f"#{cp.key_id}, which is not in the keyring")
+    expected = key.mac(checkpoint_payload(cp.from_seq, cp.purged_through_seq, cp.last_purged_hash,
+                                          cp.purged_count, cp.run_id, cp.key_id))
+    if cp.mac != expected:
+        raise _Broken(first, f"the retention checkpoint before #{first} was forged or altered: its "
+                             "keyed hash does not match")
+    anchor = log.purge_through(cp.purged_through_seq, cp.last_purged_hash)
+    if anchor is None:  # the purge may have been anchored after the log was read
+        anchor = read_anchor_log(log.path, ring).purge_through(cp.purged_through_seq,
+                                                                cp.last_purged_hash)
+    if anchor is None:
+        raise _Broken(first, f"events before #{first} were purged, but the anchor log has no entry "
+                             f"for a purge through #{cp.purged_through_seq}")
+
+
+def _check_legacy_checkpoint(conn: Connection, cp: Row[Any], first: int) -> None:
+    """A checkpoint from before keys existed must be the one the keyed key introduction named."""
+    for details in _details_of(conn, ROTATION_ACTION):
+        if details.get("previous_key_id") == LEGACY_KEY_ID and \
+                details.get("purged_through_seq") == cp.purged_through_seq and \
+                details.get("purged_hash") == cp.last_purged_hash:
+            return
+    raise _Broken(first, f"the retention checkpoint before #{first} has no keyed hash and is not "
+                         "the one recorded when keys were introduced: it was forged")
+
+
+def _details_of(conn: Connection, action: str) -> Iterator[dict[str, Any]]:
+    """The parsed details of every event of ``action`` (an index finds them)."""
+    for (text,) in conn.execute(select(_EVENTS.c.details).where(_EVENTS.c.action == action)):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            yield data
+
+
+def _purge_records(conn: Connection) -> dict[int, str]:
+    """Purge boundaries vouched for by ``audit.purged`` events still in the chain."""
+    return {int(d["through_seq"]): d.get("last_hash", "") for d in _details_of(conn, PURGE_ACTION)
+            if isinstance(d.get("through_seq"), int)}
+
+
+def _rows(conn: Connection, start: int, batch_size: int) -> Generator[list[tuple[Any, ...]], None, None]:
+    """Batches of raw event rows from ``start`` in chain order (a server-side cursor on PostgreSQL)."""
+    dialect = conn.dialect.name
+    raw: Any = conn.connection.driver_connection
+    if dialect == "postgresql":
+        with raw.cursor(name="pacsdesk_chain_walk") as cursor:
+            cursor.itersize = batch_size
+            cursor.execute(_WALK[dialect], (start,))
+            while batch := cursor.fetchmany(batch_size):
+                yield batch
+        return
+    cursor = raw.execute(_WALK["sqlite"], (start,))
+    try:
+        while batch := cursor.fetchmany(batch_size):
+            yield batch
+    finally:
+        cursor.close()
+
+
+def _walk(conn: Connection, ring: Keyring, start: int, prev: str | None,
+          points: dict[int, _Point], batch_size: int) -> tuple[int, int, str]:
+    """Check every event from ``start``: position, link, key, keyed hash, vouched heads.
+
+    Returns (events walked, head position, head hash); raises _Broken at the first problem.
+    """
+    count, expect = 0, start
+    key: AuditKey | None = None
+    key_id: int | None = None
+    last_hash = prev or GENESIS_HASH
+
+    def broken(seq: int, problem: str) -> _Broken:
+        return _Broken(seq, problem, count, expect - 1 if count else 0, last_hash)
+
+    with closing(_rows(conn, start, batch_size)) as batches:
+        for batch in batches:
+            for row in batch:
+                seq = row[0]
+                if seq != expect:
+                    raise broken(expect, f"event #{expect} is missing (next found is #{seq})")
+                if prev is not None and row[11] != prev:
+                    raise broken(seq, f"event #{seq} does not link to the event before it")
+                if row[12] != key_id:
+                    try:
+                        key_id, key = _switch_key(ring, key_id, row)
+                    except _Broken as refused:
+                        raise broken(seq, refused.problem) from None
+                if seal(key, event_payload(*row[:13])) != row[13]:
+                    raise broken(seq, f"event #{seq} was altered or forged: its "
+                                      f"{'hash' if key is None else 'keyed hash'} does not match")
+                point = points.get(seq)
+                if point is not None and point.hash != row[13]:
+                    raise broken(seq, f"event #{seq} differs from the one {point.source} "
+                                      "recorded: the trail was rewritten")
+                prev = last_hash = row[13]
+                expect = seq + 1
+                count += 1
+    if key_id == LEGACY_KEY_ID:
+        raise broken(start, f"events #{start} to #{expect - 1} are sealed with the unkeyed legacy "
+                            "SHA-256 and no keyed key introduction follows them")
+    return count, expect - 1, last_hash
+
+
+def _switch_key(ring: Keyring, current: int | None, row: tuple[Any, ...]) -> tuple[int, AuditKey | None]:
+    """The key of ``row`` when it differs from the one in force; _Broken when the change is not allowed."""
+    seq, action, details, new = row[0], row[6], row[10], row[12]
+    if new == LEGACY_KEY_ID:
+        if current is None:
+            return new, None
+        raise _Broken(seq, f"event #{seq} is sealed with the unkeyed legacy SHA-256 after keyed "
+                           "events: it was forged or altered")
+    key = ring.get(new)
+    if key is None:
+        raise _Broken(seq, f"event #{seq} is sealed with audit key #{new}, which is not in the keyring")
+    if current is None:
+        return new, key
+    if new < current:
+        raise _Broken(seq, f"event #{seq} is sealed with audit key #{new}, retired when the trail "
+                           f"moved to key #{current}")
+    try:
+        data = json.loads(details) if action == ROTATION_ACTION else {}
+    except ValueError:
+        data = {}
+    rotated = isinstance(data, dict) and data.get("key_id") == new and \
+        data.get("previous_key_id") == current and \
+        (current != LEGACY_KEY_ID or data.get("legacy_through_seq") == seq - 1)
+    if not rotated:
+        raise _Broken(seq, f"event #{seq} moves from audit key #{current} to #{new} without a "
+                           "recorded key rotation")
+    return new, key

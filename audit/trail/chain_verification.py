@@ -10,7 +10,14 @@ from flask import current_app, url_for
 from markupsafe import Markup, escape
 from sqlalchemy import select
 
-from audit.trail.anchors import AnchorError, anchor_path, append_anchor, read_anchor_log, send_syslog
+from audit.trail.anchors import (
+    Anchor,
+    AnchorError,
+    anchor_path,
+    append_anchor,
+    read_anchor_log,
+    send_syslog,
+)
 from audit.trail.chain import record
 from audit.trail.keys import keyring
 from audit.trail.models import AuditEvent, ChainVerificationRun
@@ -57,14 +64,14 @@ def run_verification(source: str, user_id: int | None = None, *, full: bool = Fa
     result = verify_chain(full=full, against=against)
     if announce is not None:
         announce(result)
-    anchor_n, note = anchor_head(result) if committed else (None, UNCOMMITTED)
-    return keep_verification(result, source, user_id, started, anchor_n, note)
+    anchor, note = anchor_head(result) if committed else (None, UNCOMMITTED)
+    return keep_verification(result, source, user_id, started, anchor, note)
 
 
-def anchor_head(result: ChainVerification) -> tuple[int | None, str | None]:
+def anchor_head(result: ChainVerification) -> tuple[Anchor | None, str | None]:
     """Write an intact, non-empty head to the anchor log and the syslog collector.
 
-    Returns the anchor's entry number (None if none was written) and what went wrong, if anything.
+    Returns the anchor written (None if none was) and what went wrong, if anything.
     """
     if not result.ok or result.head_seq == 0:
         return None, None
@@ -80,16 +87,17 @@ def anchor_head(result: ChainVerification) -> tuple[int | None, str | None]:
         try:
             send_syslog(target, anchor)
         except OSError as exc:
-            return anchor.n, (f"anchor #{anchor.n} is in the anchor log but could not be sent to "
-                              f"the syslog collector {target[0]}://{target[1]}:{target[2]}: "
-                              f"{exc.strerror or exc}")
-    return anchor.n, None
+            return anchor, (f"anchor #{anchor.n} is in the anchor log but could not be sent to "
+                            f"the syslog collector {target[0]}://{target[1]}:{target[2]}: "
+                            f"{exc.strerror or exc}")
+    return anchor, None
 
 
 def keep_verification(result: ChainVerification, source: str, user_id: int | None,
-                      started: datetime, anchor_n: int | None = None,
+                      started: datetime, anchor: Anchor | None = None,
                       anchor_note: str | None = None) -> ChainVerificationRun:
-    """Store a verification's result and its ``audit.verify`` event (flushes)."""
+    """Store a verification's result and its ``audit.verify`` event, naming the anchor (flushes)."""
+    anchor_n = anchor.n if anchor is not None else None
     run = ChainVerificationRun(
         started_at=started, finished_at=utcnow(), source=source, started_by_id=user_id,
         count=result.count, ok=result.ok, head_seq=result.head_seq, head_hash=result.head_hash,
@@ -106,8 +114,8 @@ def keep_verification(result: ChainVerification, source: str, user_id: int | Non
                     "head_hash": result.head_hash, "first_bad_seq": result.first_bad_seq,
                     "problem": result.problem, "source": source, "run_id": run.id,
                     "mode": result.mode, "from_seq": result.from_seq, "walked": result.walked,
-                    "anchor_n": anchor_n, "anchor_note": anchor_note,
-                    "against_seq": result.against_seq},
+                    "anchor_n": anchor_n, "anchor_mac": anchor.mac if anchor else None,
+                    "anchor_note": anchor_note, "against_seq": result.against_seq},
            **extra)
     return run
 

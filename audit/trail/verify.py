@@ -3,18 +3,24 @@
 What is checked, in this order (the first problem found is the answer):
 
 1. The anchor log: every entry read is sealed with a known audit key and linked to the
-   entry before it (all of it on a full walk, its end back to the last head otherwise).
+   entry before it (all of it on a full walk, its end back to the last head otherwise), and
+   it still holds the last anchor the trail's sealed ``audit.verify`` events say was written.
 2. The trail is not behind an anchor: its head is at or after the last anchored head and
    the furthest head an earlier verification recorded (a deleted tail, even all of it).
-3. Where the walk starts. Full: at the first event; a missing prefix is accepted only when a
-   retention purge explains it (a checkpoint sealed with an audit key, its purge anchor, and
-   the keyed ``audit.purged`` event in the chain). Incremental: at the last verified head,
-   after checking that the stored event there still has the hash the anchor and the last
-   verification run recorded.
-4. Every event walked: no gap, linked to the event before, sealed with the key in force
+3. A report's head hash (``against``) is still an event of the trail.
+4. Where the walk starts. A missing prefix is accepted only when a retention purge explains
+   it: a checkpoint sealed with an audit key, the keyed ``audit.purged`` event in the chain,
+   and (full walk) its purge anchor. Full: at the first event. Incremental: at the furthest
+   verified head, when the event count shows no gap below it and the stored events at the two
+   furthest vouched heads still have their recorded hashes; otherwise it starts over from the
+   first event, to name the first one changed.
+5. Every event walked: no gap, linked to the event before, sealed with the key in force
    (keys change only at a keyed ``audit.key_rotated`` event; unkeyed legacy events only
-   before the one that introduced keys) and its keyed hash right; each anchored head on the
+   before the one that introduced keys), its keyed hash right, and each anchored head on the
    way still has its anchored hash.
+
+An incremental walk does not re-read the content of events verified before: an event altered
+in place below the last verified head is found by the next full walk (nightly).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ FULL = "full"
 INCREMENTAL = "incremental"
 ROTATION_ACTION = "audit.key_rotated"
 PURGE_ACTION = "audit.purged"
+VERIFY_ACTION = "audit.verify"
 
 _EVENTS = AuditEvent.__table__
 _CHECKPOINTS = AuditCheckpoint.__table__
@@ -141,19 +148,21 @@ def _verify(conn: Connection, ring: Keyring, log: AnchorLog, full: bool, against
         if log.problem:
             raise _Broken(None, f"the anchor log {log.path} does not verify: {log.problem}")
         first, last = conn.execute(select(func.min(_EVENTS.c.seq), func.max(_EVENTS.c.seq))).one()
+        log = _check_log_complete(conn, ring, log)
         points = _vouched_heads(conn, log)
         if last is None:
             _check_empty(conn, points)
             return ChainVerification(True, 0, 0, GENESIS_HASH, mode=mode)
         _check_not_behind(last, points)
         against_seq = _find_against(conn, against)
-        start, prev = _starting_point(conn, ring, log, first, points, full)
+        start, prev, count = _starting_point(conn, ring, log, first, last, points, full)
         if against_seq is not None and against_seq < start:
             start, prev = against_seq, None
         mode = FULL if prev is not None else INCREMENTAL  # an incremental one may have had to start over
         walked, head_seq, head_hash = _walk(conn, ring, start, prev, points, batch_size)
-        return ChainVerification(True, walked if mode == FULL else _count(conn), head_seq, head_hash,
-                                 mode=mode, from_seq=start, walked=walked, against_seq=against_seq)
+        total = walked if mode == FULL or count is None else count
+        return ChainVerification(True, total, head_seq, head_hash, mode=mode, from_seq=start,
+                                 walked=walked, against_seq=against_seq)
     except _Broken as broken:
         return ChainVerification(False, broken.walked, broken.head_seq, broken.head_hash,
                                  broken.seq, broken.problem, mode=mode, walked=broken.walked)
@@ -217,22 +226,67 @@ def _find_against(conn: Connection, against: str | None) -> int | None:
     return int(seq)
 
 
-def _starting_point(conn: Connection, ring: Keyring, log: AnchorLog, first: int,
-                    points: dict[int, _Point], full: bool) -> tuple[int, str | None]:
-    """Where the walk starts and the hash the first event walked must link to (None: unchecked)."""
-    kept = [p for p in points.values() if p.seq >= first]
+def _starting_point(conn: Connection, ring: Keyring, log: AnchorLog, first: int, last: int,
+                    points: dict[int, _Point], full: bool) -> tuple[int, str | None, int | None]:
+    """Where the walk starts, the hash its first event must link to (None: not checked) and,
+    for an incremental walk, how many events the trail holds.
+
+    Incremental: at the furthest vouched head, once the sealed purge checkpoint explains a
+    missing prefix, the count shows no gap below, and the two furthest vouched heads still
+    hold their recorded hashes. Otherwise the walk starts over from the first event, so that
+    the result names the first event that was changed.
+    """
+    kept = sorted((p for p in points.values() if p.seq >= first), key=lambda p: p.seq)
     if full or not kept or len(kept) < len(points):
-        return first, _start_of_chain(conn, ring, log, first)
-    for point in kept:
+        return first, _start_of_chain(conn, ring, log, first), None
+    _start_of_chain(conn, ring, log, first, anchored=False)
+    count = _count(conn)
+    if count != last - first + 1:
+        return first, _start_of_chain(conn, ring, log, first), None
+    for point in kept[-2:]:
         stored = conn.execute(select(_EVENTS.c.hash).where(_EVENTS.c.seq == point.seq)).scalar()
         if stored != point.hash:
-            raise _Broken(point.seq, f"event #{point.seq} differs from the one {point.source} "
-                                     "recorded: the trail was rewritten")
-    return max(p.seq for p in kept), None
+            return first, _start_of_chain(conn, ring, log, first), None
+    return kept[-1].seq, None, count
 
 
-def _start_of_chain(conn: Connection, ring: Keyring, log: AnchorLog, first: int) -> str:
-    """The hash the first remaining event links to: genesis, or a purge's sealed boundary."""
+def _check_log_complete(conn: Connection, ring: Keyring, log: AnchorLog) -> AnchorLog:
+    """The anchor log must still hold the last anchor the trail says was written.
+
+    A sealed ``audit.verify`` event names each anchor written (number and keyed hash): a log
+    that lacks it was replaced, cut back or is another folder than the one written to.
+    """
+    for details in _details_of(conn, VERIFY_ACTION, newest=5):
+        number, mac = details.get("anchor_n"), details.get("anchor_mac")
+        if not isinstance(number, int) or not isinstance(mac, str):
+            continue
+        if _log_holds(log, number, mac):
+            return log
+        log = read_anchor_log(log.path, ring)  # written after the log was first read?
+        if _log_holds(log, number, mac):
+            return log
+        newest = log.entries[-1].n if log.entries else 0
+        raise _Broken(None, f"the anchor log {log.path} lacks anchor #{number}, which the trail "
+                            f"records as written (the log ends at #{newest}): it was replaced or cut "
+                            "back, or PACSDESK_AUDIT_ANCHOR_DIR names another folder")
+    return log
+
+
+def _log_holds(log: AnchorLog, number: int, mac: str) -> bool:
+    """Whether the log read holds anchor ``number`` with keyed hash ``mac`` (or starts after it)."""
+    if log.problem or not log.entries or log.entries[-1].n < number:
+        return False
+    if log.entries[0].n > number:  # only the log's end was read; it goes past that anchor
+        return True
+    return any(a.n == number and a.mac == mac for a in log.entries)
+
+
+def _start_of_chain(conn: Connection, ring: Keyring, log: AnchorLog, first: int,
+                    anchored: bool = True) -> str:
+    """The hash the first remaining event links to: genesis, or a purge's sealed boundary.
+
+    ``anchored``: the purge must also be in the anchor log (a full walk reads all of it).
+    """
     if first == 1:
         return GENESIS_HASH
     boundary = first - 1
@@ -242,15 +296,17 @@ def _start_of_chain(conn: Connection, ring: Keyring, log: AnchorLog, first: int)
     if cp.key_id == LEGACY_KEY_ID:
         _check_legacy_checkpoint(conn, cp, first)
     else:
-        _check_keyed_checkpoint(cp, ring, log, first)
+        _check_keyed_checkpoint(cp, ring, log, first, anchored)
     if _purge_records(conn).get(boundary) != cp.last_purged_hash:
         raise _Broken(first, f"the retention checkpoint before #{first} does not match the purge "
                              "recorded in the trail")
     return cp.last_purged_hash
 
 
-def _check_keyed_checkpoint(cp: Row[Any], ring: Keyring, log: AnchorLog, first: int) -> None:
-    """A purge is accepted when its checkpoint's keyed hash is right and the anchor log has it."""
+def _check_keyed_checkpoint(cp: Row[Any], ring: Keyring, log: AnchorLog, first: int,
+                            anchored: bool) -> None:
+    """A purge is accepted when its checkpoint's keyed hash is right and (``anchored``) the
+    anchor log has it."""
     key = ring.get(cp.key_id)
     if key is None:
         raise _Broken(first, f"the retention checkpoint before #{first} is sealed with audit key "
@@ -260,6 +316,8 @@ def _check_keyed_checkpoint(cp: Row[Any], ring: Keyring, log: AnchorLog, first: 
     if cp.mac != expected:
         raise _Broken(first, f"the retention checkpoint before #{first} was forged or altered: its "
                              "keyed hash does not match")
+    if not anchored:
+        return
     anchor = log.purge_through(cp.purged_through_seq, cp.last_purged_hash)
     if anchor is None:  # the purge may have been anchored after the log was read
         anchor = read_anchor_log(log.path, ring).purge_through(cp.purged_through_seq,
@@ -280,9 +338,11 @@ def _check_legacy_checkpoint(conn: Connection, cp: Row[Any], first: int) -> None
                          "the one recorded when keys were introduced: it was forged")
 
 
-def _details_of(conn: Connection, action: str) -> Iterator[dict[str, Any]]:
-    """The parsed details of every event of ``action`` (an index finds them)."""
-    for (text,) in conn.execute(select(_EVENTS.c.details).where(_EVENTS.c.action == action)):
+def _details_of(conn: Connection, action: str, newest: int | None = None) -> Iterator[dict[str, Any]]:
+    """The parsed details of the events of ``action``, newest first (an index finds them)."""
+    query = (select(_EVENTS.c.details).where(_EVENTS.c.action == action)
+             .order_by(_EVENTS.c.occurred_at.desc(), _EVENTS.c.seq.desc()))
+    for (text,) in conn.execute(query.limit(newest)):
         try:
             data = json.loads(text)
         except ValueError:

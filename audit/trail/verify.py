@@ -26,8 +26,8 @@ in place below the last verified head is found by the next full walk (nightly).
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -37,32 +37,20 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Row
 
 from audit.trail.anchors import AnchorLog, anchor_path, read_anchor_log
-from audit.trail.keys import LEGACY_KEY_ID, AuditKey, Keyring, keyring
+from audit.trail.keys import LEGACY_KEY_ID, Keyring, keyring
 from audit.trail.models import GENESIS_HASH, AuditCheckpoint, AuditEvent, ChainVerificationRun
-from audit.trail.sealing import checkpoint_payload, event_payload, iso_utc, seal
+from audit.trail.sealing import checkpoint_payload, iso_utc
+from audit.trail.walk import ROTATION_ACTION, Broken, Point, walk
 from core.database import snapshot_connection
 from core.extensions import db
 
 FULL = "full"
 INCREMENTAL = "incremental"
-ROTATION_ACTION = "audit.key_rotated"
 PURGE_ACTION = "audit.purged"
 VERIFY_ACTION = "audit.verify"
 
 _EVENTS = AuditEvent.__table__
 _CHECKPOINTS = AuditCheckpoint.__table__
-# Columns in the order event_payload takes them, then the stored hash; the time as its
-# canonical text, formatted by the database (SQLite keeps it as 'YYYY-MM-DD HH:MM:SS.ffffff').
-_WALK_SQL = ("SELECT seq, {at}, user_id, username, user_role, client_address, action, object_type, "
-             "object_id, outcome, details, prev_hash, key_id, hash FROM audit_event "
-             "WHERE seq >= {mark} ORDER BY seq")
-_WALK = {
-    "sqlite": _WALK_SQL.format(at="substr(occurred_at, 1, 10) || 'T' || substr(occurred_at, 12) || 'Z'",
-                               mark="?"),
-    "postgresql": _WALK_SQL.format(
-        at="""to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')""",
-        mark="%s"),
-}
 
 
 @dataclass(frozen=True)
@@ -89,28 +77,6 @@ class ChainVerification:
             return text
         where = "" if self.first_bad_seq is None else f" at event #{self.first_bad_seq}"
         return f"audit trail BROKEN{where}: {self.problem}"
-
-
-@dataclass(frozen=True)
-class _Point:
-    """A (position, hash) the trail must still hold, and who vouches for it."""
-
-    seq: int
-    hash: str
-    source: str
-
-
-class _Broken(Exception):
-    """A problem found: where, what, and how much of the walk verified before it."""
-
-    def __init__(self, seq: int | None, problem: str, walked: int = 0, head_seq: int = 0,
-                 head_hash: str = GENESIS_HASH) -> None:
-        super().__init__(problem)
-        self.seq = seq
-        self.problem = problem
-        self.walked = walked
-        self.head_seq = head_seq
-        self.head_hash = head_hash
 
 
 def verify_chain(full: bool = True, against: str | None = None,
@@ -146,7 +112,7 @@ def _verify(conn: Connection, ring: Keyring, log: AnchorLog, full: bool, against
     mode = FULL if full else INCREMENTAL
     try:
         if log.problem:
-            raise _Broken(None, f"the anchor log {log.path} does not verify: {log.problem}")
+            raise Broken(None, f"the anchor log {log.path} does not verify: {log.problem}")
         first, last = conn.execute(select(func.min(_EVENTS.c.seq), func.max(_EVENTS.c.seq))).one()
         log = _check_log_complete(conn, ring, log)
         points = _vouched_heads(conn, log)
@@ -159,11 +125,11 @@ def _verify(conn: Connection, ring: Keyring, log: AnchorLog, full: bool, against
         if against_seq is not None and against_seq < start:
             start, prev = against_seq, None
         mode = FULL if prev is not None else INCREMENTAL  # an incremental one may have had to start over
-        walked, head_seq, head_hash = _walk(conn, ring, start, prev, points, batch_size)
+        walked, head_seq, head_hash = walk(conn, ring, start, prev, points, batch_size)
         total = walked if mode == FULL or count is None else count
         return ChainVerification(True, total, head_seq, head_hash, mode=mode, from_seq=start,
                                  walked=walked, against_seq=against_seq)
-    except _Broken as broken:
+    except Broken as broken:
         return ChainVerification(False, broken.walked, broken.head_seq, broken.head_hash,
                                  broken.seq, broken.problem, mode=mode, walked=broken.walked)
 
@@ -178,9 +144,9 @@ def _when(moment: datetime | str) -> str:
     return moment if isinstance(moment, str) else iso_utc(moment)
 
 
-def _vouched_heads(conn: Connection, log: AnchorLog) -> dict[int, _Point]:
+def _vouched_heads(conn: Connection, log: AnchorLog) -> dict[int, Point]:
     """Heads the trail must still hold: anchored ones, and the furthest intact verification run."""
-    points = {seq: _Point(seq, a.hash, f"anchor #{a.n} written {a.at}")
+    points = {seq: Point(seq, a.hash, f"anchor #{a.n} written {a.at}")
               for seq, a in log.heads().items()}
     run = conn.execute(
         select(ChainVerificationRun.id, ChainVerificationRun.head_seq, ChainVerificationRun.head_hash,
@@ -188,28 +154,28 @@ def _vouched_heads(conn: Connection, log: AnchorLog) -> dict[int, _Point]:
         .where(ChainVerificationRun.ok.is_(True), ChainVerificationRun.head_seq > 0)
         .order_by(ChainVerificationRun.head_seq.desc()).limit(1)).first()
     if run is not None and run.head_seq not in points:
-        points[run.head_seq] = _Point(run.head_seq, run.head_hash,
+        points[run.head_seq] = Point(run.head_seq, run.head_hash,
                                       f"verification run #{run.id} on {_when(run.finished_at)}")
     return points
 
 
-def _check_empty(conn: Connection, points: dict[int, _Point]) -> None:
+def _check_empty(conn: Connection, points: dict[int, Point]) -> None:
     """An empty trail is intact only if nothing shows it ever held events."""
     if points:
         furthest = points[max(points)]
-        raise _Broken(1, f"the trail is empty, but {furthest.source} recorded its head at "
+        raise Broken(1, f"the trail is empty, but {furthest.source} recorded its head at "
                          f"#{furthest.seq}: every event was deleted")
     purged = conn.execute(select(func.max(AuditCheckpoint.purged_through_seq))).scalar()
     if purged is not None:
-        raise _Broken(purged + 1, f"the trail is empty, but a retention purge through #{purged} "
+        raise Broken(purged + 1, f"the trail is empty, but a retention purge through #{purged} "
                                   "shows it held events: the events after it were deleted")
 
 
-def _check_not_behind(last: int, points: dict[int, _Point]) -> None:
+def _check_not_behind(last: int, points: dict[int, Point]) -> None:
     """The head must not be behind a head that was anchored or verified."""
     furthest = points.get(max(points)) if points else None
     if furthest is not None and furthest.seq > last:
-        raise _Broken(last + 1, f"events #{last + 1} to #{furthest.seq} are missing: the trail ends "
+        raise Broken(last + 1, f"events #{last + 1} to #{furthest.seq} are missing: the trail ends "
                                 f"at #{last}, but {furthest.source} recorded its head at "
                                 f"#{furthest.seq}")
 
@@ -220,14 +186,14 @@ def _find_against(conn: Connection, against: str | None) -> int | None:
         return None
     seq = conn.execute(select(_EVENTS.c.seq).where(_EVENTS.c.hash == against).limit(1)).scalar()
     if seq is None:
-        raise _Broken(None, f"no event in the trail has the hash {against}: the trail no longer "
+        raise Broken(None, f"no event in the trail has the hash {against}: the trail no longer "
                             "holds the head that was printed (removed or rewritten, or purged "
                             "under retention)")
     return int(seq)
 
 
 def _starting_point(conn: Connection, ring: Keyring, log: AnchorLog, first: int, last: int,
-                    points: dict[int, _Point], full: bool) -> tuple[int, str | None, int | None]:
+                    points: dict[int, Point], full: bool) -> tuple[int, str | None, int | None]:
     """Where the walk starts, the hash its first event must link to (None: not checked) and,
     for an incremental walk, how many events the trail holds.
 
@@ -266,7 +232,7 @@ def _check_log_complete(conn: Connection, ring: Keyring, log: AnchorLog) -> Anch
         if _log_holds(log, number, mac):
             return log
         newest = log.entries[-1].n if log.entries else 0
-        raise _Broken(None, f"the anchor log {log.path} lacks anchor #{number}, which the trail "
+        raise Broken(None, f"the anchor log {log.path} lacks anchor #{number}, which the trail "
                             f"records as written (the log ends at #{newest}): it was replaced or cut "
                             "back, or PACSDESK_AUDIT_ANCHOR_DIR names another folder")
     return log
@@ -292,13 +258,13 @@ def _start_of_chain(conn: Connection, ring: Keyring, log: AnchorLog, first: int,
     boundary = first - 1
     cp = conn.execute(select(_CHECKPOINTS).where(_CHECKPOINTS.c.purged_through_seq == boundary)).first()
     if cp is None:
-        raise _Broken(first, f"events before #{first} are missing and no retention purge explains it")
+        raise Broken(first, f"events before #{first} are missing and no retention purge explains it")
     if cp.key_id == LEGACY_KEY_ID:
         _check_legacy_checkpoint(conn, cp, first)
     else:
         _check_keyed_checkpoint(cp, ring, log, first, anchored)
     if _purge_records(conn).get(boundary) != cp.last_purged_hash:
-        raise _Broken(first, f"the retention checkpoint before #{first} does not match the purge "
+        raise Broken(first, f"the retention checkpoint before #{first} does not match the purge "
                              "recorded in the trail")
     return cp.last_purged_hash
 
@@ -309,12 +275,12 @@ def _check_keyed_checkpoint(cp: Row[Any], ring: Keyring, log: AnchorLog, first: 
     anchor log has it."""
     key = ring.get(cp.key_id)
     if key is None:
-        raise _Broken(first, f"the retention checkpoint before #{first} is sealed with audit key "
+        raise Broken(first, f"the retention checkpoint before #{first} is sealed with audit key "
                              f"#{cp.key_id}, which is not in the keyring")
     expected = key.mac(checkpoint_payload(cp.from_seq, cp.purged_through_seq, cp.last_purged_hash,
                                           cp.purged_count, cp.run_id, cp.key_id))
     if cp.mac != expected:
-        raise _Broken(first, f"the retention checkpoint before #{first} was forged or altered: its "
+        raise Broken(first, f"the retention checkpoint before #{first} was forged or altered: its "
                              "keyed hash does not match")
     if not anchored:
         return
@@ -323,7 +289,7 @@ def _check_keyed_checkpoint(cp: Row[Any], ring: Keyring, log: AnchorLog, first: 
         anchor = read_anchor_log(log.path, ring).purge_through(cp.purged_through_seq,
                                                                 cp.last_purged_hash)
     if anchor is None:
-        raise _Broken(first, f"events before #{first} were purged, but the anchor log has no entry "
+        raise Broken(first, f"events before #{first} were purged, but the anchor log has no entry "
                              f"for a purge through #{cp.purged_through_seq}")
 
 
@@ -334,7 +300,7 @@ def _check_legacy_checkpoint(conn: Connection, cp: Row[Any], first: int) -> None
                 details.get("purged_through_seq") == cp.purged_through_seq and \
                 details.get("purged_hash") == cp.last_purged_hash:
             return
-    raise _Broken(first, f"the retention checkpoint before #{first} has no keyed hash and is not "
+    raise Broken(first, f"the retention checkpoint before #{first} has no keyed hash and is not "
                          "the one recorded when keys were introduced: it was forged")
 
 
@@ -355,94 +321,3 @@ def _purge_records(conn: Connection) -> dict[int, str]:
     """Purge boundaries vouched for by ``audit.purged`` events still in the chain."""
     return {int(d["through_seq"]): d.get("last_hash", "") for d in _details_of(conn, PURGE_ACTION)
             if isinstance(d.get("through_seq"), int)}
-
-
-def _rows(conn: Connection, start: int, batch_size: int) -> Generator[list[tuple[Any, ...]], None, None]:
-    """Batches of raw event rows from ``start`` in chain order (a server-side cursor on PostgreSQL)."""
-    dialect = conn.dialect.name
-    raw: Any = conn.connection.driver_connection
-    if dialect == "postgresql":
-        with raw.cursor(name="pacsdesk_chain_walk") as cursor:
-            cursor.itersize = batch_size
-            cursor.execute(_WALK[dialect], (start,))
-            while batch := cursor.fetchmany(batch_size):
-                yield batch
-        return
-    cursor = raw.execute(_WALK["sqlite"], (start,))
-    try:
-        while batch := cursor.fetchmany(batch_size):
-            yield batch
-    finally:
-        cursor.close()
-
-
-def _walk(conn: Connection, ring: Keyring, start: int, prev: str | None,
-          points: dict[int, _Point], batch_size: int) -> tuple[int, int, str]:
-    """Check every event from ``start``: position, link, key, keyed hash, vouched heads.
-
-    Returns (events walked, head position, head hash); raises _Broken at the first problem.
-    """
-    count, expect = 0, start
-    key: AuditKey | None = None
-    key_id: int | None = None
-    last_hash = prev or GENESIS_HASH
-
-    def broken(seq: int, problem: str) -> _Broken:
-        return _Broken(seq, problem, count, expect - 1 if count else 0, last_hash)
-
-    with closing(_rows(conn, start, batch_size)) as batches:
-        for batch in batches:
-            for row in batch:
-                seq = row[0]
-                if seq != expect:
-                    raise broken(expect, f"event #{expect} is missing (next found is #{seq})")
-                if prev is not None and row[11] != prev:
-                    raise broken(seq, f"event #{seq} does not link to the event before it")
-                if row[12] != key_id:
-                    try:
-                        key_id, key = _switch_key(ring, key_id, row)
-                    except _Broken as refused:
-                        raise broken(seq, refused.problem) from None
-                if seal(key, event_payload(*row[:13])) != row[13]:
-                    raise broken(seq, f"event #{seq} was altered or forged: its "
-                                      f"{'hash' if key is None else 'keyed hash'} does not match")
-                point = points.get(seq)
-                if point is not None and point.hash != row[13]:
-                    raise broken(seq, f"event #{seq} differs from the one {point.source} "
-                                      "recorded: the trail was rewritten")
-                prev = last_hash = row[13]
-                expect = seq + 1
-                count += 1
-    if key_id == LEGACY_KEY_ID:
-        raise broken(start, f"events #{start} to #{expect - 1} are sealed with the unkeyed legacy "
-                            "SHA-256 and no keyed key introduction follows them")
-    return count, expect - 1, last_hash
-
-
-def _switch_key(ring: Keyring, current: int | None, row: tuple[Any, ...]) -> tuple[int, AuditKey | None]:
-    """The key of ``row`` when it differs from the one in force; _Broken when the change is not allowed."""
-    seq, action, details, new = row[0], row[6], row[10], row[12]
-    if new == LEGACY_KEY_ID:
-        if current is None:
-            return new, None
-        raise _Broken(seq, f"event #{seq} is sealed with the unkeyed legacy SHA-256 after keyed "
-                           "events: it was forged or altered")
-    key = ring.get(new)
-    if key is None:
-        raise _Broken(seq, f"event #{seq} is sealed with audit key #{new}, which is not in the keyring")
-    if current is None:
-        return new, key
-    if new < current:
-        raise _Broken(seq, f"event #{seq} is sealed with audit key #{new}, retired when the trail "
-                           f"moved to key #{current}")
-    try:
-        data = json.loads(details) if action == ROTATION_ACTION else {}
-    except ValueError:
-        data = {}
-    rotated = isinstance(data, dict) and data.get("key_id") == new and \
-        data.get("previous_key_id") == current and \
-        (current != LEGACY_KEY_ID or data.get("legacy_through_seq") == seq - 1)
-    if not rotated:
-        raise _Broken(seq, f"event #{seq} moves from audit key #{current} to #{new} without a "
-                           "recorded key rotation")
-    return new, key

@@ -113,10 +113,15 @@ def append_events(count: int, make_event: Callable[[int], Event], batch: int = 2
     prev, key = link.prev_hash, link.key
     rows: list[dict[str, Any]] = []
     for seq in range(link.seq, link.seq + count):
-        *fields, details = make_event(seq)
-        values = (seq, *fields, canonical_details(details), prev)
-        prev = event_hash(key, *values)
-        rows.append(dict(zip(EVENT_COLUMNS, (*values, prev, key.key_id), strict=True)))
+        at, user_id, username, role, address, action, object_type, object_id, outcome, details = \
+            make_event(seq)
+        details_text = canonical_details(details)
+        digest = event_hash(key, seq, at, user_id, username, role, address, action, object_type,
+                            object_id, outcome, details_text, prev)
+        rows.append(dict(zip(EVENT_COLUMNS, (seq, at, user_id, username, role, address, action,
+                                             object_type, object_id, outcome, details_text, prev, digest,
+                                             key.key_id), strict=True)))
+        prev = digest
         if len(rows) == batch:
             bulk_insert(AuditEvent, rows)
             db.session.commit()

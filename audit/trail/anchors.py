@@ -23,7 +23,7 @@ import fcntl
 import json
 import os
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -253,16 +253,6 @@ def _write_all(fd: int, data: bytes, size: int, path: Path) -> None:
         with contextlib.suppress(OSError):  # if even this fails, readers report the cut line
             os.ftruncate(fd, size)
         raise AnchorError(f"cannot write the anchor log {path}: {exc.strerror or exc}") from None
-
-
-def iter_anchors(path: Path) -> Iterator[Anchor]:
-    """Every entry of the log, unchecked (for listing)."""
-    if not path.exists():
-        return
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for number, text in enumerate(handle, 1):
-            if text.strip():
-                yield parse_line(text.strip(), f"line {number}")
 
 
 def syslog_message(anchor: Anchor, hostname: str | None = None, pid: int | None = None) -> bytes:

@@ -79,10 +79,6 @@ class Keyring:
         """The key with the highest id."""
         return self._keys[max(self._keys)]
 
-    def ids(self) -> list[int]:
-        """Known key ids, oldest first."""
-        return sorted(self._keys)
-
     def get(self, key_id: int) -> AuditKey | None:
         """The key with ``key_id``, re-reading a keyring file once when it is not known."""
         key = self._keys.get(key_id)

@@ -29,7 +29,6 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from flask import current_app
@@ -139,11 +138,6 @@ def _count(conn: Connection) -> int:
     return conn.execute(select(func.count()).select_from(_EVENTS)).scalar_one()
 
 
-def _when(moment: datetime | str) -> str:
-    """A time for messages."""
-    return moment if isinstance(moment, str) else iso_utc(moment)
-
-
 def _vouched_heads(conn: Connection, log: AnchorLog) -> dict[int, Point]:
     """Heads the trail must still hold: anchored ones, and the furthest intact verification run."""
     points = {seq: Point(seq, a.hash, f"anchor #{a.n} written {a.at}")
@@ -155,7 +149,7 @@ def _vouched_heads(conn: Connection, log: AnchorLog) -> dict[int, Point]:
         .order_by(ChainVerificationRun.head_seq.desc()).limit(1)).first()
     if run is not None and run.head_seq not in points:
         points[run.head_seq] = Point(run.head_seq, run.head_hash,
-                                      f"verification run #{run.id} on {_when(run.finished_at)}")
+                                      f"verification run #{run.id} on {iso_utc(run.finished_at)}")
     return points
 
 

@@ -152,9 +152,9 @@ def add_key_to_file(ring: Keyring) -> int:
         raise AuditKeyError("the audit keys come from PACSDESK_AUDIT_KEY, which this command "
                             "cannot change")
     path = ring.path
-    lock_path = path.with_name(path.name + ".lock")
-    with open(lock_path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    folder = os.open(path.parent, os.O_RDONLY)  # the folder's lock serialises rotations
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
         ring.reload()
         key_id = ring.newest.key_id + 1
         text = path.read_text(encoding="utf-8")
@@ -168,8 +168,11 @@ def add_key_to_file(ring: Keyring) -> int:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, path)
+            os.fsync(folder)
         except OSError as exc:
             temporary.unlink(missing_ok=True)
             raise AuditKeyError(f"cannot write the audit key file {path}: {exc.strerror or exc}") from None
         ring.reload()
+    finally:
+        os.close(folder)
     return key_id

@@ -21,13 +21,15 @@ def test_chain_head_printed_in_the_pdf_matches_audit_verify(runner, make_user, s
     verified = runner.invoke(args=["audit", "verify"])
     assert verified.exit_code == 0, verified.output
     assert printed in verified.output
-    # The report verified and anchored the trail up to #3 (run #1), then read the head: #4 is
-    # that run's own audit event.
-    assert re.search(r"Audit trail at generation\s+4 events, head event #4", text)
-    assert re.search(r"Chain verification\s+Run #1 \(full\), .*: intact through event #3, anchored", text)
+    count = int(re.search(r"intact: (\d+) events", verified.output).group(1))
+    assert re.search(rf"Audit trail at generation\s+{count} events, head event #{count}", text)
+    # The report verified and anchored the trail (run #1), then read the head: the newest event
+    # is that run's own audit event.
+    assert re.search(rf"Chain verification\s+Run #1 \(full\), .*: intact through event #{count - 1}, "
+                     "anchored", text)
     against = runner.invoke(args=["audit", "verify", "--against", printed])
     assert against.exit_code == 0, against.output
-    assert f"head hash {printed} is event #4, still in the trail" in against.output
+    assert f"head hash {printed} is event #{count}, still in the trail" in against.output
 
 
 def test_cli_writes_an_empty_period_report(runner, tmp_path):

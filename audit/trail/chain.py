@@ -121,10 +121,11 @@ def record(
         user = request_user
     if client_address is _UNSET:
         client_address = request_address
+    user_id = user.id if user is not None else None
+    oid = None if object_id is None else str(object_id)
     return append_event(
-        db.session.connection(), action, object_type=object_type,
-        object_id=None if object_id is None else str(object_id), outcome=outcome,
-        details=canonical_details(details), user_id=user.id if user is not None else None,
+        db.session.connection(), action, object_type=object_type, object_id=oid, outcome=outcome,
+        details=canonical_details(details), user_id=user_id,
         username=user.username if user is not None else username,
         user_role=user.role if user is not None else None, client_address=client_address)
 

@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import queue
 import resource
+import secrets
 import statistics
 import sys
 import tempfile
@@ -27,15 +28,16 @@ from sqlalchemy import create_engine, insert, text
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app import create_app
-from audit.trail.chain import canonical_details, chain_head, event_hash
+from audit.trail.chain import canonical_details, next_link
 from audit.trail.models import AuditEvent
+from audit.trail.sealing import event_hash
 from core.config import load_config
 from core.extensions import db
 
 T = TypeVar("T")
 
 EVENT_COLUMNS = ("seq", "occurred_at", "user_id", "username", "user_role", "client_address", "action",
-                 "object_type", "object_id", "outcome", "details", "prev_hash", "hash")
+                 "object_type", "object_id", "outcome", "details", "prev_hash", "hash", "key_id")
 
 # An audit event's fields after ``seq`` and before the hashes: occurred_at, user_id, username,
 # user_role, client_address, action, object_type, object_id, outcome, details (a mapping).
@@ -59,6 +61,7 @@ def scratch_database(database_url: str | None, name: str) -> Iterator[tuple[str,
         return
     schema = f"{name}_{uuid.uuid4().hex[:8]}"
     admin = create_engine(load_config({"PACSDESK_DATABASE_URL": database_url, "PACSDESK_SECRET_KEY": "bench",
+                                       "PACSDESK_AUDIT_KEY": f"1:{secrets.token_hex(32)}",
                                        "PACSDESK_INSTANCE_PATH": tempfile.gettempdir()})[
         "SQLALCHEMY_DATABASE_URI"])
     with admin.begin() as connection:
@@ -102,16 +105,23 @@ def bulk_insert(model: type, rows: list[dict[str, Any]]) -> None:
 def append_events(count: int, make_event: Callable[[int], Event], batch: int = 20_000) -> None:
     """Bulk-insert ``count`` correctly chained events after the chain's head, committing each batch.
 
-    ``make_event(seq)`` gives the fields of the event at ``seq``; they are hashed with
-    ``audit.trail.chain.event_hash`` exactly as ``audit.record`` hashes them.
+    ``make_event(seq)`` gives the fields of the event at ``seq``; they are sealed with
+    ``audit.trail.sealing.event_hash`` under the audit key in force, exactly as
+    ``audit.record`` seals them.
     """
-    head_seq, prev, _ = chain_head()
+    link = next_link(db.session.connection())
+    prev, key = link.prev_hash, link.key
     rows: list[dict[str, Any]] = []
-    for seq in range(head_seq + 1, head_seq + count + 1):
-        *fields, details = make_event(seq)
-        values = (seq, *fields, canonical_details(details), prev)
-        prev = event_hash(*values)
-        rows.append(dict(zip(EVENT_COLUMNS, (*values, prev), strict=True)))
+    for seq in range(link.seq, link.seq + count):
+        at, user_id, username, role, address, action, object_type, object_id, outcome, details = \
+            make_event(seq)
+        details_text = canonical_details(details)
+        digest = event_hash(key, seq, at, user_id, username, role, address, action, object_type,
+                            object_id, outcome, details_text, prev)
+        rows.append(dict(zip(EVENT_COLUMNS, (seq, at, user_id, username, role, address, action,
+                                             object_type, object_id, outcome, details_text, prev, digest,
+                                             key.key_id), strict=True)))
+        prev = digest
         if len(rows) == batch:
             bulk_insert(AuditEvent, rows)
             db.session.commit()

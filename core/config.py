@@ -26,6 +26,7 @@ class Setting:
     default: str | None
     parse: Callable[[str], Any]
     help: str
+    secret: bool = False  # a refused value is never repeated in the error message
 
 
 def _int_range(low: int, high: int) -> Callable[[str], int]:
@@ -135,6 +136,53 @@ def _business_hours(raw: str) -> tuple[frozenset[int], time, time]:
     if end <= start:
         raise ValueError("must end after it starts")
     return days, start, end
+
+
+AUDIT_KEY_MIN_LENGTH = 32
+AUDIT_KEY_ID_MAX = 999_999
+_KEY_ENTRY = re.compile(r"^(?:(?P<id>[0-9]+):)?(?P<key>[^\s:,]+)$")
+
+
+def parse_audit_keyring(raw: str) -> dict[int, bytes]:
+    """Parse audit chain keys: ``id:key`` entries separated by commas or lines (a lone key is id 1).
+
+    Errors name the entry by its position, never the key.
+    """
+    entries = [part.strip() for part in re.split(r"[,\n]", raw) if part.strip()]
+    if not entries:
+        raise ValueError("must hold at least one key as id:key")
+    keys: dict[int, bytes] = {}
+    for number, entry in enumerate(entries, 1):
+        match = _KEY_ENTRY.match(entry)
+        if match is None:
+            raise ValueError(f"entry {number} must look like id:key (a whole number, a colon, "
+                             "the key without spaces, commas or colons)")
+        if match["id"] is None and len(entries) > 1:
+            raise ValueError(f"entry {number} has no id: with several keys write each as id:key")
+        key_id = int(match["id"] or "1")
+        if not 1 <= key_id <= AUDIT_KEY_ID_MAX:
+            raise ValueError(f"entry {number}: the key id must be from 1 to {AUDIT_KEY_ID_MAX}")
+        if key_id in keys:
+            raise ValueError(f"entry {number}: key id {key_id} appears twice")
+        if len(match["key"]) < AUDIT_KEY_MIN_LENGTH:
+            raise ValueError(f"entry {number}: key {key_id} is shorter than "
+                             f"{AUDIT_KEY_MIN_LENGTH} characters")
+        keys[key_id] = match["key"].encode("utf-8")
+    return keys
+
+
+def _syslog_target(raw: str) -> tuple[str, str, int]:
+    """Parse ``udp://host:port`` or ``tcp://host:port`` into (protocol, host, port)."""
+    value = raw.strip()
+    protocol, sep, rest = value.partition("://")
+    if not sep or protocol.lower() not in ("udp", "tcp"):
+        raise ValueError("must look like udp://host:port or tcp://host:port")
+    host, colon, port = rest.rstrip("/").rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("must name a host and a port from 1 to 65535, as udp://host:port "
+                         "or tcp://host:port")
+    return protocol.lower(), host, int(port)
 
 
 def _text(raw: str) -> str:
@@ -271,6 +319,19 @@ SETTINGS: tuple[Setting, ...] = (
             "Minutes without a message after which an in-service audit source is silent (one ticket)."),
     Setting("PACSDESK_ATNA_BULK_PATIENTS_PER_HOUR", "30", _int_range(1, 100_000),
             "A PACS user opening more distinct patients than this within an hour is an exception."),
+    Setting("PACSDESK_AUDIT_KEY", None, parse_audit_keyring,
+            "Keys of the audit chain's HMAC, as `id:key` entries separated by commas (a lone key is "
+            "id 1); the highest id is the newest. Every replica needs the same keys "
+            "(default: the key file).", secret=True),
+    Setting("PACSDESK_AUDIT_KEY_FILE", None, _text,
+            "File of `id:key` lines holding the audit chain's keys when PACSDESK_AUDIT_KEY is not set "
+            "(default: `audit_key` in the instance folder, generated once, owner-readable only)."),
+    Setting("PACSDESK_AUDIT_ANCHOR_DIR", None, _text,
+            "Folder of the append-only anchor log of the audit chain's verified heads; put it on "
+            "separate, write-once or backed-up storage (default: `anchors/` in the instance folder)."),
+    Setting("PACSDESK_AUDIT_SYSLOG", None, _syslog_target,
+            "Also send each audit chain anchor to this log collector, as RFC 5424 syslog: "
+            "`udp://host:port` or `tcp://host:port` (default: none)."),
 )
 
 
@@ -299,6 +360,34 @@ def _check_atna(values: Mapping[str, Any]) -> None:
                           "PACSDESK_ATNA_MAX_CONNECTIONS")
 
 
+def _audit_key_file(instance_path: Path) -> Path:
+    """The instance's audit keyring file, generating key 1 (mode 0600) on first use."""
+    key_file = instance_path / "audit_key"
+    if not key_file.exists():
+        try:
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return key_file
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"1:{secrets.token_hex(32)}\n")
+    return key_file
+
+
+def read_audit_key_file(path: Path, variable: str) -> dict[int, bytes]:
+    """The keys in an audit keyring file; ConfigError naming ``variable`` and the file if unusable."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot read the audit key file {path}: "
+                          f"{exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{variable}: the audit key file {path} is not UTF-8 text") from None
+    try:
+        return parse_audit_keyring(text)
+    except ValueError as exc:
+        raise ConfigError(f"{variable}: the audit key file {path}: {exc}") from None
+
+
 def load_config(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Build the Flask configuration from the environment and ``overrides``; ConfigError on a bad value.
 
@@ -319,7 +408,8 @@ def load_config(environ: Mapping[str, str], overrides: Mapping[str, Any] | None 
         try:
             values[setting.name] = setting.parse(raw)
         except ValueError as exc:
-            raise ConfigError(f"{setting.name}: {exc} (got {raw!r})") from None
+            shown = "" if setting.secret else f" (got {raw!r})"
+            raise ConfigError(f"{setting.name}: {exc}{shown}") from None
     instance = Path(values["PACSDESK_INSTANCE_PATH"] or "instance").resolve()
     try:
         instance.mkdir(parents=True, exist_ok=True)
@@ -332,6 +422,13 @@ def load_config(environ: Mapping[str, str], overrides: Mapping[str, Any] | None 
     values.pop("PACSDESK_DATABASE_URL", None)
     secret = given.get("SECRET_KEY") or values.pop("PACSDESK_SECRET_KEY") or _secret_key(instance)
     values.pop("PACSDESK_SECRET_KEY", None)
+    if not values["PACSDESK_AUDIT_KEY"]:
+        key_file = (Path(values["PACSDESK_AUDIT_KEY_FILE"]).resolve() if values["PACSDESK_AUDIT_KEY_FILE"]
+                    else _audit_key_file(instance))
+        read_audit_key_file(key_file, "PACSDESK_AUDIT_KEY_FILE")
+        values["PACSDESK_AUDIT_KEY_FILE"] = str(key_file)
+    values["PACSDESK_AUDIT_ANCHOR_DIR"] = str(Path(values["PACSDESK_AUDIT_ANCHOR_DIR"]
+                                                   or instance / "anchors").resolve())
     config = {
         **values,
         "SECRET_KEY": secret,

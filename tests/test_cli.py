@@ -53,13 +53,19 @@ def test_setup_creates_the_first_admin_once_with_a_generated_password(tmp_path):
     third = pacsdesk(tmp_path / "again", f"sqlite:///{tmp_path / 'other.db'}", "setup")
     assert re.search(r"password: (\S+)", third.stdout).group(1) != password
 
-    app = create_app(overrides_for(tmp_path / "check", url))
+    app = create_app(overrides_for(tmp_path / "instance", url))  # the audit key is in the instance
     with app.app_context():
         admins = list(db.session.execute(select(User)).scalars())
         assert [(u.username, u.role) for u in admins] == [("admin", "admin")]
         assert verify_chain().ok
     client = app.test_client()
     assert client.post("/login", data={"username": username, "password": password}).status_code == 302
+    assert "/account/password" in client.get("/admin/users").headers["Location"], \
+        "the printed password must be changed before anything else"
+    changed = client.post("/account/password", data={"current_password": password,
+                                                     "new_password": "Lantern-harbour-violet-42",
+                                                     "confirm": "Lantern-harbour-violet-42"})
+    assert changed.status_code == 302
     assert client.get("/admin/users").status_code == 200
     with app.app_context():
         db.session.remove()

@@ -313,7 +313,7 @@ def build_access_audit(request: ReportRequest, progress: Progress) -> ReportCont
     integrity = batch_integrity(_batches_of(period))
     days, start, end = hours
     day_names = ", ".join(("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[d] for d in sorted(days))
-    context = {"total": total, **sections, "integrity": integrity, "threshold": threshold,
+    context = {"total": total, **sections, "integrity": integrity, "when": _when, "threshold": threshold,
                "business_hours": f"{day_names} {start:%H:%M}-{end:%H:%M}",
                "listing_limit": LISTING_LIMIT, "watch_count": db.session.execute(
                    select(func.count()).select_from(AtnaWatch)).scalar_one()}

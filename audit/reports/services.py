@@ -22,6 +22,7 @@ from audit.reports.registry import (
     report_kinds,
 )
 from audit.trail.chain import chain_head
+from audit.trail.chain_verification import ChainVerificationRun, run_verification
 from core.auth.models import User
 from core.database import SNAPSHOT_OPTION
 from core.extensions import db
@@ -143,8 +144,27 @@ def validate_request(kind: str | None, date_from: date | str | None, date_to: da
 
 
 @dataclass(frozen=True)
+class VerificationCitation:
+    """The chain verification a report relies on: the run, when, how, and what it found."""
+
+    run_id: int
+    when: str
+    mode: str
+    ok: bool
+    head_seq: int
+    head_hash: str
+    count: int
+    from_seq: int | None
+    first_bad_seq: int | None
+    problem: str | None
+    anchor_n: int | None
+    full_run_id: int | None
+    full_when: str | None
+
+
+@dataclass(frozen=True)
 class ReportMeta:
-    """The shared layout's facts: who, when, which report, and the audit trail's anchor."""
+    """The shared layout's facts: who, when, which report, the head read and its verification."""
 
     organization: str
     title: str
@@ -157,6 +177,7 @@ class ReportMeta:
     head_hash: str
     event_count: int
     filters: list[tuple[str, str]]
+    verification: VerificationCitation
 
 
 def period_text(start: date | None, end: date | None) -> str:
@@ -173,12 +194,37 @@ def period_bounds(start: date, end: date) -> tuple[datetime, datetime]:
     return lower, upper
 
 
+def _last_full_walk() -> ChainVerificationRun | None:
+    """The latest intact full verification (the nightly one), if any."""
+    return db.session.execute(
+        select(ChainVerificationRun).where(ChainVerificationRun.mode == "full",
+                                           ChainVerificationRun.ok.is_(True))
+        .order_by(ChainVerificationRun.id.desc()).limit(1)).scalar_one_or_none()
+
+
+def verify_for_report() -> VerificationCitation:
+    """Verify the trail since its last verified head, anchor it and cite that run (commits)."""
+    run = run_verification("report")
+    full = run if run.mode == "full" else _last_full_walk()
+    stamp = "%Y-%m-%d %H:%M:%S %Z"
+    citation = VerificationCitation(
+        run_id=run.id, when=format_local(run.finished_at, stamp), mode=run.mode, ok=run.ok,
+        head_seq=run.head_seq, head_hash=run.head_hash, count=run.count, from_seq=run.from_seq,
+        first_bad_seq=run.first_bad_seq, problem=run.problem, anchor_n=run.anchor_n,
+        full_run_id=full.id if full else None,
+        full_when=format_local(full.finished_at, stamp) if full else None)
+    db.session.commit()
+    return citation
+
+
 def build_pdf(request: ReportRequest, progress: Progress | None = None) -> bytes:
-    """Build the report's PDF; the audit chain head is read first, as of generation."""
+    """Build the report's PDF: verify and anchor the chain, then read its head, as of generation."""
     step = progress or (lambda pct, stage: None)
     kind = find_kind(request.kind)
-    # Every query of the report reads one snapshot, which on SQLite never holds the write lock.
     db.session.commit()
+    step(2, "Verifying the audit trail")
+    verification = verify_for_report()
+    # Every query of the report reads one snapshot, which on SQLite never holds the write lock.
     db.session.connection(execution_options={SNAPSHOT_OPTION: True})
     head_seq, head_hash, count = chain_head()
     content: ReportContent = kind.build(request, step)
@@ -188,7 +234,7 @@ def build_pdf(request: ReportRequest, progress: Progress | None = None) -> bytes
         generated_at=format_local(utcnow(), "%Y-%m-%d %H:%M:%S %Z"),
         timezone=current_app.config["PACSDESK_TIMEZONE"], generated_by=request.requested_by,
         report_id=request.report_id, head_seq=head_seq, head_hash=head_hash, event_count=count,
-        filters=content.filters,
+        filters=content.filters, verification=verification,
     )
     # End the read transaction before the long layout (SQLite would keep its lock).
     db.session.commit()

@@ -17,6 +17,7 @@ def init_app(app: Flask) -> None:
         guards,
         jobs,
         retention,
+        rotation,
         search,
         search_index,
     )
@@ -29,7 +30,7 @@ def init_app(app: Flask) -> None:
     from core.reference_data import register_reference_data
 
     enforcement.install()
-    for module in (chain, chain_verification, search):
+    for module in (chain, chain_verification, rotation, search):
         audit_sink.register_actions(app, module.AUDIT_ACTIONS)
     register_export_actions(app, search.AUDIT_ACTIONS)
     listen_once(AuditEvent.metadata, "after_create", guards.install_after_create)
@@ -37,8 +38,10 @@ def init_app(app: Flask) -> None:
     register_record_class(app, retention.RETENTION_CLASS)
     register_scope_matcher(app, retention.RETENTION_CLASS.key, retention.audit_matches)
     register_reference_data(app, "audit search index", search_index.ensure_search_index)
-    register_job(app, JobKind(jobs.VERIFY_JOB, "Verify the audit chain", jobs.verify_chain_job,
-                              max_attempts=2, every=lambda _app: 24 * 3600.0))
+    register_job(app, JobKind(jobs.VERIFY_JOB, "Verify the audit chain (full walk)",
+                              jobs.verify_chain_job, max_attempts=2, every=lambda _app: jobs.NIGHTLY))
+    register_job(app, JobKind(jobs.ANCHOR_JOB, "Anchor the audit chain (incremental verification)",
+                              jobs.anchor_chain_job, max_attempts=2, every=lambda _app: jobs.HOURLY))
     register_nav(app, NavItem("Audit trail", "audit.search_events", Permission.AUDIT_READ, 60,
                               "journal-check"))
     register_banner_source(app, chain_verification.broken_chain_banner)

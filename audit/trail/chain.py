@@ -1,25 +1,33 @@
-"""The hash chain: the only writer of audit events, its verifier, and prefix purges."""
+"""The keyed chain: the only writer of audit events, the chain's head, and prefix purges.
+
+Every event is sealed with HMAC-SHA256 under the audit key in force (``sealing``), linked to
+the event before by that event's hash, and carries the key's id; the key itself lives outside
+the database (``keys``). Verification is in ``verify`` (re-exported here).
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from flask import has_request_context, request
+from flask import current_app, has_request_context, request
 from flask_login import current_user
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
 
+from audit.trail.anchors import anchor_path, append_anchor
 from audit.trail.enforcement import note_event
+from audit.trail.keys import LEGACY_KEY_ID, AuditKey, keyring
 from audit.trail.models import GENESIS_HASH, AuditCheckpoint, AuditEvent, AuditPurgePermit
+from audit.trail.sealing import canonical_details, checkpoint_payload, event_payload, iso_utc
+from audit.trail.verify import ChainVerification, verify_chain
 from core import audit_sink
-from core.database import snapshot_connection
 from core.extensions import db
 from core.timeutil import utcnow
+
+__all__ = ["OUTCOMES", "ChainVerification", "Recorded", "canonical_details", "chain_head",
+           "next_link", "purge_through", "record", "verify_chain"]
 
 # pg_advisory_xact_lock key that serialises appends to the chain ("PACSDESK" in hex-ish).
 CHAIN_LOCK_KEY = 0x5041_4353_4445_534B
@@ -32,57 +40,6 @@ AUDIT_ACTIONS = {
 }
 
 
-def _iso(moment: datetime) -> str:
-    """Canonical UTC timestamp with microseconds (``%Y-%m-%dT%H:%M:%S.%fZ``)."""
-    if moment.tzinfo is not UTC:
-        moment = moment.astimezone(UTC)
-    return moment.isoformat(timespec="microseconds")[:26] + "Z"
-
-
-# The hash payload is the compact JSON array of the fields (json.dumps with separators
-# (",", ":") and ensure_ascii=False), written item by item: verification is the hot path.
-_PAYLOAD_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-_encode_str = json.encoder.encode_basestring
-
-
-def _json_item(value: Any) -> str:
-    """One payload item, exactly as the JSON encoder writes it."""
-    if value is None:
-        return "null"
-    if type(value) is str:
-        return _encode_str(value)
-    if type(value) is int:
-        return str(value)
-    return _PAYLOAD_ENCODER.encode(value)
-
-
-def canonical_details(details: Mapping[str, Any] | None) -> str:
-    """Serialise details deterministically; this exact text is stored and hashed."""
-    return json.dumps(details or {}, sort_keys=True, separators=(",", ":"), default=str,
-                      ensure_ascii=False)
-
-
-def event_hash(
-    seq: int,
-    occurred_at: datetime,
-    user_id: int | None,
-    username: str | None,
-    user_role: str | None,
-    client_address: str | None,
-    action: str,
-    object_type: str | None,
-    object_id: str | None,
-    outcome: str,
-    details: str,
-    prev_hash: str,
-) -> str:
-    """SHA-256 over the canonical serialisation of an event's fields and the previous hash."""
-    payload = "[" + ",".join(map(_json_item, (
-        seq, _iso(occurred_at), user_id, username, user_role, client_address, action,
-        object_type, object_id, outcome, details, prev_hash))) + "]"
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
 @dataclass(frozen=True)
 class Recorded:
     """What was appended: chain position and hash."""
@@ -91,32 +48,46 @@ class Recorded:
     hash: str
 
 
-# Core statements built once: appends and verification run them on the hot path.
+# Core statements built once: appends run them on the hot path.
 _EVENTS = AuditEvent.__table__
-_TAIL = select(_EVENTS.c.seq, _EVENTS.c.hash).order_by(_EVENTS.c.seq.desc()).limit(1)
+_TAIL = select(_EVENTS.c.seq, _EVENTS.c.hash, _EVENTS.c.key_id).order_by(_EVENTS.c.seq.desc()).limit(1)
 _INSERT = _EVENTS.insert()
 _LOCK = select(func.pg_advisory_xact_lock(CHAIN_LOCK_KEY))
 
 
-def _chain_tail() -> tuple[int, str]:
-    """Position and hash the next event links to; the caller holds the chain lock."""
-    last = db.session.execute(_TAIL).first()
-    if last is not None:
-        return last.seq, last.hash
-    checkpoint = db.session.execute(
-        select(AuditCheckpoint.purged_through_seq, AuditCheckpoint.last_purged_hash)
-        .order_by(AuditCheckpoint.purged_through_seq.desc())
-        .limit(1)
-    ).first()
-    if checkpoint is not None:
-        return checkpoint.purged_through_seq, checkpoint.last_purged_hash
-    return 0, GENESIS_HASH
+@dataclass(frozen=True)
+class Link:
+    """Where the next event goes: its position, the hash it links to, the key that seals it."""
+
+    seq: int
+    prev_hash: str
+    key: AuditKey
 
 
-def _lock_chain() -> None:
+def next_link(conn: Connection) -> Link:
+    """The next event's position, previous hash and key in force; the caller holds the chain lock.
+
+    The key in force is the newest event's (a rotation switches it); an empty trail, or one
+    whose newest event predates keys, starts with the keyring's newest key.
+    """
+    ring = keyring()
+    last = conn.execute(_TAIL).first()
+    if last is None:
+        last = conn.execute(
+            select(AuditCheckpoint.purged_through_seq, AuditCheckpoint.last_purged_hash,
+                   AuditCheckpoint.key_id)
+            .order_by(AuditCheckpoint.purged_through_seq.desc()).limit(1)).first()
+    if last is None:
+        return Link(1, GENESIS_HASH, ring.newest)
+    seq, prev, key_id = last
+    key = ring.newest if key_id == LEGACY_KEY_ID else ring.require(key_id, "seals the newest event")
+    return Link(seq + 1, prev, key)
+
+
+def lock_chain(conn: Connection) -> None:
     """Serialise appends: an advisory lock on PostgreSQL; SQLite's write lock already holds."""
-    if db.session.get_bind().dialect.name == "postgresql":
-        db.session.execute(_LOCK)
+    if conn.dialect.name == "postgresql":
+        conn.execute(_LOCK)
 
 
 def _request_actor() -> tuple[Any, str | None]:
@@ -157,140 +128,34 @@ def record(
     if client_address is _UNSET:
         client_address = request_address
     user_id = user.id if user is not None else None
-    name = user.username if user is not None else username
-    role = user.role if user is not None else None
-    text = canonical_details(details)
     oid = None if object_id is None else str(object_id)
     db.session.flush()  # the audit hook sees the changes this event covers before it is noted
     note_event(object_type, [*([] if oid is None else [oid]), *covers], user_id)
-    _lock_chain()
-    last_seq, prev = _chain_tail()
-    seq = last_seq + 1
+    return append_event(
+        db.session.connection(), action, object_type=object_type, object_id=oid, outcome=outcome,
+        details=canonical_details(details), user_id=user_id,
+        username=user.username if user is not None else username,
+        user_role=user.role if user is not None else None, client_address=client_address)
+
+
+def append_event(conn: Connection, action: str, *, object_type: str | None, object_id: str | None,
+                 outcome: str, details: str, user_id: int | None, username: str | None,
+                 user_role: str | None, client_address: str | None,
+                 key: AuditKey | None = None) -> Recorded:
+    """Lock the chain, seal the event after its tail and insert it (``key``: a rotation's new key)."""
+    lock_chain(conn)
+    link = next_link(conn)
+    seal_key = key or link.key
     at = utcnow()
-    digest = event_hash(seq, at, user_id, name, role, client_address, action, object_type, oid,
-                        outcome, text, prev)
-    db.session.execute(
-        _INSERT,
-        {"seq": seq, "occurred_at": at, "user_id": user_id, "username": name, "user_role": role,
-         "client_address": client_address, "action": action, "object_type": object_type,
-         "object_id": oid, "outcome": outcome, "details": text, "prev_hash": prev,
-         "hash": digest},
-    )
-    return Recorded(seq=seq, hash=digest)
-
-
-@dataclass(frozen=True)
-class ChainVerification:
-    """The result of walking the chain."""
-
-    ok: bool
-    count: int
-    head_seq: int
-    head_hash: str
-    first_bad_seq: int | None = None
-    problem: str | None = None
-
-    def summary(self) -> str:
-        """One line a person can read."""
-        if self.ok:
-            return f"audit trail intact: {self.count} events, head #{self.head_seq} {self.head_hash}"
-        return f"audit trail BROKEN at event #{self.first_bad_seq}: {self.problem}"
-
-
-_WALK = select(
-    _EVENTS.c.seq, _EVENTS.c.occurred_at, _EVENTS.c.user_id, _EVENTS.c.username,
-    _EVENTS.c.user_role, _EVENTS.c.client_address, _EVENTS.c.action, _EVENTS.c.object_type,
-    _EVENTS.c.object_id, _EVENTS.c.outcome, _EVENTS.c.details, _EVENTS.c.prev_hash,
-    _EVENTS.c.hash,
-).order_by(_EVENTS.c.seq)
-
-
-def _purge_records(conn: Connection) -> dict[int, str]:
-    """Purge boundaries vouched for by ``audit.purged`` events still in the chain."""
-    found: dict[int, str] = {}
-    rows = conn.execute(select(_EVENTS.c.details).where(_EVENTS.c.action == "audit.purged"))
-    for (text,) in rows:
-        data = json.loads(text)
-        found[int(data["through_seq"])] = data["last_hash"]
-    return found
-
-
-def _start_of_chain(conn: Connection, first_seq: int) -> tuple[str | None, str | None]:
-    """The hash the first remaining event must link to, or a problem."""
-    if first_seq == 1:
-        return GENESIS_HASH, None
-    checkpoint = conn.execute(
-        select(AuditCheckpoint.last_purged_hash)
-        .where(AuditCheckpoint.purged_through_seq == first_seq - 1)
-    ).scalar_one_or_none()
-    if checkpoint is None:
-        return None, f"events before #{first_seq} are missing and no retention purge explains it"
-    if _purge_records(conn).get(first_seq - 1) != checkpoint:
-        return None, (f"the retention checkpoint before #{first_seq} does not match "
-                      "the purge recorded in the trail")
-    return checkpoint, None
-
-
-def verify_chain(batch_size: int = 20000) -> ChainVerification:
-    """Walk the whole chain in order and report the first event that does not verify.
-
-    Outside a transaction the walk reads a snapshot on a connection of its own, so on SQLite
-    it never holds the write lock; inside one it sees the caller's uncommitted events too.
-    """
-    if db.session().in_transaction():
-        return _walk(db.session.connection(), batch_size)
-    with snapshot_connection() as conn:
-        return _walk(conn, batch_size)
-
-
-def _verified_head(conn: Connection) -> tuple[int, str, Any] | None:
-    """The furthest head an earlier intact verification saw: (seq, hash, when), or None."""
-    from audit.trail.chain_verification import ChainVerificationRun as Run
-
-    row = conn.execute(
-        select(Run.head_seq, Run.head_hash, Run.finished_at)
-        .where(Run.ok.is_(True), Run.head_seq > 0)
-        .order_by(Run.head_seq.desc()).limit(1)
-    ).first()
-    return (row[0], row[1], row[2]) if row else None
-
-
-def _walk(conn: Connection, batch_size: int) -> ChainVerification:
-    """Check every event's link and hash in chain order, and that nothing verified went missing."""
-    anchor = _verified_head(conn)
-    count = 0
-    prev_seq: int | None = None
-    prev_hash = GENESIS_HASH
-    # Closed on every return: an early one (a broken link) must not leave the server-side cursor open.
-    with conn.execute(_WALK.execution_options(yield_per=batch_size)) as rows:
-        for row in rows:
-            seq = row[0]
-            if prev_seq is None:
-                start, problem = _start_of_chain(conn, seq)
-                if problem:
-                    return ChainVerification(False, count, 0, GENESIS_HASH, seq, problem)
-                prev_hash = start  # type: ignore[assignment]
-            elif seq != prev_seq + 1:
-                return ChainVerification(False, count, prev_seq, prev_hash, prev_seq + 1,
-                                         f"event #{prev_seq + 1} is missing (next found is #{seq})")
-            if row[11] != prev_hash:
-                return ChainVerification(False, count, prev_seq or 0, prev_hash, seq,
-                                         f"event #{seq} does not link to the event before it")
-            if event_hash(*row[:12]) != row[12]:
-                return ChainVerification(False, count, prev_seq or 0, prev_hash, seq,
-                                         f"event #{seq} was altered after it was written")
-            if anchor is not None and seq == anchor[0] and row[12] != anchor[1]:
-                return ChainVerification(False, count, prev_seq or 0, prev_hash, seq,
-                                         f"event #{seq} differs from the one verified on "
-                                         f"{_iso(anchor[2])}: the trail was rewritten")
-            prev_seq, prev_hash = seq, row[12]
-            count += 1
-    head = prev_seq or 0
-    if anchor is not None and anchor[0] > head:
-        return ChainVerification(False, count, head, prev_hash, head + 1,
-                                 f"events #{head + 1} to #{anchor[0]} are missing: a verification "
-                                 f"on {_iso(anchor[2])} saw the trail up to #{anchor[0]}")
-    return ChainVerification(True, count, head, prev_hash)
+    digest = seal_key.mac(event_payload(
+        link.seq, iso_utc(at), user_id, username, user_role, client_address, action, object_type,
+        object_id, outcome, details, link.prev_hash, seal_key.key_id))
+    conn.execute(_INSERT, {
+        "seq": link.seq, "occurred_at": at, "user_id": user_id, "username": username,
+        "user_role": user_role, "client_address": client_address, "action": action,
+        "object_type": object_type, "object_id": object_id, "outcome": outcome, "details": details,
+        "prev_hash": link.prev_hash, "hash": digest, "key_id": seal_key.key_id})
+    return Recorded(seq=link.seq, hash=digest)
 
 
 def chain_head() -> tuple[int, str, int]:
@@ -304,22 +169,33 @@ def chain_head() -> tuple[int, str, int]:
     return last.seq, last.hash, total
 
 
-def purge_through(through_seq: int, reason: str) -> int:
-    """Delete events up to ``through_seq`` and leave a checkpoint; returns how many went."""
-    _lock_chain()
-    boundary = db.session.execute(
-        select(AuditEvent.hash).where(AuditEvent.seq == through_seq)
-    ).scalar_one_or_none()
+def purge_through(through_seq: int, reason: str, run_id: int | None = None) -> int:
+    """Delete events up to ``through_seq`` under a sealed, anchored checkpoint; how many went.
+
+    The checkpoint names the range, the boundary's hash and the retention run, sealed with the
+    audit key in force; the anchor log gets the same facts before the caller commits, and the
+    chain gets an ``audit.purged`` event. Verification accepts the missing prefix only with all
+    three.
+    """
+    conn = db.session.connection()
+    lock_chain(conn)
+    boundary = conn.execute(select(_EVENTS.c.hash).where(_EVENTS.c.seq == through_seq)).scalar()
     if boundary is None:
         raise ValueError(f"no audit event #{through_seq} to purge through")
-    db.session.add(AuditPurgePermit(id=1, through_seq=through_seq))
-    db.session.flush()
-    removed = db.session.execute(delete(AuditEvent).where(AuditEvent.seq <= through_seq)).rowcount
-    db.session.execute(delete(AuditPurgePermit))
+    first = conn.execute(select(func.min(_EVENTS.c.seq))).scalar_one()
+    key = next_link(conn).key
+    permits = AuditPurgePermit.__table__
+    conn.execute(permits.insert().values(id=1, through_seq=through_seq))
+    removed = conn.execute(delete(_EVENTS).where(_EVENTS.c.seq <= through_seq)).rowcount
+    conn.execute(delete(permits))
+    mac = key.mac(checkpoint_payload(first, through_seq, boundary, removed, run_id, key.key_id))
     db.session.add(AuditCheckpoint(purged_through_seq=through_seq, last_purged_hash=boundary,
-                                   purged_count=removed))
+                                   purged_count=removed, from_seq=first, run_id=run_id,
+                                   key_id=key.key_id, mac=mac))
     db.session.flush()
     record("audit.purged", object_type="audit_event",
-           details={"through_seq": through_seq, "last_hash": boundary, "count": removed,
-                    "reason": reason})
+           details={"from_seq": first, "through_seq": through_seq, "last_hash": boundary,
+                    "count": removed, "run_id": run_id, "reason": reason})
+    append_anchor(anchor_path(current_app.config), keyring(), "purge", through_seq, boundary,
+                  removed, from_seq=first, run=run_id)
     return removed

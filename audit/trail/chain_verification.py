@@ -1,22 +1,38 @@
-"""Chain verification runs: each walk of the hash chain is kept, and a broken one raises a banner."""
+"""Chain verification runs: each verification is kept and anchored; a broken one raises a banner."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from flask import url_for
+from flask import current_app, url_for
 from markupsafe import Markup, escape
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, select
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import select
 
 from audit.atna.verify import verify_batches
-from audit.trail.chain import record, verify_chain
+from audit.trail.anchors import (
+    Anchor,
+    AnchorError,
+    anchor_path,
+    append_anchor,
+    read_anchor_log,
+    send_syslog,
+)
+from audit.trail.chain import record
+from audit.trail.keys import keyring
+from audit.trail.models import AuditEvent, ChainVerificationRun
+from audit.trail.verify import ChainVerification, verify_chain
+from core.auth.models import User
 from core.auth.permissions import Permission, has_permission
 from core.extensions import db
 from core.navigation import Banner
-from core.timeutil import UTCDateTime, format_local, utcnow
+from core.timeutil import format_local, utcnow
+
+__all__ = ["AcknowledgeError", "ChainVerificationRun", "acknowledge_failure", "anchor_head",
+           "broken_chain_banner", "head_is_anchored", "keep_verification", "last_verification",
+           "run_verification", "unacknowledged_failure"]
 
 # Audit actions recorded here (registered by the package's init_app).
 AUDIT_ACTIONS = {
@@ -25,53 +41,101 @@ AUDIT_ACTIONS = {
 }
 
 
-class ChainVerificationRun(db.Model):
-    """One verification of the audit trail: when, how many events, intact or where broken."""
-
-    __tablename__ = "audit_chain_verification"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
-    finished_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    source: Mapped[str] = mapped_column(String(20))            # web, cli or scheduler
-    started_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
-    count: Mapped[int] = mapped_column(BigInteger)
-    ok: Mapped[bool] = mapped_column(Boolean)
-    head_seq: Mapped[int] = mapped_column(BigInteger)
-    head_hash: Mapped[str] = mapped_column(String(64))
-    first_bad_seq: Mapped[int | None] = mapped_column(BigInteger)
-    problem: Mapped[str | None] = mapped_column(Text)
-    acknowledged_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
-    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+UNCOMMITTED = "not anchored: verified inside a transaction that had not committed yet"
 
 
 class AcknowledgeError(ValueError):
     """An acknowledgement was refused."""
 
 
-def run_verification(source: str, user: Any = None) -> ChainVerificationRun:
-    """Walk the chain, keep the result and audit it (flushes; the caller commits)."""
+def run_verification(source: str, user_id: int | None = None, *, full: bool = False,
+                     against: str | None = None,
+                     announce: Callable[[ChainVerification], None] | None = None
+                     ) -> ChainVerificationRun:
+    """Verify the trail, anchor an intact head outside the database, keep the run and audit it.
+
+    ``full`` walks every event; otherwise the walk continues from the last verified head.
+    ``announce`` gets the result before anything is written (the command line prints it, so
+    the trail's state is shown even when the disk is full). Called outside a transaction, as
+    jobs and commands do, nothing is held open in the database while the trail is walked and
+    the anchor written and sent. Called inside one, the walk sees the transaction's own events,
+    which may still roll back: then nothing is anchored. Flushes; the caller commits.
+    """
     started = utcnow()
-    result = verify_chain()
+    committed = not db.session().in_transaction()
+    result = verify_chain(full=full, against=against)
     if result.ok and (problems := verify_batches()):  # the PACS access log's sealed batches
         result = replace(result, ok=False, first_bad_seq=problems[0].audit_seq or result.head_seq,
                          problem="; ".join(map(str, problems[:3])))
+    if announce is not None:
+        announce(result)
+    anchor, note = anchor_head(result) if committed else (None, UNCOMMITTED)
+    return keep_verification(result, source, user_id, started, anchor, note)
+
+
+def anchor_head(result: ChainVerification) -> tuple[Anchor | None, str | None]:
+    """Write an intact, non-empty head to the anchor log and the syslog collector.
+
+    Returns the anchor written (None if none was) and what went wrong, if anything.
+    """
+    if not result.ok or result.head_seq == 0:
+        return None, None
+    config = current_app.config
+    try:
+        anchor = append_anchor(anchor_path(config), keyring(), "head", result.head_seq,
+                               result.head_hash, result.count, mode=result.mode,
+                               from_seq=result.from_seq)
+    except AnchorError as exc:
+        return None, str(exc)
+    target = config.get("PACSDESK_AUDIT_SYSLOG")
+    if target:
+        try:
+            send_syslog(target, anchor)
+        except OSError as exc:
+            return anchor, (f"anchor #{anchor.n} is in the anchor log but could not be sent to "
+                            f"the syslog collector {target[0]}://{target[1]}:{target[2]}: "
+                            f"{exc.strerror or exc}")
+    return anchor, None
+
+
+def keep_verification(result: ChainVerification, source: str, user_id: int | None,
+                      started: datetime, anchor: Anchor | None = None,
+                      anchor_note: str | None = None) -> ChainVerificationRun:
+    """Store a verification's result and its ``audit.verify`` event, naming the anchor (flushes)."""
+    anchor_n = anchor.n if anchor is not None else None
     run = ChainVerificationRun(
-        started_at=started, finished_at=utcnow(), source=source,
-        started_by_id=getattr(user, "id", None), count=result.count, ok=result.ok,
-        head_seq=result.head_seq, head_hash=result.head_hash,
-        first_bad_seq=result.first_bad_seq, problem=result.problem,
+        started_at=started, finished_at=utcnow(), source=source, started_by_id=user_id,
+        count=result.count, ok=result.ok, head_seq=result.head_seq, head_hash=result.head_hash,
+        first_bad_seq=result.first_bad_seq, problem=result.problem, mode=result.mode,
+        from_seq=result.from_seq, walked=result.walked, anchor_n=anchor_n, anchor_note=anchor_note,
     )
     db.session.add(run)
     db.session.flush()
+    user = db.session.get(User, user_id) if user_id is not None else None
     extra = {} if user is None else {"user": user}
     record("audit.verify", outcome="success" if result.ok else "failure",
            object_type="audit_event",
            details={"ok": result.ok, "count": result.count, "head_seq": result.head_seq,
                     "head_hash": result.head_hash, "first_bad_seq": result.first_bad_seq,
-                    "problem": result.problem, "source": source, "run_id": run.id},
+                    "problem": result.problem, "source": source, "run_id": run.id,
+                    "mode": result.mode, "from_seq": result.from_seq, "walked": result.walked,
+                    "anchor_n": anchor_n, "anchor_mac": anchor.mac if anchor else None,
+                    "anchor_note": anchor_note, "against_seq": result.against_seq},
            **extra)
     return run
+
+
+def head_is_anchored() -> bool:
+    """Whether nothing but the last verification's own event was written since the last anchor."""
+    log = read_anchor_log(anchor_path(current_app.config), keyring(), full=False)
+    anchor = log.latest_head()
+    if log.problem or anchor is None:
+        return False
+    rows = db.session.execute(select(AuditEvent.seq, AuditEvent.hash, AuditEvent.action)
+                              .where(AuditEvent.seq >= anchor.seq).order_by(AuditEvent.seq)
+                              .limit(3)).all()
+    return (bool(rows) and (rows[0].seq, rows[0].hash) == (anchor.seq, anchor.hash)
+            and (len(rows) == 1 or (len(rows) == 2 and rows[1].action == "audit.verify")))
 
 
 def last_verification() -> ChainVerificationRun | None:
@@ -111,9 +175,10 @@ def broken_chain_banner(user: Any) -> list[Banner]:
     run = unacknowledged_failure()
     if run is None:
         return []
+    where = "" if run.first_bad_seq is None else f" at event #{run.first_bad_seq}"
     text = Markup(
-        "<strong>Audit trail integrity check failed</strong> on {when} at event #{seq}: {problem} "
+        "<strong>Audit trail integrity check failed</strong> on {when}{where}: {problem} "
         '<a class="alert-link" href="{url}#verification">Review and acknowledge</a>'
     ).format(url=url_for("audit.search_events"), when=escape(format_local(run.started_at)),
-             seq=run.first_bad_seq, problem=escape(run.problem or ""))
+             where=where, problem=escape(run.problem or ""))
     return [Banner("danger", text)]

@@ -1,10 +1,10 @@
-"""The append-only audit trail and the checkpoints that let old events be purged."""
+"""The append-only audit trail, the checkpoints that let old events be purged, verification runs."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.extensions import db
@@ -14,7 +14,11 @@ GENESIS_HASH = "0" * 64
 
 
 class AuditEvent(db.Model):
-    """One audited action; ``seq`` is its chain position and ``hash`` seals it to the last."""
+    """One audited action; ``seq`` is its chain position and ``hash`` seals it to the last.
+
+    ``key_id`` names the audit key whose HMAC ``hash`` is; 0 marks an event written before
+    keys existed, sealed with plain SHA-256.
+    """
 
     __tablename__ = "audit_event"
 
@@ -32,6 +36,7 @@ class AuditEvent(db.Model):
     details: Mapped[str] = mapped_column(Text, default="{}")
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[int] = mapped_column(Integer, server_default="0")
 
     __table_args__ = (
         Index("ix_audit_event_occurred_at", "occurred_at"),
@@ -43,7 +48,11 @@ class AuditEvent(db.Model):
 
 
 class AuditCheckpoint(db.Model):
-    """Where a retention purge cut the chain: the last purged event's position and hash."""
+    """Where a retention purge cut the chain: the range purged, the boundary's hash, the run.
+
+    ``mac`` is the keyed hash of those facts (``sealing.checkpoint_payload``) with key
+    ``key_id``; checkpoints from before keys existed have key id 0 and no mac.
+    """
 
     __tablename__ = "audit_checkpoint"
 
@@ -52,6 +61,10 @@ class AuditCheckpoint(db.Model):
     purged_through_seq: Mapped[int] = mapped_column(BigInteger, unique=True)
     last_purged_hash: Mapped[str] = mapped_column(String(64))
     purged_count: Mapped[int] = mapped_column(BigInteger)
+    from_seq: Mapped[int | None] = mapped_column(BigInteger)
+    run_id: Mapped[int | None] = mapped_column(Integer)
+    key_id: Mapped[int] = mapped_column(Integer, server_default="0")
+    mac: Mapped[str | None] = mapped_column(String(64))
 
 
 class AuditPurgePermit(db.Model):
@@ -88,3 +101,33 @@ class ObjectChange(db.Model):
     user = relationship("User")
 
     __table_args__ = (Index("ix_object_change_object", "object_type", "object_id", "changed_at"),)
+
+
+class ChainVerificationRun(db.Model):
+    """One verification of the audit trail: when, how, how many events, intact or where broken.
+
+    ``mode`` is ``full`` (every event from the start) or ``incremental`` (from ``from_seq``,
+    the last verified head); ``anchor_n`` is the anchor log entry written for the verified
+    head, ``anchor_note`` why an anchor could not be written.
+    """
+
+    __tablename__ = "audit_chain_verification"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    source: Mapped[str] = mapped_column(String(20))            # web, cli, scheduler or report
+    started_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
+    count: Mapped[int] = mapped_column(BigInteger)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    head_seq: Mapped[int] = mapped_column(BigInteger)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    first_bad_seq: Mapped[int | None] = mapped_column(BigInteger)
+    problem: Mapped[str | None] = mapped_column(Text)
+    acknowledged_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    mode: Mapped[str] = mapped_column(String(12), server_default="full")
+    from_seq: Mapped[int | None] = mapped_column(BigInteger)
+    walked: Mapped[int | None] = mapped_column(BigInteger)
+    anchor_n: Mapped[int | None] = mapped_column(BigInteger)
+    anchor_note: Mapped[str | None] = mapped_column(Text)

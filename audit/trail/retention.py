@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, or_, select
 
+from audit.retention.models import RetentionRun, RunStatus
 from audit.retention.registry import HoldScope, RecordClass
 from audit.trail.chain import purge_through
 from audit.trail.models import AuditEvent
@@ -67,9 +68,15 @@ def _audit_held(ids: Sequence[int], holds: Sequence[HoldScope]) -> set[int]:
     return {i for i in ids if i >= first_held}
 
 
+def _running_retention_run() -> int | None:
+    """The retention run in progress (the engine allows one at a time), which a purge names."""
+    return db.session.execute(select(RetentionRun.id)
+                              .where(RetentionRun.status == RunStatus.RUNNING.value)).scalar()
+
+
 def _audit_purge(ids: Sequence[int]) -> int:
-    """Purge the chain through the last of ``ids`` (they are its prefix)."""
-    return purge_through(max(ids), "retention schedule")
+    """Purge the chain through the last of ``ids`` (they are its prefix), naming the run."""
+    return purge_through(max(ids), "retention schedule", run_id=_running_retention_run())
 
 
 def audit_matches(scope: HoldScope) -> bool:

@@ -23,6 +23,13 @@ def test_chain_head_printed_in_the_pdf_matches_audit_verify(runner, make_user, s
     assert printed in verified.output
     count = int(re.search(r"intact: (\d+) events", verified.output).group(1))
     assert re.search(rf"Audit trail at generation\s+{count} events, head event #{count}", text)
+    # The report verified and anchored the trail (run #1), then read the head: the newest event
+    # is that run's own audit event.
+    assert re.search(rf"Chain verification\s+Run #1 \(full\), .*: intact through event #{count - 1}, "
+                     "anchored", text)
+    against = runner.invoke(args=["audit", "verify", "--against", printed])
+    assert against.exit_code == 0, against.output
+    assert f"head hash {printed} is event #{count}, still in the trail" in against.output
 
 
 def test_cli_writes_an_empty_period_report(runner, tmp_path):

@@ -1,18 +1,24 @@
-"""The hash-chained audit trail: one writer, append-only, tamper-evident, purgeable by prefix."""
+"""The keyed audit chain: one writer, append-only, tamper-evident, purgeable by prefix."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
+import json
 import threading
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from audit import record
-from audit.trail.chain import chain_head, event_hash, purge_through, verify_chain
+from audit.trail.chain import chain_head, purge_through, verify_chain
 from audit.trail.guards import install_audit_guards
+from audit.trail.keys import make_key
 from audit.trail.models import GENESIS_HASH, AuditCheckpoint, AuditEvent
+from audit.trail.sealing import event_hash, iso_utc
 from core.extensions import db
 from tests.helpers import require_postgres
 
@@ -75,14 +81,25 @@ def test_events_chain_from_genesis_and_verify(app):
     assert rows[0].details == '{"i":0,"note":"é"}'
 
 
-def test_stored_hash_is_sha256_of_the_canonical_fields(app):
-    append(app, 1)
+def instance_keys(app) -> dict[int, bytes]:
+    """The keys in the instance folder's key file, read as a person would read them."""
+    text = (Path(app.config["PACSDESK_INSTANCE_PATH"]) / "audit_key").read_text()
+    return {int(i): k.encode() for i, k in (line.split(":") for line in text.split())}
+
+
+def test_stored_hash_is_an_hmac_sha256_under_the_key_kept_outside_the_database(app):
+    append(app, 2)
+    keys = instance_keys(app)
     with app.app_context():
-        row = db.session.execute(select(AuditEvent)).scalar_one()
-        expected = event_hash(row.seq, row.occurred_at, row.user_id, row.username, row.user_role,
-                              row.client_address, row.action, row.object_type, row.object_id,
-                              row.outcome, row.details, row.prev_hash)
-    assert row.hash == expected and len(row.hash) == 64
+        rows = db.session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars().all()
+    for row in rows:
+        fields = [row.seq, iso_utc(row.occurred_at), row.user_id, row.username, row.user_role,
+                  row.client_address, row.action, row.object_type, row.object_id, row.outcome,
+                  row.details, row.prev_hash, row.key_id]
+        payload = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
+        assert row.key_id == 1
+        assert row.hash == hmac.new(keys[1], payload, hashlib.sha256).hexdigest()
+        assert row.hash != hashlib.sha256(payload).hexdigest()
 
 
 def test_empty_trail_verifies(app, runner):
@@ -165,15 +182,24 @@ def test_update_after_dropping_the_trigger_makes_verify_fail_naming_the_event(
     assert "altered" in outcome.output
 
 
-def test_rehashing_a_changed_event_is_still_caught_by_the_next_link(app, runner, restore_guards):
+def test_rehashing_a_changed_event_without_the_key_is_caught_at_that_event(app, runner, restore_guards):
     append(app, 5)
     with app.app_context():
         row = db.session.execute(select(AuditEvent).where(AuditEvent.seq == 2)).scalar_one()
-        forged = event_hash(row.seq, row.occurred_at, row.user_id, row.username, row.user_role,
+        forged = event_hash(make_key(1, b"a key the attacker made up, not ours"), row.seq,
+                            row.occurred_at, row.user_id, row.username, row.user_role,
                             row.client_address, row.action, row.object_type, row.object_id,
                             "failure", row.details, row.prev_hash)
     raw(app, drop_update_guard(app),
         f"UPDATE audit_event SET outcome = 'failure', hash = '{forged}' WHERE seq = 2")
+    outcome = runner.invoke(args=["audit", "verify"])
+    assert outcome.exit_code == 1
+    assert "BROKEN at event #2" in outcome.output and "keyed hash does not match" in outcome.output
+
+
+def test_an_event_relinked_elsewhere_is_caught_by_its_link(app, runner, restore_guards):
+    append(app, 5)
+    raw(app, drop_update_guard(app), f"UPDATE audit_event SET prev_hash = '{'e' * 64}' WHERE seq = 3")
     outcome = runner.invoke(args=["audit", "verify"])
     assert outcome.exit_code == 1
     assert "BROKEN at event #3" in outcome.output and "does not link" in outcome.output
@@ -196,7 +222,7 @@ def test_delete_of_the_first_rows_without_a_purge_is_caught(app, runner, restore
     assert "events before #3 are missing" in outcome.output
 
 
-def test_event_inserted_behind_the_apps_back_is_caught(app, runner):
+def test_event_inserted_behind_the_apps_back_with_a_made_up_hash_is_caught(app, runner):
     append(app, 3)
     with app.app_context():
         head = db.session.execute(select(AuditEvent).where(AuditEvent.seq == 3)).scalar_one()
@@ -256,7 +282,7 @@ def test_forged_checkpoint_is_detected(app, runner, restore_guards):
     raw(app, drop_delete_guard(app), "DELETE FROM audit_event WHERE seq = 5",
         "UPDATE audit_checkpoint SET purged_through_seq = 5")
     outcome = runner.invoke(args=["audit", "verify"])
-    assert outcome.exit_code == 1 and "does not match" in outcome.output
+    assert outcome.exit_code == 1 and "checkpoint before #6 was forged or altered" in outcome.output
 
 
 def test_purge_of_a_missing_event_is_refused(app):
@@ -351,7 +377,7 @@ def test_deleting_the_newest_events_after_a_verification_is_detected(app, runner
 
 def test_rewriting_a_verified_event_with_fresh_hashes_is_detected(app, runner, restore_guards):
     append(app, 3)
-    assert runner.invoke(args=["audit", "verify"]).exit_code == 0  # verified up to #3
+    assert runner.invoke(args=["audit", "verify"]).exit_code == 0  # verified and anchored up to #3
     with app.app_context():
         rows = db.session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars().all()
         forged = [(r.seq, r.occurred_at, r.user_id, r.username, r.user_role, r.client_address,
@@ -361,15 +387,18 @@ def test_rewriting_a_verified_event_with_fresh_hashes_is_detected(app, runner, r
     with app.app_context():
         for values in forged:  # an attacker re-chains the whole trail after changing #2
             details = '{"i":99}' if values[0] == 2 else values[10]
-            digest = event_hash(*values[:10], details, prev)
+            digest = event_hash(None, *values[:10], details, prev)
             db.session.execute(text("UPDATE audit_event SET details = :d, prev_hash = :p, "
-                                    "hash = :h WHERE seq = :s"),
+                                    "hash = :h, key_id = 0 WHERE seq = :s"),
                                {"d": details, "p": prev, "h": digest, "s": values[0]})
             prev = digest
         db.session.commit()
     outcome = runner.invoke(args=["audit", "verify"])
     assert outcome.exit_code == 1
-    assert "event #3 differs from the one verified" in outcome.output
+    assert "event #3 differs from the one anchor #1" in outcome.output
+    outcome = runner.invoke(args=["audit", "verify", "--full"])
+    assert outcome.exit_code == 1
+    assert "BROKEN at event #3" in outcome.output
 
 
 def test_a_purge_permit_never_lets_the_newer_events_go(app):

@@ -19,6 +19,7 @@ def init_app(app: Flask) -> None:
     from core.jobs import views as job_views
     from core.jobs.registry import JobKind, register_job
     from core.navigation import NavItem, register_nav
+    from core.notifications import init_app as notifications_init_app
     from core.views import bp as core_bp
 
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["PACSDESK_RATELIMIT_STORAGE_URI"])
@@ -44,4 +45,5 @@ def init_app(app: Flask) -> None:
     register_nav(app, NavItem("Jobs", "jobs.job_list", Permission.JOBS_MANAGE, 91, "gear-wide-connected"))
     register_job(app, JobKind("jobs.cleanup", "Forget old finished jobs", job_queue.cleanup_job,
                               every=lambda _app: 24 * 3600.0))
+    notifications_init_app(app)
     cli.register(app)

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from core.mail.settings import SETTINGS_HELP as MAIL_SETTINGS_HELP
+from core.mail.settings import MailConfigError, MailSettings, load_mail_settings
+
 
 class ConfigError(Exception):
     """A configuration value is invalid; the message names the variable."""
@@ -25,6 +28,7 @@ class Setting:
     default: str | None
     parse: Callable[[str], Any]
     help: str
+    secret: bool = False  # may hold a password: never echoed in an error
 
 
 def _int_range(low: int, high: int) -> Callable[[str], int]:
@@ -143,6 +147,22 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _optional(raw: str) -> str:
+    """Accept any text, empty included; checked with the other mail settings (``_mail_settings``)."""
+    return raw.strip()
+
+
+MAIL_DEFAULTS = {"PACSDESK_MAIL_PROCESSED_FOLDER": "Processed"}
+MAIL_SECRETS = frozenset({"PACSDESK_MAIL_URL", "PACSDESK_MAIL_IMAP_URL"})
+
+
+def _mail_rows() -> tuple[Setting, ...]:
+    """The mail settings, documented beside their parsers in ``core.mail.settings``."""
+    return tuple(Setting(name, MAIL_DEFAULTS.get(name, ""), _optional, f"{meaning} (default: {default}).",
+                         secret=name in MAIL_SECRETS)
+                 for name, default, meaning in MAIL_SETTINGS_HELP)
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("PACSDESK_INSTANCE_PATH", None, _text,
             "Folder for the SQLite database, the generated secret key and local files "
@@ -187,7 +207,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Local business hours; access outside them is listed in the access-audit report."),
     Setting("PACSDESK_WORKER", "true", _bool,
             "Run a job worker beside the web server in `pacsdesk serve` (same as not passing --no-worker)."),
+    *_mail_rows(),
+    Setting("PACSDESK_MAIL_POLL_SECONDS", "60", _int_range(10, 86400),
+            "Seconds between two readings of the mailbox named by `PACSDESK_MAIL_IMAP_URL`."),
 )
+MAIL_NAMES = tuple(name for name, _default, _meaning in MAIL_SETTINGS_HELP)
 
 
 def _secret_key(instance_path: Path) -> str:
@@ -199,6 +223,15 @@ def _secret_key(instance_path: Path) -> str:
     with os.fdopen(fd, "w") as handle:
         handle.write(secrets.token_hex(32))
     return key_file.read_text().strip()
+
+
+def _mail_settings(values: Mapping[str, Any], organization: str) -> MailSettings:
+    """The mail settings checked together (a URL, its password file, the sender, the base URL)."""
+    raw = {name: str(values.get(name) or "") for name in MAIL_NAMES}
+    try:
+        return load_mail_settings({k: v for k, v in raw.items() if v}, organization=organization)
+    except MailConfigError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def load_config(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -221,7 +254,8 @@ def load_config(environ: Mapping[str, str], overrides: Mapping[str, Any] | None 
         try:
             values[setting.name] = setting.parse(raw)
         except ValueError as exc:
-            raise ConfigError(f"{setting.name}: {exc} (got {raw!r})") from None
+            shown = "" if setting.secret else f" (got {raw!r})"
+            raise ConfigError(f"{setting.name}: {exc}{shown}") from None
     instance = Path(values["PACSDESK_INSTANCE_PATH"] or "instance").resolve()
     try:
         instance.mkdir(parents=True, exist_ok=True)
@@ -233,8 +267,10 @@ def load_config(environ: Mapping[str, str], overrides: Mapping[str, Any] | None 
     values.pop("PACSDESK_DATABASE_URL", None)
     secret = given.get("SECRET_KEY") or values.pop("PACSDESK_SECRET_KEY") or _secret_key(instance)
     values.pop("PACSDESK_SECRET_KEY", None)
+    mail = given.get("PACSDESK_MAIL") or _mail_settings(values, values["PACSDESK_ORGANIZATION"])
     config = {
         **values,
+        "PACSDESK_MAIL": mail,
         "SECRET_KEY": secret,
         "SQLALCHEMY_DATABASE_URI": database_url,
         "MAX_CONTENT_LENGTH": (values["PACSDESK_MAX_UPLOAD_MB"] + 1) * 1024 * 1024,

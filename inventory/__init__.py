@@ -10,10 +10,12 @@ def init_app(app: Flask) -> None:
     from audit.reports.registry import register_export_actions, register_report_kind
     from audit.retention.registry import register_record_class
     from core import audit_sink
+    from core.auth.models import Role
     from core.auth.permissions import Permission
     from core.demo import register_data_check, register_seeder
     from core.jobs.registry import JobKind, register_job
     from core.navigation import NavItem, register_dashboard_panel, register_nav
+    from core.notifications import NotificationKind, register_notification_kind
     from helpdesk.assets import register_asset_lookup
     from inventory import cli, csv_io, demo, jobs, reports, services, views
     from inventory.ticket_assets import InventoryAssets
@@ -22,6 +24,10 @@ def init_app(app: Flask) -> None:
 
     for module in (services, csv_io, verification, tickets):
         audit_sink.register_actions(app, module.AUDIT_ACTIONS)
+    staff = frozenset({Role.TECHNICIAN, Role.ADMIN})
+    register_notification_kind(app, NotificationKind("inventory.node_down", "A DICOM node is down", staff))
+    register_notification_kind(app, NotificationKind("inventory.node_recovered", "A DICOM node recovered",
+                                                     staff))
     register_asset_lookup(app, InventoryAssets())
     register_record_class(app, retention.RETENTION_CLASS)
     register_report_kind(app, reports.REPORT_KIND)

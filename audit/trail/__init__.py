@@ -12,10 +12,12 @@ def init_app(app: Flask) -> None:
     from audit.trail import chain, chain_verification, cli, guards, jobs, retention, search, search_index
     from audit.trail.models import AuditEvent
     from core import audit_sink
+    from core.auth.models import Role
     from core.auth.permissions import Permission
     from core.database import listen_once
     from core.jobs.registry import JobKind, register_job
     from core.navigation import NavItem, register_banner_source, register_nav
+    from core.notifications import NotificationKind, register_notification_kind
     from core.reference_data import register_reference_data
 
     for module in (chain, chain_verification, search):
@@ -28,6 +30,9 @@ def init_app(app: Flask) -> None:
     register_reference_data(app, "audit search index", search_index.ensure_search_index)
     register_job(app, JobKind(jobs.VERIFY_JOB, "Verify the audit chain", jobs.verify_chain_job,
                               max_attempts=2, every=lambda _app: 24 * 3600.0))
+    register_notification_kind(app, NotificationKind(
+        "audit.chain_broken", "The audit trail failed its integrity check (security)",
+        roles=frozenset({Role.ADMIN, Role.COMPLIANCE}), optional=False))
     register_nav(app, NavItem("Audit trail", "audit.search_events", Permission.AUDIT_READ, 60,
                               "journal-check"))
     register_banner_source(app, chain_verification.broken_chain_banner)

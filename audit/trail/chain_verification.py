@@ -11,9 +11,12 @@ from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, s
 from sqlalchemy.orm import Mapped, mapped_column
 
 from audit.trail.chain import record, verify_chain
+from core.auth.models import Role
 from core.auth.permissions import Permission, has_permission
 from core.extensions import db
+from core.mail.compose import Notice
 from core.navigation import Banner
+from core.notifications import notify, users_with_roles
 from core.timeutil import UTCDateTime, format_local, utcnow
 
 # Audit actions recorded here (registered by the package's init_app).
@@ -60,6 +63,14 @@ def run_verification(source: str, user: Any = None) -> ChainVerificationRun:
     db.session.add(run)
     db.session.flush()
     extra = {} if user is None else {"user": user}
+    if not result.ok:
+        notify("audit.chain_broken", users_with_roles(Role.ADMIN, Role.COMPLIANCE), Notice(
+            subject="Audit trail integrity check failed",
+            paragraphs=(f"The verification of the audit trail's hash chain ({source}) found a problem at "
+                        f"event {result.first_bad_seq}: the trail may have been altered.",
+                        "Open the audit trail, read the verification result and acknowledge it once "
+                        "it is investigated."),
+            link_path="/audit", link_label="Open the audit trail"))
     record("audit.verify", outcome="success" if result.ok else "failure",
            object_type="audit_event",
            details={"ok": result.ok, "count": result.count, "head_seq": result.head_seq,

@@ -13,6 +13,7 @@ fails the change rather than the delivery.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 
@@ -22,7 +23,7 @@ from sqlalchemy import func, select, update
 from core import audit_sink
 from core.auth.models import Role, User
 from core.extensions import db
-from core.mail.compose import Notice, compose, new_message_id
+from core.mail.compose import Notice, UnsafeMessage, compose, new_message_id
 from core.mail.settings import MailSettings
 from core.notifications.models import (
     Delivery,
@@ -41,6 +42,7 @@ AUDIT_ACTIONS = {
 }
 
 KICK = "pacsdesk_mail_kick"
+log = logging.getLogger("pacsdesk.notifications")
 
 
 class PreferenceError(ValueError):
@@ -116,12 +118,34 @@ def _with_reason(kind: NotificationKind, notice: Notice) -> Notice:
     return Notice(**{**asdict(notice), "reason": why})
 
 
+def _mailable(kind: NotificationKind, notice: Notice) -> Notice:
+    """``notice``, or a generic one when ``compose`` finds something that may identify a patient.
+
+    The check fails closed without failing the caller's change: the person still hears that
+    something happened and follows the link; the words stay in the app.
+    """
+    identity = mail_settings().identity
+    if identity is None:
+        return notice
+    try:
+        compose(identity, identity.address, notice)
+    except UnsafeMessage as refused:
+        log.warning("notification %s e-mailed without details: %s", kind.name, refused)
+        return Notice(subject=kind.label, ticket=notice.ticket, link_path=notice.link_path,
+                      link_label=notice.link_label, reason=notice.reason,
+                      paragraphs=(f"There is news in PACS Desk: {kind.label.lower()}.",
+                                  "For patient privacy this message holds no details: open PACS Desk "
+                                  "to read them."))
+    return notice
+
+
 def notify(kind_name: str, recipients: Iterable[User | None], notice: Notice, *,
            key: str | None = None) -> list[Notification]:
     """Tell each recipient (once per ``key`` when given), in the app and by e-mail as they chose; flushes."""
     kind = get_kind(kind_name)
     notice = _with_reason(kind, notice)
     settings = mail_settings()
+    mailed = _mailable(kind, notice) if settings.enabled else notice
     made: list[Notification] = []
     seen: set[int] = set()
     for user in recipients:
@@ -144,7 +168,7 @@ def notify(kind_name: str, recipients: Iterable[User | None], notice: Notice, *,
                 note.email = EmailState.DIGEST_PENDING
             else:
                 note.email = EmailState.QUEUED
-                queue_email(user, str(user.email), kind.name, notice, note)
+                queue_email(user, str(user.email), kind.name, mailed, note)
         made.append(note)
     db.session.flush()
     return made

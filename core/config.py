@@ -158,9 +158,8 @@ MAIL_SECRETS = frozenset({"PACSDESK_MAIL_URL", "PACSDESK_MAIL_IMAP_URL"})
 
 def _mail_rows() -> tuple[Setting, ...]:
     """The mail settings, documented beside their parsers in ``core.mail.settings``."""
-    return tuple(Setting(name, MAIL_DEFAULTS.get(name, ""), _optional, f"{meaning} (default: {default}).",
-                         secret=name in MAIL_SECRETS)
-                 for name, default, meaning in MAIL_SETTINGS_HELP)
+    return tuple(Setting(name, MAIL_DEFAULTS.get(name, ""), _optional, meaning, secret=name in MAIL_SECRETS)
+                 for name, _default, meaning in MAIL_SETTINGS_HELP)
 
 
 SETTINGS: tuple[Setting, ...] = (

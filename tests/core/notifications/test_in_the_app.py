@@ -23,7 +23,8 @@ from tests.core.notifications.conftest import body_text
 __all__ = ["tamper"]
 
 
-def test_the_bell_counts_unread_and_the_page_marks_them_read(client, switch_to, login, make_user, file_ticket):
+def test_the_bell_counts_unread_and_the_page_marks_them_read(client, switch_to, login, make_user,
+                                                              file_ticket):
     tech = make_user("technician", "pacs.sam", email="sam@hospital.example")
     switch_to("requester", "dr.okafor")
     file_ticket(title="Viewer slow")
@@ -91,7 +92,7 @@ def test_sla_warnings_and_breaches_are_told_once_each(app, make_user, switch_to,
     tech = make_user("technician", "pacs.sam", email="sam@hospital.example")
     admin = make_user("admin", "root", email="root@hospital.example")
     switch_to("requester", "dr.okafor")
-    _, number = file_ticket(title="CT 3 images missing")
+    file_ticket(title="CT 3 images missing")
     with app.app_context():
         ticket = db.session.get(Ticket, 1)
         ticket.assignee_id = tech.id
@@ -182,7 +183,7 @@ def test_a_bad_mail_setting_stops_start_up_naming_it_without_the_password(tmp_pa
 
 
 def test_mail_on_without_a_sender_is_refused_naming_it(tmp_path):
-    with pytest.raises(ConfigError, match="^PACSDESK_MAIL_FROM: is required"):
+    with pytest.raises(ConfigError, match=r"^PACSDESK_MAIL_FROM: is required"):
         load_config({"PACSDESK_INSTANCE_PATH": str(tmp_path), "PACSDESK_MAIL_URL": "smtp://u:p@mail.example"})
 
 

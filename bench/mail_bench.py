@@ -21,6 +21,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import benchlib  # first: it puts the project on sys.path
@@ -139,7 +140,7 @@ def filing(url_on: tuple[str, str | None], url_off: tuple[str, str | None], port
         samples: dict[str, list[float]] = {"on": [], "off": []}
         for n in range(-5, tickets):  # five warm-ups each
             for name, client, category in (("on", on_client, on_category), ("off", off_client, off_category)):
-                elapsed, _ = benchlib.timed_ms(lambda c=client, k=category, i=n: file_once(c, k, i))
+                elapsed, _ = benchlib.timed_ms(partial(file_once, client, category, n))
                 if n >= 0:
                     samples[name].append(elapsed)
         with on_app.app_context():

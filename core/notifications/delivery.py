@@ -118,7 +118,8 @@ def after_rollback(session: Session) -> None:
 
 def _write(statement: Any) -> int:
     """Run one update in a committed transaction of its own; returns the rows it touched."""
-    rows = db.session.execute(statement.execution_options(synchronize_session=False)).rowcount
+    rows = db.session.execute(statement.execution_options(
+        synchronize_session=False)).rowcount  # type: ignore[attr-defined]
     db.session.commit()
     return int(rows or 0)
 

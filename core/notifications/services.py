@@ -236,6 +236,6 @@ def mark_read(user_id: int, notification_id: int | None = None) -> int:
     if notification_id is not None:
         statement = statement.where(Notification.id == notification_id)
     count = db.session.execute(statement.values(read_at=utcnow())
-                               .execution_options(synchronize_session=False)).rowcount
+                               .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
     db.session.flush()
     return int(count or 0)

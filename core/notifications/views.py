@@ -147,5 +147,4 @@ def outbox_resend(message_id: int):
     else:
         db.session.commit()
         flash(f"Message #{message.id} to {message.to_address} is queued again.", "success")
-    return redirect(request.form.get("back") if request.form.get("back", "").startswith("/admin/")
-                    else url_for("notifications.outbox"))
+    return redirect(url_for("notifications.outbox"))

@@ -113,7 +113,8 @@ def throughput(url: str, schema: str | None, port: int, counter: Counter, count:
 
 def filing_app(url: str, schema: str | None, instance: str, env: dict[str, str]) -> tuple[Flask, Any, int]:
     """An app, a signed-in requester's client and the category to file under."""
-    app = benchlib.make_app(url, instance, schema, env)
+    app = benchlib.make_app(url, instance, schema, env, config={
+        "WTF_CSRF_ENABLED": False, "RATELIMIT_ENABLED": False, "PACSDESK_SESSION_IDLE_MINUTES": 1440})
     prepare(app)
     client = app.test_client()
     response = client.post("/login", data={"username": "requester", "password": PASSWORD})

@@ -23,7 +23,7 @@ from sqlalchemy import func, select, update
 from core import audit_sink
 from core.auth.models import Role, User
 from core.extensions import db
-from core.mail.compose import Notice, UnsafeMessage, compose, new_message_id
+from core.mail.compose import Notice, UnsafeMessage, check_address, check_notice, new_message_id
 from core.mail.settings import MailSettings
 from core.notifications.models import (
     Delivery,
@@ -83,7 +83,8 @@ def queue_email(user: User | None, address: str, kind: str, notice: Notice,
     if identity is None:
         raise RuntimeError("queue_email: e-mail is off (PACSDESK_MAIL_URL is not set)")
     message_id = new_message_id(identity.domain, notice.ticket)
-    compose(identity, address, notice, message_id=message_id)  # refuses unsafe text now, not later
+    check_address(address)
+    check_notice(identity, notice)  # refuses unsafe text now, in the transaction, not at delivery
     message = OutboxMessage(user_id=user.id if user else None,
                             notification_id=notification.id if notification else None, kind=kind,
                             to_address=address, message_id=message_id,
@@ -128,7 +129,7 @@ def _mailable(kind: NotificationKind, notice: Notice) -> Notice:
     if identity is None:
         return notice
     try:
-        compose(identity, identity.address, notice)
+        check_notice(identity, notice)
     except UnsafeMessage as refused:
         log.warning("notification %s e-mailed without details: %s", kind.name, refused)
         return Notice(subject=kind.label, ticket=notice.ticket, link_path=notice.link_path,

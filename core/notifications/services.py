@@ -70,15 +70,9 @@ def delivery_for(user: User, kind: NotificationKind) -> Delivery:
     return chosen or kind.default
 
 
-def _already(user_id: int, key: str) -> bool:
-    """Whether ``user_id`` was already told about ``key``."""
-    return db.session.execute(select(Notification.id).where(
-        Notification.user_id == user_id, Notification.key == key)).first() is not None
-
-
 def queue_email(user: User | None, address: str, kind: str, notice: Notice,
                 notification: Notification | None = None) -> OutboxMessage:
-    """Add one outgoing message to the outbox (flushes); delivery starts after the commit."""
+    """Add one outgoing message to the outbox (the caller flushes); delivery starts after the commit."""
     identity = mail_settings().identity
     if identity is None:
         raise RuntimeError("queue_email: e-mail is off (PACSDESK_MAIL_URL is not set)")
@@ -92,7 +86,6 @@ def queue_email(user: User | None, address: str, kind: str, notice: Notice,
                             subject=notice.subject[:300], notice=notice_to_dict(notice),
                             status=OutboxStatus.PENDING, created_at=utcnow(), next_attempt_at=utcnow())
     db.session.add(message)
-    db.session.flush()
     db.session.info[KICK] = True
     return message
 
@@ -140,39 +133,58 @@ def _mailable(kind: NotificationKind, notice: Notice) -> Notice:
     return notice
 
 
+def _choices(kind: NotificationKind, user_ids: list[int]) -> dict[int, Delivery]:
+    """What each of ``user_ids`` chose for ``kind``, in one query (absent: the default)."""
+    if not kind.optional:
+        return {}
+    return dict(db.session.execute(select(NotificationPreference.user_id, NotificationPreference.delivery)
+                                   .where(NotificationPreference.kind == kind.name,
+                                          NotificationPreference.user_id.in_(user_ids))).all())
+
+
+def _told(key: str, user_ids: list[int]) -> set[int]:
+    """Which of ``user_ids`` were already told about ``key``."""
+    return set(db.session.execute(select(Notification.user_id).where(
+        Notification.key == key, Notification.user_id.in_(user_ids))).scalars())
+
+
 def notify(kind_name: str, recipients: Iterable[User | None], notice: Notice, *,
            key: str | None = None) -> list[Notification]:
     """Tell each recipient (once per ``key`` when given), in the app and by e-mail as they chose; flushes."""
     kind = get_kind(kind_name)
+    people: dict[int, User] = {}
+    for user in recipients:
+        if user is not None and not user.is_disabled and kind.applies_to(user.role):
+            people.setdefault(user.id, user)
+    if not people:
+        return []
     notice = _with_reason(kind, notice)
     settings = mail_settings()
     mailed = _mailable(kind, notice) if settings.enabled else notice
-    made: list[Notification] = []
-    seen: set[int] = set()
-    for user in recipients:
-        if user is None or user.id in seen or user.is_disabled or not kind.applies_to(user.role):
+    ids = list(people)
+    chosen = _choices(kind, ids)
+    told = _told(key, ids) if key is not None else set()
+    made: list[tuple[User, Notification, Delivery]] = []
+    for user_id, user in people.items():
+        delivery = Delivery.IMMEDIATE if not kind.optional else chosen.get(user_id, kind.default)
+        if delivery is Delivery.OFF or user_id in told:
             continue
-        seen.add(user.id)
-        delivery = delivery_for(user, kind)
-        if delivery is Delivery.OFF or (key is not None and _already(user.id, key)):
-            continue
-        wants_mail = delivery in (Delivery.IMMEDIATE, Delivery.DIGEST)
-        can_mail = settings.enabled and bool(user.email)
-        note = Notification(user_id=user.id, kind=kind.name, subject=notice.subject[:300],
-                            paragraphs=list(notice.paragraphs), link_path=notice.link_path,
-                            ticket=notice.ticket.upper() if notice.ticket else None, key=key,
-                            created_at=utcnow(), email=EmailState.NONE)
-        db.session.add(note)
-        db.session.flush()
-        if wants_mail and can_mail:
-            if delivery is Delivery.DIGEST:
-                note.email = EmailState.DIGEST_PENDING
-            else:
-                note.email = EmailState.QUEUED
-                queue_email(user, str(user.email), kind.name, mailed, note)
-        made.append(note)
+        made.append((user, Notification(
+            user_id=user_id, kind=kind.name, subject=notice.subject[:300], paragraphs=list(notice.paragraphs),
+            link_path=notice.link_path, ticket=notice.ticket.upper() if notice.ticket else None, key=key,
+            created_at=utcnow(), email=EmailState.NONE), delivery))
+    db.session.add_all([note for _user, note, _delivery in made])
     db.session.flush()
-    return made
+    for user, note, delivery in made:
+        if not (settings.enabled and user.email) or delivery not in (Delivery.IMMEDIATE, Delivery.DIGEST):
+            continue
+        if delivery is Delivery.DIGEST:
+            note.email = EmailState.DIGEST_PENDING
+        else:
+            note.email = EmailState.QUEUED
+            queue_email(user, str(user.email), kind.name, mailed, note)
+    db.session.flush()
+    return [note for _user, note, _delivery in made]
 
 
 def emailed_to(user_id: int, kind: str, ticket: str) -> str | None:

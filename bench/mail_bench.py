@@ -139,8 +139,9 @@ def filing(url_on: tuple[str, str | None], url_off: tuple[str, str | None], port
         on_app, on_client, on_category = filing_app(*url_on, on_dir, mail_env(port))
         off_app, off_client, off_category = filing_app(*url_off, off_dir, {})
         samples: dict[str, list[float]] = {"on": [], "off": []}
-        for n in range(-5, tickets):  # five warm-ups each
-            for name, client, category in (("on", on_client, on_category), ("off", off_client, off_category)):
+        pair = [("on", on_client, on_category), ("off", off_client, off_category)]
+        for n in range(-5, tickets):  # five warm-ups each; who goes first alternates
+            for name, client, category in (pair if n % 2 else pair[::-1]):
                 elapsed, _ = benchlib.timed_ms(partial(file_once, client, category, n))
                 if n >= 0:
                     samples[name].append(elapsed)

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from core import audit_sink
 from core.auth.models import User
-from core.database import outside_transaction
+from core.database import outside_transaction, snapshot_connection
 from core.extensions import db
 from core.jobs.models import ACTIVE, Job, JobStatus
 from core.jobs.registry import JobContext, job_kinds
@@ -91,7 +91,16 @@ def _insert_job(connection: Any, dedup_key: str) -> int:
 
 
 def kick_delivery() -> None:
-    """Queue a delivery now, in a short transaction of its own (a second one if one is already running)."""
+    """Queue a delivery now, in a short transaction of its own (a second one if one is already running).
+
+    A delivery still queued will read the outbox after this commit: then a read, which takes no
+    write lock, is all it costs.
+    """
+    with snapshot_connection() as reader:
+        waiting = reader.execute(select(Job.id).where(
+            Job.dedup_key == DELIVER_JOB, Job.status == JobStatus.QUEUED)).first()
+    if waiting is not None:
+        return
     with db.engine.begin() as connection:
         if _insert_job(connection, DELIVER_JOB):
             return

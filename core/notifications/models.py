@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text
-from sqlalchemy.orm import Mapped, deferred, mapped_column
+from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 
 from core.extensions import db
 from core.timeutil import UTCDateTime, utcnow
@@ -123,6 +123,8 @@ class OutboxMessage(db.Model):
     sending_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_result: Mapped[str | None] = mapped_column(Text)
+
+    notification = relationship(Notification)
 
     __table_args__ = (
         Index("ix_mail_outbox_due", "status", "next_attempt_at"),

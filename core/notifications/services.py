@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict
+from dataclasses import replace
 
 from flask import current_app
 from sqlalchemy import func, select, update
@@ -71,16 +71,21 @@ def delivery_for(user: User, kind: NotificationKind) -> Delivery:
 
 
 def queue_email(user: User | None, address: str, kind: str, notice: Notice,
-                notification: Notification | None = None) -> OutboxMessage:
-    """Add one outgoing message to the outbox (the caller flushes); delivery starts after the commit."""
+                notification: Notification | None = None, *, checked: bool = False) -> OutboxMessage:
+    """Add one outgoing message to the outbox (the caller flushes); delivery starts after the commit.
+
+    Unless ``checked`` (``notify`` checked the notice once for all its recipients, and stored
+    addresses were checked when saved), the address and the notice are checked now, in the
+    transaction, rather than at delivery.
+    """
     identity = mail_settings().identity
     if identity is None:
         raise RuntimeError("queue_email: e-mail is off (PACSDESK_MAIL_URL is not set)")
     message_id = new_message_id(identity.domain, notice.ticket)
-    check_address(address)
-    check_notice(identity, notice)  # refuses unsafe text now, in the transaction, not at delivery
-    message = OutboxMessage(user_id=user.id if user else None,
-                            notification_id=notification.id if notification else None, kind=kind,
+    if not checked:
+        check_address(address)
+        check_notice(identity, notice)
+    message = OutboxMessage(user_id=user.id if user else None, notification=notification, kind=kind,
                             to_address=address, message_id=message_id,
                             ticket=notice.ticket.upper() if notice.ticket else None,
                             subject=notice.subject[:300], notice=notice_to_dict(notice),
@@ -92,9 +97,8 @@ def queue_email(user: User | None, address: str, kind: str, notice: Notice,
 
 def notice_to_dict(notice: Notice) -> dict:
     """A notice as stored in the outbox."""
-    values = asdict(notice)
-    values["paragraphs"] = list(notice.paragraphs)
-    return values
+    return {"subject": notice.subject, "paragraphs": list(notice.paragraphs), "link_path": notice.link_path,
+            "link_label": notice.link_label, "ticket": notice.ticket, "reason": notice.reason}
 
 
 def notice_from_dict(values: Mapping) -> Notice:
@@ -109,7 +113,7 @@ def _with_reason(kind: NotificationKind, notice: Notice) -> Notice:
     why = (f"You get this message for “{kind.label}”. "
            + ("Choose what you receive under Notification settings in PACS Desk." if kind.optional
               else "This message cannot be turned off."))
-    return Notice(**{**asdict(notice), "reason": why})
+    return replace(notice, reason=why)
 
 
 def _mailable(kind: NotificationKind, notice: Notice) -> Notice:
@@ -164,27 +168,25 @@ def notify(kind_name: str, recipients: Iterable[User | None], notice: Notice, *,
     ids = list(people)
     chosen = _choices(kind, ids)
     told = _told(key, ids) if key is not None else set()
-    made: list[tuple[User, Notification, Delivery]] = []
+    made: list[Notification] = []
     for user_id, user in people.items():
         delivery = Delivery.IMMEDIATE if not kind.optional else chosen.get(user_id, kind.default)
         if delivery is Delivery.OFF or user_id in told:
             continue
-        made.append((user, Notification(
-            user_id=user_id, kind=kind.name, subject=notice.subject[:300], paragraphs=list(notice.paragraphs),
-            link_path=notice.link_path, ticket=notice.ticket.upper() if notice.ticket else None, key=key,
-            created_at=utcnow(), email=EmailState.NONE), delivery))
-    db.session.add_all([note for _user, note, _delivery in made])
+        email = EmailState.NONE
+        if settings.enabled and user.email:
+            email = {Delivery.IMMEDIATE: EmailState.QUEUED, Delivery.DIGEST: EmailState.DIGEST_PENDING}.get(
+                delivery, EmailState.NONE)
+        note = Notification(user_id=user_id, kind=kind.name, subject=notice.subject[:300],
+                            paragraphs=list(notice.paragraphs), link_path=notice.link_path,
+                            ticket=notice.ticket.upper() if notice.ticket else None, key=key,
+                            created_at=utcnow(), email=email)
+        db.session.add(note)
+        if email is EmailState.QUEUED:
+            queue_email(user, str(user.email), kind.name, mailed, note, checked=True)
+        made.append(note)
     db.session.flush()
-    for user, note, delivery in made:
-        if not (settings.enabled and user.email) or delivery not in (Delivery.IMMEDIATE, Delivery.DIGEST):
-            continue
-        if delivery is Delivery.DIGEST:
-            note.email = EmailState.DIGEST_PENDING
-        else:
-            note.email = EmailState.QUEUED
-            queue_email(user, str(user.email), kind.name, mailed, note)
-    db.session.flush()
-    return [note for _user, note, _delivery in made]
+    return made
 
 
 def emailed_to(user_id: int, kind: str, ticket: str) -> str | None:

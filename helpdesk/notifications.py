@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from core.auth.models import Role, User
 from core.extensions import db
+from core.jobs.registry import JobContext
 from core.mail.compose import Notice, ticket_notice
 from core.notifications import NotificationKind, notify, users_with_roles
 from core.timeutil import format_local, utcnow
@@ -207,6 +208,6 @@ def sla_alerts(now: datetime | None = None) -> dict[str, int]:
     return counts
 
 
-def sla_alerts_job(ctx: Any) -> dict[str, int]:
+def sla_alerts_job(ctx: JobContext) -> dict[str, int]:
     """The ``helpdesk.sla_alerts`` job, every minute (commits)."""
     return sla_alerts()

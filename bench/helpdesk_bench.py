@@ -26,11 +26,12 @@ from flask import Flask
 from sqlalchemy import text
 
 from audit.trail.chain import chain_head
+from audit.trail.models import ObjectChange
 from core.auth.models import Role
 from core.auth.services import NewUser, create_user
 from core.extensions import db
 from core.reference_data import load_reference_data
-from helpdesk.models import Category, Ticket, TicketChange, TicketComment
+from helpdesk.models import Category, Ticket, TicketComment
 from helpdesk.search import TicketWord, words_of
 from helpdesk.sla import DEFAULT_SLAS
 
@@ -117,10 +118,11 @@ def load_tickets(count: int, requester_ids: list[int], tech_ids: list[int], rng:
                     for t in batch for k, (author, internal) in
                     enumerate(((t["requester_id"], False), (rng.choice(tech_ids), rng.random() < 0.3)))]
         benchlib.bulk_insert(TicketComment, comments)
-        changes = [{"ticket_id": t["id"], "changed_at": t["updated_at"], "user_id": rng.choice(tech_ids),
-                    "field": "status", "old_value": "new", "new_value": t["status"]}
+        changes = [{"object_type": "ticket", "object_id": t["id"], "changed_at": t["updated_at"],
+                    "user_id": rng.choice(tech_ids), "field": "status", "old_value": "new",
+                    "new_value": t["status"]}
                    for t in batch if t["status"] != "new"]
-        benchlib.bulk_insert(TicketChange, changes)
+        benchlib.bulk_insert(ObjectChange, changes)
         db.session.commit()
 
 

@@ -19,6 +19,7 @@ def init_app(app: Flask) -> None:
     from core.jobs import views as job_views
     from core.jobs.registry import JobKind, register_job
     from core.navigation import DashboardPanel, NavItem, register_dashboard_panel, register_nav
+    from core.notifications import init_app as notifications_init_app
     from core.views import bp as core_bp
 
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["PACSDESK_RATELIMIT_STORAGE_URI"])
@@ -53,4 +54,5 @@ def init_app(app: Flask) -> None:
     if app.config["PACSDESK_DIRECTORY"] is not None:
         register_job(app, JobKind("core.directory_sync", "Directory sync", directory_accounts.sync_job,
                                   every=directory_accounts.sync_interval))
+    notifications_init_app(app)
     cli.register(app)

@@ -166,9 +166,38 @@ def demo_command(seed: int) -> None:
         click.echo(note)
 
 
+@click.group("mail")
+def mail_group() -> None:
+    """E-mail: check the outgoing server."""
+
+
+@mail_group.command("test")
+@click.argument("address")
+@with_appcontext
+def mail_test_command(address: str) -> None:
+    """Send a test message to ADDRESS now and print what the server answered (exit 0 only when sent)."""
+    from core.mail.compose import UnsafeMessage
+    from core.mail.smtp import SendStatus, send_test
+
+    settings = current_app.config["PACSDESK_MAIL"]
+    if not settings.enabled:
+        raise click.ClickException("e-mail is off: set PACSDESK_MAIL_URL, PACSDESK_MAIL_FROM and "
+                                   "PACSDESK_BASE_URL")
+    click.echo(f"Sending a test message to {address} through {settings.smtp.describe()}...")
+    try:
+        result = send_test(settings.smtp, settings.identity, address)
+    except UnsafeMessage as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Server answered: {result.describe()}")
+    for refused in result.refused:
+        click.echo(f"Refused {refused.address}: {refused.code} {refused.reply}")
+    if result.status is not SendStatus.SENT:
+        sys.exit(1)
+
+
 def register(app: Flask) -> None:
     """Attach the core commands."""
-    for command in (setup_command, serve_command, worker_command, demo_command, users_group):
+    for command in (setup_command, serve_command, worker_command, demo_command, users_group, mail_group):
         app.cli.add_command(command)
 
 

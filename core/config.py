@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from core.mail.settings import SETTINGS_HELP as MAIL_SETTINGS_HELP
+from core.mail.settings import MailConfigError, MailSettings, load_mail_settings
+
 
 class ConfigError(Exception):
     """A configuration value is invalid; the message names the variable."""
@@ -205,6 +208,8 @@ def _roles(raw: str) -> frozenset[str]:
     if unknown:
         raise ValueError(f"{', '.join(unknown)} is not a role; use {', '.join(ROLE_NAMES)} or none")
     return roles
+
+
 ATNA_LISTENER = re.compile(r"^(udp|tcp|tls)://(\[[0-9A-Fa-f:.]+\]|[0-9.]+):([0-9]{1,5})$")
 
 
@@ -234,6 +239,21 @@ def _readable_file(raw: str) -> str:
     if not path.is_file() or not os.access(path, os.R_OK):
         raise ValueError("must name a readable file")
     return str(path)
+
+
+def _optional(raw: str) -> str:
+    """Accept any text, empty included; checked with the other mail settings (``_mail_settings``)."""
+    return raw.strip()
+
+
+MAIL_DEFAULTS = {"PACSDESK_MAIL_PROCESSED_FOLDER": "Processed"}
+MAIL_SECRETS = frozenset({"PACSDESK_MAIL_URL", "PACSDESK_MAIL_IMAP_URL"})
+
+
+def _mail_rows() -> tuple[Setting, ...]:
+    """The mail settings, documented beside their parsers in ``core.mail.settings``."""
+    return tuple(Setting(name, MAIL_DEFAULTS.get(name, ""), _optional, meaning, secret=name in MAIL_SECRETS)
+                 for name, _default, meaning in MAIL_SETTINGS_HELP)
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -332,7 +352,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PACSDESK_AUDIT_SYSLOG", None, _syslog_target,
             "Also send each audit chain anchor to this log collector, as RFC 5424 syslog: "
             "`udp://host:port` or `tcp://host:port` (default: none)."),
+    *_mail_rows(),
+    Setting("PACSDESK_MAIL_POLL_SECONDS", "60", _int_range(10, 86400),
+            "Seconds between two readings of the mailbox named by `PACSDESK_MAIL_IMAP_URL`."),
 )
+MAIL_NAMES = tuple(name for name, _default, _meaning in MAIL_SETTINGS_HELP)
 
 
 def _secret_key(instance_path: Path) -> str:
@@ -388,6 +412,15 @@ def read_audit_key_file(path: Path, variable: str) -> dict[int, bytes]:
         raise ConfigError(f"{variable}: the audit key file {path}: {exc}") from None
 
 
+def _mail_settings(values: Mapping[str, Any], organization: str) -> MailSettings:
+    """The mail settings checked together (a URL, its password file, the sender, the base URL)."""
+    raw = {name: str(values.get(name) or "") for name in MAIL_NAMES}
+    try:
+        return load_mail_settings({k: v for k, v in raw.items() if v}, organization=organization)
+    except MailConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def load_config(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Build the Flask configuration from the environment and ``overrides``; ConfigError on a bad value.
 
@@ -429,8 +462,10 @@ def load_config(environ: Mapping[str, str], overrides: Mapping[str, Any] | None 
         values["PACSDESK_AUDIT_KEY_FILE"] = str(key_file)
     values["PACSDESK_AUDIT_ANCHOR_DIR"] = str(Path(values["PACSDESK_AUDIT_ANCHOR_DIR"]
                                                    or instance / "anchors").resolve())
+    mail = given.get("PACSDESK_MAIL") or _mail_settings(values, values["PACSDESK_ORGANIZATION"])
     config = {
         **values,
+        "PACSDESK_MAIL": mail,
         "SECRET_KEY": secret,
         "SQLALCHEMY_DATABASE_URI": database_url,
         "MAX_CONTENT_LENGTH": (values["PACSDESK_MAX_UPLOAD_MB"] + 1) * 1024 * 1024,

@@ -24,6 +24,20 @@ def _panel() -> dict[str, Any]:
     return dashboard_figures()
 
 
+def _needs_action() -> dict[str, Any]:
+    """The signed-in person's tickets that wait on their answer, oldest first."""
+    from flask_login import current_user
+    from sqlalchemy import select
+
+    from core.extensions import db
+    from helpdesk.models import Ticket, TicketStatus
+
+    tickets = list(db.session.execute(select(Ticket).where(
+        Ticket.requester_id == current_user.id, Ticket.status == TicketStatus.WAITING.value)
+        .order_by(Ticket.waiting_since, Ticket.id).limit(20)).scalars())
+    return {"tickets": tickets, "is_requester": current_user.role == "requester"}
+
+
 def init_app(app: Flask) -> None:
     """Register the help desk pages, commands, jobs, actions, retention, reports and navigation."""
     from sqlalchemy.orm import Session
@@ -36,6 +50,7 @@ def init_app(app: Flask) -> None:
     from core.demo import register_data_check, register_seeder
     from core.jobs.registry import JobKind, register_job
     from core.navigation import DashboardPanel, NavItem, register_dashboard_panel, register_nav
+    from core.notifications import register_notification_kind
     from core.reference_data import register_reference_data
     from helpdesk import (
         access,
@@ -44,6 +59,8 @@ def init_app(app: Flask) -> None:
         configuration,
         demo,
         jobs,
+        mail_in,
+        mail_views,  # noqa: F401 - the held-mail pages' routes on the help desk blueprint
         notifications,
         reference,
         reports,
@@ -52,8 +69,10 @@ def init_app(app: Flask) -> None:
         views,
     )
 
-    for module in (services, access, configuration):
+    for module in (services, access, configuration, mail_in):
         audit_sink.register_actions(app, module.AUDIT_ACTIONS)
+    for kind in notifications.NOTIFICATION_KINDS:
+        register_notification_kind(app, kind)
     listen_once(Session, "after_commit", notifications.send_after_commit)
     listen_once(Session, "after_rollback", notifications.drop_after_rollback)
     register_record_class(app, retention.RETENTION_CLASS)
@@ -63,12 +82,21 @@ def init_app(app: Flask) -> None:
     register_reference_data(app, "helpdesk", reference.load_helpdesk_reference_data)
     register_job(app, JobKind("helpdesk.autoclose", "Close tickets resolved long ago", jobs.autoclose_job,
                               every=lambda _app: 3600.0))
+    register_job(app, JobKind("helpdesk.sla_alerts", "Warn about tickets due soon and missed service levels",
+                              notifications.sla_alerts_job, max_attempts=1, every=lambda _app: 60.0))
+    reading = app.config["PACSDESK_MAIL"].imap is not None
+    register_job(app, JobKind(mail_in.FETCH_JOB, "Read the help desk's mailbox", mail_in.fetch_job,
+                              max_attempts=3, retry_delay=60.0,
+                              every=mail_in.poll_interval if reading else None))
     register_nav(app, NavItem("New ticket", "helpdesk.ticket_new", Permission.TICKET_FILE, 10, "plus-circle"))
     register_nav(app, NavItem("My tickets", "helpdesk.my_tickets", Permission.TICKET_FILE, 11,
                               "person-lines-fill"))
     register_nav(app, NavItem("Queue", "helpdesk.queue", Permission.TICKET_READ_ALL, 12, "inbox"))
     register_nav(app, NavItem("Help desk settings", "helpdesk.categories", Permission.HELPDESK_CONFIGURE, 85,
                               "sliders"))
+    # First on everyone's home page: the tickets waiting on the person's own answer.
+    register_dashboard_panel(app, DashboardPanel("notifications/_needs_action.html", Permission.TICKET_FILE,
+                                                 0, _needs_action))
     register_dashboard_panel(app, DashboardPanel("helpdesk/_dashboard_panel.html", Permission.TICKET_WORK,
                                                  10, _panel))
     register_seeder(app, 20, "help desk tickets", demo.seed_tickets)

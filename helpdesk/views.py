@@ -17,12 +17,14 @@ from core.auth.models import Role, User
 from core.auth.permissions import Permission, has_permission, require_permission
 from core.extensions import db
 from core.forms import select_choices, show_error
+from core.notifications.services import emailed_to
 from core.timeutil import format_local, utcnow
 from helpdesk import access, configuration, queries, services
 from helpdesk.assets import AssetRef, asset_lookup, asset_ref
 from helpdesk.attachments import Upload
 from helpdesk.forms import ReplyForm, TicketForm, TicketUpdateForm
 from helpdesk.models import Priority, Ticket, TicketAttachment, TicketComment, parse_number
+from helpdesk.notifications import FILED
 from helpdesk.sla import describe_remaining, sla_state
 
 bp = Blueprint("helpdesk", __name__)
@@ -92,7 +94,9 @@ def ticket_new():
             show_error(form, exc, "title")
         else:
             db.session.commit()
-            flash(f"Ticket {ticket.number} filed. The PACS team has been notified.", "success")
+            sent_to = emailed_to(ticket.requester_id, FILED, ticket.number) if ticket.requester_id else None
+            confirmation = f" A confirmation was sent to {sent_to}." if sent_to else ""
+            flash(f"Ticket {ticket.number} filed.{confirmation}", "success")
             return redirect(url_for("helpdesk.ticket_detail", number=ticket.number))
     if form.is_submitted():
         status = 400

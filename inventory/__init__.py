@@ -11,10 +11,12 @@ def init_app(app: Flask) -> None:
     from audit.reports.registry import register_export_actions, register_report_kind
     from audit.retention.registry import register_record_class
     from core import audit_sink
+    from core.auth.models import Role
     from core.auth.permissions import Permission
     from core.demo import register_data_check, register_seeder
     from core.jobs.registry import JobKind, register_job
     from core.navigation import NavItem, register_dashboard_panel, register_nav
+    from core.notifications import NotificationKind, register_notification_kind
     from core.reference_data import register_reference_data
     from helpdesk.assets import register_asset_lookup
     from inventory import atna_sources, cli, csv_io, demo, jobs, reports, services, views
@@ -24,6 +26,10 @@ def init_app(app: Flask) -> None:
 
     for module in (services, csv_io, verification, tickets):
         audit_sink.register_actions(app, module.AUDIT_ACTIONS)
+    staff = frozenset({Role.TECHNICIAN, Role.ADMIN})
+    register_notification_kind(app, NotificationKind("inventory.node_down", "A DICOM node is down", staff))
+    register_notification_kind(app, NotificationKind("inventory.node_recovered", "A DICOM node recovered",
+                                                     staff))
     register_asset_lookup(app, InventoryAssets())
     register_source_directory(app, atna_sources.InventorySources())
     register_silence_handler(app, atna_sources.SilenceTickets())

@@ -11,9 +11,11 @@ def init_app(app: Flask) -> None:
     from audit.reports.registry import register_export_actions, register_report_kind
     from audit.retention.registry import register_record_class, register_scope_matcher
     from core import audit_sink
+    from core.auth.models import Role
     from core.auth.permissions import Permission
     from core.jobs.registry import JobKind, register_job
     from core.navigation import NavItem, register_nav
+    from core.notifications import NotificationKind, register_notification_kind
 
     audit_sink.register_actions(app, services.AUDIT_ACTIONS)
     register_export_actions(app, services.AUDIT_ACTIONS)
@@ -23,6 +25,9 @@ def init_app(app: Flask) -> None:
                               max_attempts=services.MAX_BUILD_ATTEMPTS, priority=50, concurrency=2))
     register_record_class(app, stored_files.RETENTION_CLASS)
     register_scope_matcher(app, stored_files.RETENTION_CLASS.key, stored_files.matches)
+    register_notification_kind(app, NotificationKind(
+        "audit.report_ready", "A report you asked for is ready",
+        roles=frozenset({Role.TECHNICIAN, Role.COMPLIANCE, Role.ADMIN})))
     register_nav(app, NavItem("Reports", "reports.index", Permission.REPORT_OPERATIONS, 70,
                               "file-earmark-pdf"))
     app.register_blueprint(views.bp)

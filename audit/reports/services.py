@@ -29,6 +29,8 @@ from core.extensions import db
 from core.jobs.queue import enqueue, queued_count
 from core.jobs.registry import JobContext
 from core.jobs.worker import Fail
+from core.mail.compose import Notice
+from core.notifications import notify
 from core.pdf import PageFrame, render_pdf
 from core.timeutil import DateOutOfRange, check_day, format_local, local_day_bounds, utcnow
 
@@ -330,6 +332,11 @@ def build_job(ctx: JobContext) -> dict[str, Any]:
         raise
     _set_job(report_id, status=ReportStatus.DONE.value, progress=100, stage="Ready", pdf=pdf,
              pdf_size=len(pdf), finished_at=utcnow())
+    notify("audit.report_ready", [db.session.get(User, ctx.user_id) if ctx.user_id else None], Notice(
+        subject=f"Your {find_kind(request.kind).title} report is ready",
+        paragraphs=("The report you asked for is ready to download.",),
+        link_path=f"/reports/{report_id}", link_label="Open the report"))
+    db.session.commit()
     return {"report_id": report_id, "bytes": len(pdf)}
 
 

@@ -26,7 +26,10 @@ from audit.retention.models import RetentionPolicy, RetentionRun, RunStatus
 from audit.retention.registry import HoldScope, RecordClass, record_classes
 from audit.trail import retention as retention_audit_events
 from audit.trail.chain import record
+from core.auth.models import Role
 from core.extensions import db
+from core.mail.compose import Notice
+from core.notifications import notify, users_with_roles
 from core.timeutil import format_local, utcnow
 
 # The retention API domains and reports use (holds live in audit.retention.holds).
@@ -382,6 +385,11 @@ def run_retention(started_by: str, user: Any = None, batch_size: int = BATCH_SIZ
         record("retention.run_completed", object_type="retention_run", object_id=run_id,
                details={"counts": json.loads(run.counts), "held": json.loads(run.held_counts),
                         "digest": run.digest, "total": run.total}, **actor)
+        notify("audit.retention_run", users_with_roles(Role.COMPLIANCE), Notice(
+            subject=f"Retention run #{run_id} finished",
+            paragraphs=(f"Retention run #{run_id}, started by {started_by}, finished: {run.total} record(s) "
+                        "destroyed under the policies in force.",),
+            link_path=f"/retention/runs/{run_id}", link_label="Open the run and its certificate"))
         db.session.commit()
     except Exception as exc:
         db.session.rollback()

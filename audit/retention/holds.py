@@ -12,9 +12,11 @@ from audit.retention.models import LegalHold
 from audit.retention.registry import HoldScope, RecordClass, record_classes, scope_matcher
 from audit.trail.chain import record
 from audit.trail.models import AuditEvent
-from core.auth.models import User
+from core.auth.models import Role, User
 from core.extensions import db
 from core.forms import FieldError
+from core.mail.compose import Notice
+from core.notifications import notify, users_with_roles
 from core.timeutil import format_local, utcnow
 
 HOLD_OBJECT_TYPES = ("ticket", "asset", "user")
@@ -133,6 +135,11 @@ def place_hold(new: NewHold, user: Any) -> LegalHold:
     db.session.flush()
     record("retention.hold_placed", object_type="legal_hold", object_id=hold.id,
            details={"reason": reason, "scope": describe_scope(hold)})
+    notify("audit.legal_hold", users_with_roles(Role.COMPLIANCE), Notice(
+        subject=f"Legal hold #{hold.id} placed",
+        paragraphs=(f"Legal hold #{hold.id} was placed by {user.username}. Destruction is suspended for "
+                    "what it covers until it is released.",),
+        link_path="/retention", link_label="Open retention"))
     return hold
 
 
@@ -155,4 +162,9 @@ def release_hold(hold_id: int, reason: str, user: Any) -> LegalHold:
     db.session.refresh(hold)
     record("retention.hold_released", object_type="legal_hold", object_id=hold.id,
            details={"reason": reason.strip(), "scope": describe_scope(hold)})
+    notify("audit.legal_hold", users_with_roles(Role.COMPLIANCE), Notice(
+        subject=f"Legal hold #{hold.id} released",
+        paragraphs=(f"Legal hold #{hold.id} was released by {user.username}. What it covered follows the "
+                    "retention policies again.",),
+        link_path="/retention", link_label="Open retention"))
     return hold

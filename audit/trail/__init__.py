@@ -23,10 +23,12 @@ def init_app(app: Flask) -> None:
     )
     from audit.trail.models import AuditEvent
     from core import audit_sink
+    from core.auth.models import Role
     from core.auth.permissions import Permission
     from core.database import listen_once
     from core.jobs.registry import JobKind, register_job
     from core.navigation import NavItem, register_banner_source, register_nav
+    from core.notifications import NotificationKind, register_notification_kind
     from core.reference_data import register_reference_data
 
     enforcement.install()
@@ -42,6 +44,9 @@ def init_app(app: Flask) -> None:
                               jobs.verify_chain_job, max_attempts=2, every=lambda _app: jobs.NIGHTLY))
     register_job(app, JobKind(jobs.ANCHOR_JOB, "Anchor the audit chain (incremental verification)",
                               jobs.anchor_chain_job, max_attempts=2, every=lambda _app: jobs.HOURLY))
+    register_notification_kind(app, NotificationKind(
+        "audit.chain_broken", "The audit trail failed its integrity check (security)",
+        roles=frozenset({Role.ADMIN, Role.COMPLIANCE}), optional=False))
     register_nav(app, NavItem("Audit trail", "audit.search_events", Permission.AUDIT_READ, 60,
                               "journal-check"))
     register_banner_source(app, chain_verification.broken_chain_banner)

@@ -24,10 +24,12 @@ from audit.trail.chain import record
 from audit.trail.keys import keyring
 from audit.trail.models import AuditEvent, ChainVerificationRun
 from audit.trail.verify import ChainVerification, verify_chain
-from core.auth.models import User
+from core.auth.models import Role, User
 from core.auth.permissions import Permission, has_permission
 from core.extensions import db
+from core.mail.compose import Notice
 from core.navigation import Banner
+from core.notifications import notify, users_with_roles
 from core.timeutil import format_local, utcnow
 
 __all__ = ["AcknowledgeError", "ChainVerificationRun", "acknowledge_failure", "anchor_head",
@@ -113,6 +115,15 @@ def keep_verification(result: ChainVerification, source: str, user_id: int | Non
     db.session.flush()
     user = db.session.get(User, user_id) if user_id is not None else None
     extra = {} if user is None else {"user": user}
+    if not result.ok:
+        notify("audit.chain_broken", users_with_roles(Role.ADMIN, Role.COMPLIANCE), Notice(
+            subject="Audit trail integrity check failed",
+            paragraphs=(f"The verification of the audit trail's hash chain ({source}) found a problem"
+                        + (f" at event {result.first_bad_seq}" if result.first_bad_seq else "")
+                        + ": the trail may have been altered.",
+                        "Open the audit trail, read the verification result and acknowledge it once "
+                        "it is investigated."),
+            link_path="/audit", link_label="Open the audit trail"))
     record("audit.verify", outcome="success" if result.ok else "failure",
            object_type="audit_event",
            details={"ok": result.ok, "count": result.count, "head_seq": result.head_seq,

@@ -8,13 +8,14 @@ from flask import Flask
 def init_app(app: Flask) -> None:
     """Register training actions, the completions' record class, job, pages, banner and demo data."""
     from audit.retention.registry import register_record_class, register_scope_matcher
-    from audit.training import cli, completions, demo, jobs, services, views
+    from audit.training import cli, completions, demo, jobs, reminders, services, views
     from core import audit_sink
     from core.auth.permissions import Permission
     from core.auth.services import register_user_created_hook
     from core.demo import register_data_check, register_seeder
     from core.jobs.registry import JobKind, register_job
     from core.navigation import NavItem, register_banner_source, register_nav
+    from core.notifications import register_notification_kind
     from core.reference_data import register_reference_data
 
     for module in (services, completions):
@@ -25,6 +26,10 @@ def init_app(app: Flask) -> None:
     register_user_created_hook(app, services.assign_new_user)
     register_job(app, JobKind("audit.training_sync", "Assign training to new people", jobs.training_sync_job,
                               every=lambda _app: 24 * 3600.0))
+    register_job(app, JobKind("audit.training_reminders", "Remind people of training due and overdue",
+                              reminders.reminders_job, every=lambda _app: 24 * 3600.0))
+    for kind in reminders.NOTIFICATION_KINDS:
+        register_notification_kind(app, kind)
     register_nav(app, NavItem("Training", "audit.training_matrix", Permission.TRAINING_MANAGE, 62,
                               "mortarboard"))
     register_nav(app, NavItem("My training", "audit.my_training", Permission.TRAINING_OWN, 63,

@@ -128,14 +128,8 @@ def _html_body(identity: Identity, notice: Notice, link: str | None) -> str:
     return "\n".join(parts) + "\n"
 
 
-def compose(identity: Identity, to: str | Sequence[str], notice: Notice, *,
-            message_id: str | None = None, reply_to: str | None = None,
-            now: datetime | None = None) -> EmailMessage:
-    """Build the message for ``notice`` to ``to``; raise UnsafeMessage naming the bad part."""
-    recipients = [to] if isinstance(to, str) else list(to)
-    if not recipients:
-        raise UnsafeMessage("recipient: at least one address is needed")
-    addresses = [check_address(value) for value in recipients]
+def check_notice(identity: Identity, notice: Notice) -> str:
+    """The subject ``notice`` is sent with; UnsafeMessage naming the bad part, without building a message."""
     ticket = notice.ticket.upper() if notice.ticket else None
     if ticket and not TICKET_NUMBER.match(ticket):
         raise UnsafeMessage("ticket: must be a ticket number such as PD-000123")
@@ -147,6 +141,20 @@ def compose(identity: Identity, to: str | Sequence[str], notice: Notice, *,
         _check_text(f"paragraph {index}", paragraph)
     _check_text("link label", notice.link_label)
     _check_text("reason", notice.reason)
+    _link(identity, notice)
+    return subject
+
+
+def compose(identity: Identity, to: str | Sequence[str], notice: Notice, *,
+            message_id: str | None = None, reply_to: str | None = None,
+            now: datetime | None = None) -> EmailMessage:
+    """Build the message for ``notice`` to ``to``; raise UnsafeMessage naming the bad part."""
+    recipients = [to] if isinstance(to, str) else list(to)
+    if not recipients:
+        raise UnsafeMessage("recipient: at least one address is needed")
+    addresses = [check_address(value) for value in recipients]
+    ticket = notice.ticket.upper() if notice.ticket else None
+    subject = check_notice(identity, notice)
     link = _link(identity, notice)
     if message_id and not MESSAGE_ID.match(message_id):
         raise UnsafeMessage("message id: must look like <token@domain>")

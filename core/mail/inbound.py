@@ -111,10 +111,24 @@ def header_text(message: Message, name: str) -> str:
     if any("\udc80" <= char <= "\udcff" for char in raw):
         raw = _decode_8bit(raw.encode("ascii", "surrogateescape"))
     try:
-        text = str(make_header(decode_header(raw)))
+        text = str(make_header(decode_header(raw))) if raw.isascii() else _mixed_words(raw)
     except (LookupError, UnicodeError, ValueError):
         text = str(message.get(name, ""))
     return one_line(text)
+
+
+def _mixed_words(raw: str) -> str:
+    """Decode a header holding both raw non-ASCII text and RFC 2047 words (``make_header`` garbles it)."""
+    words = []
+    for data, charset in decode_header(raw):
+        if isinstance(data, str):
+            words.append(data)
+            continue
+        try:  # decode_header gives the unencoded parts back as raw-unicode-escape bytes
+            words.append(data.decode(charset or "raw-unicode-escape", "replace"))
+        except LookupError:
+            words.append(data.decode("latin-1"))
+    return " ".join(word.strip() for word in words)
 
 
 def message_key(raw: bytes, message_id: str | None = None) -> str:

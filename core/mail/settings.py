@@ -26,6 +26,7 @@ from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.utils import parseaddr
 from enum import StrEnum
+from functools import lru_cache
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -142,8 +143,13 @@ class MailSettings:
         return self.smtp is not None and self.identity is not None
 
 
+@lru_cache(maxsize=8)
 def tls_context(ca_file: str | None) -> ssl.SSLContext:
-    """A verifying TLS context (TLS 1.2 or later): the system's CAs, or only ``ca_file`` when given."""
+    """A verifying TLS context (TLS 1.2 or later): the system's CAs, or only ``ca_file`` when given.
+
+    Loading the system's CAs takes about 0.1 s, so one context per CA file is kept for the life
+    of the process (a client context is safe to share); a changed CA file is read on restart.
+    """
     context = ssl.create_default_context(cafile=ca_file)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context

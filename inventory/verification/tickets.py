@@ -7,6 +7,9 @@ from datetime import datetime, timedelta
 from flask import current_app
 
 from audit import record
+from core.auth.models import Role
+from core.mail.compose import Notice
+from core.notifications import notify, users_with_roles
 from core.timeutil import format_local
 from helpdesk.services import (
     add_system_reply,
@@ -65,6 +68,12 @@ def node_went_down(asset: Asset, state: NodeState, check: NodeCheck) -> None:
            details={"down_since": state.down_since, "failures": state.consecutive_failures,
                     "outcome": check.outcome, "detail": check.detail,
                     "ticket": getattr(ticket, "number", ticket.id)})
+    notify("inventory.node_down", users_with_roles(Role.TECHNICIAN), Notice(
+        subject=f"DICOM node down: {asset.name} ({asset.asset_tag})", ticket=ticket.number,
+        paragraphs=(f"{asset.name} ({asset.asset_tag}) did not answer C-ECHO {state.consecutive_failures} "
+                    f"times in a row, failing since {format_local(state.down_since, '%Y-%m-%d %H:%M %Z')}.",
+                    f"Ticket {ticket.number} was opened for the outage."),
+        link_path=f"/tickets/{ticket.number}", link_label="Open the outage ticket"))
 
 
 def node_recovered(asset: Asset, state: NodeState, check: NodeCheck,
@@ -88,3 +97,10 @@ def node_recovered(asset: Asset, state: NodeState, check: NodeCheck,
            details={"down_since": down_since,
                     "downtime_seconds": int(downtime.total_seconds()) if downtime else None,
                     "ticket": getattr(ticket, "number", None)})
+    notify("inventory.node_recovered", users_with_roles(Role.TECHNICIAN), Notice(
+        subject=f"DICOM node recovered: {asset.name} ({asset.asset_tag})",
+        ticket=ticket.number if ticket is not None else None,
+        paragraphs=(f"{asset.name} ({asset.asset_tag}) answers C-ECHO again since "
+                    f"{format_local(check.checked_at, '%Y-%m-%d %H:%M %Z')}"
+                    + (f", after {_duration(downtime)} of downtime." if downtime else "."),),
+        link_path=f"/assets/{asset.asset_tag}", link_label="Open the node"))

@@ -106,7 +106,7 @@ def directory_accounts_rows(count: int) -> list[dict]:
     now = utcnow()
     return [{"username": f"user{i:05d}", "full_name": f"Generated User{i:05d}", "department": "Radiology",
              "role": (generated_role(i) or "requester"), "password_hash": NO_LOCAL_PASSWORD,
-             "auth_source": AuthSource.DIRECTORY.value, "is_disabled": False, "created_at": now,
+             "auth_source": AuthSource.DIRECTORY, "is_disabled": False, "created_at": now,
              "failed_login_count": 0, "session_version": 1, "must_change_password": False,
              "directory_dn": f"uid=user{i:05d},ou=generated,{OPENLDAP_SUFFIX}"} for i in range(count)]
 

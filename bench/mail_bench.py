@@ -91,7 +91,7 @@ def throughput(url: str, schema: str | None, port: int, counter: Counter, count:
         prepare(app)
         with app.app_context():
             people = list(db.session.execute(
-                select(User).where(User.role == Role.TECHNICIAN.value)).scalars())
+                select(User).where(User.role == Role.TECHNICIAN)).scalars())
             notice = Notice(subject="Benchmark notice", paragraphs=("Something happened in PACS Desk.",),
                             link_path="/notifications")
             started = time.perf_counter()

@@ -33,7 +33,7 @@ def _needs_action() -> dict[str, Any]:
     from helpdesk.models import Ticket, TicketStatus
 
     tickets = list(db.session.execute(select(Ticket).where(
-        Ticket.requester_id == current_user.id, Ticket.status == TicketStatus.WAITING.value)
+        Ticket.requester_id == current_user.id, Ticket.status == TicketStatus.WAITING)
         .order_by(Ticket.waiting_since, Ticket.id).limit(20)).scalars())
     return {"tickets": tickets, "is_requester": current_user.role == "requester"}
 

@@ -125,16 +125,16 @@ def seed_tickets(ctx: DemoContext) -> None:
                                                                             internal=True))
             if flow == "waiting":
                 steps.append(lambda t=ticket, u=tech: services.update_ticket(
-                    t, u, status=TicketStatus.WAITING.value))
+                    t, u, status=TicketStatus.WAITING))
             if flow in ("resolved", "closed"):
                 steps.append(lambda t=ticket, r=requester: services.add_reply(
                     t, r, "Thanks, here is what I see now."))
                 steps.append(lambda t=ticket, u=tech: services.add_reply(t, u, REPLIES["resolved"]))
                 steps.append(lambda t=ticket, u=tech: services.update_ticket(
-                    t, u, status=TicketStatus.RESOLVED.value))
+                    t, u, status=TicketStatus.RESOLVED))
             if flow == "closed":
                 steps.append(lambda t=ticket, u=tech: services.update_ticket(
-                    t, u, status=TicketStatus.CLOSED.value))
+                    t, u, status=TicketStatus.CLOSED))
             for step in steps:
                 step()
                 db.session.flush()

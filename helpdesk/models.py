@@ -20,6 +20,7 @@ from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 from core.auditing import AuditSpec, Tracked
 from core.extensions import db
 from core.timeutil import UTCDateTime, utcnow
+from core.types import EnumText
 
 NUMBER_PREFIX = "PD-"
 NUMBER_RE = re.compile(r"^PD-(\d{6,9})$")
@@ -41,8 +42,8 @@ class TicketStatus(StrEnum):
                 "resolved": "Resolved", "closed": "Closed"}[self.value]
 
 
-ACTIVE_STATUSES = (TicketStatus.NEW.value, TicketStatus.OPEN.value, TicketStatus.WAITING.value)
-DONE_STATUSES = (TicketStatus.RESOLVED.value, TicketStatus.CLOSED.value)
+ACTIVE_STATUSES = (TicketStatus.NEW, TicketStatus.OPEN, TicketStatus.WAITING)
+DONE_STATUSES = (TicketStatus.RESOLVED, TicketStatus.CLOSED)
 
 
 class Priority(StrEnum):
@@ -90,7 +91,7 @@ class SlaPolicy(db.Model):
     __tablename__ = "ticket_sla_policy"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    priority: Mapped[str] = mapped_column(String(2), unique=True)
+    priority: Mapped[Priority] = mapped_column(EnumText(Priority, 2), unique=True)
     response_minutes: Mapped[int] = mapped_column(Integer)
     resolution_minutes: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
@@ -131,8 +132,8 @@ class Ticket(db.Model):
     title: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     category_id: Mapped[int] = mapped_column(ForeignKey("ticket_category.id"))
-    priority: Mapped[str] = mapped_column(String(2), default=Priority.P3.value)
-    status: Mapped[str] = mapped_column(String(10), default=TicketStatus.NEW.value)
+    priority: Mapped[Priority] = mapped_column(EnumText(Priority, 2), default=Priority.P3)
+    status: Mapped[TicketStatus] = mapped_column(EnumText(TicketStatus, 10), default=TicketStatus.NEW)
     impact: Mapped[str] = mapped_column(String(20), default="")
     urgency: Mapped[str] = mapped_column(String(20), default="")
     requester_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))

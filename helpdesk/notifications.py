@@ -139,12 +139,12 @@ def _on_status(ticket: Ticket, new: str) -> None:
     """Waiting on the requester, or resolved (with until when it can be reopened)."""
     if ticket.requester is None:
         return
-    if new == TicketStatus.WAITING.value:
+    if new == TicketStatus.WAITING:
         notify(WAITING, [ticket.requester], _notice(
             ticket, "Waiting for your answer",
             "The PACS team needs an answer from you before they can go on; the ticket's clock is "
             "paused until you answer.", _answer_hint()))
-    elif new == TicketStatus.RESOLVED.value:
+    elif new == TicketStatus.RESOLVED:
         days = current_app.config["PACSDESK_AUTOCLOSE_DAYS"]
         until = format_local((ticket.resolved_at or utcnow()) + timedelta(days=days), "%Y-%m-%d %H:%M %Z")
         notify(RESOLVED, [ticket.requester], _notice(
@@ -195,7 +195,7 @@ def sla_alerts(now: datetime | None = None) -> dict[str, int]:
     """Warn about tickets due within 30 minutes and announce fresh breaches, each once; commits."""
     now = now or utcnow()
     tickets = db.session.execute(select(Ticket).where(
-        Ticket.status.in_([TicketStatus.NEW.value, TicketStatus.OPEN.value]),
+        Ticket.status.in_([TicketStatus.NEW, TicketStatus.OPEN]),
         Ticket.sla_due_at.is_not(None), Ticket.sla_due_at <= now + SLA_WARNING,
         Ticket.sla_due_at > now - SLA_LOOKBACK).order_by(Ticket.sla_due_at)).scalars().all()
     counts = {"soon": 0, "breached": 0}

@@ -23,7 +23,7 @@ def candidates(cutoff: datetime, anchor: str) -> Select:
     """(id, anchor time) of closed tickets whose anchor (closed or created) is before ``cutoff``."""
     column = Ticket.closed_at if anchor == "closed" else Ticket.created_at
     return (select(Ticket.id, column.label("anchor"))
-            .where(Ticket.status == TicketStatus.CLOSED.value, column.is_not(None), column < cutoff))
+            .where(Ticket.status == TicketStatus.CLOSED, column.is_not(None), column < cutoff))
 
 
 def _scope_condition(hold: HoldScope):
@@ -69,7 +69,7 @@ def purge(ids: Sequence[int]) -> int:
     for start in range(0, len(id_list), BATCH):
         chunk = id_list[start:start + BATCH]
         closed = select(Ticket.id).where(Ticket.id.in_(chunk),
-                                         Ticket.status == TicketStatus.CLOSED.value)
+                                         Ticket.status == TicketStatus.CLOSED)
         chunk = list(db.session.execute(closed).scalars())
         if not chunk:
             continue

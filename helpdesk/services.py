@@ -186,7 +186,7 @@ def create_ticket(new: NewTicket, actor: User, uploads: Sequence[Upload] = ()) -
     files = _checked(uploads)
     now = utcnow()
     ticket = Ticket(title=title, description=description, category_id=category.id,
-                    priority=priority, status=TicketStatus.NEW.value, impact=new.impact,
+                    priority=priority, status=TicketStatus.NEW, impact=new.impact,
                     urgency=new.urgency, requester_id=requester.id,
                     asset_id=asset.id if asset else None,
                     location=_text(new.location, "Location", "location", 200),
@@ -209,8 +209,8 @@ def create_ticket(new: NewTicket, actor: User, uploads: Sequence[Upload] = ()) -
 
 _UNSET: Any = object()
 
-ALLOWED_TARGETS = (TicketStatus.OPEN.value, TicketStatus.WAITING.value,
-                   TicketStatus.RESOLVED.value, TicketStatus.CLOSED.value)
+ALLOWED_TARGETS = (TicketStatus.OPEN, TicketStatus.WAITING,
+                   TicketStatus.RESOLVED, TicketStatus.CLOSED)
 
 
 def _assignee(user_id: int | None) -> User | None:
@@ -231,11 +231,11 @@ def _set_status(ticket: Ticket, new: str, actor: User | None, now: datetime,
         return
     ticket.status = new
     sla.on_status_change(ticket, old, new, now)
-    if new == TicketStatus.RESOLVED.value:
+    if new == TicketStatus.RESOLVED:
         ticket.resolved_at = now
-    elif new in (TicketStatus.OPEN.value, TicketStatus.NEW.value, TicketStatus.WAITING.value):
+    elif new in (TicketStatus.OPEN, TicketStatus.NEW, TicketStatus.WAITING):
         ticket.resolved_at = None
-    if new == TicketStatus.CLOSED.value:
+    if new == TicketStatus.CLOSED:
         ticket.closed_at = now
     changes["status"] = [old, new]
     notifications.queue_signal(db.session(), notifications.status_changed, ticket_id=ticket.id,
@@ -246,7 +246,7 @@ def update_ticket(ticket: Ticket, actor: User, *, status: str | None = None,
                   priority: str | None = None, category_id: int | None = None,
                   assignee_id: Any = _UNSET, asset_tag: str | None = None) -> dict[str, list[Any]]:
     """Technicians change status, priority, category, assignee or asset; returns what changed."""
-    if ticket.status == TicketStatus.CLOSED.value:
+    if ticket.status == TicketStatus.CLOSED:
         raise TicketError("This ticket is closed and can no longer change; file a new one.")
     now = utcnow()
     changes: dict[str, list[Any]] = {}
@@ -291,7 +291,7 @@ def add_reply(ticket: Ticket, author: User, body: str, internal: bool = False,
     """Add a public reply or internal note with attachments; audited as ticket.comment."""
     if internal and not has_permission(author, Permission.TICKET_WORK):
         raise TicketError("Only the PACS team writes internal notes.", "internal")
-    if ticket.status == TicketStatus.CLOSED.value:
+    if ticket.status == TicketStatus.CLOSED:
         raise TicketError("This ticket is closed; file a new ticket to continue.", "body")
     body = _text(body, "Reply", "body", REPLY_MAX, required=True)
     files = _checked(uploads)
@@ -304,10 +304,10 @@ def add_reply(ticket: Ticket, author: User, body: str, internal: bool = False,
     is_staff = has_permission(author, Permission.TICKET_WORK)
     if is_staff and not internal and author.id != ticket.requester_id:
         sla.on_first_response(ticket, now)
-        if ticket.status == TicketStatus.NEW.value:
-            _set_status(ticket, TicketStatus.OPEN.value, author, now, changes)
-    elif author.id == ticket.requester_id and ticket.status == TicketStatus.WAITING.value:
-        _set_status(ticket, TicketStatus.OPEN.value, author, now, changes)
+        if ticket.status == TicketStatus.NEW:
+            _set_status(ticket, TicketStatus.OPEN, author, now, changes)
+    elif author.id == ticket.requester_id and ticket.status == TicketStatus.WAITING:
+        _set_status(ticket, TicketStatus.OPEN, author, now, changes)
     ticket.updated_at = now
     record("ticket.comment", object_type="ticket", object_id=ticket.number, user=author,
            details={"comment_id": comment.id, "internal": internal, "attachments": len(files)})
@@ -323,7 +323,7 @@ def add_reply(ticket: Ticket, author: User, body: str, internal: bool = False,
 
 def reopen_deadline(ticket: Ticket) -> datetime | None:
     """Until when the requester may reopen a resolved ticket."""
-    if ticket.status != TicketStatus.RESOLVED.value or ticket.resolved_at is None:
+    if ticket.status != TicketStatus.RESOLVED or ticket.resolved_at is None:
         return None
     return ticket.resolved_at + timedelta(days=current_app.config["PACSDESK_AUTOCLOSE_DAYS"])
 
@@ -337,7 +337,7 @@ def reopen_ticket(ticket: Ticket, actor: User) -> None:
         raise TicketError("The time to reopen this ticket has passed; file a new ticket.")
     changes: dict[str, list[Any]] = {}
     now = utcnow()
-    _set_status(ticket, TicketStatus.OPEN.value, actor, now, changes)
+    _set_status(ticket, TicketStatus.OPEN, actor, now, changes)
     ticket.updated_at = now
     record("ticket.update", object_type="ticket", object_id=ticket.number, user=actor,
            details={"changes": changes, "reopened": True})
@@ -349,12 +349,12 @@ def autoclose_resolved(now: datetime | None = None) -> list[str]:
     now = now or utcnow()
     cutoff = now - timedelta(days=current_app.config["PACSDESK_AUTOCLOSE_DAYS"])
     tickets = db.session.execute(
-        select(Ticket).where(Ticket.status == TicketStatus.RESOLVED.value,
+        select(Ticket).where(Ticket.status == TicketStatus.RESOLVED,
                              Ticket.resolved_at <= cutoff).order_by(Ticket.id)
     ).scalars().all()
     for ticket in tickets:
         changes: dict[str, list[Any]] = {}
-        _set_status(ticket, TicketStatus.CLOSED.value, None, now, changes)
+        _set_status(ticket, TicketStatus.CLOSED, None, now, changes)
         ticket.updated_at = now
         record("ticket.update", object_type="ticket", object_id=ticket.number, user=None,
                client_address=None, details={"changes": changes, "autoclosed": True})
@@ -386,7 +386,7 @@ def open_system_ticket(dedup_key: str, title: str, description: str,
         raise ValueError(f"unknown priority {priority!r}")
     now = utcnow()
     ticket = Ticket(title=title[:TITLE_MAX], description=description[:DESCRIPTION_MAX],
-                    category_id=category.id, priority=priority, status=TicketStatus.NEW.value,
+                    category_id=category.id, priority=priority, status=TicketStatus.NEW,
                     requester_id=None, asset_id=asset_id, dedup_key=dedup_key,
                     created_at=now, updated_at=now)
     db.session.add(ticket)
@@ -419,11 +419,11 @@ def add_system_reply(ticket: Ticket, body: str) -> None:
 def resolve_system_ticket(ticket: Ticket, body: str) -> None:
     """Reply and mark the ticket resolved, on behalf of PACS Desk; audited as ticket.update."""
     add_system_reply(ticket, body)
-    if ticket.status in (TicketStatus.RESOLVED.value, TicketStatus.CLOSED.value):
+    if ticket.status in (TicketStatus.RESOLVED, TicketStatus.CLOSED):
         return
     now = utcnow()
     changes: dict[str, list[Any]] = {}
-    _set_status(ticket, TicketStatus.RESOLVED.value, None, now, changes)
+    _set_status(ticket, TicketStatus.RESOLVED, None, now, changes)
     record("ticket.update", object_type="ticket", object_id=ticket.number, user=None,
            details={"changes": changes, "system": True})
     db.session.flush()

@@ -20,13 +20,13 @@ from helpdesk.models import Priority, SlaPolicy, Ticket, TicketStatus
 # (first response, resolution) in minutes: P1 15 min / 4 h, P2 1 h / 8 h, P3 4 h / 3 days,
 # P4 1 day / 10 days.
 DEFAULT_SLAS: dict[str, tuple[int, int]] = {
-    Priority.P1.value: (15, 4 * 60),
-    Priority.P2.value: (60, 8 * 60),
-    Priority.P3.value: (4 * 60, 3 * 24 * 60),
-    Priority.P4.value: (24 * 60, 10 * 24 * 60),
+    Priority.P1: (15, 4 * 60),
+    Priority.P2: (60, 8 * 60),
+    Priority.P3: (4 * 60, 3 * 24 * 60),
+    Priority.P4: (24 * 60, 10 * 24 * 60),
 }
-RUNNING = (TicketStatus.NEW.value, TicketStatus.OPEN.value)
-PAUSED = (TicketStatus.WAITING.value, TicketStatus.RESOLVED.value)
+RUNNING = (TicketStatus.NEW, TicketStatus.OPEN)
+PAUSED = (TicketStatus.WAITING, TicketStatus.RESOLVED)
 SOON = timedelta(hours=1)
 
 
@@ -96,7 +96,7 @@ class SlaState:
 
 def sla_state(ticket: Ticket, now: datetime) -> SlaState | None:
     """The next SLA target of an unfinished ticket as of ``now``; None once resolved or closed."""
-    if ticket.status not in (*RUNNING, TicketStatus.WAITING.value):
+    if ticket.status not in (*RUNNING, TicketStatus.WAITING):
         return None
     responded = ticket.first_responded_at is not None
     target = "resolution" if responded else "first response"
@@ -105,7 +105,7 @@ def sla_state(ticket: Ticket, now: datetime) -> SlaState | None:
         due = min(due, ticket.resolution_due_at)
     if due is None:
         return SlaState(target, None, None, False, False, False)
-    paused = ticket.status == TicketStatus.WAITING.value
+    paused = ticket.status == TicketStatus.WAITING
     reference = ticket.waiting_since if paused and ticket.waiting_since else now
     remaining = due - reference
     return SlaState(target, due, remaining, paused, remaining < timedelta(0),

@@ -57,7 +57,7 @@ def asset_url(asset: AssetRef | None) -> str | None:
 def _technicians() -> list[User]:
     """Active accounts that can be assigned tickets."""
     return list(db.session.execute(
-        select(User).where(User.role.in_([Role.TECHNICIAN.value, Role.ADMIN.value]),
+        select(User).where(User.role.in_([Role.TECHNICIAN, Role.ADMIN]),
                            User.is_disabled.is_(False)).order_by(User.username)
     ).scalars())
 

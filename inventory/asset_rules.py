@@ -16,7 +16,7 @@ TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
 # Words the asset URLs use for pages of their own (/assets/new, /assets/warranty...).
 RESERVED_TAGS = frozenset({"new", "warranty", "import", "export.csv"})
 HOST_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-INACTIVE_STATUSES = (AssetStatus.RETIRED.value, AssetStatus.DISPOSED.value)
+INACTIVE_STATUSES = (AssetStatus.RETIRED, AssetStatus.DISPOSED)
 SANITISATION_METHODS = {
     "clear": "logical overwrite of all user-addressable storage",
     "purge": "cryptographic erase, block erase or degaussing",
@@ -49,8 +49,8 @@ class AssetData:
 
     asset_tag: str
     name: str
-    kind: str = AssetKind.WORKSTATION.value
-    status: str = AssetStatus.IN_SERVICE.value
+    kind: str = AssetKind.WORKSTATION
+    status: str = AssetStatus.IN_SERVICE
     location: str = ""
     department: str = ""
     assigned_user_id: int | None = None
@@ -157,7 +157,7 @@ def normalise(data: AssetData, today: date | None = None
         problems.append(("purchase_date", "the purchase date cannot be in the future"))
     if v["purchase_date"] and v["warranty_end"] and v["warranty_end"] < v["purchase_date"]:
         problems.append(("warranty_end", "the warranty cannot end before the purchase date"))
-    if v["kind"] == AssetKind.DICOM_NODE.value:
+    if v["kind"] == AssetKind.DICOM_NODE:
         _normalise_node(v, problems)
     else:
         v.update(ae_title=None, port=None, tls=False, dicom_role=None, dicom_type=None,
@@ -179,19 +179,19 @@ def _normalise_node(v: dict[str, Any], problems: list[tuple[str, str]]) -> None:
         problems.append(("port", "a DICOM node needs a port"))
     elif not 1 <= v["port"] <= 65535:
         problems.append(("port", f"the port must be between 1 and 65535 (not {v['port']})"))
-    v["dicom_role"] = v["dicom_role"] or DicomRole.BOTH.value
+    v["dicom_role"] = v["dicom_role"] or DicomRole.BOTH
     if v["dicom_role"] not in ROLE_VALUES:
         problems.append(("dicom_role", f"unknown DICOM role '{v['dicom_role']}' (use scp, "
                                        f"scu or both)"))
-    dicom_type = v["dicom_type"] or DicomType.OTHER.value
+    dicom_type = v["dicom_type"] or DicomType.OTHER
     modality = (v["modality"] or "").upper() or None
     if dicom_type.upper() in MODALITY_CODES:
-        dicom_type, modality = DicomType.MODALITY.value, dicom_type.upper()
+        dicom_type, modality = DicomType.MODALITY, dicom_type.upper()
     if dicom_type not in DICOM_TYPE_VALUES:
         problems.append(("dicom_type", f"unknown DICOM type '{dicom_type}' (use one of "
                                        f"{', '.join(t.value for t in DicomType)}, or a "
                                        f"modality code)"))
-    elif dicom_type == DicomType.MODALITY.value:
+    elif dicom_type == DicomType.MODALITY:
         if not modality:
             problems.append(("modality", "a modality needs its code (CT, MR, CR, DX, US, MG...)"))
         elif modality not in MODALITY_CODES:

@@ -28,13 +28,13 @@ from inventory.models import Asset, AssetStatus
 
 CATEGORY = ("audit_source_silent", "PACS audit source silent",
             "A PACS, viewer or modality stopped sending its audit messages (opened automatically).")
-GONE = (AssetStatus.RETIRED.value, AssetStatus.DISPOSED.value)
+GONE = (AssetStatus.RETIRED, AssetStatus.DISPOSED)
 STAMP = "%Y-%m-%d %H:%M:%S %Z"
 
 
 def _source_asset(asset: Asset) -> SourceAsset:
     """What the access log shows of an asset."""
-    return SourceAsset(asset.id, asset.asset_tag, asset.name, asset.status == AssetStatus.IN_SERVICE.value)
+    return SourceAsset(asset.id, asset.asset_tag, asset.name, asset.status == AssetStatus.IN_SERVICE)
 
 
 class InventorySources:

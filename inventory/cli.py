@@ -57,6 +57,6 @@ def import_csv_command(file: Path, update: bool, no_verify: bool) -> None:
         nodes = [asset for i in range(0, len(result.verify_ids), services.CHUNK)
                  for asset in db.session.scalars(select(Asset).where(
                      Asset.id.in_(result.verify_ids[i:i + services.CHUNK])))]
-        checks = run_checks(nodes, CheckTrigger.SAVE.value, audit_each=False, username="cli")
+        checks = run_checks(nodes, CheckTrigger.SAVE, audit_each=False, username="cli")
         db.session.commit()
         click.echo(f"{checks.ok} answered, {checks.failed} did not (see each node's page).")

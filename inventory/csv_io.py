@@ -250,7 +250,7 @@ def validate_csv(raw: bytes, *, update: bool) -> list[_Row]:
         if found is not None and update:
             existing_id = found[0]
             base = data_of(to_update[existing_id])
-            if found[2] == AssetStatus.DISPOSED.value:
+            if found[2] == AssetStatus.DISPOSED:
                 reasons.append(f"asset_tag: asset {found[1]} is disposed and cannot be changed")
         else:
             base = AssetData(asset_tag=tag, name="")
@@ -258,18 +258,18 @@ def validate_csv(raw: bytes, *, update: bool) -> list[_Row]:
                 reasons.append(f"asset_tag: asset {found[1]} already exists (import with "
                                f"--update, or tick 'update existing assets', to change it)")
         if values.get("kind") in ("dicom", "node"):
-            values["kind"] = AssetKind.DICOM_NODE.value
+            values["kind"] = AssetKind.DICOM_NODE
         data, row_problems = normalise(replace(base, **values), today)
         reasons.extend(f"{f}: {m}" for f, m in row_problems)
-        if values.get("status") == AssetStatus.DISPOSED.value and not (
-                found and found[2] == AssetStatus.DISPOSED.value):
+        if values.get("status") == AssetStatus.DISPOSED and not (
+                found and found[2] == AssetStatus.DISPOSED):
             reasons.append("status: dispose of an asset from its page, where its "
                            "sanitisation is recorded")
         if tag and (first := seen_tags.get(tag.lower())) is not None:
             reasons.append(f"asset_tag: duplicate tag {tag} (also on line {first})")
         elif tag:
             seen_tags[tag.lower()] = line
-        if not row_problems and data.kind == AssetKind.DICOM_NODE.value \
+        if not row_problems and data.kind == AssetKind.DICOM_NODE \
                 and data.status not in INACTIVE_STATUSES:
             for key in _endpoint_keys(data):
                 owner = endpoints.get(key)
@@ -313,7 +313,7 @@ def _active_endpoints() -> dict[tuple, tuple[int, str]]:
     """Endpoints of active DICOM nodes in the database: key -> (id, tag)."""
     result: dict[tuple, tuple[int, str]] = {}
     query = select(Asset.id, Asset.asset_tag, Asset.hostname, Asset.ip_address, Asset.port,
-                   Asset.ae_title).where(Asset.kind == AssetKind.DICOM_NODE.value,
+                   Asset.ae_title).where(Asset.kind == AssetKind.DICOM_NODE,
                                          Asset.status.not_in(INACTIVE_STATUSES))
     for aid, tag, hostname, ip, port, ae in db.session.execute(query):
         if hostname:
@@ -360,6 +360,6 @@ def import_assets(raw: bytes, *, update: bool, user: User | None, source: str,
 
 def _verifiable(data: AssetData) -> bool:
     """Whether an imported node should be checked after the import commits."""
-    return (data.kind == AssetKind.DICOM_NODE.value and data.verify_enabled
+    return (data.kind == AssetKind.DICOM_NODE and data.verify_enabled
             and data.status not in INACTIVE_STATUSES)
 

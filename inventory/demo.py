@@ -58,7 +58,7 @@ def seed_assets(ctx: DemoContext) -> None:
     assets: list[Asset] = []
     for i, (tag, name, code, maker, model, location, dept, aet) in enumerate(NODES):
         assets.append(Asset(
-            asset_tag=tag, name=name, kind=AssetKind.DICOM_NODE.value, location=location,
+            asset_tag=tag, name=name, kind=AssetKind.DICOM_NODE, location=location,
             department=dept, manufacturer=maker, model=model,
             serial_number=f"{maker[:3].upper()}{ctx.rng.randint(100000, 999999)}",
             hostname=f"{tag.lower()}.imaging.hospital.example", ip_address="127.0.0.1",
@@ -69,7 +69,7 @@ def seed_assets(ctx: DemoContext) -> None:
         ))
     for j, (tag, name, dtype, maker, model, location, dept, aet) in enumerate(INFRA):
         assets.append(Asset(
-            asset_tag=tag, name=name, kind=AssetKind.DICOM_NODE.value, location=location,
+            asset_tag=tag, name=name, kind=AssetKind.DICOM_NODE, location=location,
             department=dept, manufacturer=maker, model=model, serial_number=f"SRV-{j + 1:04d}",
             hostname=f"{tag.lower()}.imaging.hospital.example", ip_address="127.0.0.1",
             ae_title=aet, port=port + 20 + j, dicom_role="both", dicom_type=dtype,
@@ -78,7 +78,7 @@ def seed_assets(ctx: DemoContext) -> None:
         ))
     for k, (tag, name, maker, model, location) in enumerate(WORKSTATIONS):
         assets.append(Asset(
-            asset_tag=tag, name=name, kind=AssetKind.WORKSTATION.value, location=location,
+            asset_tag=tag, name=name, kind=AssetKind.WORKSTATION, location=location,
             department="Radiology", manufacturer=maker, model=model,
             serial_number=f"WS{ctx.rng.randint(10000, 99999)}",
             hostname=f"{tag.lower()}.hospital.example", os_version="Windows 11 Enterprise 23H2",
@@ -89,13 +89,13 @@ def seed_assets(ctx: DemoContext) -> None:
         ))
     for tag, name, maker, model, location in PRINTERS:
         assets.append(Asset(
-            asset_tag=tag, name=name, kind=AssetKind.PRINTER.value, location=location,
+            asset_tag=tag, name=name, kind=AssetKind.PRINTER, location=location,
             department="Radiology", manufacturer=maker, model=model,
             serial_number=f"PR{ctx.rng.randint(10000, 99999)}", holds_phi=tag == "PRN-CD-01",
             purchase_date=today - timedelta(days=1500), warranty_end=today - timedelta(days=100),
         ))
     old = Asset(asset_tag="RWS-OLD-07", name="Reading station 7 (replaced)",
-                kind=AssetKind.WORKSTATION.value, status=AssetStatus.RETIRED.value,
+                kind=AssetKind.WORKSTATION, status=AssetStatus.RETIRED,
                 location="Reading room B", department="Radiology", manufacturer="HP",
                 model="Z440", serial_number="CZC5123XYZ", holds_phi=True, verify_enabled=False,
                 purchase_date=today - timedelta(days=3000))
@@ -106,7 +106,7 @@ def seed_assets(ctx: DemoContext) -> None:
     for asset in assets:
         record("asset.create", object_type="asset", object_id=asset.asset_tag, user=recorder,
                details={"kind": asset.kind, "name": asset.name, "demo": True})
-    old.status, old.verify_enabled = AssetStatus.DISPOSED.value, False
+    old.status, old.verify_enabled = AssetStatus.DISPOSED, False
     db.session.add(Sanitisation(
         asset_id=old.id, method="purge", performed_on=today - timedelta(days=30),
         performed_by="Min-jun Kim", witness="Sam Rivera", certificate_ref="SAN-2026-0042",

@@ -20,30 +20,30 @@ from inventory.asset_rules import SANITISATION_METHODS
 from inventory.models import MODALITY_CODES, AssetKind, AssetStatus, DicomRole, DicomType
 
 KIND_LABELS = {
-    AssetKind.WORKSTATION.value: "Workstation",
-    AssetKind.DICOM_NODE.value: "DICOM node",
-    AssetKind.SERVER.value: "Server",
-    AssetKind.NETWORK_DEVICE.value: "Network device",
-    AssetKind.PRINTER.value: "Printer / media burner",
-    AssetKind.OTHER.value: "Other",
+    AssetKind.WORKSTATION: "Workstation",
+    AssetKind.DICOM_NODE: "DICOM node",
+    AssetKind.SERVER: "Server",
+    AssetKind.NETWORK_DEVICE: "Network device",
+    AssetKind.PRINTER: "Printer / media burner",
+    AssetKind.OTHER: "Other",
 }
 STATUS_LABELS = {
-    AssetStatus.IN_SERVICE.value: "In service",
-    AssetStatus.IN_MAINTENANCE.value: "In maintenance",
-    AssetStatus.OUT_OF_SERVICE.value: "Out of service",
-    AssetStatus.RETIRED.value: "Retired",
-    AssetStatus.DISPOSED.value: "Disposed",
+    AssetStatus.IN_SERVICE: "In service",
+    AssetStatus.IN_MAINTENANCE: "In maintenance",
+    AssetStatus.OUT_OF_SERVICE: "Out of service",
+    AssetStatus.RETIRED: "Retired",
+    AssetStatus.DISPOSED: "Disposed",
 }
 DICOM_TYPE_LABELS = {
-    DicomType.MODALITY.value: "Modality",
-    DicomType.PACS_ARCHIVE.value: "PACS archive",
-    DicomType.ROUTER.value: "Router",
-    DicomType.VIEWING_WORKSTATION.value: "Viewing workstation",
-    DicomType.RIS_BROKER.value: "RIS / broker",
-    DicomType.OTHER.value: "Other",
+    DicomType.MODALITY: "Modality",
+    DicomType.PACS_ARCHIVE: "PACS archive",
+    DicomType.ROUTER: "Router",
+    DicomType.VIEWING_WORKSTATION: "Viewing workstation",
+    DicomType.RIS_BROKER: "RIS / broker",
+    DicomType.OTHER: "Other",
 }
-ROLE_LABELS = {DicomRole.SCP.value: "SCP (provider)", DicomRole.SCU.value: "SCU (user)",
-               DicomRole.BOTH.value: "Both"}
+ROLE_LABELS = {DicomRole.SCP: "SCP (provider)", DicomRole.SCU: "SCU (user)",
+               DicomRole.BOTH: "Both"}
 
 
 def _blank_int(value: object) -> int | None:
@@ -60,7 +60,7 @@ class AssetForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=200)])
     kind = SelectField("Kind", choices=select_choices(KIND_LABELS.items()))
     status = SelectField("Status", choices=select_choices(
-        (k, v) for k, v in STATUS_LABELS.items() if k != AssetStatus.DISPOSED.value))
+        (k, v) for k, v in STATUS_LABELS.items() if k != AssetStatus.DISPOSED))
     location = StringField("Location", validators=[Length(max=200)],
                            description="Building, floor, room.")
     department = StringField("Department", validators=[Length(max=120)])
@@ -81,7 +81,7 @@ class AssetForm(FlaskForm):
                                                                      "or 11112.")
     tls = BooleanField("TLS")
     dicom_role = SelectField("DICOM role", choices=select_choices(ROLE_LABELS.items()),
-                             default=DicomRole.BOTH.value)
+                             default=DicomRole.BOTH)
     dicom_type = SelectField("DICOM type", choices=select_choices(DICOM_TYPE_LABELS.items()))
     modality = SelectField("Modality code", choices=select_choices(
         [("", "—")] + [(c, c) for c in MODALITY_CODES]))

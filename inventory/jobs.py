@@ -72,7 +72,7 @@ def import_job(ctx: JobContext) -> dict[str, Any]:
     except csv_io.CsvImportError as refused:
         db.session.rollback()
         return {"refused": True, "problems": refused.problems[:500], "problem_count": len(refused.problems)}
-    queued = services.request_checks(result.verify_ids[:MAX_CHECKS_AFTER_IMPORT], CheckTrigger.SAVE.value,
+    queued = services.request_checks(result.verify_ids[:MAX_CHECKS_AFTER_IMPORT], CheckTrigger.SAVE,
                                      user=user) if len(result.verify_ids) <= MAX_CHECKS_AFTER_IMPORT else []
     db.session.commit()
     return {"refused": False, "summary": result.summary(), "checks_queued": len(queued),

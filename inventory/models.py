@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from core.auditing import AuditSpec, Tracked
 from core.extensions import db
 from core.timeutil import UTCDateTime, utcnow
+from core.types import EnumText
 
 
 class AssetKind(StrEnum):
@@ -84,8 +85,8 @@ class Asset(db.Model):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     asset_tag: Mapped[str] = mapped_column(String(40), unique=True)
     name: Mapped[str] = mapped_column(String(200))
-    kind: Mapped[str] = mapped_column(String(20), default=AssetKind.WORKSTATION.value)
-    status: Mapped[str] = mapped_column(String(20), default=AssetStatus.IN_SERVICE.value)
+    kind: Mapped[AssetKind] = mapped_column(EnumText(AssetKind, 20), default=AssetKind.WORKSTATION)
+    status: Mapped[AssetStatus] = mapped_column(EnumText(AssetStatus, 20), default=AssetStatus.IN_SERVICE)
     location: Mapped[str] = mapped_column(String(200), default="")
     department: Mapped[str] = mapped_column(String(120), default="")
     assigned_user_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
@@ -103,8 +104,8 @@ class Asset(db.Model):
     ae_title: Mapped[str | None] = mapped_column(String(16))
     port: Mapped[int | None] = mapped_column(Integer)
     tls: Mapped[bool] = mapped_column(Boolean, default=False)
-    dicom_role: Mapped[str | None] = mapped_column(String(10))
-    dicom_type: Mapped[str | None] = mapped_column(String(30))
+    dicom_role: Mapped[DicomRole | None] = mapped_column(EnumText(DicomRole, 10))
+    dicom_type: Mapped[DicomType | None] = mapped_column(EnumText(DicomType, 30))
     modality: Mapped[str | None] = mapped_column(String(4))
     verify_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -121,7 +122,7 @@ class Asset(db.Model):
     @property
     def is_dicom_node(self) -> bool:
         """Whether this asset is a DICOM node."""
-        return self.kind == AssetKind.DICOM_NODE.value
+        return self.kind == AssetKind.DICOM_NODE
 
     @property
     def host(self) -> str:

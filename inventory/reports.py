@@ -51,7 +51,7 @@ def _uptime(lo: Any, hi: Any) -> list[dict[str, Any]]:
                func.max(case((NodeCheck.outcome != "ok", NodeCheck.checked_at))).label("last_failure"))
         .join(NodeCheck, and_(NodeCheck.asset_id == Asset.id, NodeCheck.checked_at >= lo,
                               NodeCheck.checked_at < hi), isouter=True)
-        .where(Asset.kind == AssetKind.DICOM_NODE.value)
+        .where(Asset.kind == AssetKind.DICOM_NODE)
         .group_by(Asset.id, Asset.asset_tag, Asset.name, Asset.ae_title, Asset.status)
         .order_by(Asset.asset_tag)).all()
     failures: dict[int, list[str]] = defaultdict(list)
@@ -73,7 +73,7 @@ def _down_now() -> list[Any]:
         select(Asset.asset_tag, Asset.name, Asset.ae_title, Asset.hostname, Asset.ip_address, Asset.port,
                NodeState.down_since, NodeState.consecutive_failures, NodeState.last_ok_at)
         .join(NodeState, NodeState.asset_id == Asset.id)
-        .where(NodeState.state == NodeStateName.DOWN.value).order_by(NodeState.down_since)))
+        .where(NodeState.state == NodeStateName.DOWN).order_by(NodeState.down_since)))
 
 
 def _warranties() -> list[Any]:
@@ -84,7 +84,7 @@ def _warranties() -> list[Any]:
                Asset.warranty_end)
         .where(Asset.warranty_end.is_not(None),
                Asset.warranty_end <= today + timedelta(days=WARRANTY_HORIZON_DAYS),
-               Asset.status.not_in([AssetStatus.RETIRED.value, AssetStatus.DISPOSED.value]))
+               Asset.status.not_in([AssetStatus.RETIRED, AssetStatus.DISPOSED]))
         .order_by(Asset.warranty_end, Asset.asset_tag)))
 
 
@@ -93,7 +93,7 @@ def _disposals(lo: Any, hi: Any) -> list[Any]:
     change = ObjectChange
     disposed = (select(change.object_id.label("asset_id"), func.max(change.changed_at).label("disposed_at"))
                 .where(change.object_type == "asset", change.field == "status",
-                       change.new_value == AssetStatus.DISPOSED.value,
+                       change.new_value == AssetStatus.DISPOSED,
                        change.changed_at >= lo, change.changed_at < hi)
                 .group_by(change.object_id).subquery())
     return list(db.session.execute(

@@ -56,7 +56,7 @@ def find_asset(tag: str) -> Asset | None:
 
 def endpoint_owner(data: AssetData, exclude_id: int | None = None) -> Asset | None:
     """Another active DICOM node already answering at this host, port and AE title."""
-    if data.kind != AssetKind.DICOM_NODE.value or data.port is None or not data.ae_title:
+    if data.kind != AssetKind.DICOM_NODE or data.port is None or not data.ae_title:
         return None
     hosts = []
     if data.hostname:
@@ -64,7 +64,7 @@ def endpoint_owner(data: AssetData, exclude_id: int | None = None) -> Asset | No
     if data.ip_address:
         hosts.append(Asset.ip_address == data.ip_address)
     query = select(Asset).where(
-        Asset.kind == AssetKind.DICOM_NODE.value, Asset.status.not_in(INACTIVE_STATUSES),
+        Asset.kind == AssetKind.DICOM_NODE, Asset.status.not_in(INACTIVE_STATUSES),
         Asset.port == data.port, Asset.ae_title == data.ae_title, or_(*hosts),
     )
     if exclude_id is not None:
@@ -113,7 +113,7 @@ def display_value(name: str, value: Any) -> str:
 
 def create_asset(data: AssetData, *, user: User | None) -> Asset:
     """Create an asset after validation; history and audit event included."""
-    if data.status == AssetStatus.DISPOSED.value:
+    if data.status == AssetStatus.DISPOSED:
         raise AssetError([("status", "an asset is disposed from its own page, not created "
                                      "disposed")])
     data = _validate(data, None)
@@ -139,9 +139,9 @@ def apply_changes(asset: Asset, changes: dict[str, tuple[Any, Any]]) -> None:
 
 def update_asset(asset: Asset, data: AssetData, *, user: User | None) -> list[str]:
     """Change an asset; returns the changed field names (empty when nothing changed)."""
-    if asset.status == AssetStatus.DISPOSED.value:
+    if asset.status == AssetStatus.DISPOSED:
         raise AssetError([("status", "a disposed asset cannot be changed")])
-    if data.status == AssetStatus.DISPOSED.value:
+    if data.status == AssetStatus.DISPOSED:
         raise AssetError([("status", "use Dispose to dispose of an asset: it records how its "
                                      "storage was sanitised")])
     data = _validate(data, asset.id)
@@ -166,7 +166,7 @@ def needs_verification(asset: Asset, changed: Iterable[str]) -> bool:
 def dispose_asset(asset: Asset, sanitisation: SanitisationData | None, *,
                   user: User | None) -> Asset:
     """Dispose of an asset; one that held patient data needs its sanitisation record."""
-    if asset.status == AssetStatus.DISPOSED.value:
+    if asset.status == AssetStatus.DISPOSED:
         raise AssetError([("status", f"asset {asset.asset_tag} is already disposed")])
     if sanitisation is None or not sanitisation.method:
         if asset.holds_phi:
@@ -176,7 +176,7 @@ def dispose_asset(asset: Asset, sanitisation: SanitisationData | None, *,
     else:
         check_sanitisation(sanitisation)
     user_id = user.id if user else None
-    apply_changes(asset, {"status": (asset.status, AssetStatus.DISPOSED.value),
+    apply_changes(asset, {"status": (asset.status, AssetStatus.DISPOSED),
                           "verify_enabled": (asset.verify_enabled, False)})
     details: dict[str, Any] = {"holds_phi": asset.holds_phi}
     if sanitisation is not None:
@@ -233,7 +233,7 @@ def asset_query(filters: AssetFilters) -> Select:
 def _filter_node_state(query: Select, state: str) -> Select:
     """Keep DICOM nodes in ``state`` (a node never checked is unknown)."""
     query = query.outerjoin(NodeState, NodeState.asset_id == Asset.id).where(
-        Asset.kind == AssetKind.DICOM_NODE.value)
+        Asset.kind == AssetKind.DICOM_NODE)
     if state == "unknown":
         return query.where(or_(NodeState.state.is_(None), NodeState.state == "unknown"))
     return query.where(NodeState.state == state)
@@ -295,14 +295,14 @@ def request_checks(asset_ids: list[int], trigger: str, *, user: User | None = No
     for i in range(0, len(asset_ids), CHUNK):
         chunk = asset_ids[i:i + CHUNK]
         query = select(Asset.id, Asset.asset_tag).where(Asset.id.in_(chunk))
-        if trigger != CheckTrigger.MANUAL.value:
+        if trigger != CheckTrigger.MANUAL:
             query = query.where(Asset.verify_enabled.is_(True))
         for asset_id, tag in db.session.execute(query).all():
             jobs.append(enqueue(VERIFY_JOB, {"asset_id": asset_id, "trigger": trigger,
                                              "client_address": client_address},
                                 user_id=user.id if user is not None else None,
                                 dedup_key=f"verify:{asset_id}", title=f"C-ECHO of {tag}",
-                                priority=10 if trigger == CheckTrigger.MANUAL.value else 50))
+                                priority=10 if trigger == CheckTrigger.MANUAL else 50))
     return jobs
 
 

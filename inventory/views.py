@@ -178,7 +178,7 @@ def _save_asset(form: AssetForm, save: Callable[[], T]) -> T | None:
 def _queue_check(asset: Asset) -> Asset:
     """Queue a check of a just-created DICOM node (in the same transaction)."""
     if asset.is_dicom_node:
-        services.request_checks([asset.id], CheckTrigger.SAVE.value, user=current_user,
+        services.request_checks([asset.id], CheckTrigger.SAVE, user=current_user,
                                 client_address=request.remote_addr)
     return asset
 
@@ -187,7 +187,7 @@ def _update_and_queue_check(asset: Asset, data: services.AssetData) -> list[str]
     """Save a change, queueing a check when a node's address changed (same transaction)."""
     changed = services.update_asset(asset, data, user=current_user)
     if services.needs_verification(asset, changed):
-        services.request_checks([asset.id], CheckTrigger.SAVE.value, user=current_user,
+        services.request_checks([asset.id], CheckTrigger.SAVE, user=current_user,
                                 client_address=request.remote_addr)
     return changed
 
@@ -213,7 +213,7 @@ def asset_new():
 def asset_edit(tag: str):
     """Change an asset."""
     asset = _asset_or_404(tag)
-    if asset.status == AssetStatus.DISPOSED.value:
+    if asset.status == AssetStatus.DISPOSED:
         flash("A disposed asset cannot be changed.", "warning")
         return redirect(url_for("inventory.asset_detail", tag=asset.asset_tag))
     form = AssetForm(obj=asset)
@@ -256,7 +256,7 @@ def asset_verify(tag: str):
     except VerificationError as exc:
         flash(f"Cannot verify {asset.asset_tag}: {exc}", "danger")
         return redirect(url_for("inventory.asset_detail", tag=asset.asset_tag))
-    services.request_checks([asset.id], CheckTrigger.MANUAL.value, user=current_user,
+    services.request_checks([asset.id], CheckTrigger.MANUAL, user=current_user,
                             client_address=request.remote_addr)
     db.session.commit()
     flash(f"Checking {asset.ae_title}@{asset.host}:{asset.port} with C-ECHO now; the result appears "
@@ -269,7 +269,7 @@ def asset_verify(tag: str):
 def asset_dispose(tag: str):
     """Dispose of an asset, recording how its storage was sanitised."""
     asset = _asset_or_404(tag)
-    if asset.status == AssetStatus.DISPOSED.value:
+    if asset.status == AssetStatus.DISPOSED:
         flash(f"Asset {asset.asset_tag} is already disposed.", "info")
         return redirect(url_for("inventory.asset_detail", tag=asset.asset_tag))
     form = SanitisationForm()
@@ -320,7 +320,7 @@ def asset_import():
                 message += (f" The {len(result.verify_ids)} DICOM nodes will be checked by the "
                             f"next scheduled sweep.")
             elif result.verify_ids:
-                queued = services.request_checks(result.verify_ids, CheckTrigger.SAVE.value,
+                queued = services.request_checks(result.verify_ids, CheckTrigger.SAVE,
                                                  user=current_user, client_address=request.remote_addr)
                 message += f" Checking {len(queued)} DICOM node(s) in the background."
             db.session.commit()

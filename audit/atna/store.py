@@ -294,7 +294,7 @@ class MessageStore:
         quarantine = [self._quarantine_row(item, seal.id) for item in batch if item.message is None]
         quarantine += [{"received_at": r.received_at, "batch_id": seal.id, "listener": r.listener[:80],
                         "sender_host": r.sender_host[:64], "sender_port": r.sender_port,
-                        "reason": QuarantineReason.TOO_LARGE.value, "detail": r.detail[:300], "size": 0,
+                        "reason": QuarantineReason.TOO_LARGE, "detail": r.detail[:300], "size": 0,
                         "raw": b""} for r in refusals]
         if quarantine:
             db.session.execute(insert(AtnaQuarantine), quarantine)

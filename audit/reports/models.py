@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 
 from core.auditing import AuditSpec
 from core.extensions import db
 from core.timeutil import UTCDateTime, utcnow
+from core.types import EnumText
 
 # A job neither done nor failed this long after it was asked for died with its process.
 ABANDONED_AFTER = timedelta(hours=2)
@@ -44,8 +44,8 @@ class ReportJob(db.Model):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_report_id)
     kind: Mapped[str] = mapped_column(String(40))
-    params: Mapped[str] = mapped_column(Text, default="{}")
-    status: Mapped[str] = mapped_column(String(10), default=ReportStatus.QUEUED.value)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[ReportStatus] = mapped_column(EnumText(ReportStatus, 10), default=ReportStatus.QUEUED)
     progress: Mapped[int] = mapped_column(Integer, default=0)
     stage: Mapped[str] = mapped_column(String(200), default="")
     requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
@@ -65,13 +65,13 @@ class ReportJob(db.Model):
 
     @property
     def parameters(self) -> dict[str, Any]:
-        """The stored parameters as a dict."""
-        return json.loads(self.params or "{}")
+        """The stored parameters (from, to, user, object, run)."""
+        return dict(self.params or {})
 
     @property
     def is_finished(self) -> bool:
         """Whether the job ended (done or failed)."""
-        return self.status in (ReportStatus.DONE.value, ReportStatus.FAILED.value)
+        return self.status in (ReportStatus.DONE, ReportStatus.FAILED)
 
     @property
     def is_abandoned(self) -> bool:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import func, or_, select
 
@@ -38,18 +36,10 @@ def _run(run_id: int | None) -> RetentionRun:
 def validate_run(request: ReportRequest) -> None:
     """Refuse unknown runs, and runs still in progress (nothing final to certify yet)."""
     run = _run(request.run_id)
-    if run.status == RunStatus.RUNNING.value:
+    if run.status == RunStatus.RUNNING:
         raise ReportError(f"Retention run #{run.id} is still running; its certificate can be "
                           "issued when it ends.", "run_id")
 
-
-def _json(text: str | None) -> dict[str, Any]:
-    """A JSON column as a dict."""
-    try:
-        value = json.loads(text or "{}")
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _holds_in_force(started: datetime, finished: datetime) -> list[LegalHold]:
@@ -70,8 +60,8 @@ def build_certificate(request: ReportRequest, progress: Progress) -> ReportConte
     """What the run destroyed, under which policies and holds, fingerprinted by its digests."""
     run = _run(request.run_id)
     progress(20, "Retention run")
-    policies, counts = _json(run.policies), _json(run.counts)
-    held, digests = _json(run.held_counts), _json(run.class_digests)
+    policies, counts = run.policies or {}, run.counts or {}
+    held, digests = run.held_counts or {}, run.class_digests or {}
     classes = []
     for key in sorted(set(policies) | set(counts)):
         record_class = record_classes().get(key)
@@ -97,7 +87,7 @@ def build_certificate(request: ReportRequest, progress: Progress) -> ReportConte
         "total": sum(c["count"] for c in classes), "held_total": sum(c["held"] for c in classes),
         "performed_by": _person(run.started_by_id, run.started_by),
         "started": format_local(run.started_at, STAMP), "finished": format_local(run.finished_at, STAMP),
-        "completed": run.status == RunStatus.COMPLETED.value,
+        "completed": run.status == RunStatus.COMPLETED,
         "when": lambda v: format_local(v, "%Y-%m-%d %H:%M:%S"),
     }
     period = f"Retention run #{run.id}, {format_local(run.started_at, '%d %B %Y')}"

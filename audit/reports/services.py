@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
@@ -251,7 +250,7 @@ def request_report(request: ReportRequest, user: User) -> ReportJob:
     """Queue a report's build for ``user`` and audit the request (flushes; the caller commits)."""
     check_queue_room(user)
     job = ReportJob(id=request.report_id, kind=request.kind,
-                    params=json.dumps(request.params(), sort_keys=True), requested_by_id=user.id)
+                    params=request.params(), requested_by_id=user.id)
     db.session.add(job)
     db.session.flush()
     record("report.generate", object_type="report", object_id=job.id,
@@ -305,7 +304,7 @@ def build_job(ctx: JobContext) -> dict[str, Any]:
     """Build a queued report's PDF (a job: it writes the report's state in short transactions)."""
     report_id = str(ctx.params["report_id"])
     job = db.session.get(ReportJob, report_id)
-    if job is None or job.status not in (ReportStatus.QUEUED.value, ReportStatus.RUNNING.value):
+    if job is None or job.status not in (ReportStatus.QUEUED, ReportStatus.RUNNING):
         return {"skipped": "the report is no longer waiting"}
     request = _request_from_job(job)
     db.session.commit()  # release the session before the report row is written apart
@@ -314,23 +313,23 @@ def build_job(ctx: JobContext) -> dict[str, Any]:
         _set_job(report_id, progress=percent, stage=stage)
         ctx.progress(percent, stage)
 
-    _set_job(report_id, status=ReportStatus.RUNNING.value, started_at=utcnow(), progress=1, stage="Starting")
+    _set_job(report_id, status=ReportStatus.RUNNING, started_at=utcnow(), progress=1, stage="Starting")
     try:
         pdf = build_pdf(request, progress)
     except ReportError as exc:
         db.session.rollback()
-        _set_job(report_id, status=ReportStatus.FAILED.value, error=str(exc), finished_at=utcnow())
+        _set_job(report_id, status=ReportStatus.FAILED, error=str(exc), finished_at=utcnow())
         raise Fail(str(exc)) from None
     except Exception:
         db.session.rollback()
         if ctx.attempt >= MAX_BUILD_ATTEMPTS:
-            _set_job(report_id, status=ReportStatus.FAILED.value, finished_at=utcnow(),
+            _set_job(report_id, status=ReportStatus.FAILED, finished_at=utcnow(),
                      error="The report could not be generated. The error was logged; "
                            "try again or contact the administrator.")
         else:
-            _set_job(report_id, status=ReportStatus.QUEUED.value, stage="Waiting to try again")
+            _set_job(report_id, status=ReportStatus.QUEUED, stage="Waiting to try again")
         raise
-    _set_job(report_id, status=ReportStatus.DONE.value, progress=100, stage="Ready", pdf=pdf,
+    _set_job(report_id, status=ReportStatus.DONE, progress=100, stage="Ready", pdf=pdf,
              pdf_size=len(pdf), finished_at=utcnow())
     notify("audit.report_ready", [db.session.get(User, ctx.user_id) if ctx.user_id else None], Notice(
         subject=f"Your {find_kind(request.kind).title} report is ready",

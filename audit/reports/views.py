@@ -90,7 +90,7 @@ def detail(job_id: str):
 def download(job_id: str):
     """The PDF, for its requester or a compliance officer; every download is audited."""
     job = _job_or_404(job_id)
-    if job.status != ReportStatus.DONE.value or job.pdf is None:
+    if job.status != ReportStatus.DONE or job.pdf is None:
         abort(404)
     services.record_download(job)
     db.session.commit()

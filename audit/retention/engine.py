@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import calendar
 import hashlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
@@ -271,7 +270,7 @@ def dry_run(batch_size: int = BATCH_SIZE, as_of: datetime | None = None) -> RunR
 def running_run() -> RetentionRun | None:
     """The run in progress, if any."""
     return db.session.execute(
-        select(RetentionRun).where(RetentionRun.status == RunStatus.RUNNING.value)).scalar_one_or_none()
+        select(RetentionRun).where(RetentionRun.status == RunStatus.RUNNING)).scalar_one_or_none()
 
 
 def _busy_message(run: RetentionRun) -> str:
@@ -284,10 +283,9 @@ def _claim_run(started_by: str, user: Any, policies: list[tuple[RecordClass, Ret
                ) -> RetentionRun:
     """Insert the running run row (committed); the unique partial index refuses a second one."""
     for _attempt in range(2):
-        run = RetentionRun(status=RunStatus.RUNNING.value, started_at=utcnow(), heartbeat_at=utcnow(),
+        run = RetentionRun(status=RunStatus.RUNNING, started_at=utcnow(), heartbeat_at=utcnow(),
                            started_by=started_by, started_by_id=getattr(user, "id", None),
-                           policies=json.dumps({rc.key: _policy_state(p) for rc, p in policies},
-                                               sort_keys=True))
+                           policies={rc.key: _policy_state(p) for rc, p in policies})
         db.session.add(run)
         try:
             db.session.flush()
@@ -297,7 +295,7 @@ def _claim_run(started_by: str, user: Any, policies: list[tuple[RecordClass, Ret
             if other is None:
                 continue
             if utcnow() - other.heartbeat_at > STALE_AFTER:
-                other.status = RunStatus.ABANDONED.value
+                other.status = RunStatus.ABANDONED
                 other.finished_at = utcnow()
                 other.error = "no progress for 30 minutes: taken over by a new run"
                 record("retention.run_abandoned", outcome="failure", object_type="retention_run",
@@ -308,7 +306,7 @@ def _claim_run(started_by: str, user: Any, policies: list[tuple[RecordClass, Ret
                 continue
             raise RetentionBusy(_busy_message(other)) from None
         record("retention.run_started", object_type="retention_run", object_id=run.id,
-               details={"started_by": started_by, "policies": json.loads(run.policies),
+               details={"started_by": started_by, "policies": run.policies,
                         "holds": [f"#{h.id} {describe_scope(h)}" for h in active_holds()]},
                **({} if user is None else {"user": user}))
         db.session.commit()
@@ -367,23 +365,23 @@ def run_retention(started_by: str, user: Any = None, batch_size: int = BATCH_SIZ
                 running = db.session.get(RetentionRun, run_id)
                 assert running is not None
                 running.heartbeat_at, running.total = utcnow(), sum(counts.values())
-                running.counts = json.dumps(counts, sort_keys=True)
+                running.counts = dict(counts)
                 db.session.commit()
 
             report.classes.append(_walk_class(rc, policy, now, holds, purge, batch_size))
         class_digests = {c.key: c.digest for c in report.classes}
         report.digest = combined_digest(class_digests)
         run = db.session.get(RetentionRun, run_id)
-        run.status = RunStatus.COMPLETED.value
+        run.status = RunStatus.COMPLETED
         run.finished_at = utcnow()
-        run.counts = json.dumps({c.key: c.count for c in report.classes}, sort_keys=True)
-        run.held_counts = json.dumps({c.key: c.held for c in report.classes}, sort_keys=True)
-        run.class_digests = json.dumps(class_digests, sort_keys=True)
-        run.classes = json.dumps([asdict(c) for c in report.classes])
+        run.counts = {c.key: c.count for c in report.classes}
+        run.held_counts = {c.key: c.held for c in report.classes}
+        run.class_digests = class_digests
+        run.classes = [asdict(c) for c in report.classes]
         run.digest = report.digest
         run.total = report.total
         record("retention.run_completed", object_type="retention_run", object_id=run_id,
-               details={"counts": json.loads(run.counts), "held": json.loads(run.held_counts),
+               details={"counts": run.counts, "held": run.held_counts,
                         "digest": run.digest, "total": run.total}, **actor)
         notify("audit.retention_run", users_with_roles(Role.COMPLIANCE), Notice(
             subject=f"Retention run #{run_id} finished",
@@ -394,7 +392,7 @@ def run_retention(started_by: str, user: Any = None, batch_size: int = BATCH_SIZ
     except Exception as exc:
         db.session.rollback()
         run = db.session.get(RetentionRun, run_id)
-        run.status = RunStatus.FAILED.value
+        run.status = RunStatus.FAILED
         run.finished_at = utcnow()
         run.error = str(exc)[:2000]
         record("retention.run_failed", outcome="failure", object_type="retention_run",

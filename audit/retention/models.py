@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.auditing import AuditSpec
 from core.auth.models import User
 from core.extensions import db
 from core.timeutil import UTCDateTime, utcnow
+from core.types import EnumText
 
 
 class RetentionPolicy(db.Model):
@@ -81,17 +83,17 @@ class RetentionRun(db.Model):
                           bookkeeping=frozenset({"heartbeat_at", "counts", "total"}))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    status: Mapped[str] = mapped_column(String(20), default=RunStatus.RUNNING.value)
+    status: Mapped[RunStatus] = mapped_column(EnumText(RunStatus, 20), default=RunStatus.RUNNING)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     started_by: Mapped[str] = mapped_column(String(64))          # username, or "scheduler"
     started_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
-    policies: Mapped[str] = mapped_column(Text, default="{}")     # JSON: class -> policy in force
-    counts: Mapped[str] = mapped_column(Text, default="{}")       # JSON: class -> records destroyed
-    held_counts: Mapped[str] = mapped_column(Text, default="{}")  # JSON: class -> kept by holds
-    class_digests: Mapped[str] = mapped_column(Text, default="{}")  # JSON: class -> SHA-256
-    classes: Mapped[str] = mapped_column(Text, default="[]")  # JSON: per class count, held, dates
+    policies: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)       # class -> policy in force
+    counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)         # class -> records destroyed
+    held_counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)    # class -> kept by holds
+    class_digests: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)  # class -> SHA-256
+    classes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # per class count, held, dates
     digest: Mapped[str | None] = mapped_column(String(64))
     total: Mapped[int] = mapped_column(BigInteger, default=0)
     error: Mapped[str | None] = mapped_column(Text)

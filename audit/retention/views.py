@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 from flask import abort, flash, redirect, render_template, url_for
@@ -147,7 +146,7 @@ def retention_run_detail(run_id: int):
     """One run's record: policies, counts, digest."""
     run = db.get_or_404(RetentionRun, run_id)
     return render_template("audit/retention_run_detail.html", run=run,
-                           policies=json.loads(run.policies), counts=json.loads(run.counts),
-                           held=json.loads(run.held_counts), digests=json.loads(run.class_digests),
-                           spans={c["key"]: c for c in json.loads(run.classes)},
+                           policies=run.policies, counts=run.counts,
+                           held=run.held_counts, digests=run.class_digests,
+                           spans={c["key"]: c for c in run.classes},
                            classes=record_classes())

@@ -71,7 +71,7 @@ def _audit_held(ids: Sequence[int], holds: Sequence[HoldScope]) -> set[int]:
 def _running_retention_run() -> int | None:
     """The retention run in progress (the engine allows one at a time), which a purge names."""
     return db.session.execute(select(RetentionRun.id)
-                              .where(RetentionRun.status == RunStatus.RUNNING.value)).scalar()
+                              .where(RetentionRun.status == RunStatus.RUNNING)).scalar()
 
 
 def _audit_purge(ids: Sequence[int]) -> int:

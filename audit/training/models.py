@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 
 from core.auditing import AuditSpec
@@ -24,7 +35,7 @@ class Course(db.Model):
     title: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     recurrence_months: Mapped[int | None] = mapped_column(Integer)  # None: one-time
-    required_roles: Mapped[str] = mapped_column(String(200), default="")  # comma list; "" = everyone
+    required_roles: Mapped[list[str]] = mapped_column(JSON, default=list)  # role names; empty: everyone
     days_to_complete: Mapped[int] = mapped_column(Integer, default=30)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     available_from: Mapped[datetime | None] = mapped_column(UTCDateTime())  # None: since always
@@ -33,7 +44,7 @@ class Course(db.Model):
     @property
     def roles(self) -> list[str]:
         """Roles that must take the course (empty: everyone)."""
-        return [r for r in self.required_roles.split(",") if r]
+        return list(self.required_roles or [])
 
     @property
     def audience(self) -> str:

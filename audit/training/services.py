@@ -37,15 +37,15 @@ AUDIT_ACTIONS = {
 
 SEED_COURSES = (
     ("hipaa-privacy", "HIPAA Privacy", "The Privacy Rule: minimum necessary use of patient "
-     "information, patients' rights, and reporting a privacy incident.", 12, "", 30),
+     "information, patients' rights, and reporting a privacy incident.", 12, [], 30),
     ("hipaa-security", "HIPAA Security Awareness", "Security reminders, protection from malicious "
-     "software, log-in monitoring and password management (45 CFR 164.308(a)(5)).", 12, "", 30),
+     "software, log-in monitoring and password management (45 CFR 164.308(a)(5)).", 12, [], 30),
     ("pacs-viewer", "PACS viewer and workflow training", "Using the PACS viewer and the imaging "
      "workflow: worklists, hanging protocols, study routing and downtime procedures.", None,
-     "requester,technician", 60),
+     ["requester", "technician"], 60),
     ("break-the-glass", 'Emergency "break-the-glass" access procedure', "When and how to use "
      "emergency access to patient images, and the review that follows every use.", 12,
-     "requester,technician,admin", 30),
+     ["admin", "requester", "technician"], 30),
 )
 
 
@@ -171,7 +171,7 @@ def create_course(data: CourseData) -> Course:
     code = "c-" + secrets.token_hex(4)
     course = Course(code=code, title=title, description=data.description.strip(),
                     recurrence_months=data.recurrence_months,
-                    required_roles=",".join(sorted(set(data.required_roles))),
+                    required_roles=sorted(set(data.required_roles)),
                     days_to_complete=data.days_to_complete, is_active=data.is_active,
                     available_from=utcnow())
     db.session.add(course)
@@ -191,7 +191,7 @@ def update_course(course_id: int, data: CourseData) -> Course:
     course.title = data.title.strip()
     course.description = data.description.strip()
     course.recurrence_months = data.recurrence_months
-    course.required_roles = ",".join(sorted(set(data.required_roles)))
+    course.required_roles = sorted(set(data.required_roles))
     course.days_to_complete = data.days_to_complete
     course.is_active = data.is_active
     db.session.flush()

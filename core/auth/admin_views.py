@@ -100,12 +100,12 @@ def user_edit(user_id: int):
     form = UserEditForm(obj=user)
     if form.validate_on_submit():
         new_role = Role(form.role.data)
-        if user.id == current_user.id and new_role.value != user.role:
+        if user.id == current_user.id and new_role != user.role:
             form.role.errors.append("You cannot change your own role.")
-        elif user.is_directory and new_role.value != user.role:
+        elif user.is_directory and new_role != user.role:
             form.role.errors.append("The role of a directory account follows its directory groups; "
                                     "change the groups in the directory.")
-        elif new_role.value != user.role and not _confirmed():
+        elif new_role != user.role and not _confirmed():
             fields = {"full_name": form.full_name.data or "", "email": form.email.data or "",
                       "department": form.department.data or "", "role": new_role.value}
             return _confirm_page(

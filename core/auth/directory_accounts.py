@@ -122,7 +122,7 @@ def apply_listing(people: Iterable[directory.DirectoryUser], started: datetime) 
     """Bring every active directory account in line with a complete listing (flushes, audits)."""
     by_name = {person.username: person for person in people}
     accounts = db.session.execute(
-        select(User).where(User.auth_source == AuthSource.DIRECTORY.value, User.is_disabled.is_(False))
+        select(User).where(User.auth_source == AuthSource.DIRECTORY, User.is_disabled.is_(False))
         .order_by(User.id).with_for_update()).scalars().all()
     if not by_name and accounts:
         return _failed(started, "the directory listed nobody under PACSDESK_LDAP_USER_BASE")

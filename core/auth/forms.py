@@ -48,7 +48,7 @@ class UserCreateForm(FlaskForm):
     full_name = StringField("Full name", validators=[Optional(), Length(max=200)])
     email = EmailField("E-mail", validators=[Optional(), Length(max=254)])
     department = StringField("Department", validators=[Optional(), Length(max=120)])
-    role = SelectField("Role", choices=select_choices(ROLE_CHOICES), default=Role.REQUESTER.value)
+    role = SelectField("Role", choices=select_choices(ROLE_CHOICES), default=Role.REQUESTER)
     password = PasswordField(
         "Initial password", validators=[Optional(), Length(max=256)],
         description="Leave empty to generate one; it is shown once after saving.",

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from core.auditing import AuditSpec
 from core.extensions import db
 from core.timeutil import UTCDateTime, utcnow
+from core.types import EnumText
 
 
 class Role(StrEnum):
@@ -51,7 +52,7 @@ class User(UserMixin, db.Model):
     full_name: Mapped[str] = mapped_column(String(200), default="")
     email: Mapped[str | None] = mapped_column(String(254))
     department: Mapped[str] = mapped_column(String(120), default="")
-    role: Mapped[str] = mapped_column(String(20), default=Role.REQUESTER.value)
+    role: Mapped[Role] = mapped_column(EnumText(Role, 20), default=Role.REQUESTER)
     password_hash: Mapped[str] = mapped_column(String(255))
     is_disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -61,7 +62,7 @@ class User(UserMixin, db.Model):
     first_failed_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     session_version: Mapped[int] = mapped_column(Integer, default=1)
-    auth_source: Mapped[str] = mapped_column(String(20), default=AuthSource.LOCAL.value)
+    auth_source: Mapped[AuthSource] = mapped_column(EnumText(AuthSource, 20), default=AuthSource.LOCAL)
     directory_dn: Mapped[str | None] = mapped_column(String(1000))
     must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
     # TOTP: the secret exists from the start of enrolment; MFA is on once mfa_enabled_at is set.
@@ -82,7 +83,7 @@ class User(UserMixin, db.Model):
     @property
     def is_directory(self) -> bool:
         """Whether the hospital directory checks this account's password."""
-        return self.auth_source == AuthSource.DIRECTORY.value
+        return self.auth_source == AuthSource.DIRECTORY
 
     @property
     def mfa_enabled(self) -> bool:

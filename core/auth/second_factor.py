@@ -33,7 +33,7 @@ RECOVERY_CODES = 10
 
 def mfa_required(user: User) -> bool:
     """Whether the user's role must use a second factor (``PACSDESK_MFA_REQUIRED_ROLES``)."""
-    return Role(user.role).value in current_app.config["PACSDESK_MFA_REQUIRED_ROLES"]
+    return Role(user.role) in current_app.config["PACSDESK_MFA_REQUIRED_ROLES"]
 
 
 def _locked(user_id: int) -> User:

@@ -112,13 +112,13 @@ def create_user(new: NewUser, actor: User | None = None) -> User:
             raise AccountError(problem, "password")
     user = User(
         username=username,
-        role=Role(new.role).value,
+        role=Role(new.role),
         password_hash=NO_LOCAL_PASSWORD if directory else hash_password(new.password),
         email=(new.email or None),
         full_name=new.full_name.strip(),
         department=new.department.strip(),
         must_change_password=new.must_change_password and not directory,
-        auth_source=new.auth_source.value,
+        auth_source=new.auth_source,
         directory_dn=new.directory_dn,
     )
     db.session.add(user)
@@ -141,10 +141,10 @@ def _actor(actor: User | None) -> dict:
 
 def change_role(user: User, role: Role, actor: User | None = None, source: str = "administrator") -> bool:
     """Change a role (``source``: administrator or directory); the user's open sessions end."""
-    if user.role == role.value:
+    if user.role == role:
         return False
     old = user.role
-    user.role = role.value
+    user.role = role
     user.session_version += 1
     db.session.flush()
     audit_sink.record("user.role_changed", object_type="user", object_id=user.id,

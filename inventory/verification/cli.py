@@ -36,7 +36,7 @@ def _assets_by_tag(tags: tuple[str, ...]) -> list[Asset]:
 def verify_command(tags: tuple[str, ...], as_json: bool) -> None:
     """C-ECHO DICOM nodes now; exit 0 when every checked node answered, 1 otherwise."""
     assets = _assets_by_tag(tags) if tags else verifiable_nodes()
-    result = run_checks(assets, CheckTrigger.MANUAL.value, audit_each=True, username="cli")
+    result = run_checks(assets, CheckTrigger.MANUAL, audit_each=True, username="cli")
     db.session.commit()
     if as_json:
         click.echo(json.dumps([

@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Float, ForeignKey, Index, Integer, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.extensions import db
 from core.timeutil import UTCDateTime, utcnow
+from core.types import EnumText
+from inventory.verification.dicom import Outcome
 
 
 class CheckTrigger(StrEnum):
@@ -43,10 +45,10 @@ class NodeCheck(db.Model):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     asset_id: Mapped[int] = mapped_column(ForeignKey("asset.id"))
     checked_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    outcome: Mapped[str] = mapped_column(String(30))
+    outcome: Mapped[Outcome] = mapped_column(EnumText(Outcome, 30))
     detail: Mapped[str] = mapped_column(Text, default="")
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
-    trigger: Mapped[str] = mapped_column(String(10), default=CheckTrigger.SCHEDULE.value)
+    trigger: Mapped[CheckTrigger] = mapped_column(EnumText(CheckTrigger, 10), default=CheckTrigger.SCHEDULE)
 
     @property
     def ok(self) -> bool:
@@ -60,7 +62,8 @@ class NodeState(db.Model):
     __tablename__ = "node_state"
 
     asset_id: Mapped[int] = mapped_column(ForeignKey("asset.id"), primary_key=True)
-    state: Mapped[str] = mapped_column(String(10), default=NodeStateName.UNKNOWN.value, index=True)
+    state: Mapped[NodeStateName] = mapped_column(EnumText(NodeStateName, 10), default=NodeStateName.UNKNOWN,
+                                                 index=True)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
     last_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_ok_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

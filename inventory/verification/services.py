@@ -110,7 +110,7 @@ def _settings() -> tuple[str, float]:
 def _first_failure_of_streak(asset_id: int, last_ok_at: datetime | None) -> datetime | None:
     """When the current run of failed checks began."""
     query = select(func.min(NodeCheck.checked_at)).where(NodeCheck.asset_id == asset_id,
-                                                         NodeCheck.outcome != Outcome.OK.value)
+                                                         NodeCheck.outcome != Outcome.OK)
     if last_ok_at is not None:
         query = query.where(NodeCheck.checked_at > last_ok_at)
     return db.session.execute(query).scalar_one_or_none()
@@ -121,7 +121,7 @@ def _failed_recently(asset_id: int, now: datetime) -> bool:
     return db.session.execute(
         select(NodeCheck.id).where(NodeCheck.asset_id == asset_id,
                                    NodeCheck.checked_at >= now - INTERMITTENT_WINDOW,
-                                   NodeCheck.outcome != Outcome.OK.value).limit(1)
+                                   NodeCheck.outcome != Outcome.OK).limit(1)
     ).first() is not None
 
 
@@ -137,7 +137,7 @@ class _Transition:
 def _apply_check(state: NodeState, check: NodeCheck) -> _Transition:
     """Move ``state`` according to ``check`` (down after N failures, degraded, up)."""
     config = current_app.config
-    previous = state.state or NodeStateName.UNKNOWN.value
+    previous = state.state or NodeStateName.UNKNOWN
     state.last_check_at = check.checked_at
     state.last_latency_ms = check.latency_ms
     if check.ok:
@@ -147,17 +147,17 @@ def _apply_check(state: NodeState, check: NodeCheck) -> _Transition:
         state.down_since = None
         slow = check.latency_ms > config["PACSDESK_DEGRADED_LATENCY_MS"]
         intermittent = _failed_recently(state.asset_id, check.checked_at)
-        state.state = (NodeStateName.DEGRADED if slow or intermittent else NodeStateName.UP).value
+        state.state = NodeStateName.DEGRADED if slow or intermittent else NodeStateName.UP
         return _Transition(previous, state.state, was_down_since)
     state.consecutive_failures = (state.consecutive_failures or 0) + 1
     if state.consecutive_failures >= config["PACSDESK_DOWN_AFTER_FAILURES"] \
-            or previous == NodeStateName.DOWN.value:
-        if previous != NodeStateName.DOWN.value:
+            or previous == NodeStateName.DOWN:
+        if previous != NodeStateName.DOWN:
             state.down_since = _first_failure_of_streak(state.asset_id, state.last_ok_at) \
                 or check.checked_at
-        state.state = NodeStateName.DOWN.value
+        state.state = NodeStateName.DOWN
     else:
-        state.state = NodeStateName.DEGRADED.value
+        state.state = NodeStateName.DEGRADED
     return _Transition(previous, state.state, state.down_since)
 
 
@@ -169,7 +169,7 @@ def _state_for(asset_id: int) -> NodeState:
     """
     insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
     db.session.execute(insert(NodeState).values(
-        asset_id=asset_id, state=NodeStateName.UNKNOWN.value, consecutive_failures=0)
+        asset_id=asset_id, state=NodeStateName.UNKNOWN, consecutive_failures=0)
         .on_conflict_do_nothing())
     state = db.session.get(NodeState, asset_id, with_for_update=True, populate_existing=True)
     assert state is not None
@@ -180,18 +180,18 @@ def record_check(asset: Asset, result: EchoResult, trigger: str, *, user: Any = 
                  username: str | None = None, client_address: str | None = None,
                  audit_each: bool = True, checked_at: datetime | None = None) -> NodeCheck:
     """Store one check's result, move the node's state, open or close its ticket (flushes)."""
-    trigger = CheckTrigger(trigger).value
+    trigger = CheckTrigger(trigger)
     check = NodeCheck(asset_id=asset.id, checked_at=checked_at or utcnow(),
-                      outcome=result.outcome.value,
+                      outcome=result.outcome,
                       detail=result.detail[:DETAIL_MAX], latency_ms=result.latency_ms,
                       trigger=trigger)
     db.session.add(check)
     state = _state_for(asset.id)
     db.session.flush()
     moved = _apply_check(state, check)
-    if moved.current == NodeStateName.DOWN.value and moved.previous != NodeStateName.DOWN.value:
+    if moved.current == NodeStateName.DOWN and moved.previous != NodeStateName.DOWN:
         node_went_down(asset, state, check)
-    elif moved.previous == NodeStateName.DOWN.value and check.ok:
+    elif moved.previous == NodeStateName.DOWN and check.ok:
         node_recovered(asset, state, check, moved.down_since)
     if audit_each:
         record("node.verify", object_type="asset", object_id=asset.asset_tag, user=user,
@@ -261,7 +261,7 @@ class SweepResult:
     @property
     def ok(self) -> int:
         """Nodes that answered."""
-        return sum(1 for r in self.results if r.outcome == Outcome.OK.value)
+        return sum(1 for r in self.results if r.outcome == Outcome.OK)
 
     @property
     def failed(self) -> int:
@@ -301,14 +301,14 @@ def _write_result(sweep: SweepResult, target: EchoTarget, result: EchoResult,
     if asset is None:
         return
     previous = db.session.get(NodeState, asset.id)
-    before = previous.state if previous is not None else NodeStateName.UNKNOWN.value
+    before = previous.state if previous is not None else NodeStateName.UNKNOWN
     check = record_check(asset, result, trigger, audit_each=audit_each, username=username,
                          checked_at=checked_at, **_request_actor())
     state = db.session.get(NodeState, asset.id)
     assert state is not None
-    if state.state == NodeStateName.DOWN.value and before != NodeStateName.DOWN.value:
+    if state.state == NodeStateName.DOWN and before != NodeStateName.DOWN:
         sweep.went_down.append(asset.asset_tag)
-    elif before == NodeStateName.DOWN.value and check.ok:
+    elif before == NodeStateName.DOWN and check.ok:
         sweep.recovered.append(asset.asset_tag)
     sweep.results.append(NodeResult(target.asset_tag, target.ae_title, target.host, target.port,
                                     check.outcome, check.latency_ms, check.detail, state.state))
@@ -375,7 +375,7 @@ def run_checks(assets: Sequence[Asset], trigger: str, *, audit_each: bool, usern
 def sweep(progress: Callable[[int, str], None] | None = None,
           cancelled: Callable[[], bool] | None = None) -> SweepResult:
     """Check every enabled DICOM node concurrently; each batch audited, then a node.sweep summary; commits."""
-    result = run_checks(verifiable_nodes(), CheckTrigger.SCHEDULE.value, audit_each=False,
+    result = run_checks(verifiable_nodes(), CheckTrigger.SCHEDULE, audit_each=False,
                         progress=progress, cancelled=cancelled)
     record("node.sweep", user=None, client_address=None, details={
         "nodes": len(result.results), "ok": result.ok, "failed": result.failed,

@@ -22,13 +22,13 @@ from inventory.verification.models import NodeCheck, NodeState, NodeStateName
 
 RECENT_CHECKS = 20
 UPTIME_WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
-INACTIVE_STATUSES = (AssetStatus.RETIRED.value, AssetStatus.DISPOSED.value)
+INACTIVE_STATUSES = (AssetStatus.RETIRED, AssetStatus.DISPOSED)
 
 
 def verifiable_nodes() -> list[Asset]:
     """DICOM nodes that the sweep checks: enabled and not retired or disposed."""
     return list(db.session.execute(
-        select(Asset).where(Asset.kind == AssetKind.DICOM_NODE.value,
+        select(Asset).where(Asset.kind == AssetKind.DICOM_NODE,
                             Asset.verify_enabled.is_(True),
                             Asset.status.not_in(INACTIVE_STATUSES))
         .order_by(Asset.asset_tag)
@@ -50,7 +50,7 @@ class NodeSummary:
 def uptime_percentages(asset_id: int, now: datetime | None = None) -> dict[str, float | None]:
     """Share of successful checks over 24 h, 7 d and 30 d (None when there was no check)."""
     now = now or utcnow()
-    ok = func.sum(case((NodeCheck.outcome == Outcome.OK.value, 1), else_=0))
+    ok = func.sum(case((NodeCheck.outcome == Outcome.OK, 1), else_=0))
     result: dict[str, float | None] = {}
     for label, span in UPTIME_WINDOWS.items():
         total, good = db.session.execute(
@@ -75,7 +75,7 @@ def node_summary(asset: Asset) -> NodeSummary:
         .order_by(NodeCheck.checked_at)
     ).all())
     state = NodeStateName(node_state.state) if node_state else NodeStateName.UNKNOWN
-    chart = node_chart_svg([(at, latency, outcome == Outcome.OK.value) for at, latency, outcome in day],
+    chart = node_chart_svg([(at, latency, outcome == Outcome.OK) for at, latency, outcome in day],
                            end=now, span=timedelta(hours=24),
                            threshold_ms=current_app.config["PACSDESK_DEGRADED_LATENCY_MS"])
     return NodeSummary(state=state, node_state=node_state, last_check=recent[0] if recent else None,
@@ -86,11 +86,11 @@ def node_state_counts() -> dict[str, Any]:
     """For the dashboard: nodes per state, and the ones down or degraded."""
     nodes = verifiable_nodes()
     states = {s.asset_id: s for s in db.session.execute(select(NodeState)).scalars()}
-    counts = Counter(states[n.id].state if n.id in states else NodeStateName.UNKNOWN.value
+    counts = Counter(states[n.id].state if n.id in states else NodeStateName.UNKNOWN
                      for n in nodes)
     troubled = [(n, states[n.id]) for n in nodes if n.id in states
-                and states[n.id].state in (NodeStateName.DOWN.value, NodeStateName.DEGRADED.value)]
-    troubled.sort(key=lambda pair: (pair[1].state != NodeStateName.DOWN.value, pair[0].asset_tag))
+                and states[n.id].state in (NodeStateName.DOWN, NodeStateName.DEGRADED)]
+    troubled.sort(key=lambda pair: (pair[1].state != NodeStateName.DOWN, pair[0].asset_tag))
     return {"total": len(nodes), "counts": {s.value: counts.get(s.value, 0) for s in NodeStateName},
             "troubled": troubled[:10], "more": max(len(troubled) - 10, 0)}
 

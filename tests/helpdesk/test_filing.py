@@ -15,7 +15,7 @@ def test_requester_files_ticket_and_lands_on_its_page(client, login_as, file_tic
     assert b"Priors missing in reading room 2" in page.data
     ticket = ticket_row(number)
     assert ticket.requester_id == user.id
-    assert ticket.status == TicketStatus.NEW.value
+    assert ticket.status == TicketStatus.NEW
     created = audit_events("ticket.create", number)
     assert created[0]["user_id"] == user.id
     assert created[0]["details"]["accession_number"] == "ACC123"

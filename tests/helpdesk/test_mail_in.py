@@ -133,7 +133,7 @@ def test_a_reply_to_a_ticket_the_sender_did_not_file_adds_nothing_and_says_so(ap
 def test_a_forged_from_can_only_add_a_comment_never_change_the_ticket(app, okafor, make_user):
     process(app, mail())
     with app.app_context():
-        db.session.get(Ticket, 1).status = TicketStatus.OPEN.value
+        db.session.get(Ticket, 1).status = TicketStatus.OPEN
         fixture_event("ticket", "PD-000001")
         db.session.commit()
     forged = process(app, mail(subject="Re: [PD-000001] close", body="Please close and resolve this ticket.",
@@ -141,7 +141,7 @@ def test_a_forged_from_can_only_add_a_comment_never_change_the_ticket(app, okafo
     assert forged.outcome is InboundOutcome.REPLIED
     with app.app_context():
         ticket = db.session.get(Ticket, 1)
-        assert ticket.status == TicketStatus.OPEN.value and ticket.assignee_id is None
+        assert ticket.status == TicketStatus.OPEN and ticket.assignee_id is None
         assert ticket.priority == "P3"
 
 

@@ -31,7 +31,7 @@ def test_inventory_report_shows_uptime_failures_down_nodes_warranties_and_dispos
             at = local(f"2026-03-{day:02d} 10:00")
             db.session.add(NodeCheck(asset_id=pacs.id, checked_at=at, outcome="ok", latency_ms=12.0))
             db.session.add(NodeCheck(asset_id=ct.id, checked_at=at, latency_ms=0.0,
-                                     outcome="ok" if day <= 6 else "tcp_refused"))
+                                     outcome="ok" if day <= 6 else "refused"))
         db.session.add(NodeState(asset_id=ct.id, state="down", consecutive_failures=4,
                                  down_since=local("2026-03-07 10:00"),
                                  last_ok_at=local("2026-03-06 10:00"), last_check_at=utcnow()))
@@ -48,7 +48,7 @@ def test_inventory_report_shows_uptime_failures_down_nodes_warranties_and_dispos
     text = pdf_text(pdf, tmp_path)
     assert re.search(r"CT-02\s+CT scanner 2\s+CT2\s+10\s+4\s+60\.0%", text), text
     assert re.search(r"PACS-01\s+Archive\s+ARCHIVE\s+10\s+0\s+100\.0%", text)
-    assert "tcp refused 4" in text
+    assert "refused 4" in text
     down = text[text.index("Nodes down now"):text.index("Warranties ended")]
     assert "CT-02" in down and "PACS-01" not in down and "2026-03-07 10:00" in down
     warranties = text[text.index("Warranties ended"):text.index("Disposals in the period")]

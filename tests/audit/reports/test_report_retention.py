@@ -23,8 +23,8 @@ NOW = datetime(2036, 6, 15, 12, 0, tzinfo=UTC)
 def stored_report(app, user: User, created: datetime) -> str:
     """A finished report job with its PDF, created at ``created``; returns its id."""
     with app.app_context():
-        job = ReportJob(kind="access-audit", params=json.dumps({"from": "2030-01-01", "to": "2030-01-31"}),
-                        status=ReportStatus.DONE.value, progress=100, requested_by_id=user.id,
+        job = ReportJob(kind="access-audit", params={"from": "2030-01-01", "to": "2030-01-31"},
+                        status=ReportStatus.DONE, progress=100, requested_by_id=user.id,
                         created_at=created, finished_at=created, pdf=b"%PDF-1.7 patient MRN 123",
                         pdf_size=24)
         db.session.add(job)

@@ -69,8 +69,8 @@ def test_compliance_officer_generates_in_the_background_and_downloads_audited(ap
 def test_waiting_page_refreshes_itself_until_the_report_is_ready(app, client, login_as):
     login_as("compliance")
     with app.app_context():
-        job = ReportJob(kind="access-audit", params=json.dumps({"from": "2026-03-01",
-                                                                "to": "2026-03-31"}),
+        job = ReportJob(kind="access-audit", params={"from": "2026-03-01",
+                                                                "to": "2026-03-31"},
                         requested_by_id=None, status="running", progress=40,
                         stage="Access outside business hours")
         db.session.add(job)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from sqlalchemy import select
 
 from audit.retention.models import LegalHold, RetentionRun
@@ -19,10 +17,10 @@ def add_run(app, status: str = "completed", started_by_id: int | None = None) ->
             status=status, started_at=local("2026-03-02 01:00"), heartbeat_at=local("2026-03-02 01:05"),
             finished_at=local("2026-03-02 01:06") if status != "running" else None,
             started_by="privacy.garcia", started_by_id=started_by_id,
-            policies=json.dumps({"tickets": {"years": 7, "months": 0, "days": 0, "anchor": "closed",
+            policies=({"tickets": {"years": 7, "months": 0, "days": 0, "anchor": "closed",
                                              "enabled": True, "period": "7 years"}}),
-            counts=json.dumps({"tickets": 1234}), held_counts=json.dumps({"tickets": 5}),
-            class_digests=json.dumps({"tickets": "ab" * 32}), digest="cd" * 32, total=1234)
+            counts=({"tickets": 1234}), held_counts=({"tickets": 5}),
+            class_digests=({"tickets": "ab" * 32}), digest="cd" * 32, total=1234)
         db.session.add(run)
         if started_by_id:
             db.session.add(LegalHold(reason="Litigation 2026-17", placed_by_id=started_by_id,

@@ -113,12 +113,12 @@ def test_run_record_keeps_policies_counts_and_digest_of_destroyed_ids(app, scrat
         report = retention.run_retention("nightly-tester")
         run = db.session.get(RetentionRun, report.run_id)
         expected = retention.hashlib.sha256("".join(f"{i}\n" for i in sorted(ids)).encode()).hexdigest()
-        assert run.status == RunStatus.COMPLETED.value
+        assert run.status == RunStatus.COMPLETED
         assert run.started_by == "nightly-tester" and run.started_at == NOW
-        assert json.loads(run.counts) == {"test_records": 2}
-        assert json.loads(run.class_digests)["test_records"] == expected
+        assert run.counts == {"test_records": 2}
+        assert run.class_digests["test_records"] == expected
         assert run.digest == retention.combined_digest({"test_records": expected})
-        assert json.loads(run.policies)["test_records"]["years"] == 2
+        assert run.policies["test_records"]["years"] == 2
         actions = [a for (a,) in db.session.execute(select(AuditEvent.action).where(
             AuditEvent.action.like("retention.%")).order_by(AuditEvent.seq))]
     assert actions[-3:] == ["retention.run_started", "retention.batch_purged", "retention.run_completed"]

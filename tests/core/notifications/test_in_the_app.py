@@ -81,9 +81,9 @@ def test_a_choice_the_role_cannot_make_is_refused_naming_the_notification(app, m
     with app.test_request_context():
         user = db.session.get(User, make_user("compliance", "privacy.garcia").id)
         with pytest.raises(PreferenceError, match="cannot be turned off"):
-            set_preferences(user, {"audit.chain_broken": Delivery.OFF.value})
+            set_preferences(user, {"audit.chain_broken": Delivery.OFF})
         with pytest.raises(PreferenceError, match="no such notification for your role"):
-            set_preferences(user, {"helpdesk.ticket_new": Delivery.OFF.value})
+            set_preferences(user, {"helpdesk.ticket_new": Delivery.OFF})
         with pytest.raises(PreferenceError, match="choose one of the listed options"):
             set_preferences(user, {"audit.legal_hold": "sometimes"})
 

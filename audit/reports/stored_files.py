@@ -8,73 +8,21 @@ events keep the fact that it was generated, by whom, of what kind and period.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
-
-from sqlalchemy import Select, delete, select
+from sqlalchemy import select
 
 from audit.reports.models import ReportJob
-from audit.retention.registry import HoldScope, RecordClass
+from audit.retention.described import Condition, Described
 from core.auth.models import User
-from core.extensions import db
 
 RECORD_CLASS = "report_files"
-BATCH = 500
 
 
-def candidates(cutoff: datetime, anchor: str) -> Select:
-    """(id, anchor time) of report jobs created (or finished) before ``cutoff``."""
-    column = ReportJob.finished_at if anchor == "finished" else ReportJob.created_at
-    return select(ReportJob.id, column.label("anchor")).where(column.is_not(None), column < cutoff)
+def _requested_by(username: str) -> Condition:
+    """The reports this user asked for."""
+    return ReportJob.requested_by_id.in_(select(User.id).where(User.username == username.lower()))
 
 
-def _scope_condition(scope: HoldScope) -> Any:
-    """SQL condition for the report jobs a hold covers (None: none of them)."""
-    if scope.object_type == "user" and scope.object_key:
-        return ReportJob.requested_by_id.in_(
-            select(User.id).where(User.username == scope.object_key.lower()))
-    if scope.object_type is None and scope.record_class == RECORD_CLASS:
-        condition = ReportJob.id.is_not(None)
-        if scope.start is not None:
-            condition = condition & (ReportJob.created_at >= scope.start)
-        if scope.end is not None:
-            condition = condition & (ReportJob.created_at <= scope.end)
-        return condition
-    return None
-
-
-def held(ids: Sequence[str], holds: Sequence[HoldScope]) -> set[str]:
-    """The report jobs among ``ids`` that a legal hold covers."""
-    conditions = [c for c in (_scope_condition(h) for h in holds) if c is not None]
-    found: set[str] = set()
-    id_list = list(ids)
-    for condition in conditions:
-        for start in range(0, len(id_list), BATCH):
-            found.update(db.session.execute(select(ReportJob.id).where(
-                ReportJob.id.in_(id_list[start:start + BATCH]), condition)).scalars())
-    return found
-
-
-def purge(ids: Sequence[str]) -> int:
-    """Delete report jobs with their PDFs; returns how many went."""
-    id_list = list(ids)
-    removed = 0
-    for start in range(0, len(id_list), BATCH):
-        removed += db.session.execute(
-            delete(ReportJob).where(ReportJob.id.in_(id_list[start:start + BATCH]))).rowcount
-    db.session.flush()
-    return removed
-
-
-def matches(scope: HoldScope) -> bool:
-    """Whether any stored report falls under ``scope``."""
-    condition = _scope_condition(scope)
-    return condition is not None and db.session.execute(
-        select(ReportJob.id).where(condition).limit(1)).first() is not None
-
-
-RETENTION_CLASS = RecordClass(
+RETENTION_CLASS = Described(
     key=RECORD_CLASS, object_type="report", label="Stored report files (generated PDFs and their parameters)",
-    anchors=("created", "finished"), default_years=1, floor_years=0, floor_rule="",
-    candidates=candidates, held=held, purge=purge)
+    model=ReportJob, anchors={"created": ReportJob.created_at, "finished": ReportJob.finished_at},
+    default_years=1, held_by={"user": _requested_by})

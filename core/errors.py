@@ -6,8 +6,9 @@ from flask import Flask, current_app, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from core import db_faults
+from core import db_faults, disk
 from core.db_faults import Fault, Outcome
+from core.extensions import db
 
 MESSAGES = {
     400: ("Bad request", "The request could not be understood. Go back and try again."),
@@ -75,8 +76,6 @@ def _storage_fault(error: Exception, fault: Fault | None):
     if outcome is Outcome.UNKNOWN:
         return _storage_page("unknown")
     if fault is Fault.DISK_FULL:
-        from core import disk
-
         disk.remember_full()
         return _storage_page("disk_full")
     return _storage_page("not_saved")
@@ -84,6 +83,10 @@ def _storage_fault(error: Exception, fault: Fault | None):
 
 def init_app(app: Flask) -> None:
     """Register handlers for HTTP errors, CSRF failures and crashes."""
+
+    with app.app_context():
+        db_faults.install(db.engine)
+    db_faults.safe_teardown(app)
 
     @app.errorhandler(CSRFError)
     def csrf_error(error: CSRFError):

@@ -28,6 +28,7 @@ COMMITTED = "pacsdesk_committed"
 PENDING_XID = "pacsdesk_pending_xid"
 SQLITE_FULL = 13
 PG_DISK_FULL = "53100"
+DBAPI_UNAVAILABLE = {"OperationalError", "InterfaceError"}
 
 
 class Fault(StrEnum):
@@ -68,6 +69,8 @@ def classify(exc: BaseException) -> Fault | None:
         if isinstance(item, DBAPIError) and item.connection_invalidated:
             return Fault.UNAVAILABLE
         if isinstance(item, (OperationalError, InterfaceError, PoolTimeout)):
+            return Fault.UNAVAILABLE
+        if any(cls.__name__ in DBAPI_UNAVAILABLE for cls in type(item).__mro__):  # a driver's own (PEP 249)
             return Fault.UNAVAILABLE
         if isinstance(item, PendingRollbackError) and item is not exc:
             return Fault.UNAVAILABLE

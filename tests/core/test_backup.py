@@ -1,4 +1,4 @@
-"""`pacsdesk backup` and `pacsdesk restore`: round trips on SQLite and PostgreSQL, damaged files, full targets."""
+"""`pacsdesk backup` and `pacsdesk restore`: round trips on SQLite and PostgreSQL, damaged files."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def _orm_url(database_url: str) -> str:
 
 
 def _source_instance(instance: Path, database_url: str) -> None:
-    """An installed instance with a ticket, an attachment, a client certificate and a verified, anchored trail."""
+    """An installed instance: a ticket with an attachment, a client certificate, an anchored trail."""
     assert pacsdesk(instance, database_url, "setup").returncode == 0
     app = _app(instance, _orm_url(database_url))
     with app.app_context():
@@ -56,7 +56,8 @@ def _source_instance(instance: Path, database_url: str) -> None:
                       admin, [Upload("screen.png", SCREENSHOT)])
         db.session.commit()
         db.engine.dispose()
-    (instance / "dicom_client.pem").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    (instance / "dicom_client.pem").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n"
+                                               "-----END CERTIFICATE-----\n")
     verified = pacsdesk(instance, database_url, "audit", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
 

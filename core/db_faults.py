@@ -110,8 +110,14 @@ def _committed(session: Session) -> None:
         setattr(g, PENDING_XID, None)
 
 
+def _wrote(session: Session, _context: Any) -> None:
+    """After a flush in a request: there are writes again that no commit has saved yet."""
+    if has_request_context():
+        setattr(g, COMMITTED, False)
+
+
 def request_outcome() -> Outcome:
-    """Whether this request's change was saved, asking PostgreSQL when COMMIT itself broke."""
+    """Whether this request's last writes were saved, asking PostgreSQL when COMMIT itself broke."""
     if getattr(g, COMMITTED, False):
         return Outcome.SAVED
     xid = getattr(g, PENDING_XID, None)
@@ -138,6 +144,8 @@ def install(engine: Engine) -> None:
     if not event.contains(Session, "after_commit", _committed):
         # First, so that a failing after-commit receiver cannot hide that the commit happened.
         event.listen(Session, "after_commit", _committed, insert=True)
+    if not event.contains(Session, "after_flush", _wrote):
+        event.listen(Session, "after_flush", _wrote)
     if not event.contains(engine, "commit", _remember_xid):
         event.listen(engine, "commit", _remember_xid)
 

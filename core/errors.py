@@ -52,8 +52,9 @@ def _storage_page(kind: str):
     if request.accept_mimetypes.best == "application/json":
         return {"error": title, "message": message}, code, headers
     retry = request.method not in ("GET", "HEAD") and kind in ("not_saved", "disk_full")
-    again, label = (request.url, "Reload") if kind == "reload" else \
-        (request.referrer or "/", "Back to the form" if retry else "Back to PACS Desk")
+    links = {"reload": (request.url, "Reload"), "saved": ("/", "Back to PACS Desk")}
+    again, label = links.get(kind) or (request.referrer or "/",
+                                       "Back to the form" if retry else "Back to PACS Desk")
     html = current_app.jinja_env.get_template("errors/storage.html").render(
         code=code, title=title, message=message, again=again, again_label=label)
     return html, code, headers

@@ -18,6 +18,7 @@ from core import audit_sink
 from core.auth.cli import users_group
 from core.auth.models import Role
 from core.auth.services import NewUser, count_users, create_user, generate_password
+from core.backup import backup_command, restore_command
 from core.config import ConfigError, load_config
 from core.demo import DemoContext, existing_data, seeders
 from core.extensions import db
@@ -197,7 +198,8 @@ def mail_test_command(address: str) -> None:
 
 def register(app: Flask) -> None:
     """Attach the core commands."""
-    for command in (setup_command, serve_command, worker_command, demo_command, users_group, mail_group):
+    for command in (setup_command, serve_command, worker_command, demo_command, users_group, mail_group,
+                    backup_command, restore_command):
         app.cli.add_command(command)
 
 

@@ -290,6 +290,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Where login rate-limit counters live; use `redis://host:6379` with several replicas."),
     Setting("PACSDESK_MAX_UPLOAD_MB", "20", _int_range(1, 1024),
             "Largest attachment accepted, in megabytes."),
+    Setting("PACSDESK_MIN_FREE_DISK_MB", "100", _int_range(0, 1_000_000),
+            "Free space, in megabytes, below which the instance folder (and SQLite's) counts as full: "
+            "`/healthz` answers 503 with `\"database\": \"disk full\"`."),
     Setting("PACSDESK_AUTOCLOSE_DAYS", "7", _int_range(1, 365),
             "Days after which a resolved ticket closes unless the requester reopens it."),
     Setting("PACSDESK_VERIFY_INTERVAL", "300", _int_range(10, 86400),

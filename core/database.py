@@ -80,7 +80,9 @@ def engine_options(database_url: str) -> dict:
     """SQLAlchemy engine options for the configured database."""
     if database_url.startswith("sqlite"):
         return {"connect_args": {"timeout": 30, "check_same_thread": False}}
-    return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 10}
+    # Pre-ping: a terminated or restarted backend costs a reconnect, never a user's request.
+    return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 10,
+            "connect_args": {"application_name": "pacsdesk"}}
 
 
 def init_app(app: Flask) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Flask, render_template, request
+from flask import Flask, current_app, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from core import db_faults, disk
+from core.db_faults import Fault, Outcome
 from core.extensions import db
 
 MESSAGES = {
@@ -29,8 +31,63 @@ def _render(code: int, detail: str | None = None):
                            message=detail or message), code
 
 
+RETRY_AFTER_SECONDS = 5
+STORAGE_PAGES = {
+    "not_saved": (503, "Database unavailable", "The database was unavailable, nothing was saved; try again."),
+    "disk_full": (507, "Disk full", "The server's disk is full; nothing was saved. Tell the PACS team."),
+    "saved": (200, "Saved", "Your change was saved, but the page after it could not be shown because the "
+                            "database connection dropped. Open the list again to see it."),
+    "reload": (503, "Database unavailable", "The database connection dropped while this page was "
+                                            "shown; reload the page."),
+    "unknown": (503, "Database unavailable", "The database connection dropped while your change was "
+                                             "being saved, and whether it was saved is not known. Look "
+                                             "for it before trying again."),
+}
+
+
+def _storage_page(kind: str):
+    """A storage fault's page, rendered without the page context (it must not touch the database)."""
+    code, title, message = STORAGE_PAGES[kind]
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if code == 503 else {}
+    if request.accept_mimetypes.best == "application/json":
+        return {"error": title, "message": message}, code, headers
+    retry = request.method not in ("GET", "HEAD") and kind in ("not_saved", "disk_full")
+    links = {"reload": (request.url, "Reload"), "saved": ("/", "Back to PACS Desk")}
+    again, label = links.get(kind) or (request.referrer or "/",
+                                       "Back to the form" if retry else "Back to PACS Desk")
+    html = current_app.jinja_env.get_template("errors/storage.html").render(
+        code=code, title=title, message=message, again=again, again_label=label)
+    return html, code, headers
+
+
+def _storage_fault(error: Exception, fault: Fault | None):
+    """The answer to a request that a storage fault (or an error after its commit) interrupted, or None."""
+    outcome = db_faults.request_outcome()
+    db_faults.discard_session()
+    if fault is None and outcome is not Outcome.SAVED:
+        return None
+    cause = type(getattr(error, "orig", None) or error).__name__
+    if outcome is Outcome.SAVED:
+        current_app.logger.warning("%s %s: %s after the commit; the change is saved", request.method,
+                                   request.path, cause)
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            return _storage_page("saved")
+        return _storage_page("reload") if fault else None
+    current_app.logger.warning("%s %s: %s (%s)", request.method, request.path, cause, fault)
+    if outcome is Outcome.UNKNOWN:
+        return _storage_page("unknown")
+    if fault is Fault.DISK_FULL:
+        disk.remember_full()
+        return _storage_page("disk_full")
+    return _storage_page("not_saved")
+
+
 def init_app(app: Flask) -> None:
     """Register handlers for HTTP errors, CSRF failures and crashes."""
+
+    with app.app_context():
+        db_faults.install(db.engine)
+    db_faults.safe_teardown(app)
 
     @app.errorhandler(CSRFError)
     def csrf_error(error: CSRFError):
@@ -47,6 +104,8 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def crash(error: Exception):
-        db.session.rollback()
+        answer = _storage_fault(error, db_faults.classify(error))
+        if answer is not None:
+            return answer
         app.logger.exception("unhandled error on %s %s", request.method, request.path)
         return _render(500)

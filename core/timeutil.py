@@ -34,9 +34,17 @@ def to_local(value: datetime | None) -> datetime | None:
 
 
 def format_local(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    """Format a datetime in local time, or an empty string for None."""
+    """Format a datetime in local time (a time of day followed by its zone: ``01:30 EST``); '' for None.
+
+    The zone's abbreviation (or its offset, where the zone has none) keeps the repeated hour of
+    a daylight-saving change unambiguous.
+    """
     local = to_local(value)
-    return local.strftime(fmt) if local else ""
+    if local is None:
+        return ""
+    if "%H" in fmt and "%Z" not in fmt and "%z" not in fmt:
+        fmt += " %Z"
+    return local.strftime(fmt)
 
 
 class UTCDateTime(TypeDecorator):

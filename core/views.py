@@ -6,6 +6,8 @@ from flask import Blueprint, current_app, jsonify, render_template
 from flask_login import current_user, login_required
 from sqlalchemy import text
 
+from core.db_faults import discard_session
+from core.disk import disk_full
 from core.extensions import csrf, db, limiter
 from core.navigation import panels_for
 
@@ -26,10 +28,10 @@ def healthz():
     """Liveness and database state as JSON, without a login and without details."""
     try:
         db.session.execute(text("SELECT 1"))
-        database = "ok"
-    except Exception:
-        current_app.logger.exception("health check: database unavailable")
-        db.session.rollback()
+        database = "disk full" if disk_full() else "ok"
+    except Exception as exc:
+        current_app.logger.warning("health check: database unavailable (%s)", type(exc).__name__)
+        discard_session()
         database = "unavailable"
     status = "ok" if database == "ok" else "degraded"
     return jsonify(status=status, app="ok", database=database), (200 if database == "ok" else 503)

@@ -263,7 +263,7 @@ def _trail_events(request: ReportRequest, actions: Sequence[str]) -> list[tuple[
     return found
 
 
-TRAIL_COLUMNS = (("Local time", 21), ("Event", 22), ("Object", 22), ("Details", 90))
+TRAIL_COLUMNS = (("Local time", 26), ("Event", 22), ("Object", 22), ("Details", 85))
 
 
 def build_access_audit(request: ReportRequest, progress: Progress) -> ReportContent:

@@ -37,20 +37,21 @@ LOGIN_FAILURE_ACTIONS = ("user.login_failed", "user.locked")
 SUMMARY_LIMIT = 100      # rows of a per-user table
 LISTING_LIMIT = 250      # events listed in an exception section
 STAMP = "%Y-%m-%d %H:%M:%S"
-APPENDIX_COLUMNS = (("Local time", 21), ("User", 18), ("Role", 12), ("Action", 24),
-                    ("Object", 28), ("Address", 20), ("Outcome", 9), ("Details", 60))
-EVENT_COLUMNS = (("Local time", 21), ("User", 18), ("Role", 12), ("Action", 24),
-                 ("Object", 26), ("Address", 18), ("Outcome", 8))
-EXPORT_COLUMNS = (("Local time", 21), ("User", 18), ("Action", 24), ("Address", 18),
-                  ("What", 46))
-FAILED_COLUMNS = (("User", 20), ("Address", 18), ("Failed", 8), ("Lockouts", 10), ("First", 21),
-                  ("Last", 21))
-AFTER_USER_COLUMNS = (("User", 20), ("Role", 12), ("Events", 10), ("First", 21), ("Last", 21))
-DISABLED_COLUMNS = (("User", 18), ("Name", 20), ("Disabled on", 21), ("Events", 8),
-                    ("Since off", 10), ("First", 21), ("Last", 21))
+TIME_WIDTH = 26           # "2026-11-01 01:30:00 EST" and offsets such as "+0530", with a gap
+APPENDIX_COLUMNS = (("Local time", TIME_WIDTH), ("User", 18), ("Role", 12), ("Action", 24),
+                    ("Object", 28), ("Address", 20), ("Outcome", 9), ("Details", 55))
+EVENT_COLUMNS = (("Local time", TIME_WIDTH), ("User", 18), ("Role", 12), ("Action", 22),
+                 ("Object", 23), ("Address", 18), ("Outcome", 8))
+EXPORT_COLUMNS = (("Local time", TIME_WIDTH), ("User", 18), ("Action", 24), ("Address", 18),
+                  ("What", 41))
+FAILED_COLUMNS = (("User", 20), ("Address", 18), ("Failed", 8), ("Lockouts", 10), ("First", TIME_WIDTH),
+                  ("Last", TIME_WIDTH))
+AFTER_USER_COLUMNS = (("User", 20), ("Role", 12), ("Events", 10), ("First", TIME_WIDTH), ("Last", TIME_WIDTH))
+DISABLED_COLUMNS = (("User", 16), ("Name", 16), ("Disabled on", TIME_WIDTH), ("Events", 7),
+                    ("Since off", 10), ("First", TIME_WIDTH), ("Last", TIME_WIDTH))
 PHI_USER_COLUMNS = (("User", 20), ("Role", 12), ("Reads", 8), ("Records", 9), ("Downloads", 10))
-PHI_COLUMNS = (("User", 18), ("Record", 22), ("Action", 22), ("Times", 7), ("Last", 21),
-               ("Identifiers", 40))
+PHI_COLUMNS = (("User", 18), ("Record", 22), ("Action", 22), ("Times", 7), ("Last", TIME_WIDTH),
+               ("Identifiers", 35))
 
 
 def _when(value: datetime | None) -> str:

@@ -14,6 +14,7 @@ from audit.trail.keys import AuditKeyError, keyring, new_key_line
 from audit.trail.rotation import rotate_key
 from audit.trail.verify import ChainVerification
 from core.config import AUDIT_KEY_ID_MAX
+from core.db_faults import Fault, classify
 from core.extensions import db
 
 HEAD_HASH = re.compile(r"^[0-9a-f]{64}$")
@@ -66,8 +67,12 @@ def verify(full: bool, against: str | None) -> None:
         db.session.rollback()
         if outcome is None:
             raise
-        click.echo(f"the verification could not be recorded in the database: {_reason(exc)}",
-                   err=True)
+        if classify(exc) is Fault.DISK_FULL:
+            click.echo("not recorded: disk full (the result above stands; run the verification again "
+                       "once there is space, to record it)", err=True)
+        else:
+            click.echo(f"the verification could not be recorded in the database: {_reason(exc)}",
+                       err=True)
         sys.exit(EXIT_NOT_RECORDED if outcome.ok else EXIT_BROKEN)
     if run.anchor_n is not None:
         click.echo(f"anchored as entry #{run.anchor_n} of the anchor log")

@@ -212,7 +212,7 @@ def test_times_are_shown_in_the_configured_time_zone(app_config):
     app_config["PACSDESK_TIMEZONE"] = "America/New_York"
     app = create_app(app_config)
     with app.app_context():
-        assert format_local(datetime(2026, 1, 15, 17, 0, tzinfo=UTC)) == "2026-01-15 12:00"
+        assert format_local(datetime(2026, 1, 15, 17, 0, tzinfo=UTC)) == "2026-01-15 12:00 EST"
         db.engine.dispose()
 
 

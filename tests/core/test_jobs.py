@@ -301,13 +301,14 @@ def test_a_job_queued_while_no_worker_runs_and_one_whose_worker_was_killed_both_
     killed_at = time.monotonic()
     rescuer = _start_worker(database_url, tmp_path / "rescuer")
     try:
-        _wait_for(lambda: _probe_rows(app), 40, "another worker to finish the job")
+        _wait_for(lambda: _job(app, waiting).attempts == 2, 40, "another worker to take the job over")
         taken_over_after = time.monotonic() - killed_at
+        _wait_for(lambda: _probe_rows(app), 40, "another worker to finish the job")
     finally:
         _stop(rescuer)
     job = _job(app, waiting)
     assert job.status == JobStatus.DONE and job.attempts == 2
-    assert taken_over_after < 15 + 5, f"taken over after {taken_over_after:.1f} s"
+    assert taken_over_after < 15, f"taken over after {taken_over_after:.1f} s (documented: within 15 s)"
 
 
 def test_the_worker_stops_on_sigterm_and_gives_back_a_job_it_could_not_finish(app, probe_table, database_url,

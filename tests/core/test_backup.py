@@ -1,0 +1,145 @@
+"""`pacsdesk backup` and `pacsdesk restore`: round trips on SQLite and PostgreSQL, damaged files."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+
+from app import create_app
+from audit.trail.models import AuditEvent
+from core.auth.models import User
+from core.extensions import db
+from helpdesk.attachments import Upload
+from helpdesk.models import Category, Ticket, TicketAttachment
+from helpdesk.services import NewTicket, create_ticket
+from tests.helpers import require_binary, require_postgres
+
+PACSDESK = Path(sys.executable).with_name("pacsdesk")
+SCREENSHOT = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
+
+
+def pacsdesk(instance: Path, database_url: str, *args: str) -> subprocess.CompletedProcess:
+    """Run `pacsdesk ARGS` on an instance folder and database of its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PACSDESK_")}
+    env.update(PACSDESK_INSTANCE_PATH=str(instance), PACSDESK_DATABASE_URL=database_url)
+    instance.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.run([str(PACSDESK), *args], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=instance.parent)
+
+
+def _app(instance: Path, database_url: str):
+    """The app of an instance, as `pacsdesk` would build it."""
+    return create_app({"PACSDESK_INSTANCE_PATH": str(instance), "SQLALCHEMY_DATABASE_URI": database_url})
+
+
+def _orm_url(database_url: str) -> str:
+    return database_url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def _source_instance(instance: Path, database_url: str) -> None:
+    """An installed instance: a ticket with an attachment, a client certificate, an anchored trail."""
+    assert pacsdesk(instance, database_url, "setup").returncode == 0
+    app = _app(instance, _orm_url(database_url))
+    with app.app_context():
+        admin = db.session.execute(select(User)).scalars().first()
+        category = db.session.execute(select(Category.id).limit(1)).scalar_one()
+        create_ticket(NewTicket(title="Priors missing in reading room 2", description="CT priors absent.",
+                                category_id=category, impact="one", urgency="hours"),
+                      admin, [Upload("screen.png", SCREENSHOT)])
+        db.session.commit()
+        db.engine.dispose()
+    (instance / "dicom_client.pem").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n"
+                                               "-----END CERTIFICATE-----\n")
+    verified = pacsdesk(instance, database_url, "audit", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def _round_trip(tmp_path: Path, source_url: str, target_url: str) -> str:
+    """Back up a source instance, restore it into an empty one, verify the trail there."""
+    source, target = tmp_path / "source" / "instance", tmp_path / "target" / "instance"
+    _source_instance(source, source_url)
+    backup = tmp_path / "pacsdesk.backup"
+    made = pacsdesk(source, source_url, "backup", str(backup))
+    assert made.returncode == 0, made.stderr
+
+    restored = pacsdesk(target, target_url, "restore", str(backup))
+    verified = pacsdesk(target, target_url, "audit", "verify", "--full")
+
+    assert restored.returncode == 0, restored.stderr
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.startswith("audit trail intact")
+    for name in ("secret_key", "audit_key", "dicom_client.pem"):
+        assert (target / name).read_bytes() == (source / name).read_bytes(), name
+    assert (target / "anchors" / "audit-anchors.log").read_bytes().startswith(
+        (source / "anchors" / "audit-anchors.log").read_bytes())
+    app = _app(target, _orm_url(target_url))
+    with app.app_context():
+        ticket = db.session.execute(select(Ticket)).scalar_one()
+        assert ticket.title == "Priors missing in reading room 2"
+        assert db.session.execute(select(TicketAttachment.data)).scalar_one() == SCREENSHOT
+        actions = list(db.session.execute(select(AuditEvent.action).order_by(AuditEvent.seq)).scalars())
+        assert actions[-2:] == ["system.restore", "audit.verify"]
+        db.engine.dispose()
+    with _app(source, _orm_url(source_url)).app_context():
+        assert db.session.execute(select(AuditEvent.action).order_by(AuditEvent.seq.desc())).scalar() \
+            == "system.backup"
+        db.engine.dispose()
+    again = pacsdesk(target, target_url, "restore", str(backup))
+    assert again.returncode == 1 and "refusing to restore into an instance that holds data" in again.stderr
+    return made.stdout
+
+
+def test_a_sqlite_instance_round_trips_with_its_keys_attachments_and_anchors(tmp_path):
+    out = _round_trip(tmp_path, f"sqlite:///{tmp_path / 'source.db'}", f"sqlite:///{tmp_path / 'target.db'}")
+    assert "pg_dump" not in out
+
+
+@pytest.fixture
+def two_postgres_databases() -> tuple[str, str]:
+    """Two empty PostgreSQL databases, dropped afterwards."""
+    base = make_url(require_postgres())
+    require_binary("pg_dump")
+    names = [f"pacsdesk_backup_{secrets.token_hex(4)}_{side}" for side in ("src", "dst")]
+    admin = base.set(database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for name in names:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    yield tuple(base.set(database=n).render_as_string(hide_password=False) for n in names)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for name in names:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.postgres
+def test_a_postgresql_instance_round_trips_through_pg_dump(tmp_path, two_postgres_databases):
+    source_url, target_url = two_postgres_databases
+    out = _round_trip(tmp_path, source_url, target_url)
+    assert "PostgreSQL: running pg_dump -Fc" in out
+
+
+def test_a_damaged_backup_is_refused_before_anything_is_written(tmp_path):
+    source, target = tmp_path / "source" / "instance", tmp_path / "target" / "instance"
+    source_url, target_url = f"sqlite:///{tmp_path / 'source.db'}", f"sqlite:///{tmp_path / 'target.db'}"
+    _source_instance(source, source_url)
+    backup = tmp_path / "pacsdesk.backup"
+    assert pacsdesk(source, source_url, "backup", str(backup)).returncode == 0
+    data = bytearray(backup.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    backup.write_bytes(bytes(data))
+
+    refused = pacsdesk(target, target_url, "restore", str(backup))
+
+    assert refused.returncode == 1 and "is damaged" in refused.stderr
+    assert (target / "audit_key").read_bytes() != (source / "audit_key").read_bytes()
+    assert not (target / "dicom_client.pem").exists()
+    with _app(target, target_url).app_context():
+        assert db.inspect(db.engine).get_table_names() == []
+        db.engine.dispose()

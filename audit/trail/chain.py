@@ -86,7 +86,7 @@ def next_link(conn: Connection) -> Link:
 
 
 def lock_chain(conn: Connection) -> None:
-    """Serialise appends: an advisory lock on PostgreSQL, SQLite's write lock (taken before the tail is read)."""
+    """Serialise appends: PostgreSQL's advisory lock, SQLite's write lock (taken before the tail is read)."""
     if conn.dialect.name == "postgresql":
         conn.execute(_LOCK)
     else:

@@ -108,3 +108,22 @@ def test_ticket_page_runs_as_many_queries_for_twelve_replies_as_for_two(app, cli
     _grow_replies(app, number, 200, 10)
     many = _queries(app, client, f"/tickets/{number}")
     assert many == few
+
+
+def test_audit_search_runs_as_many_queries_for_forty_events_as_for_four(app, client, login_as):
+    from audit import record
+
+    login_as("compliance", "viewer")
+
+    def add(count: int) -> None:
+        with app.app_context():
+            for n in range(count):
+                record("test.fixture", object_type="ticket", object_id=f"PD-{n:06d}", user=None,
+                       username=f"someone{n}", details={"note": "priors"})
+            db.session.commit()
+
+    add(4)
+    few = _queries(app, client, "/audit?q=priors")
+    add(36)
+    many = _queries(app, client, "/audit?q=priors")
+    assert many == few

@@ -150,7 +150,9 @@ def engine_options(database_url: str, threads: int) -> dict:
     """
     pool = {"pool_size": threads, "max_overflow": threads}
     if database_url.startswith("sqlite"):
-        return {"connect_args": {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}, **pool}
+        in_memory = database_url in {"sqlite://", "sqlite:///:memory:"}  # one connection, no pool to size
+        return {"connect_args": {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+                **({} if in_memory else pool)}
     return {"pool_pre_ping": True, **pool}
 
 

@@ -9,7 +9,7 @@ def init_app(app: Flask) -> None:
     """Bind the extensions, security, error pages, the core and account pages and commands."""
     import os
 
-    from core import audit_sink, backup, cli, database, errors, security, templating
+    from core import assets, audit_sink, backup, cli, database, errors, security, templating
     from core.auth import admin_views, directory_accounts, first_run, loader, login, second_factor
     from core.auth import services as auth_services
     from core.auth import views as auth_views
@@ -33,6 +33,7 @@ def init_app(app: Flask) -> None:
     csrf.init_app(app)
     limiter.init_app(app)
     bootstrap.init_app(app)
+    assets.init_app(app)
     security.init_app(app)
     templating.init_app(app)
     errors.init_app(app)

@@ -28,11 +28,11 @@ from core.reference_data import load_reference_data
 AUDIT_ACTIONS = {"system.demo_loaded": "Demonstration data loaded"}
 
 
-def _create_app() -> Flask:
-    """App factory for the CLI."""
+def _create_app(config: dict[str, Any] | None = None) -> Flask:
+    """App factory for the CLI (``config`` overrides the environment's settings)."""
     from app import create_app
 
-    return create_app()
+    return create_app(config)
 
 
 def _schema_is_current() -> bool:
@@ -70,15 +70,19 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
-              help="Web worker processes (use several on PostgreSQL).")
-@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64))
+@click.option("--workers", type=click.IntRange(1, 64),
+              help="Web worker processes (default: PACSDESK_WEB_WORKERS, two per core).")
+@click.option("--threads", type=click.IntRange(1, 64),
+              help="Request threads per worker (default: PACSDESK_WEB_THREADS, 4).")
 @click.option("--no-worker", is_flag=True, help="Do not run a job worker beside the web server.")
-def serve_command(host: str, port: int, workers: int, threads: int, no_worker: bool) -> None:
+def serve_command(host: str, port: int, workers: int | None, threads: int | None, no_worker: bool) -> None:
     """Serve PACS Desk with gunicorn; supervise a job worker and, when configured, the ATNA receiver."""
     from gunicorn.app.base import BaseApplication
 
     from core.supervisor import Supervised, helper_command
+
+    workers = workers or current_app.config["PACSDESK_WEB_WORKERS"]
+    threads = threads or current_app.config["PACSDESK_WEB_THREADS"]
 
     class Server(BaseApplication):
         """Gunicorn running the PACS Desk factory in each worker."""
@@ -95,9 +99,11 @@ def serve_command(host: str, port: int, workers: int, threads: int, no_worker: b
             self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:
-            return _create_app()
+            # Each worker's connection pool is sized to its threads.
+            return _create_app({"PACSDESK_WEB_THREADS": threads})
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    logging.getLogger("pacsdesk.serve").info("serving with %d workers of %d threads", workers, threads)
     helpers = []
     if not no_worker and current_app.config["PACSDESK_WORKER"]:
         helpers.append(Supervised("job worker", helper_command("worker")))

@@ -93,6 +93,39 @@ def _database_url(raw: str) -> str:
     return value
 
 
+def available_cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _count_or_auto(low: int, high: int, auto: Callable[[], int]) -> Callable[[str], int]:
+    """Build a parser for ``auto`` (worked out from the machine) or a whole number in a range."""
+    number = _int_range(low, high)
+
+    def parse(raw: str) -> int:
+        if raw.strip().lower() == "auto":
+            return auto()
+        try:
+            return number(raw)
+        except ValueError:
+            raise ValueError(f"must be `auto` or a whole number from {low} to {high}") from None
+
+    return parse
+
+
+def default_web_workers() -> int:
+    """Web worker processes: two per core (a process stalled on its lock never idles a core), at most 16."""
+    return min(2 * available_cores(), 16)
+
+
+def default_web_threads() -> int:
+    """Request threads per web worker: four, so a worker overlaps its database waits."""
+    return 4
+
+
 AE_TITLE_CHARS = re.compile(r"^[\x20-\x5b\x5d-\x7e]+$")
 
 
@@ -309,6 +342,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Resolve a node's automatic ticket when the node answers again."),
     Setting("PACSDESK_BUSINESS_HOURS", "Mon-Fri 07:00-19:00", _business_hours,
             "Local business hours; access outside them is listed in the access-audit report."),
+    Setting("PACSDESK_WEB_WORKERS", "auto", _count_or_auto(1, 64, default_web_workers),
+            "Web worker processes of `pacsdesk serve` (`--workers`); `auto`: two per core, at most 16."),
+    Setting("PACSDESK_WEB_THREADS", "auto", _count_or_auto(1, 64, default_web_threads),
+            "Request threads per web worker (`--threads`); `auto`: 4. Each worker's database pool "
+            "holds as many connections, and as many again for short bursts."),
     Setting("PACSDESK_WORKER", "true", _bool,
             "Run a job worker beside the web server in `pacsdesk serve` (same as not passing --no-worker)."),
     Setting("PACSDESK_ATNA_LISTEN", "", _atna_listen,

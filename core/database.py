@@ -1,7 +1,19 @@
-"""Engine settings: SQLite in WAL mode with foreign keys and serialised writers."""
+"""Engine settings: SQLite in WAL mode with foreign keys, deferred reads and serialised writers.
+
+On SQLite a transaction begins deferred: it reads a WAL snapshot and never waits for, nor holds,
+the database's only write lock. The first statement that writes (or a ``SELECT ... FOR UPDATE``,
+or a savepoint) takes the lock first: the read snapshot, which wrote nothing, is ended and the
+transaction goes on as ``BEGIN IMMEDIATE``, so every statement from there sees the newest data and
+no writer ever fails to upgrade a stale snapshot ("database is locked"). Waiting for the lock is
+a short polling loop, never SQLite's own back-off, which sleeps up to 100 ms at a time however
+soon the lock is free.
+"""
 
 from __future__ import annotations
 
+import re
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,6 +25,11 @@ from sqlalchemy.engine import Connection, Engine
 from core.extensions import db
 
 SNAPSHOT_OPTION = "pacsdesk_snapshot_read"
+WRITE_LOCK = "pacsdesk_write_lock"  # connection.info: this transaction holds SQLite's write lock
+BUSY_TIMEOUT_MS = 30_000
+LOCK_POLL_S = (0.0005, 0.004)  # first and longest pause between two tries for the write lock
+# Statements that need the write lock (a savepoint is only taken by code about to write).
+_WRITES = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER|SAVEPOINT)\b", re.IGNORECASE)
 
 
 def _sqlite_connect(dbapi_connection, connection_record) -> None:
@@ -21,21 +38,70 @@ def _sqlite_connect(dbapi_connection, connection_record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
 
-def _sqlite_begin(connection) -> None:
-    """Take the write lock at BEGIN so a read-then-write never fails on a stale snapshot.
+def _sqlite_begin(connection: Connection) -> None:
+    """Begin deferred: a WAL snapshot that neither waits for nor blocks a writer."""
+    connection.info[WRITE_LOCK] = False
+    connection.exec_driver_sql("BEGIN")
 
-    A connection opened by ``snapshot_connection`` only reads: it begins a deferred
-    transaction, a WAL snapshot that never blocks writers however long it runs.
+
+def _wait_for_write_lock(raw: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE``, retried every few milliseconds until the lock is free (30 s at most)."""
+    raw.execute("PRAGMA busy_timeout=0")
+    try:
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        pause = LOCK_POLL_S[0]
+        while True:
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, LOCK_POLL_S[1])
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+
+def take_write_lock(connection: Connection) -> None:
+    """On SQLite, hold the write lock from now to the end of this transaction (no-op elsewhere).
+
+    The transaction has only read so far: its snapshot ends and it goes on as ``BEGIN IMMEDIATE``,
+    so what it reads from here on is the newest data, which no other writer can change under it.
     """
+    if connection.dialect.name != "sqlite" or connection.info.get(WRITE_LOCK, True):
+        return
     if connection.get_execution_options().get(SNAPSHOT_OPTION):
-        connection.exec_driver_sql("BEGIN")
-    else:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        raise RuntimeError("a snapshot connection only reads")
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    raw.execute("COMMIT")  # nothing was written: this only lets go of the read snapshot
+    connection.info[WRITE_LOCK] = True
+    try:
+        _wait_for_write_lock(raw)
+    except BaseException:
+        raw.execute("BEGIN")  # keep a transaction open for SQLAlchemy's rollback
+        raise
+
+
+def _writes(statement: str, context: Any) -> bool:
+    """Whether a statement needs the write lock: a write, DDL, a savepoint or ``FOR UPDATE``."""
+    if _WRITES.match(statement):
+        return True
+    compiled = getattr(context, "compiled", None)
+    return getattr(getattr(compiled, "statement", None), "_for_update_arg", None) is not None
+
+
+def _sqlite_before_execute(connection: Connection, cursor: Any, statement: str, parameters: Any,
+                           context: Any, executemany: bool) -> None:
+    """Take the write lock before the transaction's first write."""
+    if connection.info.get(WRITE_LOCK) is False and _writes(statement, context):
+        take_write_lock(connection)
 
 
 @contextmanager
@@ -74,21 +140,27 @@ def configure_engine(engine: Engine) -> None:
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine, "before_cursor_execute", _sqlite_before_execute)
 
 
-def engine_options(database_url: str) -> dict:
-    """SQLAlchemy engine options for the configured database."""
+def engine_options(database_url: str, threads: int) -> dict:
+    """SQLAlchemy engine options for the configured database, its pool sized to ``threads``.
+
+    Each request thread holds one connection, and a snapshot read beside it a second one.
+    """
+    pool = {"pool_size": threads, "max_overflow": threads}
     if database_url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+        in_memory = database_url in {"sqlite://", "sqlite:///:memory:"}  # one connection, no pool to size
+        return {"connect_args": {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+                **({} if in_memory else pool)}
     # Pre-ping: a terminated or restarted backend costs a reconnect, never a user's request.
-    return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 10,
-            "connect_args": {"application_name": "pacsdesk"}}
+    return {"pool_pre_ping": True, **pool, "connect_args": {"application_name": "pacsdesk"}}
 
 
 def init_app(app: Flask) -> None:
     """Bind the database to ``app`` and configure its engine."""
-    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS",
-                          engine_options(app.config["SQLALCHEMY_DATABASE_URI"]))
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(
+        app.config["SQLALCHEMY_DATABASE_URI"], app.config["PACSDESK_WEB_THREADS"]))
     db.init_app(app)
     with app.app_context():
         configure_engine(db.engine)

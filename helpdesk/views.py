@@ -9,6 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 from wtforms import SelectChoice
 
 from audit.trail.history import history_of
@@ -172,9 +173,16 @@ def my_tickets_export():
 
 def _render_detail(ticket: Ticket, reply_form: ReplyForm | None = None,
                    update_form: TicketUpdateForm | None = None, status: int = 200):
-    """Render the ticket page for the current user and audit the view."""
+    """Audit the view, then render the ticket page for the current user.
+
+    The view's event is committed first, so the write lock (SQLite) is held for that insert
+    alone, and what the page shows is loaded after the commit (nothing is reloaded row by row).
+    """
+    access.record_ticket_view(ticket)
+    db.session.commit()
     staff = has_permission(current_user, Permission.TICKET_READ_ALL)
-    comments = select(TicketComment).where(TicketComment.ticket_id == ticket.id)
+    comments = (select(TicketComment).where(TicketComment.ticket_id == ticket.id)
+                .options(selectinload(TicketComment.author), selectinload(TicketComment.attachments)))
     if not staff:
         comments = comments.where(TicketComment.is_internal.is_(False))
     comment_rows = db.session.execute(comments.order_by(TicketComment.created_at,
@@ -198,8 +206,6 @@ def _render_detail(ticket: Ticket, reply_form: ReplyForm | None = None,
         reply_form = ReplyForm()
     if reply_form is not None and not has_permission(current_user, Permission.TICKET_WORK):
         del reply_form.internal
-    access.record_ticket_view(ticket)
-    db.session.commit()
     return render_template(
         "helpdesk/ticket_detail.html", ticket=ticket, timeline=timeline, attachments=attachments,
         reply_form=reply_form, update_form=update_form, action_form=ConfirmForm(), staff=staff,

@@ -23,6 +23,7 @@ from audit.trail.models import GENESIS_HASH, AuditCheckpoint, AuditEvent, AuditP
 from audit.trail.sealing import canonical_details, checkpoint_payload, event_payload, iso_utc
 from audit.trail.verify import ChainVerification, verify_chain
 from core import audit_sink
+from core.database import take_write_lock
 from core.extensions import db
 from core.timeutil import utcnow
 
@@ -85,9 +86,11 @@ def next_link(conn: Connection) -> Link:
 
 
 def lock_chain(conn: Connection) -> None:
-    """Serialise appends: an advisory lock on PostgreSQL; SQLite's write lock already holds."""
+    """Serialise appends: PostgreSQL's advisory lock, SQLite's write lock (taken before the tail is read)."""
     if conn.dialect.name == "postgresql":
         conn.execute(_LOCK)
+    else:
+        take_write_lock(conn)
 
 
 def _request_actor() -> tuple[Any, str | None]:

@@ -64,6 +64,16 @@ def _checked_filter(form: AuditSearchForm) -> search.AuditFilter | None:
         return None
 
 
+def _commit_keeping_events() -> None:
+    """Commit the search's audit event; the events found never change, so they stay loaded."""
+    session = db.session()
+    session.expire_on_commit = False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = True
+
+
 @bp.route("/audit")
 @require_permission(Permission.AUDIT_READ)
 def search_events():
@@ -73,7 +83,7 @@ def search_events():
     flt = _checked_filter(form) if form.validate() else None
     if flt is not None:
         page = search.search_events(flt, before=_cursor("before"), after=_cursor("after"))
-        db.session.commit()
+        _commit_keeping_events()
     args = {k: v for k, v in request.args.items() if k not in {"before", "after"}}
     pending = db.session.execute(select(Job).where(Job.dedup_key == WEB_VERIFY, Job.status.in_(ACTIVE))
                                  ).scalar_one_or_none()

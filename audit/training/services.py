@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import and_, exists, func, select
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import aliased, contains_eager
 
 from audit.retention.engine import add_months_to_date
 from audit.trail.chain import record
@@ -300,6 +300,7 @@ def _statuses(query: Any, today: date) -> list[AssignmentStatus]:
 def _assignments_query() -> Any:
     """Assignments of active users for active courses (role fit is checked per row)."""
     return (select(TrainingAssignment).join(TrainingAssignment.user).join(TrainingAssignment.course)
+            .options(contains_eager(TrainingAssignment.user), contains_eager(TrainingAssignment.course))
             .where(User.is_disabled.is_(False), Course.is_active.is_(True))
             .order_by(Course.title))
 

@@ -1,0 +1,35 @@
+"""The server's workers, threads and connection pool fit the machine, and can be set."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from app import create_app
+from core.config import ConfigError, load_config
+from core.extensions import db
+
+
+def test_workers_and_threads_default_to_the_cores_the_server_may_use(tmp_path):
+    config = load_config({}, {"PACSDESK_INSTANCE_PATH": str(tmp_path)})
+    cores = len(os.sched_getaffinity(0))
+    assert config["PACSDESK_WEB_WORKERS"] == min(2 * cores, 16)
+    assert config["PACSDESK_WEB_THREADS"] == 4
+
+
+def test_workers_and_threads_can_be_set_and_a_bad_value_names_the_variable(tmp_path):
+    config = load_config({"PACSDESK_WEB_WORKERS": "3", "PACSDESK_WEB_THREADS": "6"},
+                         {"PACSDESK_INSTANCE_PATH": str(tmp_path)})
+    assert (config["PACSDESK_WEB_WORKERS"], config["PACSDESK_WEB_THREADS"]) == (3, 6)
+    with pytest.raises(ConfigError, match="PACSDESK_WEB_THREADS: must be `auto` or a whole number"):
+        load_config({"PACSDESK_WEB_THREADS": "0"}, {"PACSDESK_INSTANCE_PATH": str(tmp_path)})
+
+
+def test_each_workers_connection_pool_is_sized_to_its_threads(app_config):
+    app = create_app({**app_config, "PACSDESK_WEB_THREADS": 6})
+    with app.app_context():
+        pool = db.engine.pool
+        assert pool.size() == 6  # type: ignore[attr-defined]
+        assert pool._max_overflow == 6  # type: ignore[attr-defined]
+        db.engine.dispose()

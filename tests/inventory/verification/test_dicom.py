@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections import Counter
@@ -209,24 +210,40 @@ def test_ae_titles_with_insignificant_spaces_are_trimmed(verification_scp):
 # ---------------------------------------------------------------- echo_many
 
 
+def closed_by_client(conn: socket.socket) -> bool:
+    """Whether the client has closed ``conn`` (its FIN or reset has arrived), without waiting."""
+    try:
+        while conn.recv(65536, socket.MSG_DONTWAIT):
+            pass  # bytes sent before the close; the end of the stream follows them
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True  # reset
+    return True
+
+
 class ConnectionCounter:
-    """A silent peer behaviour that counts how many connections it holds at once."""
+    """A silent peer behaviour that counts how many connections the client holds at once.
+
+    Counted when each connection arrives, among the earlier ones the client has not closed:
+    the client closes a finished check's socket before it connects the next one, so on
+    loopback that close has always arrived by then, while the thread serving the closed
+    connection may not have noticed it yet.
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.open = 0
+        self.live: list[socket.socket] = []
         self.most = 0
         self.closed = threading.Semaphore(0)
 
     def __call__(self, conn) -> None:
         with self.lock:
-            self.open += 1
-            self.most = max(self.most, self.open)
+            self.live = [c for c in self.live if not closed_by_client(c)] + [conn]
+            self.most = max(self.most, len(self.live))
         try:
             stay_silent(conn)
         finally:
-            with self.lock:
-                self.open -= 1
             self.closed.release()
 
 

@@ -23,18 +23,17 @@ as the IPv4 address it carries.
 from __future__ import annotations
 
 import ipaddress
-import re
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from core.config import DEFAULT_ALLOWED_NETWORKS, IPNetwork, parse_networks
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[..., Sequence[tuple[Any, ...]]]
 """A ``socket.getaddrinfo``-like function: ``resolver(host, port, type=socket.SOCK_STREAM)``."""
 
-DEFAULT_ALLOWED: tuple[IPNetwork, ...] = tuple(ipaddress.ip_network(net) for net in (
-    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "::1/128", "fc00::/7"))
+DEFAULT_ALLOWED: tuple[IPNetwork, ...] = parse_networks(DEFAULT_ALLOWED_NETWORKS)
 
 LINK_LOCAL: tuple[IPNetwork, ...] = (ipaddress.ip_network("169.254.0.0/16"),
                                      ipaddress.ip_network("fe80::/10"))
@@ -48,24 +47,6 @@ NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 class NotAllowed(ValueError):
     """A destination checks may not connect to; the message names the address and why."""
-
-
-def parse_networks(text: str) -> tuple[IPNetwork, ...]:
-    """Parse a comma- or space-separated list of networks (CIDR) or single addresses."""
-    entries = [entry for entry in re.split(r"[\s,]+", text or "") if entry]
-    if not entries:
-        raise ValueError("no network given: list at least one, such as 10.0.0.0/8")
-    networks = []
-    for entry in entries:
-        try:
-            networks.append(ipaddress.ip_network(entry))
-        except ValueError as exc:
-            hint = ""
-            if "host bits set" in str(exc):
-                hint = f" (did you mean {ipaddress.ip_network(entry, strict=False)}?)"
-            raise ValueError(f"{entry!r} is not a network such as 10.0.0.0/8 or an "
-                             f"address{hint}") from None
-    return tuple(networks)
 
 
 def carried_ipv4(address: IPAddress) -> IPAddress:

@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,8 +29,9 @@ from core.database import outside_transaction
 from core.extensions import db
 from core.timeutil import utcnow
 from inventory.models import Asset
-from inventory.verification.dicom import EchoResult, Outcome, echo
+from inventory.verification.dicom import EchoResult, Outcome, echo_many
 from inventory.verification.models import CheckTrigger, NodeCheck, NodeState, NodeStateName
+from inventory.verification.netpolicy import IPNetwork, NotAllowed, Resolver, check_destination
 from inventory.verification.summary import verifiable_nodes
 from inventory.verification.tickets import node_recovered, node_went_down
 
@@ -60,7 +60,7 @@ class VerificationError(ValueError):
 
 @dataclass(frozen=True)
 class EchoTarget:
-    """What a worker thread needs to echo one node: plain values, no database objects."""
+    """What the check loop needs to echo one node: plain values, no database objects."""
 
     asset_id: int
     asset_tag: str
@@ -68,10 +68,22 @@ class EchoTarget:
     port: int
     ae_title: str
     tls: bool
+    client_cert: str | None = None
+    client_key: str | None = None
+    ca_file: str | None = None
+
+
+def check_address(asset: Asset) -> str:
+    """The host a check of ``asset`` connects to: by name for TLS (its certificate names it)."""
+    return asset.hostname if asset.tls and asset.hostname else asset.host
 
 
 def echo_target(asset: Asset) -> EchoTarget:
-    """The address to echo for ``asset``; VerificationError when it has none."""
+    """The address and TLS files to echo ``asset`` with; VerificationError when it has none.
+
+    A node's own client certificate (and key) and CA file take precedence over the global
+    PACSDESK_DICOM_TLS_CERT/_KEY/_CA_FILE.
+    """
     if not asset.is_dicom_node:
         raise VerificationError(f"{asset.asset_tag} is not a DICOM node")
     missing = [name for name, value in (("host name or IP address", asset.host),
@@ -79,29 +91,50 @@ def echo_target(asset: Asset) -> EchoTarget:
                if not value]
     if missing:
         raise VerificationError(f"{asset.asset_tag} has no {' and no '.join(missing)}")
-    # A TLS node proves its identity for its host name: connect by name when there is one.
-    host = asset.hostname if asset.tls and asset.hostname else asset.host
-    return EchoTarget(asset.id, asset.asset_tag, host, int(asset.port or 0),
-                      asset.ae_title or "", bool(asset.tls))
-
-
-def _echo(target: EchoTarget, calling_ae: str, timeout: float) -> EchoResult:
-    """Echo one target; never raises (bad data and surprises become a classified result)."""
-    started = time.perf_counter()
-    try:
-        return echo(target.host, target.port, target.ae_title, calling_ae, timeout, tls=target.tls)
-    except ValueError as exc:
-        return EchoResult(Outcome.ECHO_FAILED, f"Cannot check this node: {exc}", 0.0)
-    except Exception as exc:  # a peer must never crash a sweep
-        log.exception("C-ECHO of %s failed unexpectedly", target.asset_tag)
-        return EchoResult(Outcome.ABORTED, f"Unexpected error during the check: {exc}",
-                          round((time.perf_counter() - started) * 1000, 1))
+    config = current_app.config
+    cert, key = ((asset.tls_client_cert, asset.tls_client_key) if asset.tls_client_cert
+                 else (config.get("PACSDESK_DICOM_TLS_CERT"), config.get("PACSDESK_DICOM_TLS_KEY")))
+    ca_file = asset.tls_ca_file or config.get("PACSDESK_DICOM_TLS_CA_FILE")
+    tls = bool(asset.tls)
+    return EchoTarget(asset.id, asset.asset_tag, check_address(asset), int(asset.port or 0),
+                      asset.ae_title or "", tls, cert if tls else None, key if tls else None,
+                      ca_file if tls else None)
 
 
 def _settings() -> tuple[str, float]:
     """Calling AE title and per-check timeout from the configuration."""
     config = current_app.config
     return config["PACSDESK_DICOM_AE_TITLE"], float(config["PACSDESK_VERIFY_TIMEOUT"])
+
+
+def _policy() -> tuple[Sequence[IPNetwork], Resolver | None]:
+    """Where checks may connect, and the resolver names are looked up with (None: the system's)."""
+    config = current_app.config
+    return config["PACSDESK_DICOM_ALLOWED_NETWORKS"], config.get("PACSDESK_DICOM_RESOLVER")
+
+
+def address_problem(host: str, port: int) -> str | None:
+    """Why checks may not connect to ``host`` (named address and reason), or None.
+
+    Resolves a name once (through the configured resolver); a name that does not resolve is
+    not a problem here: its checks say ``dns_error``.
+    """
+    allowed, resolver = _policy()
+    try:
+        check_destination(host, port, allowed, resolver)
+    except NotAllowed as exc:
+        return str(exc)
+    except (OSError, UnicodeError, ValueError):
+        return None
+    return None
+
+
+def _echo_all(targets: Sequence[EchoTarget], concurrency: int) -> Iterator[tuple[EchoTarget, EchoResult]]:
+    """Echo ``targets`` on the check loop with the configured policy, yielding results as they end."""
+    calling_ae, timeout = _settings()
+    allowed, resolver = _policy()
+    yield from echo_many(targets, calling_ae, timeout, concurrency, allowed_networks=allowed,
+                         resolver=resolver)
 
 
 # ---------------------------------------------------------------- state machine
@@ -135,7 +168,12 @@ class _Transition:
 
 
 def _apply_check(state: NodeState, check: NodeCheck) -> _Transition:
-    """Move ``state`` according to ``check`` (down after N failures, degraded, up)."""
+    """Move ``state`` according to ``check`` (down after N failures, degraded, up).
+
+    A ``busy`` answer (a transient rejection) is no failure of the node: it makes the node
+    degraded, and down only when no check has succeeded for PACSDESK_BUSY_DOWN_MINUTES; a node
+    already down stays down until it answers.
+    """
     config = current_app.config
     previous = state.state or NodeStateName.UNKNOWN
     state.last_check_at = check.checked_at
@@ -149,11 +187,19 @@ def _apply_check(state: NodeState, check: NodeCheck) -> _Transition:
         intermittent = _failed_recently(state.asset_id, check.checked_at)
         state.state = NodeStateName.DEGRADED if slow or intermittent else NodeStateName.UP
         return _Transition(previous, state.state, was_down_since)
-    state.consecutive_failures = (state.consecutive_failures or 0) + 1
-    if state.consecutive_failures >= config["PACSDESK_DOWN_AFTER_FAILURES"] \
-            or previous == NodeStateName.DOWN:
+    if check.outcome is Outcome.BUSY:
+        # The node answered but is busy: degraded, down only once busy (or failing) for too long.
+        streak = _first_failure_of_streak(state.asset_id, state.last_ok_at) or check.checked_at
+        patience = timedelta(minutes=config["PACSDESK_BUSY_DOWN_MINUTES"])
+        down = previous == NodeStateName.DOWN or check.checked_at - streak >= patience
+    else:
+        state.consecutive_failures = (state.consecutive_failures or 0) + 1
+        down = state.consecutive_failures >= config["PACSDESK_DOWN_AFTER_FAILURES"] \
+            or previous == NodeStateName.DOWN
+        streak = None
+    if down:
         if previous != NodeStateName.DOWN:
-            state.down_since = _first_failure_of_streak(state.asset_id, state.last_ok_at) \
+            state.down_since = streak or _first_failure_of_streak(state.asset_id, state.last_ok_at) \
                 or check.checked_at
         state.state = NodeStateName.DOWN
     else:
@@ -213,7 +259,7 @@ def verify_asset(asset: Asset, trigger: str, user: User | None = None,
     target = echo_target(asset)
     actor = _request_actor() if user is None else {"user": user, "client_address": client_address}
     with outside_transaction():
-        result = _echo(target, *_settings())
+        [(_, result)] = list(_echo_all([target], 1))
     return record_check(db.session.get(Asset, target.asset_id), result, trigger, **actor)
 
 
@@ -274,18 +320,6 @@ class SweepResult:
         return not self.skipped and self.failed == 0
 
 
-def echo_many(targets: Sequence[EchoTarget], calling_ae: str, timeout: float,
-              concurrency: int) -> Iterable[tuple[EchoTarget, EchoResult]]:
-    """Echo ``targets`` with at most ``concurrency`` at once; yields results as they come."""
-    if not targets:
-        return
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(targets))),
-                            thread_name_prefix="echo") as pool:
-        futures = {pool.submit(_echo, target, calling_ae, timeout): target for target in targets}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
-
-
 def _slowest_first(targets: list[EchoTarget]) -> list[EchoTarget]:
     """Never-checked and slowest-answering nodes first, so their waits overlap the quick ones."""
     latency = {asset_id: ms for asset_id, ms in
@@ -341,7 +375,6 @@ def run_checks(assets: Sequence[Asset], trigger: str, *, audit_each: bool, usern
     """
     started_at = utcnow()
     clock = time.perf_counter()
-    calling_ae, timeout = _settings()
     concurrency = int(current_app.config["PACSDESK_VERIFY_CONCURRENCY"])
     sweep = SweepResult(started_at=started_at, seconds=0.0)
     targets = []
@@ -354,7 +387,7 @@ def run_checks(assets: Sequence[Asset], trigger: str, *, audit_each: bool, usern
     db.session.commit()
     batch: list[tuple[EchoTarget, EchoResult, datetime]] = []
     written = time.perf_counter()
-    for target, result in echo_many(targets, calling_ae, timeout, concurrency):
+    for target, result in _echo_all(targets, concurrency):
         batch.append((target, result, utcnow()))
         if len(batch) >= WRITE_BATCH or time.perf_counter() - written > WRITE_EVERY:
             _write_batch(sweep, batch, trigger, audit_each, username)

@@ -393,10 +393,10 @@ def test_verify_cli_json_for_chosen_assets_exits_0_when_all_ok(app, runner, veri
             row["state"]) == ("CT-01", "TESTSCP", "127.0.0.1", port, "ok", "up")
 
 
-def test_verify_cli_json_gives_each_nodes_state_after_the_check(app, app_config, runner,
+def test_verify_cli_json_gives_each_nodes_state_after_the_check(app, runner,
                                                                verification_scp, closed_port,
                                                                make_node):
-    app_config["PACSDESK_DOWN_AFTER_FAILURES"] = 2
+    app.config["PACSDESK_DOWN_AFTER_FAILURES"] = 2
     make_node("CT-01", verification_scp())
     make_node("US-01", closed_port)
     first = runner.invoke(args=["inventory", "verify", "--json"])

@@ -149,13 +149,12 @@ def _first_failure_of_streak(asset_id: int, last_ok_at: datetime | None) -> date
     return db.session.execute(query).scalar_one_or_none()
 
 
-def _failed_recently(asset_id: int, now: datetime) -> bool:
-    """Whether any check of the node failed within the intermittence window."""
-    return db.session.execute(
-        select(NodeCheck.id).where(NodeCheck.asset_id == asset_id,
-                                   NodeCheck.checked_at >= now - INTERMITTENT_WINDOW,
-                                   NodeCheck.outcome != Outcome.OK).limit(1)
-    ).first() is not None
+def _failed_recently(asset_ids: Sequence[int], since: datetime) -> set[int]:
+    """The nodes among ``asset_ids`` with a failed check since ``since`` (one query)."""
+    return set(db.session.scalars(
+        select(NodeCheck.asset_id).where(NodeCheck.asset_id.in_(asset_ids),
+                                         NodeCheck.checked_at >= since,
+                                         NodeCheck.outcome != Outcome.OK).distinct()))
 
 
 @dataclass
@@ -167,7 +166,7 @@ class _Transition:
     down_since: datetime | None = None
 
 
-def _apply_check(state: NodeState, check: NodeCheck) -> _Transition:
+def _apply_check(state: NodeState, check: NodeCheck, failed_recently: bool) -> _Transition:
     """Move ``state`` according to ``check`` (down after N failures, degraded, up).
 
     A ``busy`` answer (a transient rejection) is no failure of the node: it makes the node
@@ -184,8 +183,7 @@ def _apply_check(state: NodeState, check: NodeCheck) -> _Transition:
         state.last_ok_at = check.checked_at
         state.down_since = None
         slow = check.latency_ms > config["PACSDESK_DEGRADED_LATENCY_MS"]
-        intermittent = _failed_recently(state.asset_id, check.checked_at)
-        state.state = NodeStateName.DEGRADED if slow or intermittent else NodeStateName.UP
+        state.state = NodeStateName.DEGRADED if slow or failed_recently else NodeStateName.UP
         return _Transition(previous, state.state, was_down_since)
     if check.outcome is Outcome.BUSY:
         # The node answered but is busy: degraded, down only once busy (or failing) for too long.
@@ -207,46 +205,80 @@ def _apply_check(state: NodeState, check: NodeCheck) -> _Transition:
     return _Transition(previous, state.state, state.down_since)
 
 
-def _state_for(asset_id: int) -> NodeState:
-    """The node's state row, locked for this transaction (created unknown on the first check).
+def _states_for(asset_ids: Sequence[int]) -> dict[int, NodeState]:
+    """The nodes' state rows, locked for this transaction (created unknown on the first check).
 
-    A sweep and a check after a save may record the same node at once: the row is inserted
-    if missing without failing on the race, then locked so neither update is lost.
+    A sweep and a check after a save may record the same node at once: missing rows are
+    inserted without failing on the race, then all are locked (in one order, so two writers
+    never deadlock) so neither update is lost. Two statements whatever the number of nodes.
     """
+    ordered = sorted(set(asset_ids))
     insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    db.session.execute(insert(NodeState).values(
-        asset_id=asset_id, state=NodeStateName.UNKNOWN, consecutive_failures=0)
-        .on_conflict_do_nothing())
-    state = db.session.get(NodeState, asset_id, with_for_update=True, populate_existing=True)
-    assert state is not None
-    return state
+    db.session.execute(insert(NodeState).values([
+        {"asset_id": asset_id, "state": NodeStateName.UNKNOWN, "consecutive_failures": 0}
+        for asset_id in ordered]).on_conflict_do_nothing())
+    rows = db.session.scalars(select(NodeState).where(NodeState.asset_id.in_(ordered))
+                              .order_by(NodeState.asset_id).with_for_update()
+                              .execution_options(populate_existing=True))
+    return {state.asset_id: state for state in rows}
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One stored check with the state it left its node in and the state before."""
+
+    asset: Asset
+    check: NodeCheck
+    state: NodeState
+    previous: NodeStateName
+
+
+def record_checks(results: Sequence[tuple[Asset, EchoResult, datetime]], trigger: str, *,
+                  audit_each: bool, user: Any = None, username: str | None = None,
+                  client_address: str | None = None) -> list[Recorded]:
+    """Store checks, move their nodes' states, open or close tickets (flushes).
+
+    A handful of statements per batch, not per node (the state rows, the recent failures, the
+    checks); a node going down or recovering costs a few more. With ``audit_each``, a
+    ``node.verify`` event per check; otherwise the caller audits the batch.
+    """
+    if not results:
+        return []
+    trigger = CheckTrigger(trigger)
+    ids = [asset.id for asset, _, _ in results]
+    states = _states_for(ids)
+    flaky = _failed_recently(ids, min(at for _, _, at in results) - INTERMITTENT_WINDOW)
+    checks = [NodeCheck(asset_id=asset.id, checked_at=at, outcome=result.outcome,
+                        detail=result.detail[:DETAIL_MAX], latency_ms=result.latency_ms,
+                        trigger=trigger) for asset, result, at in results]
+    db.session.add_all(checks)
+    recorded = []
+    for (asset, _, _), check in zip(results, checks, strict=True):
+        state = states[asset.id]
+        moved = _apply_check(state, check, asset.id in flaky)
+        if moved.current == NodeStateName.DOWN and moved.previous != NodeStateName.DOWN:
+            node_went_down(asset, state, check)
+        elif moved.previous == NodeStateName.DOWN and check.ok:
+            node_recovered(asset, state, check, moved.down_since)
+        if audit_each:
+            record("node.verify", object_type="asset", object_id=asset.asset_tag, user=user,
+                   username=username, client_address=client_address,
+                   details={"trigger": trigger, "outcome": check.outcome,
+                            "latency_ms": check.latency_ms, "detail": check.detail,
+                            "state": state.state})
+        recorded.append(Recorded(asset, check, state, NodeStateName(moved.previous)))
+    db.session.flush()
+    return recorded
 
 
 def record_check(asset: Asset, result: EchoResult, trigger: str, *, user: Any = None,
                  username: str | None = None, client_address: str | None = None,
                  audit_each: bool = True, checked_at: datetime | None = None) -> NodeCheck:
     """Store one check's result, move the node's state, open or close its ticket (flushes)."""
-    trigger = CheckTrigger(trigger)
-    check = NodeCheck(asset_id=asset.id, checked_at=checked_at or utcnow(),
-                      outcome=result.outcome,
-                      detail=result.detail[:DETAIL_MAX], latency_ms=result.latency_ms,
-                      trigger=trigger)
-    db.session.add(check)
-    state = _state_for(asset.id)
-    db.session.flush()
-    moved = _apply_check(state, check)
-    if moved.current == NodeStateName.DOWN and moved.previous != NodeStateName.DOWN:
-        node_went_down(asset, state, check)
-    elif moved.previous == NodeStateName.DOWN and check.ok:
-        node_recovered(asset, state, check, moved.down_since)
-    if audit_each:
-        record("node.verify", object_type="asset", object_id=asset.asset_tag, user=user,
-               username=username, client_address=client_address,
-               details={"trigger": trigger, "outcome": check.outcome,
-                        "latency_ms": check.latency_ms, "detail": check.detail,
-                        "state": state.state})
-    db.session.flush()
-    return check
+    [recorded] = record_checks([(asset, result, checked_at or utcnow())], trigger,
+                               audit_each=audit_each, user=user, username=username,
+                               client_address=client_address)
+    return recorded.check
 
 
 def verify_asset(asset: Asset, trigger: str, user: User | None = None,
@@ -327,40 +359,32 @@ def _slowest_first(targets: list[EchoTarget]) -> list[EchoTarget]:
     return sorted(targets, key=lambda t: -(latency.get(t.asset_id) or float("inf")))
 
 
-def _write_result(sweep: SweepResult, target: EchoTarget, result: EchoResult,
-                  checked_at: datetime, trigger: str, audit_each: bool,
-                  username: str | None) -> None:
-    """Store one node's result and note what it changed."""
-    asset = db.session.get(Asset, target.asset_id)
-    if asset is None:
-        return
-    previous = db.session.get(NodeState, asset.id)
-    before = previous.state if previous is not None else NodeStateName.UNKNOWN
-    check = record_check(asset, result, trigger, audit_each=audit_each, username=username,
-                         checked_at=checked_at, **_request_actor())
-    state = db.session.get(NodeState, asset.id)
-    assert state is not None
-    if state.state == NodeStateName.DOWN and before != NodeStateName.DOWN:
-        sweep.went_down.append(asset.asset_tag)
-    elif before == NodeStateName.DOWN and check.ok:
-        sweep.recovered.append(asset.asset_tag)
-    sweep.results.append(NodeResult(target.asset_tag, target.ae_title, target.host, target.port,
-                                    check.outcome, check.latency_ms, check.detail, state.state))
-
-
 def _write_batch(sweep: SweepResult, batch: list[tuple[EchoTarget, EchoResult, datetime]], trigger: str,
                  audit_each: bool, username: str | None) -> None:
     """Store a batch of results; without an event per check, one ``node.checks`` event covers them."""
-    first = len(sweep.results)
-    down, recovered = len(sweep.went_down), len(sweep.recovered)
-    for target, result, checked_at in batch:
-        _write_result(sweep, target, result, checked_at, trigger, audit_each, username)
-    written = sweep.results[first:]
-    if written and not audit_each:
+    if not batch:
+        return
+    assets = {asset.id: asset for asset in db.session.scalars(
+        select(Asset).where(Asset.id.in_([target.asset_id for target, _, _ in batch])))}
+    found = [(target, result, at) for target, result, at in batch if target.asset_id in assets]
+    recorded = record_checks([(assets[target.asset_id], result, at) for target, result, at in found],
+                             trigger, audit_each=audit_each, username=username, **_request_actor())
+    down, recovered = [], []
+    for (target, _, _), done in zip(found, recorded, strict=True):
+        if done.state.state == NodeStateName.DOWN and done.previous != NodeStateName.DOWN:
+            down.append(target.asset_tag)
+        elif done.previous == NodeStateName.DOWN and done.check.ok:
+            recovered.append(target.asset_tag)
+        sweep.results.append(NodeResult(target.asset_tag, target.ae_title, target.host, target.port,
+                                        done.check.outcome, done.check.latency_ms, done.check.detail,
+                                        done.state.state))
+    sweep.went_down += down
+    sweep.recovered += recovered
+    if recorded and not audit_each:
         record("node.checks", user=None, username=username, client_address=None, details={
-            "trigger": trigger, "nodes": [r.asset_tag for r in written],
-            "outcomes": dict(Counter(r.outcome for r in written)),
-            "went_down": sweep.went_down[down:], "recovered": sweep.recovered[recovered:]})
+            "trigger": trigger, "nodes": [target.asset_tag for target, _, _ in found],
+            "outcomes": dict(Counter(done.check.outcome for done in recorded)),
+            "went_down": down, "recovered": recovered})
 
 
 def run_checks(assets: Sequence[Asset], trigger: str, *, audit_each: bool, username: str | None = None,

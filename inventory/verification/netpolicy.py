@@ -7,9 +7,10 @@ a node's name once and refuses it unless every address is inside the allowed net
 check then connects to an address it returned, never resolving the name again (so a DNS answer
 that changes between the check and the connection cannot slip another address in).
 
-``DEFAULT_ALLOWED``, the networks hospitals number their modalities and archives in: the
-RFC 1918 private ranges 10.0.0.0/8, 172.16.0.0/12 and 192.168.0.0/16, loopback 127.0.0.0/8
-and ::1/128, and IPv6 unique local addresses fc00::/7.
+``DEFAULT_ALLOWED`` (the default of PACSDESK_DICOM_ALLOWED_NETWORKS, parsed in ``core.config``
+by ``parse_networks``, re-exported here) holds the networks hospitals number their modalities
+and archives in: the RFC 1918 private ranges 10.0.0.0/8, 172.16.0.0/12 and 192.168.0.0/16,
+loopback 127.0.0.0/8 and ::1/128, and IPv6 unique local addresses fc00::/7.
 
 Always refused, whatever the allowed networks say: link-local addresses (169.254.0.0/16 and
 fe80::/10), where cloud metadata services answer; the metadata addresses 169.254.169.254,
@@ -28,6 +29,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from core.config import DEFAULT_ALLOWED_NETWORKS, IPNetwork, parse_networks
+
+__all__ = ["DEFAULT_ALLOWED", "IPAddress", "IPNetwork", "NotAllowed", "Resolver", "check_destination",
+           "parse_networks", "refusal", "resolve"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[..., Sequence[tuple[Any, ...]]]

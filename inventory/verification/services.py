@@ -46,8 +46,8 @@ AUDIT_ACTIONS = {
 
 INTERMITTENT_WINDOW = timedelta(hours=1)
 DETAIL_MAX = 1000
-WRITE_BATCH = 100        # sweep results written per transaction
-WRITE_EVERY = 0.5        # ...or after this many seconds, whichever comes first
+WRITE_BATCH = 250        # sweep results written per transaction (a few statements each)
+WRITE_EVERY = 1.0        # ...or after this many seconds, whichever comes first
 
 
 class SweepCancelled(Exception):

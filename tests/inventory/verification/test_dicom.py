@@ -210,37 +210,35 @@ def test_ae_titles_with_insignificant_spaces_are_trimmed(verification_scp):
 # ---------------------------------------------------------------- echo_many
 
 
-def closed_by_client(conn: socket.socket) -> bool:
-    """Whether the client has closed ``conn`` (its FIN or reset has arrived), without waiting."""
+TCP_ESTABLISHED = 1
+
+
+def _still_open(conn: socket.socket) -> bool:
+    """Whether the client still holds this connection (the kernel's TCP state, not unread data)."""
     try:
-        while conn.recv(65536, socket.MSG_DONTWAIT):
-            pass  # bytes sent before the close; the end of the stream follows them
-    except BlockingIOError:
+        return conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == TCP_ESTABLISHED
+    except (OSError, ValueError):
         return False
-    except OSError:
-        return True  # reset
-    return True
 
 
 class ConnectionCounter:
     """A silent peer behaviour that counts how many connections the client holds at once.
 
-    Counted when each connection arrives, among the earlier ones the client has not closed:
-    the client closes a finished check's socket before it connects the next one, so on
-    loopback that close has always arrived by then, while the thread serving the closed
-    connection may not have noticed it yet.
+    Counted when each connection arrives, from the TCP state of the earlier ones: a client that
+    closed a connection before opening the next has left it in CLOSE_WAIT, whenever this peer's
+    threads get round to noticing.
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.live: list[socket.socket] = []
+        self.held: set[socket.socket] = set()
         self.most = 0
         self.closed = threading.Semaphore(0)
 
     def __call__(self, conn) -> None:
         with self.lock:
-            self.live = [c for c in self.live if not closed_by_client(c)] + [conn]
-            self.most = max(self.most, len(self.live))
+            self.held = {c for c in self.held if _still_open(c)} | {conn}
+            self.most = max(self.most, len(self.held))
         try:
             stay_silent(conn)
         finally:

@@ -292,7 +292,10 @@ def verify_asset(asset: Asset, trigger: str, user: User | None = None,
     actor = _request_actor() if user is None else {"user": user, "client_address": client_address}
     with outside_transaction():
         [(_, result)] = list(_echo_all([target], 1))
-    return record_check(db.session.get(Asset, target.asset_id), result, trigger, **actor)
+    checked = db.session.get(Asset, target.asset_id)
+    if checked is None:
+        raise VerificationError(f"{target.asset_tag} was deleted during its check")
+    return record_check(checked, result, trigger, **actor)
 
 
 def _request_actor() -> dict[str, Any]:

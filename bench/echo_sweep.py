@@ -208,7 +208,11 @@ def run_echoscu(binary: str, port: int, calling_ae: str, timeout: float, cap: fl
 
 def sweep_app(fleet: list[tuple[str, int]], args: argparse.Namespace) -> tuple[list[float], int]:
     """Run the app's sweep twice over the fleet; (wall times, concurrency)."""
+    from sqlalchemy import insert
+
     from app import create_app
+    from audit import record
+    from core import audit_sink
     from core.extensions import db
     from core.reference_data import load_reference_data
     from inventory.models import Asset
@@ -221,13 +225,17 @@ def sweep_app(fleet: list[tuple[str, int]], args: argparse.Namespace) -> tuple[l
     if args.concurrency:
         overrides["PACSDESK_VERIFY_CONCURRENCY"] = args.concurrency
     app = create_app(overrides)
+    audit_sink.register_actions(app, {"bench.fleet": "Benchmark fleet of DICOM nodes loaded"})
     with app.app_context():
         db.create_all()
         load_reference_data()
-        for i, (_kind, port) in enumerate(fleet):
-            db.session.add(Asset(asset_tag=f"BENCH-{i:04d}", name=f"Bench node {i}",
-                                 kind="dicom_node", ip_address="127.0.0.1", port=port,
-                                 ae_title=f"NODE{i:04d}"))
+        # Loaded below the ORM: the fleet is the benchmark's fixture, not a change to audit.
+        db.session.execute(insert(Asset.__table__), [
+            {"asset_tag": f"BENCH-{i:04d}", "name": f"Bench node {i}", "kind": "dicom_node",
+             "ip_address": "127.0.0.1", "port": port, "ae_title": f"NODE{i:04d}"}
+            for i, (_kind, port) in enumerate(fleet)])
+        record("bench.fleet", object_type="asset", object_id="BENCH-*", user=None,
+               details={"nodes": len(fleet)})
         db.session.commit()
         concurrency = app.config["PACSDESK_VERIFY_CONCURRENCY"]
     times = []

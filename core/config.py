@@ -6,6 +6,7 @@ import ipaddress
 import os
 import re
 import secrets
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import time
@@ -279,6 +280,28 @@ def _optional(raw: str) -> str:
     return raw.strip()
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+DEFAULT_ALLOWED_NETWORKS = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,127.0.0.0/8,::1/128,fc00::/7"
+
+
+def parse_networks(text: str) -> tuple[IPNetwork, ...]:
+    """Parse a comma- or space-separated list of networks (CIDR) or single addresses."""
+    entries = [entry for entry in re.split(r"[\s,]+", text or "") if entry]
+    if not entries:
+        raise ValueError("no network given: list at least one, such as 10.0.0.0/8")
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry))
+        except ValueError as exc:
+            hint = ""
+            if "host bits set" in str(exc):
+                hint = f" (did you mean {ipaddress.ip_network(entry, strict=False)}?)"
+            raise ValueError(f"{entry!r} is not a network such as 10.0.0.0/8 or an "
+                             f"address{hint}") from None
+    return tuple(networks)
+
+
 MAIL_DEFAULTS = {"PACSDESK_MAIL_PROCESSED_FOLDER": "Processed"}
 MAIL_SECRETS = frozenset({"PACSDESK_MAIL_URL", "PACSDESK_MAIL_IMAP_URL"})
 
@@ -330,10 +353,29 @@ SETTINGS: tuple[Setting, ...] = (
             "Days after which a resolved ticket closes unless the requester reopens it."),
     Setting("PACSDESK_VERIFY_INTERVAL", "300", _int_range(10, 86400),
             "Seconds between scheduled C-ECHO sweeps of all enabled DICOM nodes."),
-    Setting("PACSDESK_VERIFY_CONCURRENCY", "32", _int_range(1, 512),
-            "How many nodes a sweep checks at once."),
+    Setting("PACSDESK_VERIFY_CONCURRENCY", "256", _int_range(1, 1024),
+            "How many nodes a sweep checks at once (one thread runs them all; each open check holds "
+            "one socket)."),
     Setting("PACSDESK_VERIFY_TIMEOUT", "5", _float_range(0.5, 120),
-            "Seconds one C-ECHO check may take (connect, association and response)."),
+            "Seconds one C-ECHO check may take from start to end: name lookup, connect, TLS, "
+            "association, echo and release together, whatever the peer does."),
+    Setting("PACSDESK_VERIFY_NOW_PER_MINUTE", "6", _int_range(1, 1000),
+            "\"Verify now\" checks one user may ask for per minute; more answer 429."),
+    Setting("PACSDESK_BUSY_DOWN_MINUTES", "30", _int_range(1, 10080),
+            "A node answering `busy` (a transient rejection) is degraded; it is down only when it "
+            "has been busy or failing this many minutes without a success."),
+    Setting("PACSDESK_DICOM_ALLOWED_NETWORKS", DEFAULT_ALLOWED_NETWORKS, parse_networks,
+            "Networks (CIDR, separated by commas) C-ECHO checks may connect to; add the hospital's "
+            "own public ranges if nodes live there. Link-local and cloud metadata addresses are "
+            "refused whatever this says, after name resolution."),
+    Setting("PACSDESK_DICOM_TLS_CERT", None, _readable_file,
+            "PEM client certificate TLS nodes are shown when they ask for one (a node's own "
+            "certificate takes precedence)."),
+    Setting("PACSDESK_DICOM_TLS_KEY", None, _readable_file,
+            "PEM private key (unencrypted) of `PACSDESK_DICOM_TLS_CERT`; omit it when the "
+            "certificate file holds the key."),
+    Setting("PACSDESK_DICOM_TLS_CA_FILE", None, _readable_file,
+            "PEM CA bundle TLS nodes' certificates are checked against (default: the system's CAs)."),
     Setting("PACSDESK_DOWN_AFTER_FAILURES", "2", _int_range(1, 100),
             "Consecutive failed checks after which a node is down."),
     Setting("PACSDESK_DEGRADED_LATENCY_MS", "1000", _int_range(1, 120000),
@@ -409,6 +451,34 @@ def _secret_key(instance_path: Path) -> str:
     with os.fdopen(fd, "w") as handle:
         handle.write(secrets.token_hex(32))
     return key_file.read_text().strip()
+
+
+def _check_dicom_tls(values: Mapping[str, Any]) -> None:
+    """The global C-ECHO TLS files must load: a certificate with its key, a CA bundle."""
+    cert, key, ca_file = (values["PACSDESK_DICOM_TLS_CERT"], values["PACSDESK_DICOM_TLS_KEY"],
+                          values["PACSDESK_DICOM_TLS_CA_FILE"])
+    if key and not cert:
+        raise ConfigError("PACSDESK_DICOM_TLS_KEY: set PACSDESK_DICOM_TLS_CERT too, the certificate "
+                          "this key belongs to")
+    if ca_file:
+        try:
+            ssl.create_default_context(cafile=ca_file)
+        except ssl.SSLError as exc:
+            raise ConfigError(f"PACSDESK_DICOM_TLS_CA_FILE: {ca_file} holds no usable CA "
+                              f"certificate ({exc.reason or exc})") from None
+    if cert:
+        try:
+            ssl.create_default_context().load_cert_chain(cert, key, password=_no_password)
+        except (ssl.SSLError, ValueError) as exc:
+            why = exc.reason if isinstance(exc, ssl.SSLError) else exc
+            raise ConfigError(f"PACSDESK_DICOM_TLS_CERT/PACSDESK_DICOM_TLS_KEY: {cert} and "
+                              f"{key or cert} are not a certificate and its unencrypted private "
+                              f"key ({why})") from None
+
+
+def _no_password() -> bytes:
+    """Refuse an encrypted key instead of prompting on the terminal."""
+    raise ValueError("the key is encrypted")
 
 
 def _check_atna(values: Mapping[str, Any]) -> None:
@@ -491,6 +561,7 @@ def load_config(environ: Mapping[str, str], overrides: Mapping[str, Any] | None 
         raise ConfigError(f"PACSDESK_INSTANCE_PATH: cannot create {instance}: {exc.strerror}") from None
     values["PACSDESK_INSTANCE_PATH"] = str(instance)
     _check_atna(values)
+    _check_dicom_tls(values)
     database_url = (given.get("SQLALCHEMY_DATABASE_URI") or values.pop("PACSDESK_DATABASE_URL")
                     or f"sqlite:///{instance / 'pacsdesk.db'}")
     values.pop("PACSDESK_DATABASE_URL", None)

@@ -31,7 +31,8 @@ FIELD_LABELS = {
     "warranty_end": "Warranty end", "notes": "Notes", "holds_phi": "Holds patient data",
     "ae_title": "AE title", "port": "Port", "tls": "TLS", "dicom_role": "DICOM role",
     "dicom_type": "DICOM type", "modality": "Modality", "verify_enabled": "Verified automatically",
-    "created": "Created", "sanitisation": "Sanitisation",
+    "tls_client_cert": "TLS client certificate", "tls_client_key": "TLS client key",
+    "tls_ca_file": "TLS CA file", "created": "Created", "sanitisation": "Sanitisation",
 }
 
 

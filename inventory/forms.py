@@ -86,6 +86,15 @@ class AssetForm(FlaskForm):
     modality = SelectField("Modality code", choices=select_choices(
         [("", "—")] + [(c, c) for c in MODALITY_CODES]))
     verify_enabled = BooleanField("Verify automatically with C-ECHO", default=True)
+    tls_client_cert = StringField("TLS client certificate", validators=[Length(max=500)],
+                                  description="PEM file on the server, shown to a TLS node that asks "
+                                              "for one. Empty: PACSDESK_DICOM_TLS_CERT.")
+    tls_client_key = StringField("TLS client key", validators=[Length(max=500)],
+                                 description="Its unencrypted PEM private key file (empty when the "
+                                             "certificate file holds it).")
+    tls_ca_file = StringField("TLS CA file", validators=[Length(max=500)],
+                              description="PEM CA bundle the node's certificate is checked against. "
+                                          "Empty: PACSDESK_DICOM_TLS_CA_FILE or the system's CAs.")
     submit = SubmitField("Save")
 
     GENERAL = ("asset_tag", "name", "kind", "status", "location", "department",
@@ -93,6 +102,7 @@ class AssetForm(FlaskForm):
                "ip_address", "os_version", "purchase_date", "warranty_end", "holds_phi", "notes")
     DICOM = ("ae_title", "port", "tls", "dicom_role", "dicom_type", "modality",
              "verify_enabled")
+    TLS_FILES = ("tls_client_cert", "tls_client_key", "tls_ca_file")  # admins only
 
 
 class SanitisationForm(FlaskForm):

@@ -71,6 +71,9 @@ ASSET_HISTORY = (
     "serial_number", "hostname", "ip_address", "os_version", "purchase_date", "warranty_end", "notes",
     "holds_phi", "ae_title", "port", "tls", "dicom_role", "dicom_type", "modality", "verify_enabled")
 
+# A TLS node's own files (server paths), set by admins only (inventory.services.set_tls_files).
+TLS_FILE_FIELDS = ("tls_client_cert", "tls_client_key", "tls_ca_file")
+
 
 class Asset(db.Model):
     """An inventoried device; never hard-deleted (retired or disposed instead)."""
@@ -78,7 +81,7 @@ class Asset(db.Model):
     __tablename__ = "asset"
     __audit__ = AuditSpec(
         "asset", lambda a: a.asset_tag, history=lambda a: ("asset", a.id),
-        tracked=(*(Tracked(name) for name in ASSET_HISTORY),
+        tracked=(*(Tracked(name) for name in (*ASSET_HISTORY, *TLS_FILE_FIELDS)),
                  Tracked("assigned_user_id", "assigned_user", _username)),
         created=lambda a: ("created", a.asset_tag))
 
@@ -108,6 +111,9 @@ class Asset(db.Model):
     dicom_type: Mapped[DicomType | None] = mapped_column(EnumText(DicomType, 30))
     modality: Mapped[str | None] = mapped_column(String(4))
     verify_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    tls_client_cert: Mapped[str | None] = mapped_column(String(500))
+    tls_client_key: Mapped[str | None] = mapped_column(String(500))
+    tls_ca_file: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 

@@ -16,6 +16,7 @@ from core.auth.models import User
 from core.extensions import db
 from core.jobs.models import Job
 from core.jobs.queue import enqueue
+from core.timeutil import utcnow
 from inventory.asset_rules import (
     DATA_FIELDS,
     INACTIVE_STATUSES,
@@ -26,7 +27,8 @@ from inventory.asset_rules import (
     local_today,
     normalise,
 )
-from inventory.models import Asset, AssetKind, AssetStatus, Sanitisation
+from inventory.models import TLS_FILE_FIELDS, Asset, AssetKind, AssetStatus, Sanitisation
+from inventory.verification.dicom import tls_context
 from inventory.verification.models import CheckTrigger, NodeState
 
 # Audit actions recorded here (registered by the package's init_app).
@@ -35,10 +37,11 @@ AUDIT_ACTIONS = {
         "asset.update": "Asset changed",
         "asset.dispose": "Asset disposed",
         "asset.export": "Asset list exported to CSV",
+        "asset.tls_files": "DICOM node's TLS client certificate, key or CA file changed",
     }
 
 CHUNK = 500
-ADDRESS_FIELDS = frozenset({"kind", "hostname", "ip_address", "port", "ae_title", "tls"})
+ADDRESS_FIELDS = frozenset({"kind", "hostname", "ip_address", "port", "ae_title", "tls", *TLS_FILE_FIELDS})
 
 
 def data_of(asset: Asset) -> AssetData:
@@ -155,6 +158,48 @@ def update_asset(asset: Asset, data: AssetData, *, user: User | None) -> list[st
            details={"fields": sorted(changes), "changes": audit_changes})
     db.session.flush()
     return sorted(changes)
+
+
+def _tls_files_problem(cert: str | None, key: str | None, ca_file: str | None) -> tuple[str, str] | None:
+    """(field, why) when a TLS file cannot be used: unreadable, not PEM, a key not the certificate's."""
+    if key and not cert:
+        return "tls_client_key", "a key needs the client certificate it belongs to"
+    try:
+        if ca_file:
+            tls_context(ca_file=ca_file)
+        if cert:
+            tls_context(client_cert=cert, client_key=key)
+    except ValueError as exc:
+        text = str(exc)
+        field = ("tls_ca_file" if text.startswith("ca_file") else
+                 "tls_client_key" if text.startswith("client_key") else "tls_client_cert")
+        return field, text
+    return None
+
+
+def set_tls_files(asset: Asset, cert: str | None, key: str | None, ca_file: str | None, *,
+                  user: User | None) -> list[str]:
+    """Set a node's own TLS client certificate, key and CA file (admins); each file is checked.
+
+    Returns the changed field names; the change is in the asset's history and audited as
+    ``asset.tls_files``. Empty values mean the global PACSDESK_DICOM_TLS_* files apply.
+    """
+    values = dict(zip(TLS_FILE_FIELDS, ((v or "").strip() or None for v in (cert, key, ca_file)),
+                      strict=True))
+    changed = sorted(name for name, value in values.items() if getattr(asset, name) != value)
+    if not changed:
+        return []
+    problem = _tls_files_problem(values["tls_client_cert"], values["tls_client_key"],
+                                 values["tls_ca_file"])
+    if problem:
+        raise AssetError([problem])
+    before = {name: getattr(asset, name) for name in changed}
+    for name in changed:
+        setattr(asset, name, values[name])
+    record("asset.tls_files", object_type="asset", object_id=asset.asset_tag,
+           details={"fields": changed, "changes": {n: [before[n], values[n]] for n in changed}})
+    db.session.flush()
+    return changed
 
 
 def needs_verification(asset: Asset, changed: Iterable[str]) -> bool:
@@ -285,6 +330,18 @@ def node_states(asset_ids: list[int]) -> dict[int, str]:
 VERIFY_JOB = "inventory.verify_node"
 
 
+MANUAL_CHECK_PRIORITY = 10
+SAVE_CHECK_PRIORITY = 50
+
+
+def manual_checks_last_minute(user_id: int) -> int:
+    """How many "Verify now" checks ``user_id`` has queued in the last minute (for its rate limit)."""
+    return db.session.execute(select(func.count()).select_from(Job).where(
+        Job.kind == VERIFY_JOB, Job.created_by_id == user_id,
+        Job.priority == MANUAL_CHECK_PRIORITY,
+        Job.created_at >= utcnow() - timedelta(minutes=1))).scalar_one()
+
+
 def request_checks(asset_ids: list[int], trigger: str, *, user: User | None = None,
                    client_address: str | None = None) -> list[Job]:
     """Queue C-ECHO checks of nodes in the caller's transaction (they run once it commits).
@@ -302,7 +359,8 @@ def request_checks(asset_ids: list[int], trigger: str, *, user: User | None = No
                                              "client_address": client_address},
                                 user_id=user.id if user is not None else None,
                                 dedup_key=f"verify:{asset_id}", title=f"C-ECHO of {tag}",
-                                priority=10 if trigger == CheckTrigger.MANUAL else 50))
+                                priority=MANUAL_CHECK_PRIORITY if trigger == CheckTrigger.MANUAL
+                                else SAVE_CHECK_PRIORITY))
     return jobs
 
 

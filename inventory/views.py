@@ -9,7 +9,17 @@ from dataclasses import fields
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_login import current_user
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -17,7 +27,7 @@ from wtforms import SelectChoice
 
 from core.auth.forms import ConfirmForm
 from core.auth.models import User
-from core.auth.permissions import Permission, require_permission
+from core.auth.permissions import Permission, has_permission, require_permission
 from core.extensions import db
 from core.forms import select_choices
 from core.jobs.models import ACTIVE, Job, JobStatus
@@ -43,9 +53,9 @@ from inventory.forms import (
     SanitisationForm,
 )
 from inventory.jobs import IMPORT_JOB, LARGE_IMPORT_ROWS, MAX_CHECKS_AFTER_IMPORT
-from inventory.models import Asset, AssetStatus
+from inventory.models import Asset, AssetKind, AssetStatus
 from inventory.verification.models import CheckTrigger
-from inventory.verification.services import VerificationError, echo_target
+from inventory.verification.services import VerificationError, address_problem, echo_target
 from inventory.verification.summary import node_summary
 
 T = TypeVar("T")
@@ -175,17 +185,69 @@ def _save_asset(form: AssetForm, save: Callable[[], T]) -> T | None:
     return None
 
 
-def _queue_check(asset: Asset) -> Asset:
-    """Queue a check of a just-created DICOM node (in the same transaction)."""
+def _may_set_tls_files() -> bool:
+    """Whether the signed-in user may set a node's TLS files (server paths: administrators)."""
+    return has_permission(current_user, Permission.NODE_TLS_FILES)
+
+
+def _asset_form(asset: Asset | None) -> AssetForm:
+    """The asset form, its TLS file fields only for those who may set them."""
+    form = AssetForm(obj=asset)
+    form.assigned_user_id.choices = _user_choices()
+    if not _may_set_tls_files():
+        for name in AssetForm.TLS_FILES:
+            delattr(form, name)
+    return form
+
+
+def _refuse_unreachable_address(data: AssetData, before: Asset | None) -> None:
+    """Refuse a node address checks may not connect to (the address a check uses), naming why.
+
+    Judged when the node is new or its address changed: a name is resolved once, so a name
+    that resolves to a metadata or outside address is refused too.
+    """
+    if data.kind != AssetKind.DICOM_NODE or not data.port:
+        return
+    by_name = bool(data.tls and data.hostname) or not data.ip_address
+    host = data.hostname if by_name else data.ip_address
+    if not host:
+        return
+    if before is not None and before.kind == AssetKind.DICOM_NODE and before.port == data.port \
+            and bool(before.tls) == bool(data.tls) and (before.hostname, before.ip_address) \
+            == (data.hostname, data.ip_address):
+        return
+    problem = address_problem(host, data.port)
+    if problem:
+        raise AssetError([("hostname" if by_name else "ip_address",
+                           f"C-ECHO checks may not connect here: {problem}")])
+
+
+def _set_tls_files(asset: Asset, form: AssetForm) -> list[str]:
+    """Apply the TLS file fields when the form has them (administrators)."""
+    if "tls_client_cert" not in form:
+        return []
+    return services.set_tls_files(asset, form.tls_client_cert.data, form.tls_client_key.data,
+                                  form.tls_ca_file.data, user=current_user)
+
+
+def _create_and_queue_check(form: AssetForm) -> Asset:
+    """Create an asset and queue a check of a new DICOM node (same transaction)."""
+    data = _form_data(form)
+    _refuse_unreachable_address(data, None)
+    asset = services.create_asset(data, user=current_user)
+    _set_tls_files(asset, form)
     if asset.is_dicom_node:
         services.request_checks([asset.id], CheckTrigger.SAVE, user=current_user,
                                 client_address=request.remote_addr)
     return asset
 
 
-def _update_and_queue_check(asset: Asset, data: services.AssetData) -> list[str]:
-    """Save a change, queueing a check when a node's address changed (same transaction)."""
+def _update_and_queue_check(asset: Asset, form: AssetForm) -> list[str]:
+    """Save a change, queueing a check when a node's address or TLS files changed (same transaction)."""
+    data = _form_data(form)
+    _refuse_unreachable_address(data, asset)
     changed = services.update_asset(asset, data, user=current_user)
+    changed += _set_tls_files(asset, form)
     if services.needs_verification(asset, changed):
         services.request_checks([asset.id], CheckTrigger.SAVE, user=current_user,
                                 client_address=request.remote_addr)
@@ -196,11 +258,9 @@ def _update_and_queue_check(asset: Asset, data: services.AssetData) -> list[str]
 @require_permission(Permission.ASSET_MANAGE)
 def asset_new():
     """Create an asset."""
-    form = AssetForm()
-    form.assigned_user_id.choices = _user_choices()
+    form = _asset_form(None)
     if form.validate_on_submit():
-        asset = _save_asset(form, lambda: _queue_check(
-            services.create_asset(_form_data(form), user=current_user)))
+        asset = _save_asset(form, lambda: _create_and_queue_check(form))
         if asset is not None:
             flash(f"Asset {asset.asset_tag} created.", "success")
             return redirect(url_for("inventory.asset_detail", tag=asset.asset_tag))
@@ -216,10 +276,9 @@ def asset_edit(tag: str):
     if asset.status == AssetStatus.DISPOSED:
         flash("A disposed asset cannot be changed.", "warning")
         return redirect(url_for("inventory.asset_detail", tag=asset.asset_tag))
-    form = AssetForm(obj=asset)
-    form.assigned_user_id.choices = _user_choices()
+    form = _asset_form(asset)
     if form.validate_on_submit():
-        changed = _save_asset(form, lambda: _update_and_queue_check(asset, _form_data(form)))
+        changed = _save_asset(form, lambda: _update_and_queue_check(asset, form))
         if changed is not None:
             flash(f"Asset {asset.asset_tag} saved." if changed else "Nothing changed.",
                   "success" if changed else "info")
@@ -256,6 +315,11 @@ def asset_verify(tag: str):
     except VerificationError as exc:
         flash(f"Cannot verify {asset.asset_tag}: {exc}", "danger")
         return redirect(url_for("inventory.asset_detail", tag=asset.asset_tag))
+    limit = current_app.config["PACSDESK_VERIFY_NOW_PER_MINUTE"]
+    if services.manual_checks_last_minute(current_user.id) >= limit:
+        return render_template("errors/error.html", code=429, title="Too many checks",
+                               message=f"You asked for {limit} checks in the last minute, the most "
+                                       "allowed. Wait a minute and try again."), 429
     services.request_checks([asset.id], CheckTrigger.MANUAL, user=current_user,
                             client_address=request.remote_addr)
     db.session.commit()

@@ -30,6 +30,7 @@ class Permission(StrEnum):
     REPORT_COMPLIANCE = "report.compliance"
     USERS_MANAGE = "users.manage"
     JOBS_MANAGE = "jobs.manage"
+    NODE_TLS_FILES = "node.tls_files"  # a DICOM node's TLS client certificate, key and CA file
 
 
 _EVERYONE = {Permission.TICKET_FILE, Permission.TRAINING_OWN}

@@ -41,11 +41,12 @@ def verify_command(tags: tuple[str, ...], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([
             {"asset_tag": r.asset_tag, "ae_title": r.ae_title, "host": r.host, "port": r.port,
-             "outcome": r.outcome, "latency_ms": r.latency_ms, "detail": r.detail}
+             "outcome": r.outcome, "latency_ms": r.latency_ms, "detail": r.detail,
+             "state": r.state}
             for r in result.results], indent=2))
     else:
         for r in result.results:
-            click.echo(f"{r.asset_tag:<16} {r.outcome:<24} {r.latency_ms:>8.1f} ms  "
+            click.echo(f"{r.asset_tag:<16} {r.outcome:<24} {r.state:<9} {r.latency_ms:>8.1f} ms  "
                        f"{r.ae_title}@{r.host}:{r.port}  {r.detail}")
         if not result.results and not result.skipped:
             click.echo("No DICOM node to verify.")

@@ -7,9 +7,10 @@ a node's name once and refuses it unless every address is inside the allowed net
 check then connects to an address it returned, never resolving the name again (so a DNS answer
 that changes between the check and the connection cannot slip another address in).
 
-``DEFAULT_ALLOWED``, the networks hospitals number their modalities and archives in: the
-RFC 1918 private ranges 10.0.0.0/8, 172.16.0.0/12 and 192.168.0.0/16, loopback 127.0.0.0/8
-and ::1/128, and IPv6 unique local addresses fc00::/7.
+``DEFAULT_ALLOWED`` (the default of PACSDESK_DICOM_ALLOWED_NETWORKS, parsed in ``core.config``
+by ``parse_networks``, re-exported here) holds the networks hospitals number their modalities
+and archives in: the RFC 1918 private ranges 10.0.0.0/8, 172.16.0.0/12 and 192.168.0.0/16,
+loopback 127.0.0.0/8 and ::1/128, and IPv6 unique local addresses fc00::/7.
 
 Always refused, whatever the allowed networks say: link-local addresses (169.254.0.0/16 and
 fe80::/10), where cloud metadata services answer; the metadata addresses 169.254.169.254,
@@ -23,18 +24,20 @@ as the IPv4 address it carries.
 from __future__ import annotations
 
 import ipaddress
-import re
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from core.config import DEFAULT_ALLOWED_NETWORKS, IPNetwork, parse_networks
+
+__all__ = ["DEFAULT_ALLOWED", "IPAddress", "IPNetwork", "NotAllowed", "Resolver", "check_destination",
+           "parse_networks", "refusal", "resolve"]
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[..., Sequence[tuple[Any, ...]]]
 """A ``socket.getaddrinfo``-like function: ``resolver(host, port, type=socket.SOCK_STREAM)``."""
 
-DEFAULT_ALLOWED: tuple[IPNetwork, ...] = tuple(ipaddress.ip_network(net) for net in (
-    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "::1/128", "fc00::/7"))
+DEFAULT_ALLOWED: tuple[IPNetwork, ...] = parse_networks(DEFAULT_ALLOWED_NETWORKS)
 
 LINK_LOCAL: tuple[IPNetwork, ...] = (ipaddress.ip_network("169.254.0.0/16"),
                                      ipaddress.ip_network("fe80::/10"))
@@ -48,24 +51,6 @@ NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 class NotAllowed(ValueError):
     """A destination checks may not connect to; the message names the address and why."""
-
-
-def parse_networks(text: str) -> tuple[IPNetwork, ...]:
-    """Parse a comma- or space-separated list of networks (CIDR) or single addresses."""
-    entries = [entry for entry in re.split(r"[\s,]+", text or "") if entry]
-    if not entries:
-        raise ValueError("no network given: list at least one, such as 10.0.0.0/8")
-    networks = []
-    for entry in entries:
-        try:
-            networks.append(ipaddress.ip_network(entry))
-        except ValueError as exc:
-            hint = ""
-            if "host bits set" in str(exc):
-                hint = f" (did you mean {ipaddress.ip_network(entry, strict=False)}?)"
-            raise ValueError(f"{entry!r} is not a network such as 10.0.0.0/8 or an "
-                             f"address{hint}") from None
-    return tuple(networks)
 
 
 def carried_ipv4(address: IPAddress) -> IPAddress:

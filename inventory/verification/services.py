@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,8 +29,9 @@ from core.database import outside_transaction
 from core.extensions import db
 from core.timeutil import utcnow
 from inventory.models import Asset
-from inventory.verification.dicom import EchoResult, Outcome, echo
+from inventory.verification.dicom import EchoResult, Outcome, echo_many
 from inventory.verification.models import CheckTrigger, NodeCheck, NodeState, NodeStateName
+from inventory.verification.netpolicy import IPNetwork, NotAllowed, Resolver, check_destination
 from inventory.verification.summary import verifiable_nodes
 from inventory.verification.tickets import node_recovered, node_went_down
 
@@ -46,8 +46,8 @@ AUDIT_ACTIONS = {
 
 INTERMITTENT_WINDOW = timedelta(hours=1)
 DETAIL_MAX = 1000
-WRITE_BATCH = 100        # sweep results written per transaction
-WRITE_EVERY = 0.5        # ...or after this many seconds, whichever comes first
+WRITE_BATCH = 250        # sweep results written per transaction (a few statements each)
+WRITE_EVERY = 1.0        # ...or after this many seconds, whichever comes first
 
 
 class SweepCancelled(Exception):
@@ -60,7 +60,7 @@ class VerificationError(ValueError):
 
 @dataclass(frozen=True)
 class EchoTarget:
-    """What a worker thread needs to echo one node: plain values, no database objects."""
+    """What the check loop needs to echo one node: plain values, no database objects."""
 
     asset_id: int
     asset_tag: str
@@ -68,10 +68,22 @@ class EchoTarget:
     port: int
     ae_title: str
     tls: bool
+    client_cert: str | None = None
+    client_key: str | None = None
+    ca_file: str | None = None
+
+
+def check_address(asset: Asset) -> str:
+    """The host a check of ``asset`` connects to: by name for TLS (its certificate names it)."""
+    return asset.hostname if asset.tls and asset.hostname else asset.host
 
 
 def echo_target(asset: Asset) -> EchoTarget:
-    """The address to echo for ``asset``; VerificationError when it has none."""
+    """The address and TLS files to echo ``asset`` with; VerificationError when it has none.
+
+    A node's own client certificate (and key) and CA file take precedence over the global
+    PACSDESK_DICOM_TLS_CERT/_KEY/_CA_FILE.
+    """
     if not asset.is_dicom_node:
         raise VerificationError(f"{asset.asset_tag} is not a DICOM node")
     missing = [name for name, value in (("host name or IP address", asset.host),
@@ -79,29 +91,50 @@ def echo_target(asset: Asset) -> EchoTarget:
                if not value]
     if missing:
         raise VerificationError(f"{asset.asset_tag} has no {' and no '.join(missing)}")
-    # A TLS node proves its identity for its host name: connect by name when there is one.
-    host = asset.hostname if asset.tls and asset.hostname else asset.host
-    return EchoTarget(asset.id, asset.asset_tag, host, int(asset.port or 0),
-                      asset.ae_title or "", bool(asset.tls))
-
-
-def _echo(target: EchoTarget, calling_ae: str, timeout: float) -> EchoResult:
-    """Echo one target; never raises (bad data and surprises become a classified result)."""
-    started = time.perf_counter()
-    try:
-        return echo(target.host, target.port, target.ae_title, calling_ae, timeout, tls=target.tls)
-    except ValueError as exc:
-        return EchoResult(Outcome.ECHO_FAILED, f"Cannot check this node: {exc}", 0.0)
-    except Exception as exc:  # a peer must never crash a sweep
-        log.exception("C-ECHO of %s failed unexpectedly", target.asset_tag)
-        return EchoResult(Outcome.ABORTED, f"Unexpected error during the check: {exc}",
-                          round((time.perf_counter() - started) * 1000, 1))
+    config = current_app.config
+    cert, key = ((asset.tls_client_cert, asset.tls_client_key) if asset.tls_client_cert
+                 else (config.get("PACSDESK_DICOM_TLS_CERT"), config.get("PACSDESK_DICOM_TLS_KEY")))
+    ca_file = asset.tls_ca_file or config.get("PACSDESK_DICOM_TLS_CA_FILE")
+    tls = bool(asset.tls)
+    return EchoTarget(asset.id, asset.asset_tag, check_address(asset), int(asset.port or 0),
+                      asset.ae_title or "", tls, cert if tls else None, key if tls else None,
+                      ca_file if tls else None)
 
 
 def _settings() -> tuple[str, float]:
     """Calling AE title and per-check timeout from the configuration."""
     config = current_app.config
     return config["PACSDESK_DICOM_AE_TITLE"], float(config["PACSDESK_VERIFY_TIMEOUT"])
+
+
+def _policy() -> tuple[Sequence[IPNetwork], Resolver | None]:
+    """Where checks may connect, and the resolver names are looked up with (None: the system's)."""
+    config = current_app.config
+    return config["PACSDESK_DICOM_ALLOWED_NETWORKS"], config.get("PACSDESK_DICOM_RESOLVER")
+
+
+def address_problem(host: str, port: int) -> str | None:
+    """Why checks may not connect to ``host`` (named address and reason), or None.
+
+    Resolves a name once (through the configured resolver); a name that does not resolve is
+    not a problem here: its checks say ``dns_error``.
+    """
+    allowed, resolver = _policy()
+    try:
+        check_destination(host, port, allowed, resolver)
+    except NotAllowed as exc:
+        return str(exc)
+    except (OSError, UnicodeError, ValueError):
+        return None
+    return None
+
+
+def _echo_all(targets: Sequence[EchoTarget], concurrency: int) -> Iterator[tuple[EchoTarget, EchoResult]]:
+    """Echo ``targets`` on the check loop with the configured policy, yielding results as they end."""
+    calling_ae, timeout = _settings()
+    allowed, resolver = _policy()
+    yield from echo_many(targets, calling_ae, timeout, concurrency, allowed_networks=allowed,
+                         resolver=resolver)
 
 
 # ---------------------------------------------------------------- state machine
@@ -116,13 +149,12 @@ def _first_failure_of_streak(asset_id: int, last_ok_at: datetime | None) -> date
     return db.session.execute(query).scalar_one_or_none()
 
 
-def _failed_recently(asset_id: int, now: datetime) -> bool:
-    """Whether any check of the node failed within the intermittence window."""
-    return db.session.execute(
-        select(NodeCheck.id).where(NodeCheck.asset_id == asset_id,
-                                   NodeCheck.checked_at >= now - INTERMITTENT_WINDOW,
-                                   NodeCheck.outcome != Outcome.OK).limit(1)
-    ).first() is not None
+def _failed_recently(asset_ids: Sequence[int], since: datetime) -> set[int]:
+    """The nodes among ``asset_ids`` with a failed check since ``since`` (one query)."""
+    return set(db.session.scalars(
+        select(NodeCheck.asset_id).where(NodeCheck.asset_id.in_(asset_ids),
+                                         NodeCheck.checked_at >= since,
+                                         NodeCheck.outcome != Outcome.OK).distinct()))
 
 
 @dataclass
@@ -134,8 +166,13 @@ class _Transition:
     down_since: datetime | None = None
 
 
-def _apply_check(state: NodeState, check: NodeCheck) -> _Transition:
-    """Move ``state`` according to ``check`` (down after N failures, degraded, up)."""
+def _apply_check(state: NodeState, check: NodeCheck, failed_recently: bool) -> _Transition:
+    """Move ``state`` according to ``check`` (down after N failures, degraded, up).
+
+    A ``busy`` answer (a transient rejection) is no failure of the node: it makes the node
+    degraded, and down only when no check has succeeded for PACSDESK_BUSY_DOWN_MINUTES; a node
+    already down stays down until it answers.
+    """
     config = current_app.config
     previous = state.state or NodeStateName.UNKNOWN
     state.last_check_at = check.checked_at
@@ -146,14 +183,21 @@ def _apply_check(state: NodeState, check: NodeCheck) -> _Transition:
         state.last_ok_at = check.checked_at
         state.down_since = None
         slow = check.latency_ms > config["PACSDESK_DEGRADED_LATENCY_MS"]
-        intermittent = _failed_recently(state.asset_id, check.checked_at)
-        state.state = NodeStateName.DEGRADED if slow or intermittent else NodeStateName.UP
+        state.state = NodeStateName.DEGRADED if slow or failed_recently else NodeStateName.UP
         return _Transition(previous, state.state, was_down_since)
-    state.consecutive_failures = (state.consecutive_failures or 0) + 1
-    if state.consecutive_failures >= config["PACSDESK_DOWN_AFTER_FAILURES"] \
-            or previous == NodeStateName.DOWN:
+    if check.outcome is Outcome.BUSY:
+        # The node answered but is busy: degraded, down only once busy (or failing) for too long.
+        streak = _first_failure_of_streak(state.asset_id, state.last_ok_at) or check.checked_at
+        patience = timedelta(minutes=config["PACSDESK_BUSY_DOWN_MINUTES"])
+        down = previous == NodeStateName.DOWN or check.checked_at - streak >= patience
+    else:
+        state.consecutive_failures = (state.consecutive_failures or 0) + 1
+        down = state.consecutive_failures >= config["PACSDESK_DOWN_AFTER_FAILURES"] \
+            or previous == NodeStateName.DOWN
+        streak = None
+    if down:
         if previous != NodeStateName.DOWN:
-            state.down_since = _first_failure_of_streak(state.asset_id, state.last_ok_at) \
+            state.down_since = streak or _first_failure_of_streak(state.asset_id, state.last_ok_at) \
                 or check.checked_at
         state.state = NodeStateName.DOWN
     else:
@@ -161,46 +205,80 @@ def _apply_check(state: NodeState, check: NodeCheck) -> _Transition:
     return _Transition(previous, state.state, state.down_since)
 
 
-def _state_for(asset_id: int) -> NodeState:
-    """The node's state row, locked for this transaction (created unknown on the first check).
+def _states_for(asset_ids: Sequence[int]) -> dict[int, NodeState]:
+    """The nodes' state rows, locked for this transaction (created unknown on the first check).
 
-    A sweep and a check after a save may record the same node at once: the row is inserted
-    if missing without failing on the race, then locked so neither update is lost.
+    A sweep and a check after a save may record the same node at once: missing rows are
+    inserted without failing on the race, then all are locked (in one order, so two writers
+    never deadlock) so neither update is lost. Two statements whatever the number of nodes.
     """
+    ordered = sorted(set(asset_ids))
     insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    db.session.execute(insert(NodeState).values(
-        asset_id=asset_id, state=NodeStateName.UNKNOWN, consecutive_failures=0)
-        .on_conflict_do_nothing())
-    state = db.session.get(NodeState, asset_id, with_for_update=True, populate_existing=True)
-    assert state is not None
-    return state
+    db.session.execute(insert(NodeState).values([
+        {"asset_id": asset_id, "state": NodeStateName.UNKNOWN, "consecutive_failures": 0}
+        for asset_id in ordered]).on_conflict_do_nothing())
+    rows = db.session.scalars(select(NodeState).where(NodeState.asset_id.in_(ordered))
+                              .order_by(NodeState.asset_id).with_for_update()
+                              .execution_options(populate_existing=True))
+    return {state.asset_id: state for state in rows}
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One stored check with the state it left its node in and the state before."""
+
+    asset: Asset
+    check: NodeCheck
+    state: NodeState
+    previous: NodeStateName
+
+
+def record_checks(results: Sequence[tuple[Asset, EchoResult, datetime]], trigger: str, *,
+                  audit_each: bool, user: Any = None, username: str | None = None,
+                  client_address: str | None = None) -> list[Recorded]:
+    """Store checks, move their nodes' states, open or close tickets (flushes).
+
+    A handful of statements per batch, not per node (the state rows, the recent failures, the
+    checks); a node going down or recovering costs a few more. With ``audit_each``, a
+    ``node.verify`` event per check; otherwise the caller audits the batch.
+    """
+    if not results:
+        return []
+    trigger = CheckTrigger(trigger)
+    ids = [asset.id for asset, _, _ in results]
+    states = _states_for(ids)
+    flaky = _failed_recently(ids, min(at for _, _, at in results) - INTERMITTENT_WINDOW)
+    checks = [NodeCheck(asset_id=asset.id, checked_at=at, outcome=result.outcome,
+                        detail=result.detail[:DETAIL_MAX], latency_ms=result.latency_ms,
+                        trigger=trigger) for asset, result, at in results]
+    db.session.add_all(checks)
+    recorded = []
+    for (asset, _, _), check in zip(results, checks, strict=True):
+        state = states[asset.id]
+        moved = _apply_check(state, check, asset.id in flaky)
+        if moved.current == NodeStateName.DOWN and moved.previous != NodeStateName.DOWN:
+            node_went_down(asset, state, check)
+        elif moved.previous == NodeStateName.DOWN and check.ok:
+            node_recovered(asset, state, check, moved.down_since)
+        if audit_each:
+            record("node.verify", object_type="asset", object_id=asset.asset_tag, user=user,
+                   username=username, client_address=client_address,
+                   details={"trigger": trigger, "outcome": check.outcome,
+                            "latency_ms": check.latency_ms, "detail": check.detail,
+                            "state": state.state})
+        recorded.append(Recorded(asset, check, state, NodeStateName(moved.previous)))
+    db.session.flush()
+    return recorded
 
 
 def record_check(asset: Asset, result: EchoResult, trigger: str, *, user: Any = None,
                  username: str | None = None, client_address: str | None = None,
                  audit_each: bool = True, checked_at: datetime | None = None) -> NodeCheck:
     """Store one check's result, move the node's state, open or close its ticket (flushes)."""
-    trigger = CheckTrigger(trigger)
-    check = NodeCheck(asset_id=asset.id, checked_at=checked_at or utcnow(),
-                      outcome=result.outcome,
-                      detail=result.detail[:DETAIL_MAX], latency_ms=result.latency_ms,
-                      trigger=trigger)
-    db.session.add(check)
-    state = _state_for(asset.id)
-    db.session.flush()
-    moved = _apply_check(state, check)
-    if moved.current == NodeStateName.DOWN and moved.previous != NodeStateName.DOWN:
-        node_went_down(asset, state, check)
-    elif moved.previous == NodeStateName.DOWN and check.ok:
-        node_recovered(asset, state, check, moved.down_since)
-    if audit_each:
-        record("node.verify", object_type="asset", object_id=asset.asset_tag, user=user,
-               username=username, client_address=client_address,
-               details={"trigger": trigger, "outcome": check.outcome,
-                        "latency_ms": check.latency_ms, "detail": check.detail,
-                        "state": state.state})
-    db.session.flush()
-    return check
+    [recorded] = record_checks([(asset, result, checked_at or utcnow())], trigger,
+                               audit_each=audit_each, user=user, username=username,
+                               client_address=client_address)
+    return recorded.check
 
 
 def verify_asset(asset: Asset, trigger: str, user: User | None = None,
@@ -213,8 +291,11 @@ def verify_asset(asset: Asset, trigger: str, user: User | None = None,
     target = echo_target(asset)
     actor = _request_actor() if user is None else {"user": user, "client_address": client_address}
     with outside_transaction():
-        result = _echo(target, *_settings())
-    return record_check(db.session.get(Asset, target.asset_id), result, trigger, **actor)
+        [(_, result)] = list(_echo_all([target], 1))
+    checked = db.session.get(Asset, target.asset_id)
+    if checked is None:
+        raise VerificationError(f"{target.asset_tag} was deleted during its check")
+    return record_check(checked, result, trigger, **actor)
 
 
 def _request_actor() -> dict[str, Any]:
@@ -274,18 +355,6 @@ class SweepResult:
         return not self.skipped and self.failed == 0
 
 
-def echo_many(targets: Sequence[EchoTarget], calling_ae: str, timeout: float,
-              concurrency: int) -> Iterable[tuple[EchoTarget, EchoResult]]:
-    """Echo ``targets`` with at most ``concurrency`` at once; yields results as they come."""
-    if not targets:
-        return
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(targets))),
-                            thread_name_prefix="echo") as pool:
-        futures = {pool.submit(_echo, target, calling_ae, timeout): target for target in targets}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
-
-
 def _slowest_first(targets: list[EchoTarget]) -> list[EchoTarget]:
     """Never-checked and slowest-answering nodes first, so their waits overlap the quick ones."""
     latency = {asset_id: ms for asset_id, ms in
@@ -293,40 +362,32 @@ def _slowest_first(targets: list[EchoTarget]) -> list[EchoTarget]:
     return sorted(targets, key=lambda t: -(latency.get(t.asset_id) or float("inf")))
 
 
-def _write_result(sweep: SweepResult, target: EchoTarget, result: EchoResult,
-                  checked_at: datetime, trigger: str, audit_each: bool,
-                  username: str | None) -> None:
-    """Store one node's result and note what it changed."""
-    asset = db.session.get(Asset, target.asset_id)
-    if asset is None:
-        return
-    previous = db.session.get(NodeState, asset.id)
-    before = previous.state if previous is not None else NodeStateName.UNKNOWN
-    check = record_check(asset, result, trigger, audit_each=audit_each, username=username,
-                         checked_at=checked_at, **_request_actor())
-    state = db.session.get(NodeState, asset.id)
-    assert state is not None
-    if state.state == NodeStateName.DOWN and before != NodeStateName.DOWN:
-        sweep.went_down.append(asset.asset_tag)
-    elif before == NodeStateName.DOWN and check.ok:
-        sweep.recovered.append(asset.asset_tag)
-    sweep.results.append(NodeResult(target.asset_tag, target.ae_title, target.host, target.port,
-                                    check.outcome, check.latency_ms, check.detail, state.state))
-
-
 def _write_batch(sweep: SweepResult, batch: list[tuple[EchoTarget, EchoResult, datetime]], trigger: str,
                  audit_each: bool, username: str | None) -> None:
     """Store a batch of results; without an event per check, one ``node.checks`` event covers them."""
-    first = len(sweep.results)
-    down, recovered = len(sweep.went_down), len(sweep.recovered)
-    for target, result, checked_at in batch:
-        _write_result(sweep, target, result, checked_at, trigger, audit_each, username)
-    written = sweep.results[first:]
-    if written and not audit_each:
+    if not batch:
+        return
+    assets = {asset.id: asset for asset in db.session.scalars(
+        select(Asset).where(Asset.id.in_([target.asset_id for target, _, _ in batch])))}
+    found = [(target, result, at) for target, result, at in batch if target.asset_id in assets]
+    recorded = record_checks([(assets[target.asset_id], result, at) for target, result, at in found],
+                             trigger, audit_each=audit_each, username=username, **_request_actor())
+    down, recovered = [], []
+    for (target, _, _), done in zip(found, recorded, strict=True):
+        if done.state.state == NodeStateName.DOWN and done.previous != NodeStateName.DOWN:
+            down.append(target.asset_tag)
+        elif done.previous == NodeStateName.DOWN and done.check.ok:
+            recovered.append(target.asset_tag)
+        sweep.results.append(NodeResult(target.asset_tag, target.ae_title, target.host, target.port,
+                                        done.check.outcome, done.check.latency_ms, done.check.detail,
+                                        done.state.state))
+    sweep.went_down += down
+    sweep.recovered += recovered
+    if recorded and not audit_each:
         record("node.checks", user=None, username=username, client_address=None, details={
-            "trigger": trigger, "nodes": [r.asset_tag for r in written],
-            "outcomes": dict(Counter(r.outcome for r in written)),
-            "went_down": sweep.went_down[down:], "recovered": sweep.recovered[recovered:]})
+            "trigger": trigger, "nodes": [target.asset_tag for target, _, _ in found],
+            "outcomes": dict(Counter(done.check.outcome for done in recorded)),
+            "went_down": down, "recovered": recovered})
 
 
 def run_checks(assets: Sequence[Asset], trigger: str, *, audit_each: bool, username: str | None = None,
@@ -341,7 +402,6 @@ def run_checks(assets: Sequence[Asset], trigger: str, *, audit_each: bool, usern
     """
     started_at = utcnow()
     clock = time.perf_counter()
-    calling_ae, timeout = _settings()
     concurrency = int(current_app.config["PACSDESK_VERIFY_CONCURRENCY"])
     sweep = SweepResult(started_at=started_at, seconds=0.0)
     targets = []
@@ -354,7 +414,7 @@ def run_checks(assets: Sequence[Asset], trigger: str, *, audit_each: bool, usern
     db.session.commit()
     batch: list[tuple[EchoTarget, EchoResult, datetime]] = []
     written = time.perf_counter()
-    for target, result in echo_many(targets, calling_ae, timeout, concurrency):
+    for target, result in _echo_all(targets, concurrency):
         batch.append((target, result, utcnow()))
         if len(batch) >= WRITE_BATCH or time.perf_counter() - written > WRITE_EVERY:
             _write_batch(sweep, batch, trigger, audit_each, username)

@@ -387,9 +387,25 @@ def test_verify_cli_json_for_chosen_assets_exits_0_when_all_ok(app, runner, veri
     result = runner.invoke(args=["inventory", "verify", "--asset", "CT-01", "--json"])
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.output)
-    assert set(row) == {"asset_tag", "ae_title", "host", "port", "outcome", "latency_ms", "detail"}
-    assert (row["asset_tag"], row["ae_title"], row["host"], row["port"], row["outcome"]) == \
-        ("CT-01", "TESTSCP", "127.0.0.1", port, "ok")
+    assert set(row) == {"asset_tag", "ae_title", "host", "port", "outcome", "latency_ms", "detail",
+                        "state"}
+    assert (row["asset_tag"], row["ae_title"], row["host"], row["port"], row["outcome"],
+            row["state"]) == ("CT-01", "TESTSCP", "127.0.0.1", port, "ok", "up")
+
+
+def test_verify_cli_json_gives_each_nodes_state_after_the_check(app, runner,
+                                                               verification_scp, closed_port,
+                                                               make_node):
+    app.config["PACSDESK_DOWN_AFTER_FAILURES"] = 2
+    make_node("CT-01", verification_scp())
+    make_node("US-01", closed_port)
+    first = runner.invoke(args=["inventory", "verify", "--json"])
+    assert first.exit_code == 1
+    assert {r["asset_tag"]: r["state"] for r in json.loads(first.output)} == \
+        {"CT-01": "up", "US-01": "degraded"}
+    second = runner.invoke(args=["inventory", "verify", "--json"])
+    assert {r["asset_tag"]: (r["outcome"], r["state"]) for r in json.loads(second.output)} == \
+        {"CT-01": ("ok", "up"), "US-01": ("refused", "down")}
 
 
 def test_verify_cli_refuses_an_unknown_tag_or_a_non_node(app, runner, make_node):

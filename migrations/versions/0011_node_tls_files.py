@@ -3,14 +3,14 @@
 TLS nodes that require a client certificate (dcmtk's storescp +tls does by default) can be
 given one per node; empty means the global PACSDESK_DICOM_TLS_CERT/_KEY/_CA_FILE apply.
 
-Revision ID: 0012
+Revision ID: 0011
 Revises: 0010
 """
 import sqlalchemy as sa
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision = '0012'
+revision = '0011'
 down_revision = '0010'
 branch_labels = None
 depends_on = None

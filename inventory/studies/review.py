@@ -91,11 +91,11 @@ def start_review(asset_id: int, user: Any, as_of: date | None = None) -> StudyRe
                          method=settings.method if settings else None, stage="Waiting to list the archive",
                          rules=[services.rule_state(r) for r in services.rules_in_force()],
                          holds=[services.hold_state(h) for h, _ in services.study_holds()])
+    db.session.add(review)
     try:
-        with db.session.begin_nested():
-            db.session.add(review)
-            db.session.flush()
+        db.session.flush()
     except IntegrityError:
+        db.session.rollback()  # another replica started one between the check and the insert
         busy = active_review(asset_id)
         raise (_busy(busy) if busy else StudyError("archive: another review was just started", "archive")
                ) from None

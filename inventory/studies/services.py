@@ -169,7 +169,7 @@ def archive_by_tag(tag: str) -> Asset:
 
 def check_archive(asset: Asset) -> None:
     """Refuse an asset that is not a PACS archive node with an address, naming why."""
-    if asset.kind is not AssetKind.DICOM_NODE or asset.dicom_type is not DicomType.PACS_ARCHIVE:
+    if asset.kind != AssetKind.DICOM_NODE or asset.dicom_type != DicomType.PACS_ARCHIVE:
         raise StudyError(f"archive: {asset.asset_tag} is not a DICOM node of type PACS archive", "archive")
     if not asset.host or not asset.port or not asset.ae_title:
         raise StudyError(f"archive: {asset.asset_tag} needs a host, a port and an AE title", "archive")

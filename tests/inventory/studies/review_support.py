@@ -60,7 +60,8 @@ def hold(app: Flask, placed_by: str, kind: str, key: str = "", start=None, end=N
 def review_items(app: Flask, review_id: int) -> dict[str, StudyReviewItem]:
     """A review's items by study UID (detached)."""
     with app.app_context():
-        rows = db.session.scalars(db.select(StudyReviewItem).where(StudyReviewItem.review_id == review_id)).all()
+        rows = db.session.scalars(db.select(StudyReviewItem)
+                                  .where(StudyReviewItem.review_id == review_id)).all()
         for row in rows:
             db.session.expunge(row)
         return {row.study_uid: row for row in rows}

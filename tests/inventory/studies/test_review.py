@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -61,11 +61,12 @@ def archive(app, orthanc, staff, tmp_path):
     """An Orthanc answering at most 3 studies a C-FIND, filled with ARCHIVE, its node and three holds."""
     server = orthanc(limit=3)
     server.store(ds for s in ARCHIVE for ds in s.datasets())
-    asset_id = add_archive(app, server.port, method="orthanc_rest", server=server, folder=tmp_path, find_limit=3)
+    asset_id = add_archive(app, server.port, method="orthanc_rest", server=server, folder=tmp_path,
+                           find_limit=3)
     hold(app, "carol", "patient", HELD_PATIENT.patient_id)
     hold(app, "carol", "accession", "ACC-HOLD")
-    hold(app, "carol", "study_dates", start=datetime(2005, 7, 1, tzinfo=timezone.utc),
-         end=datetime(2005, 7, 31, 23, 59, tzinfo=timezone.utc))
+    hold(app, "carol", "study_dates", start=datetime(2005, 7, 1, tzinfo=UTC),
+         end=datetime(2005, 7, 31, 23, 59, tzinfo=UTC))
     return server, asset_id
 
 
@@ -130,7 +131,8 @@ def test_the_starter_cannot_approve_nor_a_technician_and_an_officer_cannot_execu
         assert study_exists(server.archive(), spec_.study_uid) or spec_ is BAD_DATE
 
 
-def test_execution_deletes_through_orthancs_rest_api_and_a_c_find_confirms_each_is_gone(app, run_jobs, archive):
+def test_execution_deletes_through_orthancs_rest_api_and_a_c_find_confirms_each_is_gone(app, run_jobs,
+                                                                                         archive):
     server, asset_id = archive
     review_id = listed_review(app, run_jobs, asset_id, "tim")
     approve(app, review_id, "carol")
@@ -163,11 +165,11 @@ def test_execution_rechecks_each_study_a_new_hold_or_a_changed_study_is_spared(a
 def test_an_approval_expires_after_the_configured_days(app, run_jobs, archive):
     _server, asset_id = archive
     review_id = listed_review(app, run_jobs, asset_id, "tim")
-    approve(app, review_id, "carol", now=datetime.now(timezone.utc) - timedelta(days=15))
+    approve(app, review_id, "carol", now=datetime.now(UTC) - timedelta(days=15))
     row = review_row(app, review_id)
     assert row.expires_at - row.approved_at == timedelta(days=14)
     with app.app_context():
-        with pytest.raises(StudyError, match="approval of #.* expired"):
+        with pytest.raises(StudyError, match=r"approval of #\d+ expired"):
             request_execution(review_id, user_named(app, "tim"))
         db.session.commit()
     assert review_row(app, review_id).status is ReviewStatus.EXPIRED
@@ -186,7 +188,8 @@ def test_a_second_review_of_an_archive_is_refused_while_one_is_pending(app, run_
         start_review(asset_id, user_named(app, "carol"))
 
 
-def test_orthanc_refusing_the_credentials_stops_the_execution_and_says_so(app, run_jobs, orthanc, staff, tmp_path):
+def test_orthanc_refusing_the_credentials_stops_the_execution_and_says_so(app, run_jobs, orthanc, staff,
+                                                                          tmp_path):
     server = orthanc(limit=3)
     server.store(OLD_CT.datasets())
     asset_id = add_archive(app, server.port, method="orthanc_rest", server=server, folder=tmp_path,
@@ -228,7 +231,8 @@ def test_orthanc_failing_a_delete_is_reported_for_that_study_and_not_counted(app
     assert study_exists(server.archive(), OLD_CT.study_uid)
 
 
-def test_list_only_counts_a_study_only_once_a_c_find_shows_the_vendor_deleted_it(app, run_jobs, orthanc, staff):
+def test_list_only_counts_a_study_only_once_a_c_find_shows_the_vendor_deleted_it(app, run_jobs, orthanc,
+                                                                                  staff):
     server = orthanc(limit=3)
     server.store(ds for s in (OLD_CT, NO_BIRTH) for ds in s.datasets())
     asset_id = add_archive(app, server.port, method="list_only")
@@ -241,7 +245,8 @@ def test_list_only_counts_a_study_only_once_a_c_find_shows_the_vendor_deleted_it
                                         NO_BIRTH.study_uid: ItemOutcome.STILL_PRESENT}
 
 
-def test_an_archive_that_stops_answering_half_way_fails_the_review_with_nothing_to_approve(app, orthanc, staff):
+def test_an_archive_that_stops_answering_half_way_fails_the_review_with_nothing_to_approve(app, orthanc,
+                                                                                            staff):
     server = orthanc(limit=3)
     server.store(ds for s in ARCHIVE for ds in s.datasets())
     asset_id = add_archive(app, server.port, find_limit=3, timeout=1)

@@ -23,8 +23,9 @@ def init_app(app: Flask) -> None:
         register_report_kind(app, kind)
     register_job(app, JobKind(services.BUILD_JOB, "Build a report", services.build_job,
                               max_attempts=services.MAX_BUILD_ATTEMPTS, priority=50, concurrency=2))
-    register_record_class(app, stored_files.RETENTION_CLASS)
-    register_scope_matcher(app, stored_files.RETENTION_CLASS.key, stored_files.matches)
+    for record_class in (stored_files.RETENTION_CLASS, stored_files.CERTIFICATE_RETENTION_CLASS):
+        register_record_class(app, record_class)
+        register_scope_matcher(app, record_class.key, stored_files.matcher(record_class.key))
     register_notification_kind(app, NotificationKind(
         "audit.report_ready", "A report you asked for is ready",
         roles=frozenset({Role.TECHNICIAN, Role.COMPLIANCE, Role.ADMIN})))

@@ -101,5 +101,5 @@ REPORT_KIND = ReportKind(
                 "started, approved and executed it, counts by modality and year, and the Study Instance "
                 "UIDs destroyed (patient IDs masked) with the SHA-256 digest of the list.",
     permission=Permission.REPORT_COMPLIANCE, build=build_certificate, order=31,
-    needs_period=False, needs_run=True, validate=validate_review,
+    needs_period=False, needs_run=True, validate=validate_review, record_class="destruction_certificates",
 )

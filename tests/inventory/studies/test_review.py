@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -131,14 +132,18 @@ def test_the_starter_cannot_approve_nor_a_technician_and_an_officer_cannot_execu
         assert study_exists(server.archive(), spec_.study_uid) or spec_ is BAD_DATE
 
 
-def test_execution_deletes_through_orthancs_rest_api_and_a_c_find_confirms_each_is_gone(app, run_jobs,
-                                                                                         archive):
+def test_execution_deletes_through_orthancs_rest_api_and_a_c_find_confirms_each_is_gone(
+        app, run_jobs, archive, caplog):
     server, asset_id = archive
+    caplog.set_level(logging.DEBUG)
     review_id = listed_review(app, run_jobs, asset_id, "tim")
     approve(app, review_id, "carol")
     execute(app, run_jobs, review_id, "tim")
     row = review_row(app, review_id)
     assert row.status is ReviewStatus.DONE, row.error
+    assert caplog.records, "the job worker logs its jobs"
+    for study in ARCHIVE:
+        assert study.patient_id not in caplog.text, "no patient identifier in the logs"
     assert outcomes(app, review_id) == dict.fromkeys(EXPIRED, ItemOutcome.DESTROYED)
     for uid in EXPIRED:
         assert not study_exists(server.archive(), uid)

@@ -44,7 +44,7 @@ from inventory.studies.models import (
 from inventory.studies.orthanc import OrthancAuthError, OrthancClient, OrthancError
 from inventory.studies.query import study_exists
 from inventory.studies.records import StudyRecord, put, raw_text, study_from_identifier, study_identifier
-from inventory.studies.review import expire_if_due, local_today
+from inventory.studies.review import ReviewExpired, expire_if_due, local_today
 from inventory.studies.rules import Hold, Rule, evaluate
 from inventory.studies.services import StudyError
 
@@ -73,8 +73,8 @@ def request_execution(review_id: int, user: Any, now: datetime | None = None) ->
     if not has_permission(user, Permission.ASSET_MANAGE):
         raise StudyError("review: only a technician or an administrator executes a study review", "review")
     if expire_if_due(review, now):
-        raise StudyError(f"review: the approval of #{review.id} expired; start and approve a new review",
-                         "review")
+        raise ReviewExpired(f"review: the approval of #{review.id} expired; start and approve a new review",
+                            "review")
     if review.status is not ReviewStatus.APPROVED:
         raise StudyError(f"review: #{review.id} is {review.status}; only an approved review can be executed",
                          "review")

@@ -23,6 +23,8 @@ from audit import record
 from core.auth.permissions import Permission, has_permission
 from core.database import outside_transaction
 from core.extensions import db
+from core.jobs.models import ACTIVE as ACTIVE_JOB
+from core.jobs.models import Job
 from core.jobs.queue import enqueue
 from core.timeutil import to_local, utcnow
 from inventory.models import Asset
@@ -75,6 +77,19 @@ def _busy(review: StudyReview) -> StudyError:
                       "execute or let it expire before starting another", "archive")
 
 
+def _orphaned(review: StudyReview) -> bool:
+    """Whether a pending review was never listed and no job is left to list it."""
+    if review.status is not ReviewStatus.PENDING or review.listed_at is not None:
+        return False
+    return db.session.execute(select(Job.id).where(Job.dedup_key == _dedup_key(review.id),
+                                                   Job.status.in_(ACTIVE_JOB))).first() is None
+
+
+def _dedup_key(review_id: int) -> str:
+    """The listing job's deduplication key."""
+    return f"study-review:{review_id}"
+
+
 def start_review(asset_id: int, user: Any, as_of: date | None = None) -> StudyReview:
     """Open a review of the archive and queue its listing job (flushes, audits); one at a time."""
     asset = db.session.get(Asset, asset_id)
@@ -82,6 +97,10 @@ def start_review(asset_id: int, user: Any, as_of: date | None = None) -> StudyRe
         raise StudyError(f"archive: there is no asset #{asset_id}", "archive")
     services.check_archive(asset)
     busy = active_review(asset_id)
+    if busy is not None and _orphaned(busy):
+        fail_review(busy.id, "The listing job ended without listing the archive (the worker stopped); "
+                             "nothing was listed for approval.")
+        busy = None
     if busy is not None:
         raise _busy(busy)
     settings = services.settings_for(asset_id)
@@ -103,7 +122,7 @@ def start_review(asset_id: int, user: Any, as_of: date | None = None) -> StudyRe
            details={"archive": asset.asset_tag, "as_of": review.as_of.isoformat() if review.as_of else None,
                     "rules": len(review.rules), "holds": len(review.holds)})
     enqueue(REVIEW_JOB, {"review_id": review.id}, user_id=getattr(user, "id", None),
-            dedup_key=f"study-review:{review.id}", title=f"Study review #{review.id} of {asset.asset_tag}")
+            dedup_key=_dedup_key(review.id), title=f"Study review #{review.id} of {asset.asset_tag}")
     return review
 
 
@@ -231,6 +250,10 @@ def counts_by_modality_year(rows: Sequence[StudyReviewItem]) -> list[tuple[str, 
     """(modality, study year, studies), sorted."""
     counted = Counter((row.modality or "-", row.study_date.year) for row in rows)
     return sorted((modality, year, n) for (modality, year), n in counted.items())
+
+
+class ReviewExpired(StudyError):
+    """The review's approval lapsed; the review was marked expired (commit to keep that)."""
 
 
 def expire_if_due(review: StudyReview, now: datetime | None = None) -> bool:

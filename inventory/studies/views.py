@@ -175,11 +175,11 @@ def study_review_execute(review_id: int):
         abort(400)
     try:
         execution.request_execution(review_id, current_user)
+    except review.ReviewExpired as error:
+        db.session.commit()  # the review is marked expired, with its audit event
+        flash(str(error), "danger")
+        return redirect(url_for("inventory.study_review_detail", review_id=review_id))
     except FieldError as error:
-        if isinstance(error, services.StudyError) and "expired" in str(error):
-            db.session.commit()  # the review is marked expired
-            flash(str(error), "danger")
-            return redirect(url_for("inventory.study_review_detail", review_id=review_id))
         return _refused(review_id, error)
     db.session.commit()
     flash(f"Study review #{review_id} is being executed.", "success")

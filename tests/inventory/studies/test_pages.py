@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import subprocess
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from audit.trail.models import AuditEvent
 from core.extensions import db
-from inventory.studies.models import ImagingRule, ItemOutcome
+from core.jobs.models import Job
+from core.jobs.queue import cancel_job
+from inventory.studies.models import ImagingRule, ItemOutcome, ReviewStatus, StudyReview, StudyReviewItem
 from inventory.studies.query import study_exists
 from inventory.studies.reports import uid_digest
+from tests.helpers import fixture_event
 from tests.inventory.studies.review_support import REVIEW_JOBS, add_archive, review_items, spec
 
 U = "1.2.826.0.1.3680043.10.546."
@@ -142,3 +145,43 @@ def test_a_review_from_start_to_certificate_through_the_pages(app, client, auth,
 def items_outcomes(app, review_id: int) -> dict:
     """Approved studies' outcomes."""
     return {uid: row.outcome for uid, row in review_items(app, review_id).items() if row.approved}
+
+
+def test_a_review_whose_listing_job_is_gone_no_longer_blocks_its_archive(app, client, login_as, closed_port):
+    login_as("technician", "tim")
+    asset_id = add_archive(app, closed_port, timeout=1)
+    first = client.post("/studies/reviews", data={"archive": asset_id})
+    assert first.status_code == 302
+    with app.app_context():
+        job = db.session.scalars(db.select(Job).where(Job.kind == "studies.review")).one()
+        cancel_job(job.id)
+        db.session.commit()
+    second = client.post("/studies/reviews", data={"archive": asset_id})
+    assert second.status_code == 302 and second.headers["Location"] != first.headers["Location"]
+    old = client.get(first.headers["Location"])
+    assert b"failed" in old.data and b"ended without listing the archive" in old.data
+
+
+def test_executing_a_lapsed_approval_marks_the_review_expired(app, client, auth, make_user, closed_port):
+    make_user("technician", "tim")
+    make_user("compliance", "carol")
+    asset_id = add_archive(app, closed_port, timeout=1)
+    approved = datetime.now(UTC) - timedelta(days=15)
+    with app.app_context():
+        row = StudyReview(asset_id=asset_id, status=ReviewStatus.APPROVED, listed_at=approved,
+                          approved_at=approved, expires_at=approved + timedelta(days=14))
+        db.session.add(row)
+        db.session.flush()
+        day = date(2010, 3, 1)
+        db.session.add(StudyReviewItem(review_id=row.id, study_uid=OLD_CT.study_uid, study_date=day,
+                                       rule="Adults", anchor_date=day, keep_until=date(2017, 3, 1),
+                                       approved=True))
+        fixture_event("study_review", row.id)
+        db.session.commit()
+        review_id = row.id
+    auth.login("tim")
+    response = client.post(f"/studies/reviews/{review_id}/execute", follow_redirects=True)
+    assert b"approval of #" in response.data and b"expired" in response.data
+    with app.app_context():
+        assert db.session.get(StudyReview, review_id).status is ReviewStatus.EXPIRED
+        assert "studies.review_expired" in db.session.scalars(db.select(AuditEvent.action)).all()

@@ -35,6 +35,7 @@ U = "1.2.826.0.1.3680043.10.545."
 OLD = StudySpec(U + "1", da(date(2011, 4, 2)), "PAT-OLD-1", series=2, instances=2)
 HELD = StudySpec(U + "2", da(date(2010, 4, 2)), "PAT-HELD-2")
 NEW = StudySpec(U + "3", da(date(2025, 4, 2)), "PAT-NEW-3")
+SPACED_UID = StudySpec(U + "4 1", da(date(2001, 4, 2)), "PAT-SPACE-4")  # old, but its UID is not a UID
 
 
 def _answer(level: str, row: Dataset, keywords: tuple[str, ...]) -> Dataset:
@@ -103,7 +104,7 @@ class IocmArchive:
 @pytest.fixture
 def iocm_archive() -> Iterator[tuple[int, IocmArchive]]:
     """The archive on a free loopback port."""
-    archive = IocmArchive([OLD, HELD, NEW])
+    archive = IocmArchive([OLD, HELD, NEW, SPACED_UID])
     ae = AE(ae_title=AET)
     ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
     ae.add_supported_context(KeyObjectSelectionDocumentStorage)
@@ -134,7 +135,9 @@ def test_execution_sends_one_rejection_note_per_study_titled_retention_expired_w
         db.session.commit()
     run_jobs(REVIEW_JOBS)
 
-    assert review_row(app, review_id).status is ReviewStatus.DONE
+    row = review_row(app, review_id)
+    assert row.status is ReviewStatus.DONE and row.studies_seen == 4
+    assert row.flagged == {"bad_study_uid": 1}, "listed as needing a look, never as past retention"
     assert outcomes(app, review_id) == {OLD.study_uid: ItemOutcome.DESTROYED}
     assert len(archive.notes) == 1
     note = archive.notes[0]
@@ -148,4 +151,4 @@ def test_execution_sends_one_rejection_note_per_study_titled_retention_expired_w
                   for ref in series.ReferencedSOPSequence}
     assert referenced == stored and len(referenced) == 4
     remaining = {raw_text(ds, "StudyInstanceUID") for ds in archive.instances}
-    assert remaining == {HELD.study_uid, NEW.study_uid}
+    assert remaining == {HELD.study_uid, NEW.study_uid, SPACED_UID.study_uid}

@@ -38,7 +38,7 @@ from inventory.studies.models import (
 )
 from inventory.studies.query import WalkInterrupted, walk_studies
 from inventory.studies.records import StudyRecord
-from inventory.studies.rules import Decision, evaluate
+from inventory.studies.rules import Decision, Rule, evaluate
 from inventory.studies.services import StudyError
 
 log = logging.getLogger(__name__)
@@ -145,11 +145,11 @@ class Listing:
         return dict(Counter(str(f) for d in self.decisions for f in d.flags))
 
 
-def list_past_retention(asset: Asset, today: date,
-                        progress: Callable[[float], None] | None = None) -> Listing:
-    """Walk the archive and decide every study (network: call outside a transaction)."""
+def list_past_retention(asset: Asset, today: date, progress: Callable[[float], None] | None = None,
+                        rules: list[Rule] | None = None) -> Listing:
+    """Walk the archive and decide every study under ``rules`` (default: those in force) and the holds."""
     archive = services.archive_of(asset, services.settings_for(asset.id))
-    rules = services.rules_in_force()
+    rules = services.rules_in_force() if rules is None else rules
     holds = [h for _, h in services.study_holds()]
     with outside_transaction():
         result = walk_studies(archive, WALK_FROM, max(today, WALK_FROM), today=today, on_progress=progress)
@@ -196,6 +196,7 @@ def run_listing(review_id: int, report: Callable[[int, str], None] | None = None
         raise StudyError(f"review: #{review_id} is not waiting to be listed", "review")
     asset = review.asset
     today = review.as_of or local_today()
+    rules = [services.rule_from_state(state) for state in review.rules]  # those shown when it started
 
     def progress(fraction: float) -> None:
         percent = int(5 + 85 * fraction)
@@ -205,7 +206,7 @@ def run_listing(review_id: int, report: Callable[[int, str], None] | None = None
 
     db.session.commit()
     try:
-        listing = list_past_retention(asset, today, progress)
+        listing = list_past_retention(asset, today, progress, rules)
     except WalkInterrupted as error:
         db.session.rollback()
         log.warning("study review %s: archive listing interrupted at %.0f%%", review_id, error.fraction * 100)
@@ -230,6 +231,7 @@ def run_listing(review_id: int, report: Callable[[int, str], None] | None = None
         db.session.add_all(_item(review_id, d) for d in overdue[start:start + BATCH])
         db.session.flush()
     review.listed_at, review.studies_seen, review.flagged = utcnow(), listing.studies_seen, listing.flagged
+    review.holds = [services.hold_state(h) for h, _ in services.study_holds()]  # those applied
     review.progress, review.stage = 100, "Waiting for approval"
     db.session.flush()
     held = sum(1 for d in overdue if d.held_by)

@@ -56,6 +56,13 @@ def rule_state(rule: Rule) -> dict[str, Any]:
             "majority_age": rule.majority_age, "source": rule.source}
 
 
+def rule_from_state(state: dict[str, Any]) -> Rule:
+    """A rule stored by ``rule_state`` (with a review), as the engine applies it."""
+    return Rule(state["name"], RuleKind(state["kind"]), Period.parse(state["period"]),
+                state["modality"] or None, Anchor(state["anchor"]), state["majority_age"],
+                state.get("source", ""))
+
+
 def ensure_default_rules() -> None:
     """Store the documented default rules when none is stored (``pacsdesk setup``; flushes, audited)."""
     if db.session.execute(select(ImagingRule.id).limit(1)).first() is not None:

@@ -43,7 +43,7 @@ def init_app(app: Flask) -> None:
     from sqlalchemy.orm import Session
 
     from audit.reports.registry import register_export_actions, register_phi_rule, register_report_kind
-    from audit.retention.registry import register_record_class
+    from audit.retention.described import register_described
     from core import audit_sink
     from core.auth.permissions import Permission
     from core.database import listen_once
@@ -75,7 +75,7 @@ def init_app(app: Flask) -> None:
         register_notification_kind(app, kind)
     listen_once(Session, "after_commit", notifications.send_after_commit)
     listen_once(Session, "after_rollback", notifications.drop_after_rollback)
-    register_record_class(app, retention.RETENTION_CLASS)
+    register_described(app, retention.RETENTION_CLASS)
     register_report_kind(app, reports.REPORT_KIND)
     register_phi_rule(app, reports.PHI_RULE)
     register_export_actions(app, reports.EXPORT_ACTIONS)

@@ -9,7 +9,7 @@ def init_app(app: Flask) -> None:
     """Register the inventory pages, commands, sweep, actions, retention, reports and navigation."""
     from audit.atna.sources import register_silence_handler, register_source_directory
     from audit.reports.registry import register_export_actions, register_report_kind
-    from audit.retention.registry import register_record_class
+    from audit.retention.described import register_described
     from core import audit_sink
     from core.auth.models import Role
     from core.auth.permissions import Permission
@@ -35,7 +35,7 @@ def init_app(app: Flask) -> None:
     register_source_directory(app, atna_sources.InventorySources())
     register_silence_handler(app, atna_sources.SilenceTickets())
     register_reference_data(app, "ticket category for silent audit sources", atna_sources.ensure_category)
-    register_record_class(app, retention.RETENTION_CLASS)
+    register_described(app, retention.RETENTION_CLASS)
     register_report_kind(app, reports.REPORT_KIND)
     register_export_actions(app, reports.EXPORT_ACTIONS)
     register_job(app, JobKind(jobs.SWEEP_JOB, "C-ECHO sweep of every DICOM node", jobs.sweep_job,

@@ -20,6 +20,26 @@ from core.auth.services import NewUser, create_user
 from core.extensions import db
 from core.reference_data import load_reference_data
 
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out, rather than skip, the tests that belong to the other database's run.
+
+    A run without PACSDESK_TEST_DATABASE_URL leaves out the PostgreSQL tests (the PostgreSQL run
+    has them); the PostgreSQL run leaves out the tests about SQLite itself. Tests using the
+    ``scratch_postgres`` or ``sqlite_only`` fixtures are marked by those fixtures' names.
+    """
+    on_postgres = bool(os.environ.get("PACSDESK_TEST_DATABASE_URL"))
+    kept, left_out = [], []
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        postgres = item.get_closest_marker("postgres") or "scratch_postgres" in fixtures
+        sqlite = item.get_closest_marker("sqlite_only") or "sqlite_only" in fixtures
+        (left_out if (postgres and not on_postgres) or (sqlite and on_postgres) else kept).append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
+
+
 PG_URL = os.environ.get("PACSDESK_TEST_DATABASE_URL")
 PASSWORD = "correct-horse-battery-staple"
 CHEAP_ARGON2 = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}

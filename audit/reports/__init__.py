@@ -9,7 +9,7 @@ def init_app(app: Flask) -> None:
     """Register the report pages, commands, the audit package's own kinds and stored reports' retention."""
     from audit.reports import access_audit, cli, retention, services, stored_files, training, views
     from audit.reports.registry import register_export_actions, register_report_kind
-    from audit.retention.registry import register_record_class, register_scope_matcher
+    from audit.retention.described import register_described
     from core import audit_sink
     from core.auth.models import Role
     from core.auth.permissions import Permission
@@ -23,9 +23,8 @@ def init_app(app: Flask) -> None:
         register_report_kind(app, kind)
     register_job(app, JobKind(services.BUILD_JOB, "Build a report", services.build_job,
                               max_attempts=services.MAX_BUILD_ATTEMPTS, priority=50, concurrency=2))
-    for record_class in (stored_files.RETENTION_CLASS, stored_files.CERTIFICATE_RETENTION_CLASS):
-        register_record_class(app, record_class)
-        register_scope_matcher(app, record_class.key, stored_files.matcher(record_class.key))
+    for described in (stored_files.RETENTION_CLASS, stored_files.CERTIFICATE_RETENTION_CLASS):
+        register_described(app, described)
     register_notification_kind(app, NotificationKind(
         "audit.report_ready", "A report you asked for is ready",
         roles=frozenset({Role.TECHNICIAN, Role.COMPLIANCE, Role.ADMIN})))

@@ -225,14 +225,18 @@ def _phi(where: ColumnElement[bool]) -> tuple[list[Any], Any, int]:
     total = db.session.execute(select(func.count()).where(where, condition)).scalar_one()
     keys = [key for rule in phi_rules().values() for key in rule.identifiers]
     records = []
-    for row in _rows(select(E.username, E.object_type, E.object_id, E.action,
-                            func.count().label("n"), func.min(E.occurred_at).label("first"),
-                            func.max(E.occurred_at).label("last"), func.max(E.details).label("details"))
-                     .where(where, condition)
-                     .group_by(E.username, E.object_type, E.object_id, E.action)
-                     .order_by(E.username, E.object_id, E.action).limit(LISTING_LIMIT)):
+    groups = _rows(select(E.username, E.object_type, E.object_id, E.action,
+                          func.count().label("n"), func.min(E.occurred_at).label("first"),
+                          func.max(E.occurred_at).label("last"), func.max(E.seq).label("latest"))
+                   .where(where, condition)
+                   .group_by(E.username, E.object_type, E.object_id, E.action)
+                   .order_by(E.username, E.object_id, E.action).limit(LISTING_LIMIT))
+    # The identifiers a record's latest read noted (a patient's name may have been corrected since).
+    latest_details = dict(db.session.execute(
+        select(E.seq, E.details).where(E.seq.in_([row.latest for row in groups]))).all()) if groups else {}
+    for row in groups:
         try:
-            data = json.loads(row.details or "{}")
+            data = json.loads(latest_details.get(row.latest) or "{}")
         except ValueError:
             data = {}
         identifiers = ", ".join(f"{k.replace('_', ' ')} {data[k]}" for k in keys if data.get(k))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from flask import Flask
 from sqlalchemy import Select
@@ -45,8 +46,8 @@ class RecordClass:
     floor_years: int                       # minimum the policy can be set to
     floor_rule: str                        # the rule the floor comes from, for messages
     candidates: Callable[[datetime, str], Select]
-    held: Callable[[Sequence[int], Sequence[HoldScope]], set[int]]
-    purge: Callable[[Sequence[int]], int]
+    held: Callable[[Sequence[Any], Sequence[HoldScope]], set[Any]]
+    purge: Callable[[Sequence[Any]], int]
     object_type: str = ""                  # what audit events call the purged records ("ticket")
 
 

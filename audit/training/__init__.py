@@ -7,7 +7,7 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     """Register training actions, the completions' record class, job, pages, banner and demo data."""
-    from audit.retention.registry import register_record_class, register_scope_matcher
+    from audit.retention.described import register_described
     from audit.training import cli, completions, demo, jobs, reminders, services, views
     from core import audit_sink
     from core.auth.permissions import Permission
@@ -20,8 +20,7 @@ def init_app(app: Flask) -> None:
 
     for module in (services, completions):
         audit_sink.register_actions(app, module.AUDIT_ACTIONS)
-    register_record_class(app, completions.RETENTION_CLASS)
-    register_scope_matcher(app, completions.RETENTION_CLASS.key, completions.matches)
+    register_described(app, completions.RETENTION_CLASS)
     register_reference_data(app, "training courses", services.seed_courses)
     register_user_created_hook(app, services.assign_new_user)
     register_job(app, JobKind("audit.training_sync", "Assign training to new people", jobs.training_sync_job,

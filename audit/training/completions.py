@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import IO, Any
+from typing import IO
 
 from flask import current_app
-from sqlalchemy import delete, exists, select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import aliased
 
-from audit.retention.registry import HoldScope, RecordClass
+from audit.retention.described import Condition, Described
 from audit.trail.chain import record
 from audit.training.models import TrainingAssignment, TrainingCompletion
 from audit.training.services import ATTESTATION, TrainingError, local_today
@@ -113,62 +112,30 @@ def completion_history(assignment_id: int) -> list[TrainingCompletion]:
         .order_by(TrainingCompletion.completed_on.desc(), TrainingCompletion.id.desc())).scalars())
 
 
-def _superseded_before(cutoff: datetime, anchor: str) -> Any:
-    """Completions dated before ``cutoff`` that a later completion of the same assignment replaced.
+def _superseded() -> list[Condition]:
+    """Completions a later completion of the same assignment replaced.
 
     The latest completion is the record still in effect, so it is kept whatever its age
     (164.316(b)(2) counts from "the date when it last was in effect").
     """
     later = aliased(TrainingCompletion)
-    return select(TrainingCompletion.id, TrainingCompletion.completed_on).where(
-        TrainingCompletion.completed_on < to_local(cutoff).date(),  # type: ignore[union-attr]
-        exists().where(later.assignment_id == TrainingCompletion.assignment_id,
-                       later.completed_on > TrainingCompletion.completed_on))
+    return [exists().where(later.assignment_id == TrainingCompletion.assignment_id,
+                           later.completed_on > TrainingCompletion.completed_on)]
 
 
-def _scope_condition(scope: HoldScope) -> Any:
-    """SQL condition for the completions a hold covers (None: none)."""
-    if scope.object_type == "user":
-        return TrainingCompletion.user_id == select(User.id).where(
-            User.username == scope.object_key).scalar_subquery()
-    if scope.record_class == "training_records":
-        condition = TrainingCompletion.id.is_not(None)
-        if scope.start:
-            condition = condition & (TrainingCompletion.completed_on >= to_local(scope.start).date())
-        if scope.end:
-            condition = condition & (TrainingCompletion.completed_on <= to_local(scope.end).date())
-        return condition
-    return None
+def _of_user(username: str) -> Condition:
+    """The completions of this user."""
+    return TrainingCompletion.user_id == select(User.id).where(User.username == username).scalar_subquery()
 
 
-def _held(ids: Sequence[int], holds: Sequence[HoldScope]) -> set[int]:
-    """Completions among ``ids`` that a hold covers."""
-    conditions = [c for c in (_scope_condition(s) for s in holds) if c is not None]
-    if not conditions or not ids:
-        return set()
-    found: set[int] = set()
-    for condition in conditions:
-        found.update(db.session.execute(select(TrainingCompletion.id).where(
-            TrainingCompletion.id.in_(list(ids)), condition)).scalars())
-    return found
+def _local_date(moment: datetime) -> date:
+    """The local calendar day of ``moment``: completions are dated, not timed."""
+    return to_local(moment).date()  # type: ignore[union-attr]
 
 
-def _purge(ids: Sequence[int]) -> int:
-    """Delete completions with their certificates."""
-    gone = db.session.execute(delete(TrainingCompletion).where(TrainingCompletion.id.in_(list(ids)))).rowcount
-    db.session.flush()
-    return gone
-
-
-def matches(scope: HoldScope) -> bool:
-    """Whether any completion falls under ``scope``."""
-    condition = _scope_condition(scope)
-    return condition is not None and db.session.execute(
-        select(TrainingCompletion.id).where(condition).limit(1)).first() is not None
-
-
-RETENTION_CLASS = RecordClass(
+RETENTION_CLASS = Described(
     key="training_records", object_type="training_completion",
-    label="Training records (superseded completions)", anchors=("completed",),
-    default_years=6, floor_years=6, floor_rule="45 CFR 164.316(b)(2) (keep documentation 6 years)",
-    candidates=_superseded_before, held=_held, purge=_purge)
+    label="Training records (superseded completions)", model=TrainingCompletion,
+    anchors={"completed": TrainingCompletion.completed_on}, default_years=6, floor_years=6,
+    floor_rule="45 CFR 164.316(b)(2) (keep documentation 6 years)",
+    belongs=_superseded, held_by={"user": _of_user}, as_column_value=_local_date)

@@ -95,24 +95,46 @@ def local_today() -> date:
     return to_local(utcnow()).date()  # type: ignore[union-attr]
 
 
+def _standing(recurrence_months: int | None, first_due: date, completed_on: date | None,
+              today: date) -> tuple[Status, date | None]:
+    """The status on ``today`` and the (next) due date, from the latest completion's date."""
+    if completed_on is not None:
+        if not recurrence_months:
+            return Status.COMPLETE, None
+        due = add_months_to_date(completed_on, recurrence_months)
+        if today > due:
+            return Status.EXPIRED, due
+        return (Status.DUE_SOON if (due - today).days <= DUE_SOON_DAYS else Status.COMPLETE), due
+    if today > first_due:
+        return Status.OVERDUE, first_due
+    return (Status.DUE_SOON if (first_due - today).days <= DUE_SOON_DAYS else Status.PENDING), first_due
+
+
 def status_of(course: Course, assignment: TrainingAssignment, latest: TrainingCompletion | None,
               today: date) -> AssignmentStatus:
     """Complete, due soon, overdue, expired or not yet due, on ``today``."""
-    if latest is not None:
-        if not course.recurrence_months:
-            return AssignmentStatus(assignment, latest, Status.COMPLETE, None)
-        due = add_months_to_date(latest.completed_on, course.recurrence_months)
-        if today > due:
-            return AssignmentStatus(assignment, latest, Status.EXPIRED, due)
-        if (due - today).days <= DUE_SOON_DAYS:
-            return AssignmentStatus(assignment, latest, Status.DUE_SOON, due)
-        return AssignmentStatus(assignment, latest, Status.COMPLETE, due)
-    due = assignment.due_on
-    if today > due:
-        return AssignmentStatus(assignment, None, Status.OVERDUE, due)
-    if (due - today).days <= DUE_SOON_DAYS:
-        return AssignmentStatus(assignment, None, Status.DUE_SOON, due)
-    return AssignmentStatus(assignment, None, Status.PENDING, due)
+    status, due = _standing(course.recurrence_months, assignment.due_on,
+                            latest.completed_on if latest else None, today)
+    return AssignmentStatus(assignment, latest, status, due)
+
+
+def overdue_counts(today: date | None = None) -> tuple[int, int]:
+    """Overdue or expired assignments and the people who have one, in one query and no matrix."""
+    today = today or local_today()
+    completion = TrainingCompletion
+    latest = (select(completion.assignment_id, func.max(completion.completed_on).label("done"))
+              .group_by(completion.assignment_id).subquery())
+    rows = db.session.execute(
+        select(TrainingAssignment.user_id, TrainingAssignment.due_on, Course.recurrence_months,
+               Course.required_roles, User.role, latest.c.done)
+        .join(User, User.id == TrainingAssignment.user_id)
+        .join(Course, Course.id == TrainingAssignment.course_id)
+        .outerjoin(latest, latest.c.assignment_id == TrainingAssignment.id)
+        .where(User.is_disabled.is_(False), Course.is_active.is_(True)))
+    late = [user_id for user_id, due_on, months, roles, role, done in rows
+            if (not roles or role in roles)
+            and _standing(months, due_on, done, today)[0] in (Status.OVERDUE, Status.EXPIRED)]
+    return len(late), len(set(late))
 
 
 # ---------------------------------------------------------------- courses

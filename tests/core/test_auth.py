@@ -348,6 +348,7 @@ def test_changing_the_password_ends_the_accounts_other_sessions(app, client, log
     assert stale.status_code == 302 and "/login" in stale.headers["Location"]
 
 
+@pytest.mark.postgres
 def test_parallel_wrong_passwords_all_count_toward_the_lockout(app, make_user):
     """Eight simultaneous guesses (threads, or replicas) cannot slip past the counter."""
     import threading

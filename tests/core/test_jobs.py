@@ -278,12 +278,12 @@ def _each_job_once_by_two_workers(app, database_url: str, tmp_path: Path) -> Non
         assert {j.status for j in db.session.query(Job).filter(Job.kind == "test.write")} == {JobStatus.DONE}
 
 
+@pytest.mark.sqlite_only
 def test_two_worker_processes_run_each_job_exactly_once_on_sqlite(app, probe_table, database_url, tmp_path):
-    if database_url.startswith("postgresql"):
-        pytest.skip("this run uses PostgreSQL: the PostgreSQL variant covers it")
     _each_job_once_by_two_workers(app, database_url, tmp_path)
 
 
+@pytest.mark.postgres
 def test_two_worker_processes_run_each_job_exactly_once_on_postgresql(app, probe_table, database_url,
                                                                      tmp_path):
     require_postgres()

@@ -217,6 +217,7 @@ def test_an_admin_resets_mfa_and_the_user_enrols_again(app, make_user, time_mach
     assert password_step(carol, "carol").headers["Location"] == "/login/enrol"
 
 
+@pytest.mark.postgres
 def test_one_code_sent_by_four_browsers_at_once_is_accepted_once(app, make_user, time_machine):
     """The last accepted step is updated under a row lock, so parallel replays all fail but one."""
     import threading

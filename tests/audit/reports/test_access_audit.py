@@ -124,6 +124,21 @@ def test_phi_reads_and_audit_searches_have_their_own_sections(app, make_user, se
     assert re.search(r"2026-03-11 09:00:00\s+privacy\.garcia\s+Audit trail searched", searches), searches
 
 
+def test_phi_reads_list_the_identifiers_of_the_latest_read(app, make_user, seed_event, tmp_path):
+    import helpdesk.services  # noqa: F401 - registers the ticket actions
+
+    tech = make_user("technician", "sam.tech")
+    seed_event("2026-03-10 10:00", "ticket.view", user=tech, object_type="ticket",
+               object_id="PD-000125", details={"accession_number": "ACC-999"})
+    seed_event("2026-03-10 11:00", "ticket.view", user=tech, object_type="ticket",
+               object_id="PD-000125", details={"accession_number": "ACC-111"})
+    phi = section(build(app, tmp_path, "2026-03-01", "2026-03-31"),
+                  "Reads of patient identifiers (PHI) by user", "Integrity of the audit trail")
+    assert re.search(r"ticket:PD-000125\s+ticket\.view\s+2\s+\S+ 11:00\S*(?: \S+)?\s+"
+                     r"accession number ACC-111", phi), phi
+    assert "ACC-999" not in phi
+
+
 def integrity(text: str) -> str:
     """The integrity section, its words joined by single spaces (PDF lines wrap anywhere)."""
     return " ".join(section(text, "Integrity of the audit trail", "Appendix").split())

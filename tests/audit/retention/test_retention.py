@@ -444,6 +444,7 @@ def test_retention_pages_render_for_compliance(app, client, login_as):
     assert client.get("/retention/runs/999").status_code == 404
 
 
+@pytest.mark.postgres
 def test_concurrent_runs_on_postgres_one_runs_the_other_is_refused(app, scratch_class, frozen):
     import threading
 

@@ -74,6 +74,7 @@ def _pg_params(app) -> dict[str, Any]:
     return {"host": url.host, "port": url.port or 5432, "dbname": url.database}
 
 
+@pytest.mark.postgres
 @contextmanager
 def dml_role(app) -> Iterator[Run]:
     """A PostgreSQL role with DML rights only on the audit tables, connected; dropped afterwards."""

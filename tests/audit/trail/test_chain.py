@@ -158,6 +158,7 @@ def test_raw_delete_is_refused_by_the_trigger(app):
         assert verify_chain().count == 3
 
 
+@pytest.mark.postgres
 def test_postgres_refuses_update_delete_and_truncate(app):
     require_postgres()
     append(app, 3)
@@ -328,6 +329,7 @@ def _concurrent_appends(app, writers: int, per_writer: int) -> None:
     assert not any(t.is_alive() for t in threads)
 
 
+@pytest.mark.postgres
 def test_eight_concurrent_writers_on_postgres_never_fork_the_chain(app):
     require_postgres()
     _concurrent_appends(app, writers=8, per_writer=200)

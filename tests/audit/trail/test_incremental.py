@@ -81,9 +81,8 @@ FILLER_RUN = ("INSERT INTO audit_chain_verification (started_at, finished_at, so
               "'2026-01-01 00:00:00.000000', 'filler', 0, 0, 0, '', 'full')")
 
 
+@pytest.mark.sqlite_only  # a full disk is made with SQLite's page limit
 def test_a_full_database_still_shows_the_state_before_failing_to_record_it(app, runner):
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
-        pytest.skip("a full disk is made with SQLite's page limit")
     append(app, 20)
     path = make_url(app.config["SQLALCHEMY_DATABASE_URI"]).database
     with app.app_context():

@@ -41,9 +41,7 @@ def test_the_database_writes_every_payload_as_the_application_seals_it(app, runn
 
 @pytest.fixture
 def sqlite_only(app):
-    """Rows only SQLite can hold (a value of another type than its column's)."""
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
-        pytest.skip("PostgreSQL's columns hold only values of their type")
+    """Rows only SQLite can hold (a value of another type than its column's); left out on PostgreSQL."""
     yield make_url(app.config["SQLALCHEMY_DATABASE_URI"]).database
     with app.app_context(), db.engine.begin() as connection:
         install_audit_guards(connection)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import date
 
 import pytest
@@ -343,3 +344,23 @@ def test_training_commands_sync_and_list_overdue(app, runner, make_user):
         overdue = runner.invoke(args=["training", "overdue"])
     assert synced.exit_code == 0 and "0 assignments created" in synced.output
     assert overdue.exit_code == 0 and "privacy" in overdue.output and "2 overdue or expired" in overdue.output
+
+
+def test_dashboard_counts_only_overdue_or_expired_training(app, client, make_user, auth):
+    with time_machine.travel(at(2036, 1, 1), tick=False):
+        make_user("requester", "ct.tech", department="CT")
+        make_user("compliance", "privacy", department="Privacy office")
+    figure = re.compile(r'status=overdue">(\d+)</a>(?: \((\d+) people\))?')
+    with time_machine.travel(at(2036, 1, 2), tick=False):
+        auth.login("privacy")
+        assert figure.search(client.get("/").get_data(as_text=True)).groups() == ("0", None), \
+            "assignments not yet due are not overdue"
+    with time_machine.travel(at(2036, 3, 1), tick=False):
+        auth.login("privacy")
+        complete(client, assignment_of(app, "privacy", "hipaa-privacy"), "2036-02-01")
+        with app.app_context():
+            _, rows = training.matrix(training.MatrixFilter())
+            late = [(u.username, s) for u, cells in rows for s in cells.values() if s.needs_action]
+        assert late and {name for name, _ in late} == {"ct.tech", "privacy"}
+        shown = figure.search(client.get("/").get_data(as_text=True)).groups()
+        assert shown == (str(len(late)), "2")

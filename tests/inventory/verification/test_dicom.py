@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections import Counter
@@ -209,24 +210,38 @@ def test_ae_titles_with_insignificant_spaces_are_trimmed(verification_scp):
 # ---------------------------------------------------------------- echo_many
 
 
+TCP_ESTABLISHED = 1
+
+
+def _still_open(conn: socket.socket) -> bool:
+    """Whether the client still holds this connection (the kernel's TCP state, not unread data)."""
+    try:
+        return conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == TCP_ESTABLISHED
+    except (OSError, ValueError):
+        return False
+
+
 class ConnectionCounter:
-    """A silent peer behaviour that counts how many connections it holds at once."""
+    """A silent peer behaviour that counts how many connections the client holds at once.
+
+    Counted when each connection arrives, from the TCP state of the earlier ones: a client that
+    closed a connection before opening the next has left it in CLOSE_WAIT, whenever this peer's
+    threads get round to noticing.
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.open = 0
+        self.held: set[socket.socket] = set()
         self.most = 0
         self.closed = threading.Semaphore(0)
 
     def __call__(self, conn) -> None:
         with self.lock:
-            self.open += 1
-            self.most = max(self.most, self.open)
+            self.held = {c for c in self.held if _still_open(c)} | {conn}
+            self.most = max(self.most, len(self.held))
         try:
             stay_silent(conn)
         finally:
-            with self.lock:
-                self.open -= 1
             self.closed.release()
 
 

@@ -117,6 +117,7 @@ def test_sweeps_of_a_dead_node_open_one_ticket_with_the_real_failure(app, closed
         assert db.session.get(NodeState, asset_id).state == "down"
 
 
+@pytest.mark.postgres
 def test_two_failures_recorded_at_once_on_postgresql_open_one_ticket(app, make_node):
     require_postgres()
     asset_id = make_node("CT-01", 104)

@@ -338,6 +338,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Organisation name printed on pages and reports."),
     Setting("PACSDESK_DICOM_AE_TITLE", "PACSDESK", _ae_title,
             "Calling AE title used for C-ECHO verification."),
+    Setting("PACSDESK_STUDY_RETENTION_APPROVAL_DAYS", "14", _int_range(1, 90),
+            "Days an approval of an imaging study review stays valid; after that it must be approved again."),
     Setting("PACSDESK_SECURE_COOKIES", "false", _bool,
             "Mark session cookies Secure; turn on when served over HTTPS."),
     Setting("PACSDESK_PROXY_COUNT", "0", _int_range(0, 5),

@@ -19,7 +19,8 @@ def init_app(app: Flask) -> None:
     from core.notifications import NotificationKind, register_notification_kind
     from core.reference_data import register_reference_data
     from helpdesk.assets import register_asset_lookup
-    from inventory import atna_sources, cli, csv_io, demo, jobs, reports, services, views
+    from inventory import atna_sources, cli, csv_io, demo, jobs, reports, services, studies, views
+    from inventory.studies import views as study_views  # noqa: F401 - routes on the inventory blueprint
     from inventory.ticket_assets import InventoryAssets
     from inventory.verification import retention, summary, tickets
     from inventory.verification import services as verification
@@ -48,3 +49,4 @@ def init_app(app: Flask) -> None:
     register_data_check(app, "assets", services.count_assets)
     app.register_blueprint(views.bp)
     app.cli.add_command(cli.inventory_group)
+    studies.init_app(app)

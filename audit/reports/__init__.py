@@ -23,7 +23,8 @@ def init_app(app: Flask) -> None:
         register_report_kind(app, kind)
     register_job(app, JobKind(services.BUILD_JOB, "Build a report", services.build_job,
                               max_attempts=services.MAX_BUILD_ATTEMPTS, priority=50, concurrency=2))
-    register_described(app, stored_files.RETENTION_CLASS)
+    for described in (stored_files.RETENTION_CLASS, stored_files.CERTIFICATE_RETENTION_CLASS):
+        register_described(app, described)
     register_notification_kind(app, NotificationKind(
         "audit.report_ready", "A report you asked for is ready",
         roles=frozenset({Role.TECHNICIAN, Role.COMPLIANCE, Role.ADMIN})))

@@ -83,6 +83,7 @@ class ReportKind:
     accepts_object: bool = False
     needs_run: bool = False
     validate: Callable[[ReportRequest], None] | None = None
+    record_class: str = "report_files"   # the retention class its stored PDFs are kept under
 
 
 @dataclass(frozen=True)

@@ -100,5 +100,5 @@ REPORT_KIND = ReportKind(
     description="For one retention run: the record classes and how many records were destroyed, "
                 "the policies and legal holds in force, the digests, and signature lines.",
     permission=Permission.REPORT_COMPLIANCE, build=build_certificate, order=30,
-    needs_period=False, needs_run=True, validate=validate_run,
+    needs_period=False, needs_run=True, validate=validate_run, record_class="destruction_certificates",
 )

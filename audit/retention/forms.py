@@ -37,8 +37,13 @@ class HoldForm(FlaskForm):
                                        Length(max=2000)])
     kind = SelectField("Covers", choices=select_choices([
         ("ticket", "One ticket (number)"), ("asset", "One asset (tag)"),
-        ("user", "All records of one user (username)"), ("class", "A record class within a date range")]))
-    object_key = StringField("Ticket number, asset tag or username", validators=[Optional(), Length(max=120)])
+        ("user", "All records of one user (username)"), ("class", "A record class within a date range"),
+        ("patient", "Imaging studies of one patient (patient ID)"),
+        ("accession", "One imaging study (accession number)"),
+        ("study", "One imaging study (Study Instance UID)"),
+        ("study_dates", "Imaging studies within a range of study dates")]))
+    object_key = StringField("Ticket number, asset tag, username, patient ID, accession number or study UID",
+                              validators=[Optional(), Length(max=120)])
     record_class = SelectField("Record class", validators=[Optional()])
     start = DateField("From (local date)", validators=[Optional()])
     end = DateField("To (local date)", validators=[Optional()])

@@ -20,6 +20,11 @@ from core.notifications import notify, users_with_roles
 from core.timeutil import format_local, utcnow
 
 HOLD_OBJECT_TYPES = ("ticket", "asset", "user")
+# Holds on imaging studies kept on the archives: what they cover is checked against the archive
+# when a study review runs, not here (PACS Desk keeps no copy of the archive's index).
+STUDY_HOLD_TYPES = {"patient": "patient ID", "accession": "accession number", "study": "Study Instance UID"}
+STUDY_DATES = "study_dates"
+STUDY_KEY_LENGTH = 64
 SCAN_BATCH = 10000
 
 # Audit actions recorded here (registered by the package's init_app).
@@ -47,6 +52,11 @@ def hold_scope(hold: LegalHold) -> HoldScope:
 
 def describe_scope(hold: LegalHold) -> str:
     """What a hold covers, in words."""
+    if hold.object_type == STUDY_DATES:
+        return f"imaging studies dated {format_local(hold.start, '%Y-%m-%d') or 'any day'} to " \
+               f"{format_local(hold.end, '%Y-%m-%d') or 'any day'}"
+    if hold.object_type in STUDY_HOLD_TYPES:
+        return f"imaging studies of {STUDY_HOLD_TYPES[hold.object_type]} {hold.object_key}"
     if hold.object_type:
         return f"{hold.object_type} {hold.object_key}"
     label = record_classes()[hold.record_class].label if hold.record_class in record_classes() \
@@ -75,7 +85,9 @@ def _scan_matches(rc: RecordClass, scope: HoldScope) -> bool:
 
 
 def scope_matches(scope: HoldScope) -> bool:
-    """Whether a hold's scope covers anything PACS Desk keeps."""
+    """Whether a hold's scope covers anything PACS Desk keeps (imaging study scopes always may)."""
+    if scope.object_type in STUDY_HOLD_TYPES or scope.object_type == STUDY_DATES:
+        return True
     if scope.object_type and scope.object_key:
         trail = db.session.execute(
             select(AuditEvent.id).where(AuditEvent.object_type == scope.object_type,
@@ -96,11 +108,25 @@ class NewHold:
     """What it takes to place a legal hold."""
 
     reason: str
-    kind: str                    # ticket, asset, user or class
+    kind: str                    # ticket, asset, user, class, patient, accession, study or study_dates
     object_key: str = ""
     record_class: str = ""
     start: datetime | None = None
     end: datetime | None = None
+
+
+def _study_key(kind: str, value: str) -> str:
+    """A patient ID, accession number or study UID for a hold, or RetentionError naming the field."""
+    key = value.strip()
+    label = STUDY_HOLD_TYPES[kind]
+    if not key:
+        raise RetentionError(f"Give the {label} this hold covers.", "object_key")
+    if len(key) > STUDY_KEY_LENGTH or any(c in key for c in "\\*?") or not key.isprintable():
+        raise RetentionError(f"A {label} has at most {STUDY_KEY_LENGTH} printable characters and no "
+                             "backslash or wildcard.", "object_key")
+    if kind == "study" and not all(part.isdigit() for part in key.split(".")):
+        raise RetentionError("A Study Instance UID is digits separated by dots (1.2.840...).", "object_key")
+    return key
 
 
 def place_hold(new: NewHold, user: Any) -> LegalHold:
@@ -117,6 +143,14 @@ def place_hold(new: NewHold, user: Any) -> LegalHold:
             if db.session.execute(select(User.id).where(User.username == key)).first() is None:
                 raise RetentionError(f"There is no user '{key}'.", "object_key")
         scope = HoldScope(object_type=new.kind, object_key=key)
+    elif new.kind in STUDY_HOLD_TYPES:
+        scope = HoldScope(object_type=new.kind, object_key=_study_key(new.kind, new.object_key))
+    elif new.kind == STUDY_DATES:
+        if new.start is None and new.end is None:
+            raise RetentionError("Give the first or last study date the hold covers, or both.", "start")
+        if new.start and new.end and new.start > new.end:
+            raise RetentionError("The range starts after it ends.", "start")
+        scope = HoldScope(object_type=STUDY_DATES, start=new.start, end=new.end)
     elif new.kind == "class":
         if new.record_class not in record_classes():
             raise RetentionError("Choose a record class.", "record_class")

@@ -108,3 +108,25 @@ def test_hold_on_a_report_range_with_no_report_is_refused(app, make_user):
             legal_holds.place_hold(legal_holds.NewHold(
                 reason="Audit", kind="class", record_class="report_files",
                 start=datetime(2031, 1, 1, tzinfo=UTC), end=datetime(2031, 12, 31, tzinfo=UTC)), placer)
+
+
+def test_certificates_of_destruction_outlive_the_report_files_policy_and_are_kept_by_default(app, runner,
+                                                                                            make_user):
+    officer = make_user("compliance", "privacy")
+    report = stored_report(app, officer, datetime(2030, 3, 1, tzinfo=UTC))
+    with app.app_context():
+        job = ReportJob(kind="study_destruction", params={"run": 1}, status=ReportStatus.DONE, progress=100,
+                        requested_by_id=officer.id, created_at=datetime(2030, 3, 1, tzinfo=UTC),
+                        finished_at=datetime(2030, 3, 1, tzinfo=UTC), pdf=b"%PDF-1.7", pdf_size=8)
+        db.session.add(job)
+        db.session.flush()
+        fixture_event("report", job.id)
+        db.session.commit()
+        certificate = job.id
+        policy = retention.policy_for("destruction_certificates")
+        assert policy is not None and policy.years == 100 and not policy.enabled
+    enable_policy(app)
+    with time_machine.travel(NOW, tick=False):
+        run = runner.invoke(args=["retention", "run"])
+        assert run.exit_code == 0, run.output
+    assert remaining(app) == {certificate}, f"the report file {report} goes, the certificate stays"

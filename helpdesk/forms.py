@@ -111,11 +111,11 @@ NO_CHANGE = ("", "No change")
 class BulkForm(FlaskForm):
     """Technicians change many selected tickets at once (empty: leave as it is)."""
 
-    assignee = SelectField("Assignee", validate_choice=True)
-    status = SelectField("Status", choices=select_choices(
+    assignee = SelectField("Assignee", default="")
+    status = SelectField("Status", default="", choices=select_choices(
         [NO_CHANGE, *((s.value, s.label) for s in TicketStatus if s != TicketStatus.NEW)]))
-    priority = SelectField("Priority", choices=select_choices([NO_CHANGE, *PRIORITY_CHOICES]))
-    category = SelectField("Category", validate_choice=True)
+    priority = SelectField("Priority", default="", choices=select_choices([NO_CHANGE, *PRIORITY_CHOICES]))
+    category = SelectField("Category", default="")
     submit = SubmitField("Apply to selected")
 
 

@@ -52,7 +52,8 @@ def test_reply_with_a_status_that_fails_changes_nothing(client, login_as, file_t
         assert db.session.execute(select(TicketComment)).first() is None
 
 
-def test_requester_cannot_resolve_by_reply_and_sees_no_such_buttons(client, login_as, file_ticket, ticket_row):
+def test_requester_cannot_resolve_by_reply_and_sees_no_such_buttons(client, login_as, file_ticket,
+                                                                   ticket_row):
     login_as("requester")
     number = file_ticket()
     assert "Send and resolve" not in client.get(f"/tickets/{number}").data.decode()

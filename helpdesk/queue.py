@@ -14,10 +14,9 @@ from core.auth.models import User
 from core.auth.permissions import Permission, has_permission
 from core.extensions import db
 from core.timeutil import utcnow
-from helpdesk import queries
+from helpdesk import queries, sla
 from helpdesk.models import ACTIVE_STATUSES, SavedView, Ticket, TicketSeen, TicketStatus, format_number
 from helpdesk.services import _UNSET, TicketError, update_ticket
-from helpdesk.sla import RUNNING
 
 # Audit actions recorded here (registered by the package's init_app).
 AUDIT_ACTIONS = {
@@ -63,13 +62,15 @@ def bulk_update(ticket_ids: Sequence[int], change: BulkChange, actor: User) -> l
     if missing:
         raise TicketError(f"No ticket {format_number(missing[0])}: it may have been removed.", "tickets")
     changed = []
-    for ticket in tickets:
-        try:
-            if update_ticket(ticket, actor, status=change.status, priority=change.priority,
-                             category_id=change.category_id, assignee_id=change.assignee_id):
-                changed.append(ticket.number)
-        except TicketError as exc:
-            raise TicketError(f"{ticket.number}: {exc} Nothing was changed.", exc.field) from None
+    # Each ticket's audit event flushes its change; no other query needs to flush first.
+    with db.session.no_autoflush, sla.policies_read_once():
+        for ticket in tickets:
+            try:
+                if update_ticket(ticket, actor, status=change.status, priority=change.priority,
+                                 category_id=change.category_id, assignee_id=change.assignee_id):
+                    changed.append(ticket.number)
+            except TicketError as exc:
+                raise TicketError(f"{ticket.number}: {exc} Nothing was changed.", exc.field) from None
     mark_seen(actor, [t.id for t in tickets])
     return changed
 
@@ -124,7 +125,7 @@ def queue_counts(user_id: int, now: datetime | None = None) -> dict[str, int]:
         func.count().filter(Ticket.status == TicketStatus.NEW),
         func.count().filter(active, Ticket.assignee_id.is_(None)),
         func.count().filter(active, Ticket.assignee_id == user_id),
-        func.count().filter(Ticket.queue_rank == 0, Ticket.status.in_(RUNNING), Ticket.sla_due_at < now),
+        func.count().filter(Ticket.queue_rank == 0, Ticket.status.in_(sla.RUNNING), Ticket.sla_due_at < now),
     ).where(or_(active, Ticket.queue_rank == 0))).one()
     return dict(zip(("active", "new", "unassigned", "mine", "breached"), row, strict=True))
 

@@ -15,6 +15,9 @@ depends_on = None
 
 
 def upgrade():
+    with op.batch_alter_table('ticket', schema=None) as batch_op:
+        batch_op.create_index('ix_ticket_updated', ['updated_at'], unique=False)
+
     op.create_table('ticket_link',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('ticket_id', sa.Integer(), nullable=False),
@@ -79,3 +82,5 @@ def downgrade():
     with op.batch_alter_table('ticket_link', schema=None) as batch_op:
         batch_op.drop_index('ix_ticket_link_other')
     op.drop_table('ticket_link')
+    with op.batch_alter_table('ticket', schema=None) as batch_op:
+        batch_op.drop_index('ix_ticket_updated')

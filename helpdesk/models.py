@@ -177,6 +177,7 @@ class Ticket(db.Model):
         Index("ix_ticket_dedup_key", "dedup_key"),
         Index("ix_ticket_closed", "closed_at"),
         Index("ix_ticket_updated", "updated_at"),
+        Index("ix_ticket_priority_status", "priority", "status"),
     )
 
     @property

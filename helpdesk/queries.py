@@ -157,8 +157,9 @@ def _ordered(query: Select, filters: TicketFilters) -> Select:
         query = query.outerjoin(person, person.id == column)
         keys = (func.coalesce(func.nullif(person.full_name, ""), person.username, ""),)
     elif filters.sort == "category":
-        label = select(Category.label).where(Category.id == Ticket.category_id).scalar_subquery()
-        keys = (label,)
+        category = aliased(Category)
+        query = query.join(category, category.id == Ticket.category_id)
+        keys = (category.label,)
     else:
         keys = {"due": QUEUE_ORDER, "number": (), "title": (Ticket.title,),
                 "priority": (Ticket.priority, *QUEUE_ORDER), "status": (Ticket.status,),
@@ -170,14 +171,25 @@ def _ordered(query: Select, filters: TicketFilters) -> Select:
 
 
 def paginate_tickets(query: Select, searching: bool, per_page: int = 25) -> Pagination:
-    """A page of tickets; a word search counts its matches only up to COUNT_CAP."""
+    """A page of tickets; a word search counts its matches only up to COUNT_CAP.
+
+    The page's ids are found first (the database sorts narrow rows of keys and ids, not whole
+    tickets with their descriptions), then those tickets are loaded.
+    """
+    ids = query.with_only_columns(Ticket.id)
     if not searching:
-        return paginate(query, per_page=per_page)
-    page = paginate(query, per_page=per_page, count=False)
-    capped = query.with_only_columns(Ticket.id).order_by(None).limit(COUNT_CAP + 1)
-    total = db.session.execute(select(func.count()).select_from(capped.subquery())).scalar_one()
-    page.total = min(total, COUNT_CAP)
-    page.capped = total > COUNT_CAP  # type: ignore[attr-defined]
+        page = paginate(ids, per_page=per_page)
+    else:
+        page = paginate(ids, per_page=per_page, count=False)
+        capped = ids.order_by(None).limit(COUNT_CAP + 1)
+        total = db.session.execute(select(func.count()).select_from(capped.subquery())).scalar_one()
+        page.total = min(total, COUNT_CAP)
+        page.capped = total > COUNT_CAP  # type: ignore[attr-defined]
+    wanted = list(page.items)
+    loaded = {t.id: t for t in db.session.execute(
+        select(Ticket).where(Ticket.id.in_(wanted))
+        .options(selectinload(Ticket.requester), selectinload(Ticket.assignee))).scalars()}
+    page.items = [loaded[i] for i in wanted if i in loaded]
     return page
 
 

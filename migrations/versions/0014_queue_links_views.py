@@ -17,6 +17,7 @@ depends_on = None
 def upgrade():
     with op.batch_alter_table('ticket', schema=None) as batch_op:
         batch_op.create_index('ix_ticket_updated', ['updated_at'], unique=False)
+        batch_op.create_index('ix_ticket_priority_status', ['priority', 'status'], unique=False)
 
     op.create_table('ticket_link',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -83,4 +84,5 @@ def downgrade():
         batch_op.drop_index('ix_ticket_link_other')
     op.drop_table('ticket_link')
     with op.batch_alter_table('ticket', schema=None) as batch_op:
+        batch_op.drop_index('ix_ticket_priority_status')
         batch_op.drop_index('ix_ticket_updated')

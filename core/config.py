@@ -384,6 +384,8 @@ SETTINGS: tuple[Setting, ...] = (
             "A node answering slower than this many milliseconds is degraded."),
     Setting("PACSDESK_AUTO_RESOLVE", "true", _bool,
             "Resolve a node's automatic ticket when the node answers again."),
+    Setting("PACSDESK_OUTAGE_GROUP_THRESHOLD", "3", _int_range(1, 10000),
+            "When more DICOM nodes than this go down in one sweep, one incident ticket groups theirs."),
     Setting("PACSDESK_BUSINESS_HOURS", "Mon-Fri 07:00-19:00", _business_hours,
             "Local business hours; access outside them is listed in the access-audit report."),
     Setting("PACSDESK_WEB_WORKERS", "auto", _count_or_auto(1, 64, default_web_workers),

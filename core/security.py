@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, flash, redirect, request, session, url_for
@@ -67,6 +69,19 @@ def _end_session(action: str, details: dict, message: str) -> Response:
     return redirect(url_for("auth.login", next=next_path))
 
 
+def passive(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a view that pages call by themselves (polling): it does not count as user activity."""
+    view.passive = True  # type: ignore[attr-defined]
+    return view
+
+
+def _is_passive() -> bool:
+    """Whether this request is a page's own polling rather than something the user did."""
+    from flask import current_app
+
+    return bool(getattr(current_app.view_functions.get(request.endpoint or ""), "passive", False))
+
+
 def _session_age(now: datetime) -> timedelta | None:
     """How long ago this session logged in (None: it does not say, so it is treated as too old)."""
     started = session.get(LOGIN_AT)
@@ -96,7 +111,8 @@ def _idle_logoff() -> Response | None:
         hours = longest.total_seconds() / 3600
         return _end_session("user.session_expired", {"max_hours": hours},
                             f"Sessions last at most {hours:g} hours. Please log in again.")
-    session["last_seen"] = now.isoformat()
+    if not _is_passive():
+        session["last_seen"] = now.isoformat()
     session.permanent = True
     if current_user.must_change_password and request.endpoint not in BEFORE_NEW_PASSWORD:
         flash("Choose a new password before you go on: the one you have was set for you.", "warning")

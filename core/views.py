@@ -35,3 +35,10 @@ def healthz():
         database = "unavailable"
     status = "ok" if database == "ok" else "degraded"
     return jsonify(status=status, app="ok", database=database), (200 if database == "ok" else 503)
+
+
+@bp.route("/session/keepalive", methods=["POST"])
+@login_required
+def keepalive():
+    """"Stay signed in": the user is here, so the idle clock starts again."""
+    return jsonify(idle_seconds=current_app.config["PACSDESK_SESSION_IDLE_MINUTES"] * 60)

@@ -38,6 +38,25 @@ def _needs_action() -> dict[str, Any]:
     return {"tickets": tickets, "is_requester": current_user.role == "requester"}
 
 
+def _my_open() -> dict[str, Any]:
+    """The signed-in person's own open tickets (not waiting on them), due first, with the SLA."""
+    from flask_login import current_user
+    from sqlalchemy import select
+
+    from core.extensions import db
+    from core.timeutil import utcnow
+    from helpdesk.models import QUEUE_ORDER, Ticket, TicketStatus
+    from helpdesk.sla import describe_remaining, sla_state
+
+    tickets = list(db.session.execute(select(Ticket).where(
+        Ticket.requester_id == current_user.id,
+        Ticket.status.in_((TicketStatus.NEW, TicketStatus.OPEN)))
+        .order_by(*QUEUE_ORDER, Ticket.id).limit(20)).scalars())
+    now = utcnow()
+    return {"tickets": [(t, sla_state(t, now)) for t in tickets], "describe_remaining": describe_remaining,
+            "is_requester": current_user.role == "requester"}
+
+
 def init_app(app: Flask) -> None:
     """Register the help desk pages, commands, jobs, actions, retention, reports and navigation."""
     from sqlalchemy.orm import Session
@@ -59,17 +78,20 @@ def init_app(app: Flask) -> None:
         configuration,
         demo,
         jobs,
+        links,
         mail_in,
         mail_views,  # noqa: F401 - the held-mail pages' routes on the help desk blueprint
         notifications,
+        queue,
         reference,
         reports,
         retention,
         services,
         views,
+        work_views,  # noqa: F401 - the queue's and ticket page's working routes on the help desk blueprint
     )
 
-    for module in (services, access, configuration, mail_in):
+    for module in (services, access, configuration, mail_in, queue, links):
         audit_sink.register_actions(app, module.AUDIT_ACTIONS)
     for kind in notifications.NOTIFICATION_KINDS:
         register_notification_kind(app, kind)
@@ -97,6 +119,9 @@ def init_app(app: Flask) -> None:
     # First on everyone's home page: the tickets waiting on the person's own answer.
     register_dashboard_panel(app, DashboardPanel("notifications/_needs_action.html", Permission.TICKET_FILE,
                                                  0, _needs_action))
+    # Then the person's own open tickets with their service level.
+    register_dashboard_panel(app, DashboardPanel("helpdesk/_my_open_panel.html", Permission.TICKET_FILE,
+                                                 2, _my_open))
     register_dashboard_panel(app, DashboardPanel("helpdesk/_dashboard_panel.html", Permission.TICKET_WORK,
                                                  10, _panel))
     register_seeder(app, 20, "help desk tickets", demo.seed_tickets)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
+
 from audit import record
 from core.auth.permissions import Permission, has_permission
-from helpdesk.models import Ticket, TicketAttachment
+from core.extensions import db
+from helpdesk.models import Ticket, TicketAttachment, TicketFollower
 
 # Audit actions recorded here (registered by the package's init_app).
 AUDIT_ACTIONS = {
@@ -16,16 +19,23 @@ AUDIT_ACTIONS = {
 }
 
 
+def _own(user: Any, ticket: Ticket) -> bool:
+    """Whether ``user`` filed the ticket or follows it (their own ticket was merged into it)."""
+    user_id = getattr(user, "id", None)
+    if user_id is None:
+        return False
+    return ticket.requester_id == user_id or db.session.execute(select(TicketFollower.id).where(
+        TicketFollower.ticket_id == ticket.id, TicketFollower.user_id == user_id)).first() is not None
+
+
 def can_see(user: Any, ticket: Ticket) -> bool:
-    """Staff who read all tickets see every ticket; others only those they filed."""
-    return has_permission(user, Permission.TICKET_READ_ALL) or (
-        ticket.requester_id is not None and ticket.requester_id == getattr(user, "id", None))
+    """Staff who read all tickets see every ticket; others only those they filed or follow."""
+    return has_permission(user, Permission.TICKET_READ_ALL) or _own(user, ticket)
 
 
 def can_reply(user: Any, ticket: Ticket) -> bool:
-    """Technicians reply to any ticket; anyone else only to tickets they filed."""
-    return has_permission(user, Permission.TICKET_WORK) or (
-        ticket.requester_id is not None and ticket.requester_id == getattr(user, "id", None))
+    """Technicians reply to any ticket; anyone else only to tickets they filed or follow."""
+    return has_permission(user, Permission.TICKET_WORK) or _own(user, ticket)
 
 
 def record_ticket_view(ticket: Ticket) -> None:

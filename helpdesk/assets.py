@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from flask import Flask
 from sqlalchemy import Select
@@ -32,8 +32,15 @@ class AssetRef:
 class AssetLookup(Protocol):
     """The inventory's answers to the help desk's questions about assets."""
 
-    def by_tag(self, tag: str) -> AssetRef | None:
-        """The asset with ``tag`` (any case), or None."""
+    def by_tag(self, tag: str, for_user: Any = None) -> AssetRef | None:
+        """The asset with ``tag`` (any case), or None; with ``for_user``, only one that person may name."""
+
+    def search(self, text: str, for_user: Any = None, limit: int = 10) -> list[AssetRef]:
+        """Assets whose tag or name (and, for staff, AE title or host) contain ``text``.
+
+        With ``for_user`` (a person who may not read the inventory), only the assets that
+        person may name on a ticket, matched on tag and name only.
+        """
 
     def by_ids(self, ids: Iterable[int]) -> dict[int, AssetRef]:
         """The assets with these ids."""

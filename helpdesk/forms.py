@@ -103,3 +103,36 @@ for _priority in Priority:
         f"{_priority.value} first response (minutes)", validators=[InputRequired(), NumberRange(1)]))
     setattr(SlaForm, f"{_priority.value.lower()}_resolution", IntegerField(
         f"{_priority.value} resolution (minutes)", validators=[InputRequired(), NumberRange(1)]))
+
+
+NO_CHANGE = ("", "No change")
+
+
+class BulkForm(FlaskForm):
+    """Technicians change many selected tickets at once (empty: leave as it is)."""
+
+    assignee = SelectField("Assignee", default="")
+    status = SelectField("Status", default="", choices=select_choices(
+        [NO_CHANGE, *((s.value, s.label) for s in TicketStatus if s != TicketStatus.NEW)]))
+    priority = SelectField("Priority", default="", choices=select_choices([NO_CHANGE, *PRIORITY_CHOICES]))
+    category = SelectField("Category", default="")
+    submit = SubmitField("Apply to selected")
+
+
+class SaveViewForm(FlaskForm):
+    """Save the queue's filters, sort and columns under a name."""
+
+    name = StringField("View name", validators=[DataRequired(), Length(max=80)])
+    shared = BooleanField("Share with the team")
+    submit = SubmitField("Save view")
+
+
+class LinkForm(FlaskForm):
+    """Link this ticket to another, or merge it into another."""
+
+    kind = SelectField("Link", choices=select_choices(
+        [("duplicate", "Duplicate of"), ("related", "Related to"), ("child", "Part of incident"),
+         ("merge", "Merge into (moves replies and attachments, closes this ticket)")]))
+    other = StringField("Ticket number", validators=[DataRequired(), Length(max=20)],
+                        render_kw={"placeholder": "PD-000123"})
+    submit = SubmitField("Link")

@@ -7,6 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     ForeignKey,
     Index,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 
@@ -174,6 +176,8 @@ class Ticket(db.Model):
         Index("ix_ticket_category", "category_id"),
         Index("ix_ticket_dedup_key", "dedup_key"),
         Index("ix_ticket_closed", "closed_at"),
+        Index("ix_ticket_updated", "updated_at"),
+        Index("ix_ticket_priority_status", "priority", "status"),
     )
 
     @property
@@ -253,3 +257,85 @@ class TicketAttachment(db.Model):
     def is_internal(self) -> bool:
         """Attachments of internal notes are internal too."""
         return self.comment is not None and self.comment.is_internal
+
+
+class LinkKind(StrEnum):
+    """How one ticket relates to another (read: ticket <kind> other)."""
+
+    DUPLICATE = "duplicate"
+    RELATED = "related"
+    CHILD = "child"
+
+    @property
+    def label(self) -> str:
+        """Words shown to people."""
+        return {"duplicate": "Duplicate of", "related": "Related to",
+                "child": "Part of incident"}[self.value]
+
+    @property
+    def inverse_label(self) -> str:
+        """Words shown on the other ticket's page."""
+        return {"duplicate": "Has duplicate", "related": "Related to",
+                "child": "Incident of"}[self.value]
+
+
+class TicketLink(db.Model):
+    """A link from ``ticket`` to ``other``: a duplicate of it, related to it, or its child."""
+
+    __tablename__ = "ticket_link"
+    __audit__ = AuditSpec("ticket", lambda link: format_number(link.ticket_id))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"))
+    other_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"))
+    kind: Mapped[LinkKind] = mapped_column(EnumText(LinkKind, 10))
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("ticket_id", "other_id", name="uq_ticket_link_pair"),
+                      Index("ix_ticket_link_other", "other_id", "kind"))
+
+
+class TicketFollower(db.Model):
+    """Someone who hears about a ticket besides its requester and assignee (a merged ticket's requester)."""
+
+    __tablename__ = "ticket_follower"
+    __audit__ = AuditSpec("ticket", lambda f: format_number(f.ticket_id))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    user = relationship("User")
+
+    __table_args__ = (UniqueConstraint("ticket_id", "user_id", name="uq_ticket_follower"),
+                      Index("ix_ticket_follower_user", "user_id"))
+
+
+class TicketSeen(db.Model):
+    """When a person last opened a ticket's page (the queue marks tickets changed since)."""
+
+    __tablename__ = "ticket_seen"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"), primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SavedView(db.Model):
+    """A named queue view (filters, sort and columns) of one person, or shared with the team."""
+
+    __tablename__ = "ticket_saved_view"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"))
+    name: Mapped[str] = mapped_column(String(80))
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    params: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    owner = relationship("User")
+
+    __table_args__ = (UniqueConstraint("owner_id", "name", name="uq_ticket_saved_view_name"),
+                      Index("ix_ticket_saved_view_shared", "shared"))

@@ -8,14 +8,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask_sqlalchemy.pagination import Pagination
-from sqlalchemy import Select, and_, false, func, or_, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy import Select, and_, case, false, func, or_, select
+from sqlalchemy.orm import aliased, selectinload
 
+from core.auth.models import User
 from core.extensions import db
 from core.pagination import paginate
 from core.timeutil import utcnow
 from helpdesk.assets import asset_lookup
-from helpdesk.models import ACTIVE_STATUSES, QUEUE_ORDER, Priority, Ticket, TicketStatus
+from helpdesk.models import ACTIVE_STATUSES, QUEUE_ORDER, Category, Priority, Ticket, TicketStatus
 from helpdesk.search import search_conditions
 from helpdesk.sla import RUNNING, SOON
 
@@ -23,8 +24,18 @@ STATUS_FILTERS = {"active": "Open work (new, open, waiting)", "all": "All status
                   **{s.value: s.label for s in TicketStatus}}
 SLA_FILTERS = {"breached": "Breached now", "soon": "Breached or breaching within the hour"}
 COUNT_CAP = 1000
-SORTS = {"due": "Due first", "newest": "Newest first", "oldest": "Oldest first",
-         "priority": "Priority", "updated": "Recently updated"}
+# Columns the queue can sort on (header clicks), in their natural first direction.
+SORTS = {"due": "Service level", "number": "Number", "title": "Title", "priority": "Priority",
+         "status": "Status", "category": "Category", "requester": "Requester",
+         "assignee": "Assignee", "filed": "Filed", "updated": "Updated"}
+FIRST_DIRECTION = {"filed": "desc", "updated": "desc", "number": "desc"}
+# Older links keep working: ?sort=newest is "filed, newest first".
+SORT_ALIASES = {"newest": ("filed", "desc"), "oldest": ("filed", "asc")}
+# Columns a view may show besides number and title (the order they appear in).
+COLUMNS = {"priority": "Priority", "status": "Status", "category": "Category",
+           "requester": "Requester", "assignee": "Assignee", "filed": "Filed",
+           "updated": "Updated", "due": "Service level"}
+DEFAULT_COLUMNS = ("priority", "status", "requester", "assignee", "filed", "due")
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,19 @@ class TicketFilters:
     asset_tag: str = ""
     q: str = ""
     sort: str = "due"
+    direction: str = "asc"
+
+    def query_args(self) -> dict[str, str]:
+        """The filters as request arguments (empty ones left out), for links and saved views."""
+        values = {"status": self.status, "priority": self.priority,
+                  "category": "" if self.category_id is None else str(self.category_id),
+                  "assignee": self.assignee, "sla": self.sla, "asset": self.asset_tag, "q": self.q,
+                  "sort": self.sort, "dir": self.direction}
+        return {k: v for k, v in values.items() if v}
+
+    def free_text(self) -> dict[str, str]:
+        """The filters that match free text (words, asset tag), for the search's audit event."""
+        return {k: v for k, v in (("q", self.q), ("asset", self.asset_tag)) if v}
 
 
 def _int_or_none(value: str | None) -> int | None:
@@ -55,6 +79,13 @@ def parse_filters(args: Mapping[str, str], default_status: str = "active") -> Ti
     assignee = args.get("assignee", "")
     if assignee not in ("", "me", "none") and _int_or_none(assignee) is None:
         assignee = ""
+    sort, direction = args.get("sort", "due"), args.get("dir", "")
+    if sort in SORT_ALIASES:
+        sort, direction = SORT_ALIASES[sort]
+    if sort not in SORTS:
+        sort = "due"
+    if direction not in ("asc", "desc"):
+        direction = FIRST_DIRECTION.get(sort, "asc")
     return TicketFilters(
         status=status if status in STATUS_FILTERS else default_status,
         priority=args.get("priority", "") if args.get("priority") in set(Priority) else "",
@@ -63,13 +94,22 @@ def parse_filters(args: Mapping[str, str], default_status: str = "active") -> Ti
         sla=args.get("sla", "") if args.get("sla") in SLA_FILTERS else "",
         asset_tag=args.get("asset", "").strip()[:40],
         q=args.get("q", "").strip()[:200],
-        sort=args.get("sort", "due") if args.get("sort") in SORTS else "due",
+        sort=sort, direction=direction,
     )
 
 
+def parse_columns(raw: str | None) -> tuple[str, ...]:
+    """The columns asked for (``cols=priority,status``), in the table's order; the default if none."""
+    wanted = {c for c in (raw or "").split(",") if c in COLUMNS}
+    return tuple(c for c in COLUMNS if c in wanted) or DEFAULT_COLUMNS
+
+
 def ticket_query(filters: TicketFilters, user_id: int, requester_id: int | None = None,
-                 now: datetime | None = None) -> Select:
-    """Select tickets matching ``filters``; ``requester_id`` restricts to one requester's own."""
+                 now: datetime | None = None, waiting_first: bool = False) -> Select:
+    """Select tickets matching ``filters``; ``requester_id`` restricts to one requester's own.
+
+    ``waiting_first`` puts tickets waiting on the requester first, then open ones, then done ones.
+    """
     now = now or utcnow()
     query = select(Ticket).options(selectinload(Ticket.requester), selectinload(Ticket.assignee))
     if requester_id is not None:
@@ -99,27 +139,57 @@ def ticket_query(filters: TicketFilters, user_id: int, requester_id: int | None 
             query = query.where(Ticket.asset_id.in_(lookup.ids_with_tag(filters.asset_tag)))
     if filters.q:
         query = query.where(*search_conditions(filters.q))
-    order: dict[str, tuple[Any, ...]] = {
-        "due": (*QUEUE_ORDER, Ticket.id),
-        "newest": (Ticket.created_at.desc(), Ticket.id.desc()),
-        "oldest": (Ticket.created_at, Ticket.id),
-        "priority": (Ticket.priority, *QUEUE_ORDER, Ticket.id),
-        "updated": (Ticket.updated_at.desc(), Ticket.id.desc()),
-    }
+    if waiting_first:
+        query = query.order_by(case((Ticket.status == TicketStatus.WAITING, 0),
+                                    (Ticket.status.in_(ACTIVE_STATUSES), 1), else_=2),
+                               Ticket.created_at.desc(), Ticket.id.desc())
+        return query
+    return _ordered(query, filters)
+
+
+def _ordered(query: Select, filters: TicketFilters) -> Select:
+    """``query`` sorted on the filters' column and direction, ties broken by number."""
     if filters.sort == "due" and filters.status in RUNNING:
-        return query.order_by(Ticket.sla_due_at, Ticket.id)  # all have a due time: use the index
-    return query.order_by(*order[filters.sort])
+        keys: tuple[Any, ...] = (Ticket.sla_due_at,)  # all have a due time: use the index
+    elif filters.sort in ("requester", "assignee"):
+        person = aliased(User)
+        column = Ticket.requester_id if filters.sort == "requester" else Ticket.assignee_id
+        query = query.outerjoin(person, person.id == column)
+        keys = (func.coalesce(func.nullif(person.full_name, ""), person.username, ""),)
+    elif filters.sort == "category":
+        category = aliased(Category)
+        query = query.join(category, category.id == Ticket.category_id)
+        keys = (category.label,)
+    else:
+        keys = {"due": QUEUE_ORDER, "number": (), "title": (Ticket.title,),
+                "priority": (Ticket.priority, *QUEUE_ORDER), "status": (Ticket.status,),
+                "filed": (Ticket.created_at,), "updated": (Ticket.updated_at,)}[filters.sort]
+    keys = (*keys, Ticket.id)
+    if filters.direction == "desc":
+        keys = tuple(k.desc() for k in keys)
+    return query.order_by(*keys)
 
 
 def paginate_tickets(query: Select, searching: bool, per_page: int = 25) -> Pagination:
-    """A page of tickets; a word search counts its matches only up to COUNT_CAP."""
+    """A page of tickets; a word search counts its matches only up to COUNT_CAP.
+
+    The page's ids are found first (the database sorts narrow rows of keys and ids, not whole
+    tickets with their descriptions), then those tickets are loaded.
+    """
+    ids = query.with_only_columns(Ticket.id)
     if not searching:
-        return paginate(query, per_page=per_page)
-    page = paginate(query, per_page=per_page, count=False)
-    capped = query.with_only_columns(Ticket.id).order_by(None).limit(COUNT_CAP + 1)
-    total = db.session.execute(select(func.count()).select_from(capped.subquery())).scalar_one()
-    page.total = min(total, COUNT_CAP)
-    page.capped = total > COUNT_CAP  # type: ignore[attr-defined]
+        page = paginate(ids, per_page=per_page)
+    else:
+        page = paginate(ids, per_page=per_page, count=False)
+        capped = ids.order_by(None).limit(COUNT_CAP + 1)
+        total = db.session.execute(select(func.count()).select_from(capped.subquery())).scalar_one()
+        page.total = min(total, COUNT_CAP)
+        page.capped = total > COUNT_CAP  # type: ignore[attr-defined]
+    wanted = list(page.items)
+    loaded = {t.id: t for t in db.session.execute(
+        select(Ticket).where(Ticket.id.in_(wanted))
+        .options(selectinload(Ticket.requester), selectinload(Ticket.assignee))).scalars()}
+    page.items = [loaded[i] for i in wanted if i in loaded]
     return page
 
 

@@ -84,12 +84,20 @@ def _category(category_id: int | None) -> Category:
     return category
 
 
-def _asset(tag: str | None) -> AssetRef | None:
-    """The asset tagged ``tag`` in any case (None for an empty tag), or a TicketError."""
+def _asset(tag: str | None, actor: User | None = None) -> AssetRef | None:
+    """The asset tagged ``tag`` in any case (None for an empty tag), or a TicketError.
+
+    Someone who may not read the inventory may name only the assets offered to them, and gets
+    the same refusal for a tag that does not exist and one they may not name (no oracle).
+    """
     if not tag or not tag.strip():
         return None
     lookup = asset_lookup()
-    asset = lookup.by_tag(tag.strip()) if lookup is not None else None
+    restricted = actor is not None and not has_permission(actor, Permission.ASSET_READ)
+    asset = lookup.by_tag(tag.strip(), for_user=actor if restricted else None) if lookup is not None else None
+    if asset is None and restricted:
+        raise TicketError("Asset tag: not one of the devices you can choose; pick one from the list "
+                          "offered as you type, or leave it empty and say where the device is.", "asset_tag")
     if asset is None:
         raise TicketError(f"Asset: no asset has the tag {tag.strip()[:40]!r}.", "asset_tag")
     return asset
@@ -182,7 +190,7 @@ def create_ticket(new: NewTicket, actor: User, uploads: Sequence[Upload] = ()) -
             raise TicketError("Priority: choose P1, P2, P3 or P4.", "priority")
         priority = new.priority
     identifiers = _identifiers(new)
-    asset = _asset(new.asset_tag)
+    asset = _asset(new.asset_tag, actor)
     files = _checked(uploads)
     now = utcnow()
     ticket = Ticket(title=title, description=description, category_id=category.id,

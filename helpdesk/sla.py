@@ -9,6 +9,8 @@ sort and filter on one indexed column.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -30,14 +32,32 @@ PAUSED = (TicketStatus.WAITING, TicketStatus.RESOLVED)
 SOON = timedelta(hours=1)
 
 
+_CACHE_KEY = "helpdesk_sla_minutes"
+
+
+@contextmanager
+def policies_read_once() -> Iterator[None]:
+    """Within the block, each priority's targets are read from the policy table once (bulk changes)."""
+    db.session.info[_CACHE_KEY] = {}
+    try:
+        yield
+    finally:
+        db.session.info.pop(_CACHE_KEY, None)
+
+
 def sla_minutes(priority: str) -> tuple[int, int]:
     """(first response, resolution) minutes for ``priority``, from the policy table."""
+    cache = db.session.info.get(_CACHE_KEY)
+    if cache is not None and priority in cache:
+        return cache[priority]
     policy = db.session.execute(
         select(SlaPolicy).where(SlaPolicy.priority == priority)
     ).scalar_one_or_none()
-    if policy is None:
-        return DEFAULT_SLAS[priority]
-    return policy.response_minutes, policy.resolution_minutes
+    minutes = DEFAULT_SLAS[priority] if policy is None else (policy.response_minutes,
+                                                             policy.resolution_minutes)
+    if cache is not None:
+        cache[priority] = minutes
+    return minutes
 
 
 def _refresh_next_due(ticket: Ticket) -> None:

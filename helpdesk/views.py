@@ -6,7 +6,7 @@ import csv
 import io
 from typing import Any
 
-from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
@@ -20,17 +20,22 @@ from core.extensions import db
 from core.forms import select_choices, show_error
 from core.notifications.services import emailed_to
 from core.timeutil import format_local, utcnow
-from helpdesk import access, configuration, queries, services
+from helpdesk import access, configuration, links, queries, services
+from helpdesk import queue as ticket_queue
 from helpdesk.assets import AssetRef, asset_lookup, asset_ref
 from helpdesk.attachments import Upload
-from helpdesk.forms import ReplyForm, TicketForm, TicketUpdateForm
-from helpdesk.models import Priority, Ticket, TicketAttachment, TicketComment, parse_number
+from helpdesk.forms import LinkForm, ReplyForm, SaveViewForm, TicketForm, TicketUpdateForm
+from helpdesk.models import Priority, Ticket, TicketAttachment, TicketComment, TicketStatus, parse_number
 from helpdesk.notifications import FILED
 from helpdesk.sla import describe_remaining, sla_state
 
 bp = Blueprint("helpdesk", __name__)
 
 EXPORT_LIMIT = 50000
+# The reply form's buttons: send only, or send and move the ticket on in the same submit.
+THEN_STATUS = {"": None, "wait": TicketStatus.WAITING, "resolve": TicketStatus.RESOLVED}
+THEN_WORDS = {"": "", "wait": "; the ticket now waits for the requester",
+              "resolve": "; the ticket is resolved"}
 
 
 def _ticket_or_404(number: str) -> Ticket:
@@ -75,6 +80,7 @@ def ticket_new():
     """File a ticket."""
     form = TicketForm()
     form.category_id.choices = _category_choices()
+    form.asset_tag.render_kw = {"data-asset-lookup": url_for("helpdesk.asset_search")}
     if not has_permission(current_user, Permission.TICKET_WORK):
         del form.priority
         del form.requester_username
@@ -95,6 +101,7 @@ def ticket_new():
             show_error(form, exc, "title")
         else:
             db.session.commit()
+            session["draft_clear"] = "ticket-new"
             sent_to = emailed_to(ticket.requester_id, FILED, ticket.number) if ticket.requester_id else None
             confirmation = f" A confirmation was sent to {sent_to}." if sent_to else ""
             flash(f"Ticket {ticket.number} filed.{confirmation}", "success")
@@ -104,31 +111,53 @@ def ticket_new():
     return render_template("helpdesk/ticket_new.html", form=form), status
 
 
+def _list_args(saved: Any) -> dict[str, str]:
+    """The list's arguments: a saved view's, overridden by any given explicitly."""
+    args = {k: v for k, v in request.args.items() if k not in ("view", "page")}
+    if len(request.args.getlist("cols")) > 1:
+        args["cols"] = ",".join(request.args.getlist("cols"))
+    return {**(saved.params if saved is not None else {}), **args}
+
+
 def _list_page(template: str, requester_id: int | None, default_status: str, **extra: Any):
-    """Render a filtered, paginated ticket list."""
-    filters = queries.parse_filters(request.args, default_status)
-    query = queries.ticket_query(filters, current_user.id, requester_id=requester_id)
+    """Render a filtered, sorted, paginated ticket list; a free-text search is audited."""
+    saved = ticket_queue.get_view(current_user, queries._int_or_none(request.args.get("view")))
+    args = _list_args(saved)
+    filters = queries.parse_filters(args, default_status)
+    mine = requester_id is not None
+    query = queries.ticket_query(filters, current_user.id, requester_id=requester_id,
+                                 waiting_first=mine and "sort" not in args)
     page = queries.paginate_tickets(query, searching=bool(filters.q))
+    ticket_queue.record_search(filters, mine=mine)
+    changed = ticket_queue.changed_since_seen(current_user.id, page.items) if not mine else {}
+    db.session.commit()
     return render_template(template, page=page, filters=filters, now=utcnow(),
                            sla_state=sla_state, describe_remaining=describe_remaining,
                            categories=configuration.list_categories(),
                            status_filters=queries.STATUS_FILTERS, sla_filters=queries.SLA_FILTERS,
-                           sorts=queries.SORTS, **extra)
+                           sorts=queries.SORTS, columns=queries.parse_columns(args.get("cols")),
+                           all_columns=queries.COLUMNS, list_args=args, saved_view=saved,
+                           changed=changed, **extra)
 
 
 @bp.route("/my/tickets")
 @require_permission(Permission.TICKET_FILE)
 def my_tickets():
-    """The tickets the current user filed."""
+    """The tickets the current user filed, those waiting on them first."""
     return _list_page("helpdesk/ticket_mine.html", current_user.id, "all")
 
 
-@bp.route("/tickets")
+@bp.route("/tickets", endpoint="queue")
 @require_permission(Permission.TICKET_READ_ALL)
-def queue():
+def queue_page():
     """The technicians' queue, ordered by what breaches first."""
+    from helpdesk.work_views import bulk_form
+
+    work = has_permission(current_user, Permission.TICKET_WORK)
     return _list_page("helpdesk/ticket_queue.html", None, "active", technicians=_technicians(),
-                      priorities=list(Priority))
+                      priorities=list(Priority), views=ticket_queue.visible_views(current_user),
+                      bulk=bulk_form() if work else None, view_form=SaveViewForm(),
+                      action_form=ConfirmForm(), work=work)
 
 
 def _export(requester_id: int | None, default_status: str, name: str) -> Response:
@@ -175,10 +204,12 @@ def _render_detail(ticket: Ticket, reply_form: ReplyForm | None = None,
                    update_form: TicketUpdateForm | None = None, status: int = 200):
     """Audit the view, then render the ticket page for the current user.
 
-    The view's event is committed first, so the write lock (SQLite) is held for that insert
-    alone, and what the page shows is loaded after the commit (nothing is reloaded row by row).
+    The view's event and the seen mark are committed first, so the write lock (SQLite) is held
+    for those inserts alone, and what the page shows is loaded after the commit (nothing is
+    reloaded row by row).
     """
     access.record_ticket_view(ticket)
+    ticket_queue.mark_seen(current_user, [ticket.id])
     db.session.commit()
     staff = has_permission(current_user, Permission.TICKET_READ_ALL)
     comments = (select(TicketComment).where(TicketComment.ticket_id == ticket.id)
@@ -206,8 +237,11 @@ def _render_detail(ticket: Ticket, reply_form: ReplyForm | None = None,
         reply_form = ReplyForm()
     if reply_form is not None and not has_permission(current_user, Permission.TICKET_WORK):
         del reply_form.internal
+    work = has_permission(current_user, Permission.TICKET_WORK)
     return render_template(
         "helpdesk/ticket_detail.html", ticket=ticket, timeline=timeline, attachments=attachments,
+        links=links.links_of(ticket), link_form=LinkForm() if work else None, work=work,
+        draft_clear=session.pop("draft_clear", None), draft_key=f"reply-{ticket.number}",
         reply_form=reply_form, update_form=update_form, action_form=ConfirmForm(), staff=staff,
         sla=sla_state(ticket, utcnow()), describe_remaining=describe_remaining,
         asset=asset, asset_url=asset_url(asset), reopen_until=services.reopen_deadline(ticket),
@@ -216,7 +250,8 @@ def _render_detail(ticket: Ticket, reply_form: ReplyForm | None = None,
 
 
 def _fill_update_choices(form: TicketUpdateForm, ticket: Ticket) -> None:
-    """Choices of the technicians' form."""
+    """Choices of the technicians' form, and the asset field's picker."""
+    form.asset_tag.render_kw = {"data-asset-lookup": url_for("helpdesk.asset_search")}
     form.category_id.choices = _category_choices(ticket.category_id)
     form.assignee_id.choices = select_choices(
         [(None, "Unassigned")] + [(u.id, u.display_name) for u in _technicians()])
@@ -238,19 +273,25 @@ def ticket_reply(number: str):
         abort(403)
     form = ReplyForm()
     internal_allowed = has_permission(current_user, Permission.TICKET_WORK)
+    then = request.form.get("then", "")
+    if then not in THEN_STATUS or (then and not internal_allowed):
+        abort(400, description="then: choose send, send and wait for the requester, or send and resolve.")
     if form.validate_on_submit():
         try:
             services.add_reply(ticket, current_user, form.body.data,
                                internal=bool(form.internal.data) and internal_allowed,
                                uploads=_uploads())
+            if THEN_STATUS[then] is not None:
+                services.update_ticket(ticket, current_user, status=THEN_STATUS[then])
         except services.TicketError as exc:
             db.session.rollback()
             target = form.attachments if exc.field == "attachments" else form.body
             target.errors = [*target.errors, str(exc)]
         else:
             db.session.commit()
-            flash("Internal note added." if form.internal.data and internal_allowed else "Reply sent.",
-                  "success")
+            session["draft_clear"] = f"reply-{ticket.number}"
+            sent = "Internal note added" if form.internal.data and internal_allowed else "Reply sent"
+            flash(f"{sent}{THEN_WORDS[then]}.", "success")
             return redirect(url_for("helpdesk.ticket_detail", number=ticket.number))
     ticket = _ticket_or_404(number)
     return _render_detail(ticket, reply_form=form, status=400)

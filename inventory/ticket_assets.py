@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 
 from core.extensions import db
 from helpdesk.assets import AssetRef
@@ -18,13 +19,43 @@ def _ref(asset: Asset) -> AssetRef:
                     location=asset.location)
 
 
+def _nameable_by(user: Any) -> ColumnElement[bool]:
+    """Assets a person without inventory access may name: assigned to them or in their department."""
+    department = (getattr(user, "department", "") or "").strip().lower()
+    own = Asset.assigned_user_id == user.id
+    return or_(own, func.lower(Asset.department) == department) if department else own
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern for ``text`` anywhere, its wildcards escaped."""
+    return "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 class InventoryAssets:
     """``helpdesk.assets.AssetLookup`` over the inventory's assets."""
 
-    def by_tag(self, tag: str) -> AssetRef | None:
-        """The asset with ``tag`` (exact first, then ignoring case)."""
+    def by_tag(self, tag: str, for_user: Any = None) -> AssetRef | None:
+        """The asset with ``tag`` (exact first, then ignoring case); with ``for_user``, one they may name."""
         asset = find_asset(tag)
+        if asset is not None and for_user is not None and not db.session.execute(
+                select(Asset.id).where(Asset.id == asset.id, _nameable_by(for_user))).first():
+            return None
         return _ref(asset) if asset is not None else None
+
+    def search(self, text: str, for_user: Any = None, limit: int = 10) -> list[AssetRef]:
+        """Assets matching ``text`` in tag or name (for staff also AE title, host name, IP address)."""
+        text = text.strip()[:60]
+        if not text:
+            return []
+        pattern = _like(text)
+        columns = [Asset.asset_tag, Asset.name]
+        if for_user is None:
+            columns += [Asset.ae_title, Asset.hostname, Asset.ip_address]
+        query = select(Asset).where(or_(*(func.lower(c).like(pattern, escape="\\") for c in columns)))
+        query = query.where(_nameable_by(for_user)) if for_user is not None else query
+        exact = func.lower(Asset.asset_tag) == text.lower()
+        rows = db.session.execute(query.order_by(exact.desc(), Asset.asset_tag).limit(limit)).scalars()
+        return [_ref(a) for a in rows]
 
     def by_ids(self, ids: Iterable[int]) -> dict[int, AssetRef]:
         """The assets with these ids."""

@@ -14,7 +14,13 @@ def init_app(app: Flask) -> None:
     from core.auth.services import register_user_created_hook
     from core.demo import register_data_check, register_seeder
     from core.jobs.registry import JobKind, register_job
-    from core.navigation import NavItem, register_banner_source, register_nav
+    from core.navigation import (
+        DashboardPanel,
+        NavItem,
+        register_banner_source,
+        register_dashboard_panel,
+        register_nav,
+    )
     from core.notifications import register_notification_kind
     from core.reference_data import register_reference_data
 
@@ -34,6 +40,9 @@ def init_app(app: Flask) -> None:
     register_nav(app, NavItem("My training", "audit.my_training", Permission.TRAINING_OWN, 63,
                               "person-check"))
     register_banner_source(app, views.overdue_training_banner)
+    # On the home page after the person's tickets: what training is due.
+    register_dashboard_panel(app, DashboardPanel("audit/_training_due_panel.html", Permission.TRAINING_OWN, 3,
+                                                 views.training_due_panel))
     register_seeder(app, 80, "compliance", demo.seed_compliance)
     register_data_check(app, "training completions", demo.training_records)
     app.cli.add_command(cli.training_group)

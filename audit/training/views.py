@@ -168,3 +168,10 @@ def overdue_training_banner(user: Any) -> list[Banner]:
     return [Banner("warning", Markup(
         '<strong>Training overdue:</strong> {titles}. <a class="alert-link" href="{url}">My training</a>'
     ).format(titles=titles, url=url_for("audit.my_training")))]
+
+
+def training_due_panel() -> dict[str, Any]:
+    """The home page's list of the signed-in person's courses not complete (overdue first)."""
+    order = {training.Status.OVERDUE: 0, training.Status.EXPIRED: 0, training.Status.DUE_SOON: 1}
+    due = [s for s in training.user_statuses(current_user.id) if s.status != training.Status.COMPLETE]
+    return {"statuses": sorted(due, key=lambda s: (order.get(s.status, 2), s.due_on or s.assignment.due_on))}

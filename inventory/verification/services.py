@@ -28,6 +28,7 @@ from core.auth.models import User
 from core.database import outside_transaction
 from core.extensions import db
 from core.timeutil import utcnow
+from helpdesk.links import open_outage_incident
 from inventory.models import Asset
 from inventory.verification.dicom import EchoResult, Outcome, echo_many
 from inventory.verification.models import CheckTrigger, NodeCheck, NodeState, NodeStateName
@@ -437,6 +438,10 @@ def sweep(progress: Callable[[int, str], None] | None = None,
     """Check every enabled DICOM node concurrently; each batch audited, then a node.sweep summary; commits."""
     result = run_checks(verifiable_nodes(), CheckTrigger.SCHEDULE, audit_each=False,
                         progress=progress, cancelled=cancelled)
+    opened = db.session.execute(select(NodeState.open_ticket_id).join(Asset, Asset.id == NodeState.asset_id)
+                                .where(Asset.asset_tag.in_(result.went_down),
+                                       NodeState.open_ticket_id.is_not(None))).scalars().all()
+    open_outage_incident(opened)  # one incident above them when many nodes went down at once
     record("node.sweep", user=None, client_address=None, details={
         "nodes": len(result.results), "ok": result.ok, "failed": result.failed,
         "outcomes": result.counts, "skipped": len(result.skipped),

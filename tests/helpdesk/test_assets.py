@@ -13,7 +13,8 @@ from tests.helpers import fixture_event
 def asset_tag(app):
     """An asset in the inventory's table (the help desk finds it through the registered lookup)."""
     with app.app_context():
-        db.session.add(Asset(asset_tag="WS-RR2-01", name="Reading station 2", location="RR2"))
+        db.session.add(Asset(asset_tag="WS-RR2-01", name="Reading station 2", location="RR2",
+                             department="Radiology"))
         fixture_event("asset", "WS-RR2-01")
         db.session.commit()
     return "WS-RR2-01"
@@ -51,7 +52,7 @@ def test_unknown_asset_tag_is_refused_and_nothing_changes(client, login_as, file
 
 def test_requester_names_an_asset_and_sees_its_tag_without_a_link(client, login_as, file_ticket,
                                                                    asset_tag):
-    login_as("requester")
+    login_as("requester", department="Radiology")
     number = file_ticket(asset_tag=asset_tag)
     page = client.get(f"/tickets/{number}").data.decode()
     assert asset_tag in page and "/assets/" not in page
@@ -71,7 +72,7 @@ def test_priority_or_status_not_on_the_list_is_refused(client, login_as, file_ti
 
 def test_asset_tag_is_matched_in_any_case_on_the_ticket_form(client, login_as, file_ticket, asset_tag,
                                                               ticket_row):
-    login_as("requester")
+    login_as("requester", department="radiology")
     number = file_ticket(asset_tag=asset_tag.lower())
     assert ticket_row(number).asset_id is not None
     assert asset_tag in client.get(f"/tickets/{number}").data.decode()

@@ -68,8 +68,10 @@ def _storage_fault(error: Exception, fault: Fault | None):
         return None
     cause = type(getattr(error, "orig", None) or error).__name__
     if outcome is Outcome.SAVED:
-        current_app.logger.warning("%s %s: %s after the commit; the change is saved", request.method,
-                                   request.path, cause)
+        # A storage fault is the world's doing; any other error after the commit is a defect to fix.
+        log = current_app.logger.warning if fault else current_app.logger.error
+        log("%s %s: %s after the commit; the change is saved", request.method, request.path, cause,
+            exc_info=None if fault else error)
         if request.method not in ("GET", "HEAD", "OPTIONS"):
             return _storage_page("saved")
         return _storage_page("reload") if fault else None

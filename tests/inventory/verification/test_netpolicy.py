@@ -164,7 +164,7 @@ def test_echo_to_a_name_resolving_to_the_metadata_service_is_not_allowed(fake_dn
 
 def test_echo_inside_the_allowed_networks_is_ok(verification_scp):
     port = verification_scp()
-    result = echo("127.0.0.1", port, PEER_AET, "PACSDESK", 1.0, allowed_networks=DEFAULT_ALLOWED)
+    result = echo("127.0.0.1", port, PEER_AET, "PACSDESK", 5.0, allowed_networks=DEFAULT_ALLOWED)
     assert result.outcome is Outcome.OK
 
 
@@ -178,7 +178,7 @@ def test_echo_connects_to_the_checked_address_without_resolving_again(verificati
         return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (next(answers), port))]
 
     port = verification_scp()
-    result = echo("pacs.hospital.test", port, PEER_AET, "PACSDESK", 1.0,
+    result = echo("pacs.hospital.test", port, PEER_AET, "PACSDESK", 5.0,
                   allowed_networks=DEFAULT_ALLOWED, resolver=rebinding)
     assert result.outcome is Outcome.OK
     assert lookups == ["pacs.hospital.test"]
@@ -188,10 +188,10 @@ def test_tls_verifies_the_certificate_for_the_name_while_connecting_to_the_check
         verification_scp, mini_pki, fake_dns):
     port = verification_scp(ssl_context=mini_pki.server_context())
     resolver = fake_dns({"pacs.hospital.test": ["127.0.0.1"], "other.hospital.test": ["127.0.0.1"]})
-    named = echo("pacs.hospital.test", port, PEER_AET, "PACSDESK", 1.0, tls=True,
+    named = echo("pacs.hospital.test", port, PEER_AET, "PACSDESK", 5.0, tls=True,
                  ca_file=str(mini_pki.ca_cert), allowed_networks=DEFAULT_ALLOWED, resolver=resolver)
     assert named.outcome is Outcome.OK, named
-    other = echo("other.hospital.test", port, PEER_AET, "PACSDESK", 1.0, tls=True,
+    other = echo("other.hospital.test", port, PEER_AET, "PACSDESK", 5.0, tls=True,
                  ca_file=str(mini_pki.ca_cert), allowed_networks=DEFAULT_ALLOWED, resolver=resolver)
     assert other.outcome is Outcome.TLS_ERROR
     assert "not trusted" in other.detail and "other.hospital.test" in other.detail
@@ -199,4 +199,4 @@ def test_tls_verifies_the_certificate_for_the_name_while_connecting_to_the_check
 
 def test_echo_without_a_policy_checks_any_destination(verification_scp):
     port = verification_scp()
-    assert echo("127.0.0.1", port, PEER_AET, "PACSDESK", 1.0, allowed_networks=None).ok
+    assert echo("127.0.0.1", port, PEER_AET, "PACSDESK", 5.0, allowed_networks=None).ok

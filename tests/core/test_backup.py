@@ -97,6 +97,7 @@ def _round_trip(tmp_path: Path, source_url: str, target_url: str) -> str:
     return made.stdout
 
 
+@pytest.mark.timeout(900)   # six `pacsdesk` processes, one of them building the schema by migrations
 def test_a_sqlite_instance_round_trips_with_its_keys_attachments_and_anchors(tmp_path):
     out = _round_trip(tmp_path, f"sqlite:///{tmp_path / 'source.db'}", f"sqlite:///{tmp_path / 'target.db'}")
     assert "pg_dump" not in out
@@ -119,6 +120,7 @@ def two_postgres_databases() -> tuple[str, str]:
 
 
 @pytest.mark.postgres
+@pytest.mark.timeout(900)
 def test_a_postgresql_instance_round_trips_through_pg_dump(tmp_path, two_postgres_databases):
     source_url, target_url = two_postgres_databases
     out = _round_trip(tmp_path, source_url, target_url)

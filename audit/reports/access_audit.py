@@ -34,6 +34,8 @@ from core.timeutil import format_local
 
 E = AuditEvent
 LOGIN_FAILURE_ACTIONS = ("user.login_failed", "user.locked")
+DENIED_ACTION = "access.denied"
+REPEATED_DENIALS = 3     # refusals of one user in the period that make an exception
 SUMMARY_LIMIT = 100      # rows of a per-user table
 LISTING_LIMIT = 250      # events listed in an exception section
 STAMP = "%Y-%m-%d %H:%M:%S"
@@ -44,6 +46,8 @@ EVENT_COLUMNS = (("Local time", 21), ("User", 18), ("Role", 12), ("Action", 24),
 EXPORT_COLUMNS = (("Local time", 21), ("User", 18), ("Action", 24), ("Address", 18),
                   ("What", 46))
 FAILED_COLUMNS = (("User", 20), ("Address", 18), ("Failed", 8), ("Lockouts", 10), ("First", 21),
+                  ("Last", 21))
+DENIED_COLUMNS = (("User", 20), ("Address", 18), ("Refused", 8), ("Pages", 7), ("First", 21),
                   ("Last", 21))
 AFTER_USER_COLUMNS = (("User", 20), ("Role", 12), ("Events", 10), ("First", 21), ("Last", 21))
 DISABLED_COLUMNS = (("User", 18), ("Name", 20), ("Disabled on", 21), ("Events", 8),
@@ -144,6 +148,17 @@ def _failed_logins(where: ColumnElement[bool]) -> list[dict[str, Any]]:
     for row in rows:
         row["first"], row["last"] = _when(row["first"]), _when(row["last"])
     return rows[:SUMMARY_LIMIT]
+
+
+def _denials(where: ColumnElement[bool]) -> list[Any]:
+    """Users refused a page or an object at least REPEATED_DENIALS times, most refused first."""
+    return _rows(select(E.username, E.client_address, func.count().label("n"),
+                        func.count(func.distinct(E.details)).label("pages"),
+                        func.min(E.occurred_at).label("first"), func.max(E.occurred_at).label("last"))
+                 .where(where, E.action == DENIED_ACTION)
+                 .group_by(E.username, E.client_address)
+                 .having(func.count() >= REPEATED_DENIALS)
+                 .order_by(func.count().desc(), E.username).limit(SUMMARY_LIMIT))
 
 
 def _after_hours(where: ColumnElement[bool], outside: ColumnElement[bool]
@@ -272,7 +287,7 @@ def build_access_audit(request: ReportRequest, progress: Progress) -> ReportCont
     total = db.session.execute(select(func.count()).where(where)).scalar_one()
     context: dict[str, Any] = {"total": total, "business_hours": _hours_text(hours),
                                "appendix_limit": request.appendix_limit,
-                               "listing_limit": LISTING_LIMIT}
+                               "listing_limit": LISTING_LIMIT, "repeated_denials": REPEATED_DENIALS}
     if total:
         context["totals"] = _totals(where)
         context["failures"] = sum(r["failure"] for r in context["totals"])
@@ -285,6 +300,12 @@ def build_access_audit(request: ReportRequest, progress: Progress) -> ReportCont
         context["failed_logins"] = _listing(FAILED_COLUMNS, [
             (r["username"], r["address"], r["failed"], r["lockouts"], r["first"], r["last"])
             for r in failed])
+        denials = _denials(where)
+        context["denials"] = _listing(DENIED_COLUMNS, [
+            (r.username or "(no account)", r.client_address or "", r.n, r.pages, _when(r.first),
+             _when(r.last)) for r in denials])
+        context["denied_events"] = _event_listing(where, E.action == DENIED_ACTION,
+                                                  E.username.in_({r.username for r in denials}))
         progress(40, "Access outside business hours")
         after_by_user, context["after_events"], context["after_total"] = _after_hours(where, outside)
         context["after_by_user"] = _listing(AFTER_USER_COLUMNS, [

@@ -44,9 +44,15 @@ def _context() -> dict[str, Any]:
     return values
 
 
+def _no_none(value: Any) -> Any:
+    """What ``{{ ... }}`` prints: nothing for None (never the word "None" on a page or in a PDF)."""
+    return "" if value is None else value
+
+
 def init_app(app: Flask) -> None:
     """Install globals and filters."""
     app.context_processor(_context)
+    app.jinja_env.finalize = _no_none
     app.jinja_env.filters["localtime"] = format_local
     app.jinja_env.filters["tolocal"] = to_local
     app.jinja_env.globals["organization"] = app.config["PACSDESK_ORGANIZATION"]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime
 from enum import StrEnum
 
 from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from core.auditing import AuditSpec, Tracked
+from core.auditing import AuditSpec, Tracked, choice_words, user_words
 from core.extensions import db
 from core.timeutil import UTCDateTime, utcnow
 from core.types import EnumText
@@ -72,14 +73,35 @@ ASSET_HISTORY = (
     "holds_phi", "ae_title", "port", "tls", "dicom_role", "dicom_type", "modality", "verify_enabled")
 
 
+def _field_label(name: str) -> str:
+    """A field's name for people (the labels are beside the asset rules)."""
+    from inventory.asset_rules import FIELD_LABELS
+
+    return FIELD_LABELS.get(name, name.replace("_", " ").capitalize())
+
+
+def _labels(name: str) -> dict:
+    """The labels of a coded field's values (read when a history is shown)."""
+    from inventory import forms
+
+    return {"kind": forms.KIND_LABELS, "status": forms.STATUS_LABELS, "dicom_type": forms.DICOM_TYPE_LABELS,
+            "dicom_role": forms.ROLE_LABELS}.get(name, {})
+
+
+def _words(name: str) -> Callable[[str], str] | None:
+    """How a kept value of ``name`` reads, for the coded fields."""
+    coded = {"kind", "status", "dicom_type", "dicom_role"}
+    return choice_words(lambda: _labels(name)) if name in coded else None
+
+
 class Asset(db.Model):
     """An inventoried device; never hard-deleted (retired or disposed instead)."""
 
     __tablename__ = "asset"
     __audit__ = AuditSpec(
         "asset", lambda a: a.asset_tag, history=lambda a: ("asset", a.id),
-        tracked=(*(Tracked(name) for name in ASSET_HISTORY),
-                 Tracked("assigned_user_id", "assigned_user", _username)),
+        tracked=(*(Tracked(name, label=_field_label(name), words=_words(name)) for name in ASSET_HISTORY),
+                 Tracked("assigned_user_id", "assigned_user", _username, "Assigned user", user_words)),
         created=lambda a: ("created", a.asset_tag))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

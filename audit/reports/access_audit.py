@@ -25,6 +25,7 @@ from audit.reports.registry import (
 )
 from audit.reports.services import period_bounds, period_text
 from audit.trail.models import AuditEvent
+from audit.trail.words import details_text, object_words
 from core import audit_sink
 from core.auth.models import User
 from core.auth.permissions import Permission
@@ -62,16 +63,9 @@ def _when(value: datetime | None) -> str:
     return format_local(value, STAMP)
 
 
-def _details_text(text: str | None, limit: int = 120) -> str:
-    """Event details as short key=value text."""
-    try:
-        data = json.loads(text or "{}")
-    except ValueError:
-        return (text or "")[:limit]
-    if not isinstance(data, dict):
-        return str(data)[:limit]
-    out = ", ".join(f"{k}={v}" for k, v in data.items() if v not in (None, "", [], {}))
-    return out[:limit]
+def _details_text(text: str | None, limit: int = 120, object_type: str | None = None) -> str:
+    """Event details as short labelled text."""
+    return details_text(text, limit, object_type)
 
 
 def _filters(request: ReportRequest) -> list[ColumnElement[bool]]:
@@ -195,7 +189,7 @@ def _event_listing(*conditions: ColumnElement[bool], join_users: bool = False) -
                    E.client_address, E.outcome)
     if join_users:
         query = query.join(User, User.id == E.user_id)
-    rows = ((_when(r[0]), r[1] or "", r[2] or "", r[3], f"{r[4]}:{r[5]}" if r[4] else "",
+    rows = ((_when(r[0]), r[1] or "", r[2] or "", r[3], object_words(r[4], r[5]),
              r[6] or "", r[7])
             for r in db.session.execute(query.where(*conditions).order_by(E.occurred_at, E.seq)
                                         .limit(LISTING_LIMIT)))
@@ -251,7 +245,7 @@ def _phi(where: ColumnElement[bool]) -> tuple[list[Any], Any, int]:
         except ValueError:
             data = {}
         identifiers = ", ".join(f"{k.replace('_', ' ')} {data[k]}" for k in keys if data.get(k))
-        records.append((row.username or "", f"{row.object_type}:{row.object_id}", row.action,
+        records.append((row.username or "", object_words(row.object_type, row.object_id), row.action,
                         row.n, _when(row.last), identifiers))
     return by_user, text_columns(PHI_COLUMNS, records, per_page=20, first_page=20, page_breaks=False), total
 
@@ -267,8 +261,8 @@ def _appendix(where: ColumnElement[bool], limit: int) -> Listing:
                     E.client_address, E.outcome, E.details)
              .where(where).order_by(E.occurred_at, E.seq).limit(limit))
     rows = (
-        (_when(r[0]), r[1] or "", r[2] or "", r[3], f"{r[4]}:{r[5]}" if r[4] else "", r[6] or "",
-         r[7], _details_text(r[8], 60))
+        (_when(r[0]), r[1] or "", r[2] or "", r[3], object_words(r[4], r[5]), r[6] or "",
+         r[7], _details_text(r[8], 60, r[4]))
         for r in db.session.execute(query)
     )
     return Listing(APPENDIX_COLUMNS, rows)

@@ -66,6 +66,20 @@ def _username(user_id: int | None) -> str | None:
     return user.username if user is not None else None
 
 
+# Every asset field's name for people (forms, errors, histories).
+FIELD_LABELS = {
+    "asset_tag": "Asset tag", "name": "Name", "kind": "Kind", "status": "Status",
+    "location": "Location", "department": "Department", "assigned_user": "Assigned user",
+    "assigned_user_id": "Assigned user", "manufacturer": "Manufacturer", "model": "Model",
+    "serial_number": "Serial number", "hostname": "Hostname", "ip_address": "IP address",
+    "os_version": "OS / firmware", "purchase_date": "Purchase date",
+    "warranty_end": "Warranty end", "notes": "Notes", "holds_phi": "Holds patient data",
+    "ae_title": "AE title", "port": "Port", "tls": "TLS", "dicom_role": "DICOM role",
+    "dicom_type": "DICOM type", "modality": "Modality", "verify_enabled": "Verified automatically",
+    "created": "Created", "sanitisation": "Sanitisation",
+}
+
+
 # What an asset's history shows: every field a person can set (inventory.asset_rules.AssetData).
 ASSET_HISTORY = (
     "asset_tag", "name", "kind", "status", "location", "department", "manufacturer", "model",
@@ -74,9 +88,7 @@ ASSET_HISTORY = (
 
 
 def _field_label(name: str) -> str:
-    """A field's name for people (the labels are beside the asset rules)."""
-    from inventory.asset_rules import FIELD_LABELS
-
+    """A field's name for people."""
     return FIELD_LABELS.get(name, name.replace("_", " ").capitalize())
 
 

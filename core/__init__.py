@@ -44,9 +44,12 @@ def init_app(app: Flask) -> None:
     for module in (auth_services, auth_views, login, second_factor, directory_accounts, security, cli,
                    job_queue, errors):
         audit_sink.register_actions(app, module.AUDIT_ACTIONS)
-    register_nav(app, NavItem("Users", "auth.users", Permission.USERS_MANAGE, 90, "people"))
-    register_nav(app, NavItem("Jobs", "jobs.job_list", Permission.JOBS_MANAGE, 91, "gear-wide-connected"))
-    register_nav(app, NavItem("Access ended", "auth.access_ended", Permission.AUDIT_READ, 88, "person-x"))
+    register_nav(app, NavItem("Users", "auth.users", Permission.USERS_MANAGE, 90, "people",
+                                   "Administration"))
+    register_nav(app, NavItem("Jobs", "jobs.job_list", Permission.JOBS_MANAGE, 91, "gear-wide-connected",
+                                   "Administration"))
+    register_nav(app, NavItem("Access ended", "auth.access_ended", Permission.AUDIT_READ, 88, "person-x",
+                                   "Compliance"))
     first_run.init_app(app)
     register_dashboard_panel(app, DashboardPanel("auth/_first_run_panel.html", Permission.USERS_MANAGE, 1,
                                                  first_run.checklist))

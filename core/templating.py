@@ -10,7 +10,7 @@ from flask_login import current_user
 
 from core.auth.forms import ConfirmForm
 from core.auth.permissions import can
-from core.navigation import banners_for, nav_for
+from core.navigation import banners_for, nav_entries
 from core.registry import app_registry
 from core.timeutil import format_local, to_local
 
@@ -35,7 +35,7 @@ def _logout_form() -> ConfirmForm:
 
 def _context() -> dict[str, Any]:
     """Values every template can use."""
-    values: dict[str, Any] = {"can": can, "logout_form": _logout_form, "nav_items": nav_for,
+    values: dict[str, Any] = {"can": can, "logout_form": _logout_form, "nav_entries": nav_entries,
                               "page_banners": []}
     if request.endpoint not in {"static", "bootstrap.static"}:
         values["page_banners"] = banners_for(current_user)

@@ -29,3 +29,5 @@ def test_ticket_history_and_audit_details_show_labels_and_full_names(client, aut
     assert "[None" not in audit and "&#34;changes&#34;" not in audit and '{"' not in audit
     assert "Ticket " + number in audit
     assert PASSWORD not in audit
+    ticket_page = client.get(f"/tickets/{number}").get_data(as_text=True)
+    assert f"/audit?object_type=ticket&amp;object_id={number}" in ticket_page

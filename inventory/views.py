@@ -236,7 +236,7 @@ def asset_detail(tag: str):
     asset = _asset_or_404(tag)
     if asset.asset_tag != tag:
         return redirect(url_for("inventory.asset_detail", tag=asset.asset_tag))
-    summary = node_summary(asset) if asset.is_dicom_node else None
+    summary = node_summary(asset, request.args.get("range", "24h")) if asset.is_dicom_node else None
     pending = db.session.execute(select(Job).where(Job.dedup_key == f"verify:{asset.id}",
                                                    Job.status.in_(ACTIVE))).scalar_one_or_none() \
         if asset.is_dicom_node else None

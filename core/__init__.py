@@ -9,7 +9,7 @@ def init_app(app: Flask) -> None:
     """Bind the extensions, security, error pages, the core and account pages and commands."""
     import os
 
-    from core import assets, audit_sink, backup, cli, database, errors, security, templating
+    from core import assets, audit_sink, backup, cli, database, errors, request_guard, security, templating
     from core.auth import admin_views, directory_accounts, first_run, loader, login, second_factor
     from core.auth import services as auth_services
     from core.auth import views as auth_views
@@ -25,6 +25,7 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["PACSDESK_RATELIMIT_STORAGE_URI"])
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
     app.config.setdefault("BOOTSTRAP_SERVE_LOCAL", True)
+    request_guard.init_app(app)
     database.init_app(app)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     migrate.init_app(app, db, directory=os.path.join(root, "migrations"))
@@ -42,11 +43,14 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(job_views.bp)
     assert admin_views.bp is auth_views.bp  # the admin pages are routes of the auth blueprint
     for module in (auth_services, auth_views, login, second_factor, directory_accounts, security, cli,
-                   job_queue, backup):
+                   job_queue, backup, errors):
         audit_sink.register_actions(app, module.AUDIT_ACTIONS)
-    register_nav(app, NavItem("Users", "auth.users", Permission.USERS_MANAGE, 90, "people"))
-    register_nav(app, NavItem("Jobs", "jobs.job_list", Permission.JOBS_MANAGE, 91, "gear-wide-connected"))
-    register_nav(app, NavItem("Access ended", "auth.access_ended", Permission.AUDIT_READ, 88, "person-x"))
+    register_nav(app, NavItem("Users", "auth.users", Permission.USERS_MANAGE, 90, "people",
+                                   "Administration"))
+    register_nav(app, NavItem("Jobs", "jobs.job_list", Permission.JOBS_MANAGE, 91, "gear-wide-connected",
+                                   "Administration"))
+    register_nav(app, NavItem("Access ended", "auth.access_ended", Permission.AUDIT_READ, 88, "person-x",
+                                   "Compliance"))
     first_run.init_app(app)
     register_dashboard_panel(app, DashboardPanel("auth/_first_run_panel.html", Permission.USERS_MANAGE, 1,
                                                  first_run.checklist))

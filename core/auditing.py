@@ -29,12 +29,16 @@ class Tracked:
     """An attribute whose changes appear in the object's history.
 
     ``name`` is the history key (``assignee`` for ``assignee_id``); ``show`` turns a raw value
-    into the text kept (an id into a username, at the time of the change).
+    into the text kept (an id into a username, at the time of the change); ``label`` names the
+    field for people and ``words`` turns a kept text into their words when the history is shown
+    (a status code into its label), so histories written before a label changed read well too.
     """
 
     attribute: str
     name: str = ""
     show: Callable[[Any], str | None] = _text
+    label: str = ""
+    words: Callable[[str], str] | None = None
 
     @property
     def key(self) -> str:
@@ -65,3 +69,23 @@ def audit_spec(obj: Any) -> AuditSpec | None:
     """The spec of ``obj``'s class, if its changes are audited."""
     spec = getattr(type(obj), "__audit__", None)
     return spec if isinstance(spec, AuditSpec) else None
+
+
+def user_words(username: str) -> str:
+    """A username kept in a history as people know the user: "Sam Patel (pacs.sam)"."""
+    from sqlalchemy import select
+
+    from core.auth.models import User
+    from core.extensions import db
+
+    full_name = db.session.execute(select(User.full_name).where(User.username == username)).scalar()
+    return f"{full_name} ({username})" if full_name else username
+
+
+def choice_words(labels: Callable[[], dict[Any, str]]) -> Callable[[str], str]:
+    """Words for a kept code from a table of labels (read when shown), the code itself if unknown."""
+
+    def words(code: str) -> str:
+        return {str(getattr(k, "value", k)): v for k, v in labels().items()}.get(code, code)
+
+    return words

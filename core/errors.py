@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from flask import Flask, current_app, render_template, request
+from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from core import db_faults, disk
+from core import audit_sink, db_faults, disk
 from core.db_faults import Fault, Outcome
 from core.extensions import db
+
+# Audit actions recorded here (registered by the package's init_app).
+AUDIT_ACTIONS = {"access.denied": "Access refused (not allowed, or not found for this user)"}
+# What a route's argument names: the object a refused request was about.
+OBJECT_ARGS = {"number": "ticket", "tag": "asset"}
 
 MESSAGES = {
     400: ("Bad request", "The request could not be understood. Go back and try again."),
@@ -22,8 +28,8 @@ MESSAGES = {
 }
 
 
-def _render(code: int, detail: str | None = None):
-    """Render the error page for ``code``."""
+def error_response(code: int, detail: str | None = None):
+    """The error page (or JSON answer) for ``code``, with ``detail`` in place of the usual message."""
     title, message = MESSAGES.get(code, ("Error", "The request failed."))
     if request.accept_mimetypes.best == "application/json":
         return {"error": title, "message": detail or message}, code
@@ -84,6 +90,33 @@ def _storage_fault(error: Exception, fault: Fault | None):
     return _storage_page("not_saved")
 
 
+def refused_object(view_args: dict | None) -> tuple[str | None, str | None]:
+    """The object a refused request named (its most specific route argument), as (type, id)."""
+    if not view_args:
+        return None, None
+    name, value = list(view_args.items())[-1]
+    kind = OBJECT_ARGS.get(name) or (name.removesuffix("_id") if name.endswith("_id") else name)
+    return kind, str(value)[:120]
+
+
+def record_denied(code: int) -> None:
+    """Audit a signed-in user's 403 or 404 on one of the application's pages, in a transaction of its own."""
+    if code not in (403, 404) or request.endpoint in (None, "static", "bootstrap.static"):
+        return
+    if not current_user.is_authenticated:
+        return
+    db.session.rollback()
+    object_type, object_id = refused_object(request.view_args)
+    try:
+        audit_sink.record("access.denied", object_type=object_type, object_id=object_id,
+                          outcome="failure",
+                          details={"status": code, "method": request.method, "path": request.path[:300]})
+        db.session.commit()
+    except Exception:  # the refusal is still answered; the failure to note it is logged
+        db.session.rollback()
+        current_app.logger.exception("could not audit a refused request")
+
+
 def init_app(app: Flask) -> None:
     """Register handlers for HTTP errors, CSRF failures and crashes."""
 
@@ -93,16 +126,17 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(CSRFError)
     def csrf_error(error: CSRFError):
-        return _render(400, "The form expired or was not sent from PACS Desk. "
-                            "Reload the page and try again.")
+        return error_response(400, "The form expired or was not sent from PACS Desk. "
+                                   "Reload the page and try again.")
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
         if error.code == 413:
             limit = app.config["PACSDESK_MAX_UPLOAD_MB"]
-            return _render(413, f"The upload is larger than the {limit} MB limit. "
-                                "Nothing was saved.")
-        return _render(error.code or 500)
+            return error_response(413, f"The upload is larger than the {limit} MB limit. "
+                                       "Nothing was saved.")
+        record_denied(error.code or 500)
+        return error_response(error.code or 500)
 
     @app.errorhandler(Exception)
     def crash(error: Exception):
@@ -110,4 +144,4 @@ def init_app(app: Flask) -> None:
         if answer is not None:
             return answer
         app.logger.exception("unhandled error on %s %s", request.method, request.path)
-        return _render(500)
+        return error_response(500)

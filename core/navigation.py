@@ -21,6 +21,25 @@ class NavItem:
     permission: Permission
     order: int
     icon: str = ""
+    group: str = ""  # items of one group share a menu in the bar (when a user has two or more)
+
+
+# The menus that gather items, with their icons, so every role's bar fits 1280 px.
+GROUPS = {"Compliance": "shield-check", "Administration": "sliders"}
+
+
+@dataclass(frozen=True)
+class NavEntry:
+    """What the bar shows: one link, or a menu of links (``items``) under ``label``."""
+
+    label: str
+    icon: str
+    items: tuple[NavItem, ...]
+
+    @property
+    def is_menu(self) -> bool:
+        """Whether this entry opens a menu."""
+        return len(self.items) > 1
 
 
 @dataclass(frozen=True)
@@ -84,6 +103,21 @@ def register_banner_source(app: Flask, source: BannerSource) -> None:
 def nav_for(user: Any) -> list[NavItem]:
     """The links ``user`` may follow."""
     return [item for item in _navigation().items if has_permission(user, item.permission)]
+
+
+def nav_entries(user: Any) -> list[NavEntry]:
+    """The bar of ``user``: ungrouped links in order, each group as one menu where its first item stands."""
+    items = nav_for(user)
+    entries: list[NavEntry] = []
+    seen: set[str] = set()
+    for item in items:
+        if not item.group:
+            entries.append(NavEntry(item.label, item.icon, (item,)))
+        elif item.group not in seen:
+            seen.add(item.group)
+            members = tuple(i for i in items if i.group == item.group)
+            entries.append(NavEntry(item.group, GROUPS.get(item.group, ""), members))
+    return entries
 
 
 def panels_for(user: Any) -> list[tuple[DashboardPanel, dict[str, Any]]]:

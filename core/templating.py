@@ -10,7 +10,7 @@ from flask_login import current_user
 
 from core.auth.forms import ConfirmForm
 from core.auth.permissions import can
-from core.navigation import banners_for, nav_for
+from core.navigation import banners_for, nav_entries
 from core.registry import app_registry
 from core.timeutil import format_local, to_local
 
@@ -35,7 +35,7 @@ def _logout_form() -> ConfirmForm:
 
 def _context() -> dict[str, Any]:
     """Values every template can use."""
-    values: dict[str, Any] = {"can": can, "logout_form": _logout_form, "nav_items": nav_for,
+    values: dict[str, Any] = {"can": can, "logout_form": _logout_form, "nav_entries": nav_entries,
                               "page_banners": []}
     if request.endpoint not in {"static", "bootstrap.static"}:
         values["page_banners"] = banners_for(current_user)
@@ -44,9 +44,15 @@ def _context() -> dict[str, Any]:
     return values
 
 
+def _no_none(value: Any) -> Any:
+    """What ``{{ ... }}`` prints: nothing for None (never the word "None" on a page or in a PDF)."""
+    return "" if value is None else value
+
+
 def init_app(app: Flask) -> None:
     """Install globals and filters."""
     app.context_processor(_context)
+    app.jinja_env.finalize = _no_none
     app.jinja_env.filters["localtime"] = format_local
     app.jinja_env.filters["tolocal"] = to_local
     app.jinja_env.globals["organization"] = app.config["PACSDESK_ORGANIZATION"]

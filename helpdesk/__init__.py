@@ -115,7 +115,7 @@ def init_app(app: Flask) -> None:
                               "person-lines-fill"))
     register_nav(app, NavItem("Queue", "helpdesk.queue", Permission.TICKET_READ_ALL, 12, "inbox"))
     register_nav(app, NavItem("Help desk settings", "helpdesk.categories", Permission.HELPDESK_CONFIGURE, 85,
-                              "sliders"))
+                              "sliders", "Administration"))
     # First on everyone's home page: the tickets waiting on the person's own answer.
     register_dashboard_panel(app, DashboardPanel("notifications/_needs_action.html", Permission.TICKET_FILE,
                                                  0, _needs_action))

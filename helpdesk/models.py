@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 
-from core.auditing import AuditSpec, Tracked
+from core.auditing import AuditSpec, Tracked, choice_words, user_words
 from core.extensions import db
 from core.timeutil import UTCDateTime, utcnow
 from core.types import EnumText
@@ -44,6 +44,7 @@ class TicketStatus(StrEnum):
                 "resolved": "Resolved", "closed": "Closed"}[self.value]
 
 
+STATUS_LABELS = {s: s.label for s in TicketStatus}
 ACTIVE_STATUSES = (TicketStatus.NEW, TicketStatus.OPEN, TicketStatus.WAITING)
 DONE_STATUSES = (TicketStatus.RESOLVED, TicketStatus.CLOSED)
 
@@ -73,6 +74,8 @@ def parse_number(number: str) -> int | None:
     match = NUMBER_RE.match(number.strip().upper())
     return int(match.group(1)) if match else None
 
+
+PRIORITY_LABELS = {p: p.label for p in Priority}
 
 class Category(db.Model):
     """What a ticket is about; ``code`` is stable, the label is editable by admins."""
@@ -127,8 +130,11 @@ class Ticket(db.Model):
     __tablename__ = "ticket"
     __audit__ = AuditSpec(
         "ticket", lambda t: format_number(t.id), history=lambda t: ("ticket", t.id),
-        tracked=(Tracked("status"), Tracked("priority"), Tracked("category_id", "category", _category_label),
-                 Tracked("assignee_id", "assignee", _username), Tracked("asset_id", "asset", _asset_tag)))
+        tracked=(Tracked("status", label="Status", words=choice_words(lambda: STATUS_LABELS)),
+                 Tracked("priority", label="Priority", words=choice_words(lambda: PRIORITY_LABELS)),
+                 Tracked("category_id", "category", _category_label, "Category"),
+                 Tracked("assignee_id", "assignee", _username, "Assigned to", user_words),
+                 Tracked("asset_id", "asset", _asset_tag, "Asset")))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     title: Mapped[str] = mapped_column(String(200))

@@ -218,3 +218,14 @@ def dashboard_figures(now: datetime | None = None) -> dict[str, Any]:
     ).scalar_one()
     return {"by_priority": by_priority, "open_total": sum(by_priority.values()),
             "breached": breached, "opened_7d": opened, "resolved_7d": resolved}
+
+
+def asset_tickets(asset_id: int, recent: int = 10) -> tuple[list[Ticket], list[Ticket]]:
+    """An asset's open tickets (most urgent first) and its most recently finished ones."""
+    base = select(Ticket).options(selectinload(Ticket.assignee)).where(Ticket.asset_id == asset_id)
+    open_tickets = list(db.session.execute(
+        base.where(Ticket.status.in_(ACTIVE_STATUSES)).order_by(*QUEUE_ORDER)).scalars())
+    done = list(db.session.execute(
+        base.where(Ticket.status.not_in(ACTIVE_STATUSES)).order_by(Ticket.updated_at.desc(), Ticket.id.desc())
+        .limit(recent)).scalars())
+    return open_tickets, done

@@ -86,7 +86,7 @@ def term_condition(term: str) -> ColumnElement[bool]:
         condition = parts[0]
         for part in parts[1:]:
             condition = condition & part
-    if term.isdigit() and len(term) < 10:
+    if term.isascii() and term.isdigit() and len(term) < 10:
         condition = or_(condition, Ticket.id == int(term))
     return condition
 

@@ -17,6 +17,7 @@ from core.auth.forms import ConfirmForm
 from core.auth.models import Role, User
 from core.auth.permissions import Permission, has_permission, require_permission
 from core.extensions import db
+from core.filenames import clean_file_name
 from core.forms import select_choices, show_error
 from core.notifications.services import emailed_to
 from core.timeutil import format_local, utcnow
@@ -352,11 +353,11 @@ def attachment_download(number: str, attachment_id: int):
         abort(404)
     if attachment.is_internal and not has_permission(current_user, Permission.TICKET_READ_ALL):
         abort(404)
-    access.record_download(ticket, attachment)
-    db.session.commit()
     response = Response(attachment.data, content_type=attachment.content_type)
-    response.headers["Content-Disposition"] = f'attachment; filename="{attachment.filename}"'
+    response.headers["Content-Disposition"] = f'attachment; filename="{clean_file_name(attachment.filename)}"'
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    access.record_download(ticket, attachment)
+    db.session.commit()
     return response
 

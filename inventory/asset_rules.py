@@ -10,7 +10,7 @@ from typing import Any
 
 from core.config import ae_title_problem
 from core.timeutil import local_tz, utcnow
-from inventory.models import MODALITY_CODES, AssetKind, AssetStatus, DicomRole, DicomType
+from inventory.models import FIELD_LABELS, MODALITY_CODES, AssetKind, AssetStatus, DicomRole, DicomType
 
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
 # Words the asset URLs use for pages of their own (/assets/new, /assets/warranty...).
@@ -21,18 +21,6 @@ SANITISATION_METHODS = {
     "clear": "logical overwrite of all user-addressable storage",
     "purge": "cryptographic erase, block erase or degaussing",
     "destroy": "shredding, disintegration, pulverisation or incineration",
-}
-FIELD_LABELS = {
-    "asset_tag": "Asset tag", "name": "Name", "kind": "Kind", "status": "Status",
-    "location": "Location", "department": "Department", "assigned_user": "Assigned user",
-    "assigned_user_id": "Assigned user", "manufacturer": "Manufacturer", "model": "Model",
-    "serial_number": "Serial number", "hostname": "Hostname", "ip_address": "IP address",
-    "os_version": "OS / firmware", "purchase_date": "Purchase date",
-    "warranty_end": "Warranty end", "notes": "Notes", "holds_phi": "Holds patient data",
-    "ae_title": "AE title", "port": "Port", "tls": "TLS", "dicom_role": "DICOM role",
-    "dicom_type": "DICOM type", "modality": "Modality", "verify_enabled": "Verified automatically",
-    "tls_client_cert": "TLS client certificate", "tls_client_key": "TLS client key",
-    "tls_ca_file": "TLS CA file", "created": "Created", "sanitisation": "Sanitisation",
 }
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime
 from enum import StrEnum
 
 from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from core.auditing import AuditSpec, Tracked
+from core.auditing import AuditSpec, Tracked, choice_words, user_words
 from core.extensions import db
 from core.timeutil import UTCDateTime, utcnow
 from core.types import EnumText
@@ -65,6 +66,21 @@ def _username(user_id: int | None) -> str | None:
     return user.username if user is not None else None
 
 
+# Every asset field's name for people (forms, errors, histories).
+FIELD_LABELS = {
+    "asset_tag": "Asset tag", "name": "Name", "kind": "Kind", "status": "Status",
+    "location": "Location", "department": "Department", "assigned_user": "Assigned user",
+    "assigned_user_id": "Assigned user", "manufacturer": "Manufacturer", "model": "Model",
+    "serial_number": "Serial number", "hostname": "Hostname", "ip_address": "IP address",
+    "os_version": "OS / firmware", "purchase_date": "Purchase date",
+    "warranty_end": "Warranty end", "notes": "Notes", "holds_phi": "Holds patient data",
+    "ae_title": "AE title", "port": "Port", "tls": "TLS", "dicom_role": "DICOM role",
+    "dicom_type": "DICOM type", "modality": "Modality", "verify_enabled": "Verified automatically",
+    "tls_client_cert": "TLS client certificate", "tls_client_key": "TLS client key",
+    "tls_ca_file": "TLS CA file", "created": "Created", "sanitisation": "Sanitisation",
+}
+
+
 # What an asset's history shows: every field a person can set (inventory.asset_rules.AssetData).
 ASSET_HISTORY = (
     "asset_tag", "name", "kind", "status", "location", "department", "manufacturer", "model",
@@ -75,14 +91,34 @@ ASSET_HISTORY = (
 TLS_FILE_FIELDS = ("tls_client_cert", "tls_client_key", "tls_ca_file")
 
 
+def _field_label(name: str) -> str:
+    """A field's name for people."""
+    return FIELD_LABELS.get(name, name.replace("_", " ").capitalize())
+
+
+def _labels(name: str) -> dict:
+    """The labels of a coded field's values (read when a history is shown)."""
+    from inventory import forms
+
+    return {"kind": forms.KIND_LABELS, "status": forms.STATUS_LABELS, "dicom_type": forms.DICOM_TYPE_LABELS,
+            "dicom_role": forms.ROLE_LABELS}.get(name, {})
+
+
+def _words(name: str) -> Callable[[str], str] | None:
+    """How a kept value of ``name`` reads, for the coded fields."""
+    coded = {"kind", "status", "dicom_type", "dicom_role"}
+    return choice_words(lambda: _labels(name)) if name in coded else None
+
+
 class Asset(db.Model):
     """An inventoried device; never hard-deleted (retired or disposed instead)."""
 
     __tablename__ = "asset"
     __audit__ = AuditSpec(
         "asset", lambda a: a.asset_tag, history=lambda a: ("asset", a.id),
-        tracked=(*(Tracked(name) for name in (*ASSET_HISTORY, *TLS_FILE_FIELDS)),
-                 Tracked("assigned_user_id", "assigned_user", _username)),
+        tracked=(*(Tracked(name, label=_field_label(name), words=_words(name))
+                   for name in (*ASSET_HISTORY, *TLS_FILE_FIELDS)),
+                 Tracked("assigned_user_id", "assigned_user", _username, "Assigned user", user_words)),
         created=lambda a: ("created", a.asset_tag))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -20,6 +20,7 @@ from audit.trail.models import ObjectChange
 from core.auth.permissions import Permission
 from core.extensions import db
 from core.timeutil import format_local, to_local, utcnow
+from inventory.forms import KIND_LABELS, STATUS_LABELS
 from inventory.models import Asset, AssetKind, AssetStatus, Sanitisation
 from inventory.verification.models import NodeCheck, NodeState, NodeStateName
 
@@ -36,9 +37,9 @@ def _fleet() -> tuple[list[str], list[dict[str, Any]], dict[str, int]]:
     for kind in AssetKind:
         per = [counts.get((kind.value, s), 0) for s in statuses]
         if sum(per):
-            rows.append({"kind": kind.value.replace("_", " "), "counts": per, "total": sum(per)})
+            rows.append({"kind": KIND_LABELS[kind], "counts": per, "total": sum(per)})
     totals = {s: sum(counts.get((k.value, s), 0) for k in AssetKind) for s in statuses}
-    return [s.replace("_", " ") for s in statuses], rows, totals
+    return [STATUS_LABELS[AssetStatus(s)] for s in statuses], rows, totals
 
 
 def _uptime(lo: Any, hi: Any) -> list[dict[str, Any]]:
@@ -125,7 +126,7 @@ def build_inventory(request: ReportRequest, progress: Progress) -> ReportContent
         "checks": sum(n["checks"] for n in nodes), "failed": sum(n["failed"] for n in nodes),
         "chart": chart, "down": _down_now(), "warranties": _warranties(),
         "horizon": WARRANTY_HORIZON_DAYS, "disposals": _disposals(lo, hi),
-        "when": format_local, "today": to_local(utcnow()).date(),  # type: ignore[union-attr]
+        "when": format_local, "kind_labels": KIND_LABELS, "today": to_local(utcnow()).date(),  # type: ignore[union-attr]
     }
     return ReportContent("inventory.html", context, period_text(request.start, request.end))
 

@@ -9,13 +9,15 @@ from sqlalchemy import ColumnElement, Select, func, or_, select
 
 from core.extensions import db
 from helpdesk.assets import AssetRef
+from inventory.forms import KIND_LABELS
 from inventory.models import Asset
 from inventory.services import find_asset
 
 
 def _ref(asset: Asset) -> AssetRef:
     """What the help desk shows of ``asset``."""
-    return AssetRef(id=asset.id, tag=asset.asset_tag, name=asset.name, kind=asset.kind,
+    return AssetRef(id=asset.id, tag=asset.asset_tag, name=asset.name,
+                    kind=KIND_LABELS.get(asset.kind, asset.kind),
                     location=asset.location)
 
 

@@ -34,6 +34,7 @@ from core.jobs.models import ACTIVE, Job, JobStatus
 from core.jobs.queue import enqueue, get_job
 from core.pagination import paginate
 from core.timeutil import utcnow
+from helpdesk import queries as ticket_queries
 from inventory import csv_io, services
 from inventory.asset_rules import (
     FIELD_LABELS,
@@ -294,13 +295,15 @@ def asset_detail(tag: str):
     asset = _asset_or_404(tag)
     if asset.asset_tag != tag:
         return redirect(url_for("inventory.asset_detail", tag=asset.asset_tag))
-    summary = node_summary(asset) if asset.is_dicom_node else None
+    summary = node_summary(asset, request.args.get("range", "24h")) if asset.is_dicom_node else None
     pending = db.session.execute(select(Job).where(Job.dedup_key == f"verify:{asset.id}",
                                                    Job.status.in_(ACTIVE))).scalar_one_or_none() \
         if asset.is_dicom_node else None
+    tickets = (ticket_queries.asset_tickets(asset.id)
+               if has_permission(current_user, Permission.TICKET_READ_ALL) else None)
     return render_template("inventory/asset_detail.html", asset=asset, summary=summary, pending_check=pending,
                            verify_form=ConfirmForm(), history=services.asset_history(asset),
-                           sanitisation=services.sanitisation_of(asset))
+                           sanitisation=services.sanitisation_of(asset), tickets=tickets)
 
 
 @bp.route("/assets/<tag>/verify", methods=["POST"])

@@ -36,7 +36,8 @@ def init_app(app: Flask) -> None:
     register_scope_matcher(app, retention.KEY, retention.matches)
     register_report_kind(app, reports.PATIENT_REPORT)
     register_report_kind(app, reports.AUDIT_REPORT)
-    register_nav(app, NavItem("PACS access", "audit.pacs_access", Permission.AUDIT_READ, 61, "eye"))
+    register_nav(app, NavItem("PACS access", "audit.pacs_access", Permission.AUDIT_READ, 61, "eye",
+                              "Compliance"))
     app.jinja_env.globals["atna_asset_summary"] = overview.asset_audit_summary
     listen_once(models.AtnaMessageRef.__table__, "after_create", models.install_after_create)
     register_job(app, JobKind(jobs.SOURCES_JOB, "Look for silent PACS audit sources", jobs.sources_job,

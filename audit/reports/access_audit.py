@@ -25,6 +25,7 @@ from audit.reports.registry import (
 )
 from audit.reports.services import period_bounds, period_text
 from audit.trail.models import AuditEvent
+from audit.trail.words import details_text, object_words
 from core import audit_sink
 from core.auth.models import User
 from core.auth.permissions import Permission
@@ -34,6 +35,8 @@ from core.timeutil import format_local
 
 E = AuditEvent
 LOGIN_FAILURE_ACTIONS = ("user.login_failed", "user.locked")
+DENIED_ACTION = "access.denied"
+REPEATED_DENIALS = 3     # refusals of one user in the period that make an exception
 SUMMARY_LIMIT = 100      # rows of a per-user table
 LISTING_LIMIT = 250      # events listed in an exception section
 STAMP = "%Y-%m-%d %H:%M:%S"
@@ -45,6 +48,8 @@ EVENT_COLUMNS = (("Local time", TIME_WIDTH), ("User", 18), ("Role", 12), ("Actio
 EXPORT_COLUMNS = (("Local time", TIME_WIDTH), ("User", 18), ("Action", 24), ("Address", 18),
                   ("What", 41))
 FAILED_COLUMNS = (("User", 20), ("Address", 18), ("Failed", 8), ("Lockouts", 10), ("First", TIME_WIDTH),
+                  ("Last", TIME_WIDTH))
+DENIED_COLUMNS = (("User", 20), ("Address", 18), ("Refused", 8), ("Pages", 7), ("First", TIME_WIDTH),
                   ("Last", TIME_WIDTH))
 AFTER_USER_COLUMNS = (("User", 20), ("Role", 12), ("Events", 10), ("First", TIME_WIDTH), ("Last", TIME_WIDTH))
 DISABLED_COLUMNS = (("User", 16), ("Name", 16), ("Disabled on", TIME_WIDTH), ("Events", 7),
@@ -59,16 +64,9 @@ def _when(value: datetime | None) -> str:
     return format_local(value, STAMP)
 
 
-def _details_text(text: str | None, limit: int = 120) -> str:
-    """Event details as short key=value text."""
-    try:
-        data = json.loads(text or "{}")
-    except ValueError:
-        return (text or "")[:limit]
-    if not isinstance(data, dict):
-        return str(data)[:limit]
-    out = ", ".join(f"{k}={v}" for k, v in data.items() if v not in (None, "", [], {}))
-    return out[:limit]
+def _details_text(text: str | None, limit: int = 120, object_type: str | None = None) -> str:
+    """Event details as short labelled text."""
+    return details_text(text, limit, object_type)
 
 
 def _filters(request: ReportRequest) -> list[ColumnElement[bool]]:
@@ -147,6 +145,17 @@ def _failed_logins(where: ColumnElement[bool]) -> list[dict[str, Any]]:
     return rows[:SUMMARY_LIMIT]
 
 
+def _denials(where: ColumnElement[bool]) -> list[Any]:
+    """Users refused a page or an object at least REPEATED_DENIALS times, most refused first."""
+    return _rows(select(E.username, E.client_address, func.count().label("n"),
+                        func.count(func.distinct(E.details)).label("pages"),
+                        func.min(E.occurred_at).label("first"), func.max(E.occurred_at).label("last"))
+                 .where(where, E.action == DENIED_ACTION)
+                 .group_by(E.username, E.client_address)
+                 .having(func.count() >= REPEATED_DENIALS)
+                 .order_by(func.count().desc(), E.username).limit(SUMMARY_LIMIT))
+
+
 def _after_hours(where: ColumnElement[bool], outside: ColumnElement[bool]
                  ) -> tuple[list[Any], list[Any], int]:
     """Access outside business hours: by user, and the first events themselves."""
@@ -181,7 +190,7 @@ def _event_listing(*conditions: ColumnElement[bool], join_users: bool = False) -
                    E.client_address, E.outcome)
     if join_users:
         query = query.join(User, User.id == E.user_id)
-    rows = ((_when(r[0]), r[1] or "", r[2] or "", r[3], f"{r[4]}:{r[5]}" if r[4] else "",
+    rows = ((_when(r[0]), r[1] or "", r[2] or "", r[3], object_words(r[4], r[5]),
              r[6] or "", r[7])
             for r in db.session.execute(query.where(*conditions).order_by(E.occurred_at, E.seq)
                                         .limit(LISTING_LIMIT)))
@@ -241,7 +250,7 @@ def _phi(where: ColumnElement[bool]) -> tuple[list[Any], Any, int]:
         except ValueError:
             data = {}
         identifiers = ", ".join(f"{k.replace('_', ' ')} {data[k]}" for k in keys if data.get(k))
-        records.append((row.username or "", f"{row.object_type}:{row.object_id}", row.action,
+        records.append((row.username or "", object_words(row.object_type, row.object_id), row.action,
                         row.n, _when(row.last), identifiers))
     return by_user, text_columns(PHI_COLUMNS, records, per_page=20, first_page=20, page_breaks=False), total
 
@@ -257,8 +266,8 @@ def _appendix(where: ColumnElement[bool], limit: int) -> Listing:
                     E.client_address, E.outcome, E.details)
              .where(where).order_by(E.occurred_at, E.seq).limit(limit))
     rows = (
-        (_when(r[0]), r[1] or "", r[2] or "", r[3], f"{r[4]}:{r[5]}" if r[4] else "", r[6] or "",
-         r[7], _details_text(r[8], 60))
+        (_when(r[0]), r[1] or "", r[2] or "", r[3], object_words(r[4], r[5]), r[6] or "",
+         r[7], _details_text(r[8], 60, r[4]))
         for r in db.session.execute(query)
     )
     return Listing(APPENDIX_COLUMNS, rows)
@@ -277,7 +286,7 @@ def build_access_audit(request: ReportRequest, progress: Progress) -> ReportCont
     total = db.session.execute(select(func.count()).where(where)).scalar_one()
     context: dict[str, Any] = {"total": total, "business_hours": _hours_text(hours),
                                "appendix_limit": request.appendix_limit,
-                               "listing_limit": LISTING_LIMIT}
+                               "listing_limit": LISTING_LIMIT, "repeated_denials": REPEATED_DENIALS}
     if total:
         context["totals"] = _totals(where)
         context["failures"] = sum(r["failure"] for r in context["totals"])
@@ -290,6 +299,12 @@ def build_access_audit(request: ReportRequest, progress: Progress) -> ReportCont
         context["failed_logins"] = _listing(FAILED_COLUMNS, [
             (r["username"], r["address"], r["failed"], r["lockouts"], r["first"], r["last"])
             for r in failed])
+        denials = _denials(where)
+        context["denials"] = _listing(DENIED_COLUMNS, [
+            (r.username or "(no account)", r.client_address or "", r.n, r.pages, _when(r.first),
+             _when(r.last)) for r in denials])
+        context["denied_events"] = _event_listing(where, E.action == DENIED_ACTION,
+                                                  E.username.in_({r.username for r in denials}))
         progress(40, "Access outside business hours")
         after_by_user, context["after_events"], context["after_total"] = _after_hours(where, outside)
         context["after_by_user"] = _listing(AFTER_USER_COLUMNS, [

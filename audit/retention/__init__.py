@@ -27,5 +27,5 @@ def init_app(app: Flask) -> None:
     register_notification_kind(app, NotificationKind("audit.retention_run", "A retention run finished",
                                                      officers))
     register_nav(app, NavItem("Retention", "audit.retention_home", Permission.RETENTION_MANAGE, 61,
-                              "archive"))
+                              "archive", "Compliance"))
     app.cli.add_command(cli.retention_group)

@@ -15,11 +15,13 @@ def init_app(app: Flask) -> None:
         cli,
         enforcement,
         guards,
+        history,
         jobs,
         retention,
         rotation,
         search,
         search_index,
+        words,
     )
     from audit.trail.models import AuditEvent
     from core import audit_sink
@@ -48,6 +50,9 @@ def init_app(app: Flask) -> None:
         "audit.chain_broken", "The audit trail failed its integrity check (security)",
         roles=frozenset({Role.ADMIN, Role.COMPLIANCE}), optional=False))
     register_nav(app, NavItem("Audit trail", "audit.search_events", Permission.AUDIT_READ, 60,
-                              "journal-check"))
+                              "journal-check", "Compliance"))
     register_banner_source(app, chain_verification.broken_chain_banner)
+    app.jinja_env.globals.update(change_words=history.change_words, detail_fields=words.detail_fields,
+                                 object_words=words.object_words,
+                                 action_words=words.action_words)
     app.cli.add_command(cli.audit_group)

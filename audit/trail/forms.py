@@ -23,10 +23,12 @@ class AuditSearchForm(FlaskForm):
 
     date_from = DateField("From (local date)", validators=[Optional()])
     date_to = DateField("To (local date)", validators=[Optional()])
-    username = StringField("User", validators=[Optional(), Length(max=64)])
+    username = StringField("User", validators=[Optional(), Length(max=64)],
+                           description="Part of a username or full name, any case")
     action = SelectField("Action", validators=[Optional()])
     object_type = StringField("Object type", validators=[Optional(), Length(max=40)])
-    object_id = StringField("Object id", validators=[Optional(), Length(max=120)])
+    object_id = StringField("Object id", validators=[Optional(), Length(max=120)],
+                            description="Part of it, any case: PD-38, pd-000038 and 38 find ticket PD-000038")
     outcome = SelectField("Outcome", validators=[Optional()],
                           choices=select_choices([("", "Any")] + [(o, o.title()) for o in OUTCOMES]))
     client_address = StringField("Client address", validators=[Optional(), Length(max=64)])

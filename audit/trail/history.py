@@ -3,12 +3,51 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import selectinload
 
 from audit.trail.models import ObjectChange
+from core.auditing import AuditSpec, Tracked
 from core.extensions import db
+
+EMPTY = "(none)"
+
+
+@dataclass(frozen=True)
+class ChangeWords:
+    """One history line as people read it: the field's name, the old and the new value in words."""
+
+    field: str
+    old: str
+    new: str
+
+
+def tracked_fields(object_type: str) -> dict[str, Tracked]:
+    """The tracked fields of the models whose history is filed under ``object_type``, by history key."""
+    found: dict[str, Tracked] = {}
+    for mapper in db.Model.registry.mappers:
+        spec = getattr(mapper.class_, "__audit__", None)
+        if isinstance(spec, AuditSpec) and spec.history is not None and spec.object_type == object_type:
+            found.update({t.key: t for t in spec.tracked})
+    return found
+
+
+def change_words(change: ObjectChange) -> ChangeWords:
+    """A history line in people's words: "Status: In service → Disposed", never codes or Python values."""
+    tracked = tracked_fields(change.object_type).get(change.field)
+    label = (tracked.label if tracked is not None and tracked.label
+             else change.field.replace("_", " ").capitalize())
+
+    def words(value: str | None) -> str:
+        if value is None or value == "":
+            return EMPTY
+        if tracked is not None and tracked.words is not None:
+            return tracked.words(value)
+        return value
+
+    return ChangeWords(label, words(change.old_value), words(change.new_value))
 
 
 def history_of(object_type: str, object_id: int, newest_first: bool = False) -> list[ObjectChange]:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, column, literal_column, select, table
+from sqlalchemy import ColumnElement, Select, column, func, literal_column, or_, select, table
 
 from audit.trail import search_index
 from audit.trail.chain import record
 from audit.trail.models import AuditEvent
+from core.auth.models import User
 from core.extensions import db
 from core.timeutil import check_day, format_local, local_day_bounds
 
@@ -24,6 +26,11 @@ AUDIT_ACTIONS = {
 }
 
 PER_PAGE = 50
+COUNT_CAP = 10_000
+# An object id typed as letters, an optional dash and a number ("PD-38", "pd38"); ids pad numbers to
+# at most nine digits.
+NUMBERED_ID = re.compile(r"^(?P<prefix>[A-Za-z]{1,10}-?)(?P<digits>[0-9]{1,9})$")
+MAX_ID_DIGITS = 9
 EXPORT_CHUNK = 5000
 CSV_HEADER = ["seq", "occurred_at_local", "occurred_at_utc", "username", "user_role", "action",
               "object_type", "object_id", "outcome", "client_address", "details", "hash"]
@@ -80,14 +87,14 @@ def filtered_select(flt: AuditFilter) -> tuple[Select, Any]:
         query = query.where(AuditEvent.occurred_at >= lower)
     if upper is not None:
         query = query.where(AuditEvent.occurred_at < upper)
-    if flt.username:
-        query = query.where(AuditEvent.username == flt.username.strip().lower())
+    if flt.username.strip():
+        query = query.where(user_condition(flt.username))
     if flt.action:
         query = query.where(AuditEvent.action == flt.action)
-    if flt.object_type:
-        query = query.where(AuditEvent.object_type == flt.object_type.strip())
-    if flt.object_id:
-        query = query.where(AuditEvent.object_id == flt.object_id.strip())
+    if flt.object_type.strip():
+        query = query.where(AuditEvent.object_type.icontains(flt.object_type.strip(), autoescape=True))
+    if flt.object_id.strip():
+        query = query.where(object_condition(flt.object_id))
     if flt.outcome:
         query = query.where(AuditEvent.outcome == flt.outcome)
     if flt.client_address:
@@ -111,6 +118,35 @@ def filtered_select(flt: AuditFilter) -> tuple[Select, Any]:
             # a word with punctuation must also appear literally ("HD-000123", "100%")
             query = query.where(AuditEvent.details.icontains(word, autoescape=True))
     return query, order
+
+
+def user_condition(text: str) -> ColumnElement[bool]:
+    """Events of users whose username or full name contains ``text`` (any case), or typed at login so."""
+    term = text.strip()
+    people = select(User.id).where(or_(User.username.icontains(term, autoescape=True),
+                                       User.full_name.icontains(term, autoescape=True)))
+    return or_(AuditEvent.user_id.in_(people), AuditEvent.username.icontains(term, autoescape=True))
+
+
+def object_condition(text: str) -> ColumnElement[bool]:
+    """Objects whose id contains ``text`` (any case); "PD-38" also finds the zero-padded "PD-000038"."""
+    term = text.strip()
+    condition = AuditEvent.object_id.icontains(term, autoescape=True)
+    numbered = NUMBERED_ID.match(term)
+    if numbered is not None:
+        stem = numbered.group("prefix").lower().rstrip("-")
+        digits = numbered.group("digits").lstrip("0") or "0"
+        padded = {f"{stem}{dash}{digits.zfill(width)}" for dash in ("", "-")
+                  for width in range(len(digits), MAX_ID_DIGITS + 1)}
+        condition = or_(condition, func.lower(AuditEvent.object_id).in_(sorted(padded)))
+    return condition
+
+
+def count_events(flt: AuditFilter) -> int:
+    """How many events match, counted up to COUNT_CAP (more shows as "more than")."""
+    query, _ = filtered_select(flt)
+    capped = query.with_only_columns(AuditEvent.id).limit(COUNT_CAP + 1).subquery()
+    return int(db.session.execute(select(func.count()).select_from(capped)).scalar_one())
 
 
 def find_events(flt: AuditFilter, before: int | None = None, after: int | None = None,

@@ -79,15 +79,17 @@ def _commit_keeping_events() -> None:
 def search_events():
     """Search the trail, newest first, a page at a time; the search itself is audited."""
     form = AuditSearchForm(request.args)
-    page = None
+    page, total = None, None
     flt = _checked_filter(form) if form.validate() else None
     if flt is not None:
         page = search.search_events(flt, before=_cursor("before"), after=_cursor("after"))
+        total = search.count_events(flt)
         _commit_keeping_events()
     args = {k: v for k, v in request.args.items() if k not in {"before", "after"}}
     pending = db.session.execute(select(Job).where(Job.dedup_key == WEB_VERIFY, Job.status.in_(ACTIVE))
                                  ).scalar_one_or_none()
-    return render_template("audit/event_search.html", form=form, page=page, args=args,
+    return render_template("audit/event_search.html", form=form, page=page, args=args, total=total,
+                           count_cap=search.COUNT_CAP,
                            verification=last_verification(), pending_verification=pending,
                            confirm=ConfirmForm())
 

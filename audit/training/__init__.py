@@ -36,7 +36,7 @@ def init_app(app: Flask) -> None:
     for kind in reminders.NOTIFICATION_KINDS:
         register_notification_kind(app, kind)
     register_nav(app, NavItem("Training", "audit.training_matrix", Permission.TRAINING_MANAGE, 62,
-                              "mortarboard"))
+                              "mortarboard", "Compliance"))
     register_nav(app, NavItem("My training", "audit.my_training", Permission.TRAINING_OWN, 63,
                               "person-check"))
     register_banner_source(app, views.overdue_training_banner)

@@ -17,6 +17,7 @@ from audit.training.models import TrainingAssignment, TrainingCompletion
 from audit.training.services import ATTESTATION, TrainingError, local_today
 from core.auth.models import User
 from core.extensions import db
+from core.filenames import clean_file_name
 from core.timeutil import to_local, utcnow
 
 CERTIFICATE_TYPES = {".pdf": ("application/pdf", b"%PDF-"), ".png": ("image/png", b"\x89PNG\r\n\x1a\n"),
@@ -48,7 +49,7 @@ class NewCompletion:
 
 def _read_certificate(cert: Certificate) -> tuple[bytes, str, str]:
     """Check a certificate upload; returns (content, original name, content type)."""
-    name = os.path.basename(cert.filename or "").strip()
+    name = clean_file_name(cert.filename or "", "certificate")
     ext = os.path.splitext(name)[1].lower()
     if ext not in CERTIFICATE_TYPES:
         raise TrainingError("Certificate: a PDF, PNG or JPEG file.", "certificate")

@@ -16,6 +16,7 @@ from audit.training.models import Course, TrainingAssignment, TrainingCompletion
 from audit.views import bp
 from core.auth.permissions import Permission, has_permission, require_permission
 from core.extensions import db
+from core.filenames import clean_file_name
 from core.forms import select_choices, show_error
 from core.navigation import Banner
 
@@ -75,10 +76,11 @@ def certificate_download(completion_id: int):
     if (completion.user_id != current_user.id and not _can_manage()) or completion.certificate_size is None:
         abort(404)
     data, mimetype = completion.certificate_data or b"", completion.certificate_type
-    name = completion.certificate_name or f"certificate-{completion.id}"
+    name = clean_file_name(completion.certificate_name or "", f"certificate-{completion.id}")
+    response = send_file(io.BytesIO(data), mimetype=mimetype, as_attachment=True, download_name=name)
     training_completions.record_certificate_download(completion)
     db.session.commit()
-    return send_file(io.BytesIO(data), mimetype=mimetype, as_attachment=True, download_name=name)
+    return response
 
 
 def _matrix_filter(form: MatrixFilterForm) -> training.MatrixFilter:

@@ -51,6 +51,7 @@ def init_app(app: Flask) -> None:
                               every=(lambda _app: 60.0) if mail_on else None))
     register_job(app, JobKind(delivery.DIGEST_JOB, "Queue the daily notification digests",
                               delivery.digest_job, every=lambda _app: 24 * 3600.0))
-    register_nav(app, NavItem("Mail", "notifications.outbox", Permission.JOBS_MANAGE, 92, "envelope"))
+    register_nav(app, NavItem("Mail", "notifications.outbox", Permission.JOBS_MANAGE, 92, "envelope",
+                              "Administration"))
     register_context_provider(app, _template_context)
     app.register_blueprint(views.bp)

@@ -20,6 +20,10 @@ STRIP_Y = TOP + PLOT_H + 12
 STRIP_H = 14
 AXIS_Y = STRIP_Y + STRIP_H + 16
 OK_COLOUR, FAIL_COLOUR, LINE_COLOUR = "#198754", "#dc3545", "#0d6efd"
+DEGRADED_COLOUR, EMPTY_COLOUR = "#fd7e14", "#f8f9fa"
+# The availability strip is drawn in this many equal slices of the period: a slice with one failed
+# check is red, one with a slow answer (and no failure) amber, so a single failure shows at 30 days.
+SLICES = 144
 GRID_COLOUR, TEXT_COLOUR, THRESHOLD_COLOUR = "#dee2e6", "#495057", "#fd7e14"
 
 Point = tuple[datetime, float, bool]  # checked at, latency ms, answered
@@ -33,9 +37,38 @@ def _nice_ceiling(value: float) -> float:
     return float(value)
 
 
+def span_words(span: timedelta) -> str:
+    """A chart period in words: "24 hours", "7 days"."""
+    hours = int(span.total_seconds() // 3600)
+    return f"{hours} hours" if hours <= 48 else f"{hours // 24} days"
+
+
+def _strip(ordered: Sequence[Point], start: datetime, seconds: float, plot_w: float,
+           threshold_ms: float) -> list[str]:
+    """The availability strip: one rectangle per slice that had checks, coloured by its worst check."""
+    slices: dict[int, list[Point]] = {}
+    for point in ordered:
+        index = min(int((point[0] - start).total_seconds() / seconds * SLICES), SLICES - 1)
+        slices.setdefault(max(index, 0), []).append(point)
+    width = plot_w / SLICES
+    parts = []
+    for index, checks in sorted(slices.items()):
+        failed = sum(1 for p in checks if not p[2])
+        slow = sum(1 for p in checks if p[2] and p[1] > threshold_ms)
+        colour = FAIL_COLOUR if failed else DEGRADED_COLOUR if slow else OK_COLOUR
+        first, last = checks[0][0], checks[-1][0]
+        label = (f"{format_local(first, '%Y-%m-%d %H:%M')} to {format_local(last, '%H:%M')}: "
+                 f"{len(checks)} checks, {failed} failed, {slow} slow")
+        kind = "failed" if failed else "slow" if slow else "ok"
+        parts.append(f'<rect x="{round(LEFT + index * width, 2)}" y="{STRIP_Y}" width="{round(width, 2)}" '
+                     f'height="{STRIP_H}" fill="{colour}" class="slice-{kind}">'
+                     f'<title>{escape(label)}</title></rect>')
+    return parts
+
+
 def node_chart_svg(points: Sequence[Point], *, end: datetime, span: timedelta,
                    threshold_ms: float) -> Markup:
-    """An SVG of latency (line) and availability (strip: green answered, red failed)."""
+    """An SVG of latency (line) and availability (strip: green answered, amber slow, red failed)."""
     start = end - span
     plot_w = WIDTH - LEFT - RIGHT
     seconds = span.total_seconds()
@@ -61,7 +94,7 @@ def node_chart_svg(points: Sequence[Point], *, end: datetime, span: timedelta,
         f'role="img" aria-labelledby="node-chart-title node-chart-desc" class="node-chart" '
         f'font-family="system-ui, sans-serif" font-size="11">',
         '<title id="node-chart-title">C-ECHO latency and availability, last '
-        f'{int(seconds // 3600)} hours</title>',
+        f'{span_words(span)}</title>',
         f'<desc id="node-chart-desc">{escape(description)}</desc>',
     ]
     for ms in (0.0, top_ms / 2, top_ms):
@@ -75,16 +108,9 @@ def node_chart_svg(points: Sequence[Point], *, end: datetime, span: timedelta,
                      f'stroke-dasharray="4 3"><title>Degraded above {threshold_ms:.0f} ms</title>'
                      f'</line>')
     parts.append(f'<rect x="{LEFT}" y="{STRIP_Y}" width="{plot_w}" height="{STRIP_H}" '
-                 f'fill="#f8f9fa" stroke="{GRID_COLOUR}"/>')
+                 f'fill="{EMPTY_COLOUR}" stroke="{GRID_COLOUR}"/>')
     ordered = sorted(points, key=lambda p: p[0])
-    for i, (at, latency, ok) in enumerate(ordered):
-        following = ordered[i + 1][0] if i + 1 < len(ordered) else min(end, at + timedelta(minutes=5))
-        left = x(at)
-        width = max(round(x(following) - left, 1), 1.5)
-        label = f"{format_local(at, '%Y-%m-%d %H:%M:%S')}: " + \
-            (f"answered in {latency:.0f} ms" if ok else "failed")
-        parts.append(f'<rect x="{left}" y="{STRIP_Y}" width="{width}" height="{STRIP_H}" '
-                     f'fill="{OK_COLOUR if ok else FAIL_COLOUR}"><title>{escape(label)}</title></rect>')
+    parts += _strip(ordered, start, seconds, plot_w, threshold_ms)
     segments: list[list[Point]] = [[]]
     for point in ordered:  # the line breaks where a check failed
         if point[2]:
@@ -100,11 +126,12 @@ def node_chart_svg(points: Sequence[Point], *, end: datetime, span: timedelta,
             at, ms, _ = segment[0]
             parts.append(f'<circle cx="{x(at)}" cy="{y(ms)}" r="2.5" fill="{LINE_COLOUR}"/>')
     ticks = 4
+    stamp = "%H:%M" if seconds <= 86400 else "%d %b"
     for i in range(ticks + 1):
         at = start + span * i / ticks
         anchor = "start" if i == 0 else "end" if i == ticks else "middle"
         parts.append(f'<text x="{x(at)}" y="{AXIS_Y}" text-anchor="{anchor}" fill="{TEXT_COLOUR}">'
-                     f'{escape(format_local(at, "%H:%M"))}</text>')
+                     f'{escape(format_local(at, stamp))}</text>')
     if not points:
         parts.append(f'<text x="{LEFT + plot_w / 2}" y="{TOP + PLOT_H / 2}" text-anchor="middle" '
                      f'fill="{TEXT_COLOUR}" font-size="13">No checks in this period</text>')

@@ -45,6 +45,7 @@ class NodeSummary:
     recent: list[NodeCheck]
     uptime: dict[str, float | None]
     chart_svg: Markup
+    chart_range: str = "24h"
 
 
 def uptime_percentages(asset_id: int, now: datetime | None = None) -> dict[str, float | None]:
@@ -61,8 +62,12 @@ def uptime_percentages(asset_id: int, now: datetime | None = None) -> dict[str, 
     return result
 
 
-def node_summary(asset: Asset) -> NodeSummary:
-    """What the node page shows about ``asset``'s verification."""
+CHART_RANGES = UPTIME_WINDOWS  # the chart's periods are the uptime's
+
+
+def node_summary(asset: Asset, chart_range: str = "24h") -> NodeSummary:
+    """What the node page shows about ``asset``'s verification, the chart over ``chart_range``."""
+    span = CHART_RANGES.get(chart_range, CHART_RANGES["24h"])
     now = utcnow()
     node_state = db.session.get(NodeState, asset.id)
     recent = list(db.session.execute(
@@ -71,15 +76,16 @@ def node_summary(asset: Asset) -> NodeSummary:
     ).scalars())
     day = list(db.session.execute(
         select(NodeCheck.checked_at, NodeCheck.latency_ms, NodeCheck.outcome)
-        .where(NodeCheck.asset_id == asset.id, NodeCheck.checked_at >= now - timedelta(hours=24))
+        .where(NodeCheck.asset_id == asset.id, NodeCheck.checked_at >= now - span)
         .order_by(NodeCheck.checked_at)
     ).all())
     state = NodeStateName(node_state.state) if node_state else NodeStateName.UNKNOWN
     chart = node_chart_svg([(at, latency, outcome == Outcome.OK) for at, latency, outcome in day],
-                           end=now, span=timedelta(hours=24),
+                           end=now, span=span,
                            threshold_ms=current_app.config["PACSDESK_DEGRADED_LATENCY_MS"])
     return NodeSummary(state=state, node_state=node_state, last_check=recent[0] if recent else None,
-                       recent=recent, uptime=uptime_percentages(asset.id, now), chart_svg=chart)
+                       recent=recent, uptime=uptime_percentages(asset.id, now), chart_svg=chart,
+                       chart_range=chart_range if chart_range in CHART_RANGES else "24h")
 
 
 def node_state_counts() -> dict[str, Any]:

@@ -42,10 +42,21 @@ def log_out(page: Page) -> None:
     toggler = page.get_by_role("button", name="Toggle navigation")
     if toggler.is_visible():
         toggler.click()
-    page.locator("#mainnav .dropdown-toggle").click()
+    page.locator("#account-menu").click()
     page.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(re.compile(r"/login"))
     expect(page.get_by_text("You are logged out.")).to_be_visible()
+
+
+def follow_nav(page: Page, name: str) -> None:
+    """Follow a navigation link, opening the bar (narrow screens) and the link's menu when it sits in one."""
+    toggler = page.get_by_role("button", name="Toggle navigation")
+    if toggler.is_visible():
+        toggler.click()
+    link = page.locator("#mainnav").get_by_role("link", name=name, exact=True).first
+    if not link.is_visible():
+        page.locator("#mainnav .nav-item.dropdown").filter(has=link).locator(".dropdown-toggle").click()
+    link.click()
 
 
 def fill_new_dicom_node(page: Page, tag: str, name: str, port: int, ae_title: str) -> None:

@@ -12,7 +12,16 @@ from playwright.sync_api import Page, expect
 from pypdf import PdfReader
 
 from tests.e2e.conftest import run_cli, unique_suffix
-from tests.e2e.pages import OVERDUE, TIMEZONE, fill_new_dicom_node, log_in, log_out, move_asset, screenshot
+from tests.e2e.pages import (
+    OVERDUE,
+    TIMEZONE,
+    fill_new_dicom_node,
+    follow_nav,
+    log_in,
+    log_out,
+    move_asset,
+    screenshot,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -21,7 +30,7 @@ REPORT_WAIT_MS = 90_000
 
 def search_audit(page: Page, **filters: str) -> None:
     """Fill the audit trail's filters (by label) and search."""
-    page.get_by_role("link", name="Audit trail").first.click()
+    follow_nav(page, "Audit trail")
     for label, value in filters.items():
         field = page.get_by_label(label, exact=True)
         if field.evaluate("el => el.tagName") == "SELECT":
@@ -92,7 +101,7 @@ def test_compliance_officer_audits_ticket_views_node_changes_pdf_and_training(se
     assert "dr.okafor" in text or "Amara Okafor" in text
     assert ticket in text
 
-    page.get_by_role("link", name="Training", exact=True).click()
+    follow_nav(page, "Training")
     overdue = page.locator("#overdue tbody tr")
     for username in OVERDUE:
         expect(overdue.filter(has_text=username).filter(has_text="Overdue").first).to_be_visible()

@@ -106,5 +106,5 @@ def test_history_timeline_shows_who_changed_what(client, auth, resolved_ticket, 
     auth.login("pacs.sam")
     page = client.get(f"/tickets/{resolved_ticket}").data.decode()
     assert "Sam" in page or "pacs.sam" in page
-    assert "Status: <span class=\"text-muted\">new</span> → <strong>open</strong>" in page
-    assert "Status: <span class=\"text-muted\">open</span> → <strong>resolved</strong>" in page
+    assert "Status: <span class=\"text-muted\">New</span> → <strong>Open</strong>" in page
+    assert "Status: <span class=\"text-muted\">Open</span> → <strong>Resolved</strong>" in page

@@ -50,7 +50,7 @@ def test_helpdesk_report_shows_volumes_service_levels_and_assets(app, tmp_path):
     # P2: first responses after 30 min (met) and 2 h (missed); one resolution in 4 h (met).
     p2 = re.search(r"\n\s*P2\s+2\s+1\s+50\.0%\s+1 h 15 min\s+1 h 51 min\s+100\.0%\s+4 h 00 min", text)
     assert p2, text
-    assert re.search(r"WS-0042\s+Reading room 3\s+workstation\s+2\s+1", text)
+    assert re.search(r"WS-0042\s+Reading room 3\s+Workstation\s+2\s+1", text)
     backlog = text[text.index("Backlog by age"):text.index("Assets with the most")]
     assert re.search(r"All(\s+\d+){5}\s+3", backlog), backlog
 

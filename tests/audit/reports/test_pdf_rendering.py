@@ -88,3 +88,21 @@ def test_long_winansi_listing_is_complete_on_every_page(app, tmp_path):
     rows = [(f"user{i}", "ticket.view") for i in range(300)]
     text = _listing_pdf_text(app, tmp_path, rows)
     assert all(f"user{i} " in text or f"user{i}\n" in text for i in (0, 39, 40, 150, 299))
+
+
+def test_table_text_wraps_between_words_never_inside_one(app, tmp_path):
+    from tests.audit.reports.conftest import pdf_text
+
+    cells = "".join(f"<td>{word}</td>" for word in ("Sanitisation", "Method", "Witness", "Certificate",
+                                                    "Location", "Department", "Manufacturer", "Serial"))
+    long_cell = "<td>" + " ".join(["category workload radiology"] * 6) + "</td>"
+    html = (f'<table class="data"><thead><tr>{cells}<th>Details</th></tr></thead>'
+            f'<tbody><tr>{cells}{long_cell}</tr></tbody></table>')
+    with app.app_context():
+        text = pdf_text(html_to_pdf(html), tmp_path)
+    words = text.split()
+    for word in ("Sanitisation", "Method", "Witness", "Certificate", "Department", "Manufacturer"):
+        assert words.count(word) == 2, (word, text)
+    assert set(words) >= {"category", "workload", "radiology"}
+    whole = {"category", "workload", "radiology"}
+    assert not any(w.startswith(("catego", "worklo", "radiol")) and w not in whole for w in words), text

@@ -31,6 +31,7 @@ import argparse
 import logging
 import math
 import multiprocessing
+import os
 import random
 import resource
 import shutil
@@ -272,6 +273,10 @@ def main() -> int:
     if binary is None:
         print("echoscu (dcmtk) is not installed: scripts/install-system-packages.sh", file=sys.stderr)
         return 2
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1):
+        print(f"warning: load average {load:.1f} on {os.cpu_count()} cores: the peers may not answer "
+              "in time and every wall time below is stretched", file=sys.stderr)
     fleet, processes, silent = build_fleet(args)
     kinds = Counter(kind for kind, _ in fleet)
     print(f"nodes: {len(fleet)} ({kinds['answering']} answering SCPs in {len(processes) - 1} "

@@ -18,7 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 
 from core.auditing import AuditSpec, Tracked
-from core.extensions import db
+from core.extensions import Model, db
 from core.timeutil import UTCDateTime, utcnow
 from core.types import EnumText
 
@@ -72,7 +72,7 @@ def parse_number(number: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-class Category(db.Model):
+class Category(Model):
     """What a ticket is about; ``code`` is stable, the label is editable by admins."""
 
     __tablename__ = "ticket_category"
@@ -85,7 +85,7 @@ class Category(db.Model):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
-class SlaPolicy(db.Model):
+class SlaPolicy(Model):
     """First-response and resolution targets for one priority, in minutes on a 24x7 clock."""
 
     __tablename__ = "ticket_sla_policy"
@@ -119,7 +119,7 @@ def _asset_tag(asset_id: int | None) -> str | None:
     return asset.tag if asset is not None else None
 
 
-class Ticket(db.Model):
+class Ticket(Model):
     """A request for help; ``sla_due_at`` is the next SLA deadline (None while paused or done)."""
 
     __tablename__ = "ticket"
@@ -207,7 +207,7 @@ class Ticket(db.Model):
 QUEUE_ORDER = (Ticket.queue_rank, Ticket.sla_due_at)
 
 
-class TicketComment(db.Model):
+class TicketComment(Model):
     """A public reply or an internal note (never shown to requesters)."""
 
     __tablename__ = "ticket_comment"
@@ -227,7 +227,7 @@ class TicketComment(db.Model):
     __table_args__ = (Index("ix_ticket_comment_ticket", "ticket_id", "created_at"),)
 
 
-class TicketAttachment(db.Model):
+class TicketAttachment(Model):
     """A file kept in the database so every replica can serve it; ``data`` loads on demand."""
 
     __tablename__ = "ticket_attachment"

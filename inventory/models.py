@@ -9,7 +9,7 @@ from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, String, Text, 
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.auditing import AuditSpec, Tracked
-from core.extensions import db
+from core.extensions import Model, db
 from core.timeutil import UTCDateTime, utcnow
 from core.types import EnumText
 
@@ -72,7 +72,7 @@ ASSET_HISTORY = (
     "holds_phi", "ae_title", "port", "tls", "dicom_role", "dicom_type", "modality", "verify_enabled")
 
 
-class Asset(db.Model):
+class Asset(Model):
     """An inventoried device; never hard-deleted (retired or disposed instead)."""
 
     __tablename__ = "asset"
@@ -130,7 +130,7 @@ class Asset(db.Model):
         return self.ip_address or self.hostname
 
 
-class Sanitisation(db.Model):
+class Sanitisation(Model):
     """How a disposed asset's media were sanitised (NIST SP 800-88; HIPAA 164.310(d)(2))."""
 
     __tablename__ = "asset_sanitisation"

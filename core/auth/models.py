@@ -10,7 +10,7 @@ from sqlalchemy import Boolean, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.auditing import AuditSpec
-from core.extensions import Model, db
+from core.extensions import Model
 from core.timeutil import UTCDateTime, utcnow
 from core.types import EnumText
 
@@ -41,7 +41,7 @@ class AuthSource(StrEnum):
     DIRECTORY = "directory"
 
 
-class User(UserMixin, db.Model):
+class User(UserMixin, Model):
     """One account per person (HIPAA unique user identification); never deleted."""
 
     __tablename__ = "user_account"

@@ -65,8 +65,8 @@ MESSAGE_COLUMNS = ("id", "received_at", "batch_id", "event_time", "event_offset"
                    "patient_name", "study_uid", "accession", "xml_z")
 # asset_id is left out of the digest: it is the match to the inventory, made again when assets change.
 DIGEST_COLUMNS = tuple(c for c in MESSAGE_COLUMNS if c not in ("id", "asset_id", "xml_z"))
-LENGTHS = {column.name: column.type.length for column in AtnaMessage.__table__.columns
-           if getattr(column.type, "length", None)}
+LENGTHS = {column.name: length for column in AtnaMessage.__table__.columns
+           if (length := getattr(column.type, "length", None))}
 
 
 def iso_utc(value: datetime) -> str:

@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import ColumnElement, Select, delete, select
 
 from audit.reports.models import ReportJob
 from audit.retention.registry import HoldScope, RecordClass
 from core.auth.models import User
+from core.database import rowcount
 from core.extensions import db
 
 RECORD_CLASS = "report_files"
@@ -35,7 +36,7 @@ def _scope_condition(scope: HoldScope) -> Any:
         return ReportJob.requested_by_id.in_(
             select(User.id).where(User.username == scope.object_key.lower()))
     if scope.object_type is None and scope.record_class == RECORD_CLASS:
-        condition = ReportJob.id.is_not(None)
+        condition: ColumnElement[bool] = ReportJob.id.is_not(None)
         if scope.start is not None:
             condition = condition & (ReportJob.created_at >= scope.start)
         if scope.end is not None:
@@ -61,8 +62,8 @@ def purge(ids: Sequence[str]) -> int:
     id_list = list(ids)
     removed = 0
     for start in range(0, len(id_list), BATCH):
-        removed += db.session.execute(
-            delete(ReportJob).where(ReportJob.id.in_(id_list[start:start + BATCH]))).rowcount
+        removed += rowcount(db.session.execute(
+            delete(ReportJob).where(ReportJob.id.in_(id_list[start:start + BATCH]))))
     db.session.flush()
     return removed
 

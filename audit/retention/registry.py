@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Generic, TypeVar
 
 from flask import Flask
 from sqlalchemy import Select
@@ -28,9 +29,12 @@ class HoldScope:
     end: datetime | None = None
 
 
+RecordId = TypeVar("RecordId", int, str)
+
+
 @dataclass(frozen=True)
-class RecordClass:
-    """A kind of record with a retention policy.
+class RecordClass(Generic[RecordId]):
+    """A kind of record with a retention policy, its records identified by ``RecordId``.
 
     ``candidates(cutoff, anchor)`` returns a select of (id, anchor_time) for records whose
     anchor is before ``cutoff``; ``held(ids, holds)`` returns the ids among ``ids`` that a
@@ -45,8 +49,8 @@ class RecordClass:
     floor_years: int                       # minimum the policy can be set to
     floor_rule: str                        # the rule the floor comes from, for messages
     candidates: Callable[[datetime, str], Select]
-    held: Callable[[Sequence[int], Sequence[HoldScope]], set[int]]
-    purge: Callable[[Sequence[int]], int]
+    held: Callable[[Sequence[RecordId], Sequence[HoldScope]], set[RecordId]]
+    purge: Callable[[Sequence[RecordId]], int]
     object_type: str = ""                  # what audit events call the purged records ("ticket")
 
 

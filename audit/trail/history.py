@@ -8,6 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import selectinload
 
 from audit.trail.models import ObjectChange
+from core.database import rowcount
 from core.extensions import db
 
 
@@ -26,5 +27,5 @@ def forget_history(object_type: str, object_ids: Iterable[int]) -> int:
     ids = list(object_ids)
     if not ids:
         return 0
-    return int(db.session.execute(delete(ObjectChange).where(
-        ObjectChange.object_type == object_type, ObjectChange.object_id.in_(ids))).rowcount or 0)  # type: ignore[attr-defined]
+    return rowcount(db.session.execute(delete(ObjectChange).where(
+        ObjectChange.object_type == object_type, ObjectChange.object_id.in_(ids))))

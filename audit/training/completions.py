@@ -9,7 +9,7 @@ from datetime import date, datetime
 from typing import IO, Any
 
 from flask import current_app
-from sqlalchemy import delete, exists, select
+from sqlalchemy import ColumnElement, delete, exists, select
 from sqlalchemy.orm import aliased
 
 from audit.retention.registry import HoldScope, RecordClass
@@ -17,6 +17,7 @@ from audit.trail.chain import record
 from audit.training.models import TrainingAssignment, TrainingCompletion
 from audit.training.services import ATTESTATION, TrainingError, local_today
 from core.auth.models import User
+from core.database import rowcount
 from core.extensions import db
 from core.timeutil import to_local, utcnow
 
@@ -75,7 +76,7 @@ def record_completion(new: NewCompletion, actor: User, on_behalf_allowed: bool) 
         raise TrainingError("Give the date the training was completed.", "completed_on")
     if new.completed_on > local_today():
         raise TrainingError("Completion date cannot be in the future.", "completed_on")
-    joined = to_local(assignment.user.created_at).date()  # type: ignore[union-attr]
+    joined = to_local(assignment.user.created_at).date()
     if new.completed_on < joined:
         raise TrainingError(f"Completion date is before {assignment.user.username}'s account existed "
                             f"({joined.isoformat()}).", "completed_on")
@@ -121,7 +122,7 @@ def _superseded_before(cutoff: datetime, anchor: str) -> Any:
     """
     later = aliased(TrainingCompletion)
     return select(TrainingCompletion.id, TrainingCompletion.completed_on).where(
-        TrainingCompletion.completed_on < to_local(cutoff).date(),  # type: ignore[union-attr]
+        TrainingCompletion.completed_on < to_local(cutoff).date(),
         exists().where(later.assignment_id == TrainingCompletion.assignment_id,
                        later.completed_on > TrainingCompletion.completed_on))
 
@@ -132,7 +133,7 @@ def _scope_condition(scope: HoldScope) -> Any:
         return TrainingCompletion.user_id == select(User.id).where(
             User.username == scope.object_key).scalar_subquery()
     if scope.record_class == "training_records":
-        condition = TrainingCompletion.id.is_not(None)
+        condition: ColumnElement[bool] = TrainingCompletion.id.is_not(None)
         if scope.start:
             condition = condition & (TrainingCompletion.completed_on >= to_local(scope.start).date())
         if scope.end:
@@ -155,7 +156,8 @@ def _held(ids: Sequence[int], holds: Sequence[HoldScope]) -> set[int]:
 
 def _purge(ids: Sequence[int]) -> int:
     """Delete completions with their certificates."""
-    gone = db.session.execute(delete(TrainingCompletion).where(TrainingCompletion.id.in_(list(ids)))).rowcount
+    gone = rowcount(db.session.execute(
+        delete(TrainingCompletion).where(TrainingCompletion.id.in_(list(ids)))))
     db.session.flush()
     return gone
 

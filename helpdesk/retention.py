@@ -10,6 +10,7 @@ from sqlalchemy import Select, delete, or_, select
 from audit.retention.registry import HoldScope, RecordClass
 from audit.trail.history import forget_history
 from core.auth.models import User
+from core.database import rowcount
 from core.extensions import db
 from helpdesk.assets import asset_lookup
 from helpdesk.models import Ticket, TicketAttachment, TicketComment, TicketStatus, parse_number
@@ -77,7 +78,7 @@ def purge(ids: Sequence[int]) -> int:
         db.session.execute(delete(TicketComment).where(TicketComment.ticket_id.in_(chunk)))
         forget_history("ticket", chunk)
         db.session.execute(delete(TicketWord).where(TicketWord.ticket_id.in_(chunk)))
-        removed += db.session.execute(delete(Ticket).where(Ticket.id.in_(chunk))).rowcount
+        removed += rowcount(db.session.execute(delete(Ticket).where(Ticket.id.in_(chunk))))
     db.session.flush()
     return removed
 

@@ -135,7 +135,7 @@ class Sanitisation(Model):
 
     __tablename__ = "asset_sanitisation"
     __audit__ = AuditSpec(
-        "asset", lambda s: db.session.get(Asset, s.asset_id).asset_tag,
+        "asset", lambda s: db.session.get_one(Asset, s.asset_id).asset_tag,
         history=lambda s: ("asset", s.asset_id),
         created=lambda s: ("sanitisation", f"{s.method} on {s.performed_on} by {s.performed_by}, witness "
                                           f"{s.witness}, certificate {s.certificate_ref or '-'}"))

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import ColumnElement, Select, delete, select
 
 from audit.retention.registry import HoldScope, RecordClass
+from core.database import rowcount
 from core.extensions import db
 from inventory.models import Asset
 from inventory.verification.models import NodeCheck
@@ -26,7 +27,7 @@ def _hold_condition(scope: HoldScope) -> Any:
     if scope.object_type == "asset" and scope.object_key:
         return NodeCheck.asset_id.in_(select(Asset.id).where(Asset.asset_tag == scope.object_key))
     if scope.record_class == RECORD_CLASS and not scope.object_type:
-        condition = NodeCheck.id.is_not(None)
+        condition: ColumnElement[bool] = NodeCheck.id.is_not(None)
         if scope.start:
             condition = condition & (NodeCheck.checked_at >= scope.start)
         if scope.end:
@@ -53,7 +54,7 @@ def _purge(ids: Sequence[int]) -> int:
         return 0
     result = db.session.execute(delete(NodeCheck).where(NodeCheck.id.in_(list(ids))))
     db.session.flush()
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return rowcount(result)
 
 
 RETENTION_CLASS = RecordClass(

@@ -214,7 +214,7 @@ def verify_asset(asset: Asset, trigger: str, user: User | None = None,
     actor = _request_actor() if user is None else {"user": user, "client_address": client_address}
     with outside_transaction():
         result = _echo(target, *_settings())
-    return record_check(db.session.get(Asset, target.asset_id), result, trigger, **actor)
+    return record_check(db.session.get_one(Asset, target.asset_id), result, trigger, **actor)
 
 
 def _request_actor() -> dict[str, Any]:

@@ -113,9 +113,11 @@ def identifiers(message: AuditMessage) -> Identifiers:
     patients = [(patient_number(obj.object_id), obj.name) for obj in message.patients]
     if not patients:
         for obj in message.objects:
-            asked = obj.query.key("PatientID") if obj.query is not None else None
+            if obj.query is None:
+                continue
+            asked = obj.query.key("PatientID")
             if asked and asked.strip() and "*" not in asked and "?" not in asked:
-                patients.append((patient_number(asked), obj.query.key("PatientName")))  # type: ignore[union-attr]
+                patients.append((patient_number(asked), obj.query.key("PatientName")))
     unique = list(dict((pid, name) for pid, name in patients if pid).items())
     return Identifiers(tuple(unique), message.study_uids, message.accession_numbers)
 

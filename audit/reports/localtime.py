@@ -30,7 +30,9 @@ def _sql_text(value: str) -> ColumnElement:
 def offset_segments(tz: ZoneInfo, start: datetime, end: datetime) -> list[tuple[datetime, int]]:
     """(segment start UTC, offset seconds) pieces covering [start, end) with a constant offset."""
     def offset(at: datetime) -> int:
-        return int(at.astimezone(tz).utcoffset().total_seconds())  # type: ignore[union-attr]
+        shift = at.astimezone(tz).utcoffset()
+        assert shift is not None  # an aware datetime always has one
+        return int(shift.total_seconds())
 
     segments = [(start, offset(start))]
     step = timedelta(hours=12)

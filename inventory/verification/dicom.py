@@ -46,6 +46,8 @@ from pynetdicom.pdu_primitives import (
     MaximumLengthNotification,
 )
 from pynetdicom.presentation import build_context
+
+# pynetdicom creates its SOP classes at import time; its type information does not list them
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from core.config import ae_title_problem

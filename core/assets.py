@@ -72,7 +72,8 @@ class Assets:
             return known
         with open(path, "rb") as handle:
             content = handle.read()
-        body, references = None, ()
+        body: bytes | None = None
+        references: tuple[tuple[str, str], ...] = ()
         if filename.endswith(".css"):
             body, references = self._versioned_css(endpoint, filename, content)
             content = body

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask
 
-from core.registry import app_registry
+from core.registry import app_registry, current_app_object
 
 Writer = Callable[..., Any]
 
@@ -28,7 +28,7 @@ class _Sink:
 
 def _sink(app: Flask | None = None) -> _Sink:
     """The sink of ``app`` (default: the current app)."""
-    return app_registry(app or current_app._get_current_object(), "audit_sink", _Sink)  # type: ignore[attr-defined]
+    return app_registry(app or current_app_object(), "audit_sink", _Sink)
 
 
 def install(app: Flask, writer: Writer) -> None:

@@ -8,7 +8,7 @@ ticket and asset pages show), so history is written in one place, never by hand.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,7 +82,7 @@ def user_words(username: str) -> str:
     return f"{full_name} ({username})" if full_name else username
 
 
-def choice_words(labels: Callable[[], dict[Any, str]]) -> Callable[[str], str]:
+def choice_words(labels: Callable[[], Mapping[Any, str]]) -> Callable[[str], str]:
     """Words for a kept code from a table of labels (read when shown), the code itself if unknown."""
 
     def words(code: str) -> str:

@@ -23,6 +23,7 @@ from core.config import ConfigError, load_config
 from core.demo import DemoContext, existing_data, seeders
 from core.extensions import db
 from core.reference_data import load_reference_data
+from core.registry import current_app_object
 
 # Audit actions recorded here (registered by the package's init_app).
 AUDIT_ACTIONS = {"system.demo_loaded": "Demonstration data loaded"}
@@ -129,7 +130,7 @@ def worker_command(threads: int) -> None:
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     die_with_parent()
-    Worker(current_app._get_current_object(), threads).run_forever()  # type: ignore[attr-defined]
+    Worker(current_app_object(), threads).run_forever()
 
 
 @click.command("demo")

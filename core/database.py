@@ -16,11 +16,11 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, CursorResult, Engine, Result
 
 from core.extensions import db
 
@@ -127,6 +127,11 @@ def outside_transaction() -> Iterator[None]:
     yield
     if session.in_transaction() and (session.new or session.dirty or session.deleted):
         raise RuntimeError("outside_transaction: something was written during the network wait")
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an INSERT, UPDATE or DELETE touched (``Session.execute`` types every result as a plain Result)."""
+    return cast("CursorResult[Any]", result).rowcount
 
 
 def listen_once(target: Any, identifier: str, fn: Callable[..., Any]) -> None:

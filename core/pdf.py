@@ -74,7 +74,7 @@ def html_to_pdf(html: str, fetcher: LocalOnlyFetcher | None = None,
     document = HTML(string=html, base_url=static.as_uri() + "/", url_fetcher=fetcher).render(
         stylesheets=sheets)
     extra = listing.later_pages() if listing is not None else []
-    if not extra:
+    if listing is None or not extra:
         return document.write_pdf()
     # The HTML reserved one placeholder page per later page, so "Page X of Y" counts them.
     keep = len(document.pages) - len(extra)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import Flask, current_app
+from flask import Flask
 
-from core.registry import app_registry
+from core.registry import app_registry, current_app_object
 
 Loader = Callable[[], None]
 
@@ -29,7 +29,7 @@ def register_reference_data(app: Flask, name: str, loader: Loader) -> None:
 
 def load_reference_data() -> list[str]:
     """Run every loader of the current app; returns their names."""
-    loaders = _loaders(current_app._get_current_object())  # type: ignore[attr-defined]
+    loaders = _loaders(current_app_object())
     for _, loader in loaders:
         loader()
     return [name for name, _ in loaders]

@@ -7,7 +7,7 @@ registered, and the order of imports changes nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from flask import Flask, current_app
 
@@ -19,9 +19,14 @@ def app_registry(app: Flask, key: str, factory: Callable[[], T]) -> T:
     registries: dict[str, object] = app.extensions.setdefault("pacsdesk", {})
     if key not in registries:
         registries[key] = factory()
-    return registries[key]  # type: ignore[return-value]
+    return cast(T, registries[key])  # each key holds what its factory made
+
+
+def current_app_object() -> Flask:
+    """The app handling the current request or command itself, not the ``current_app`` proxy."""
+    return current_app._get_current_object()  # type: ignore[attr-defined]  # Flask types the proxy as Flask
 
 
 def current_registry(key: str, factory: Callable[[], T]) -> T:
     """The registry called ``key`` of the app handling the current request or command."""
-    return app_registry(current_app._get_current_object(), key, factory)  # type: ignore[attr-defined]
+    return app_registry(current_app_object(), key, factory)

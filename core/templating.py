@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, current_app, request
+from flask import Flask, request
 from flask_login import current_user
 
 from core.auth.forms import ConfirmForm
 from core.auth.permissions import can
 from core.navigation import banners_for, nav_entries
-from core.registry import app_registry
+from core.registry import app_registry, current_app_object
 from core.timeutil import format_local, to_local
 
 ContextProvider = Callable[[], dict[str, Any]]
@@ -39,7 +39,7 @@ def _context() -> dict[str, Any]:
                               "page_banners": []}
     if request.endpoint not in {"static", "bootstrap.static"}:
         values["page_banners"] = banners_for(current_user)
-    for provider in _providers(current_app._get_current_object()):  # type: ignore[attr-defined]
+    for provider in _providers(current_app_object()):
         values.update(provider())
     return values
 

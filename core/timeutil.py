@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import overload
 from zoneinfo import ZoneInfo
 
 from flask import current_app, has_app_context
@@ -22,6 +23,14 @@ def local_tz() -> tzinfo:
     if has_app_context():
         return ZoneInfo(current_app.config["PACSDESK_TIMEZONE"])
     return UTC
+
+
+@overload
+def to_local(value: datetime) -> datetime: ...
+@overload
+def to_local(value: None) -> None: ...
+@overload
+def to_local(value: datetime | None) -> datetime | None: ...
 
 
 def to_local(value: datetime | None) -> datetime | None:

@@ -96,7 +96,7 @@ def update_sla_policies(targets: dict[str, tuple[int, int]]) -> dict[str, list[o
         if resolution < response:
             raise TicketError(f"{priority}: resolution cannot come before the first response.",
                               priority)
-        policy = policies.get(priority)
+        policy = policies.get(Priority(priority))
         if policy is None:
             policy = SlaPolicy(priority=priority, response_minutes=response,
                                resolution_minutes=resolution)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy import select
 
@@ -115,28 +117,25 @@ def seed_tickets(ctx: DemoContext) -> None:
             created = now - timedelta(hours=age_hours)
             step = min(timedelta(hours=age_hours) / 8, timedelta(minutes=20))
             story = _Story(ticket, created, step, now)
-            steps = []
+            steps: list[Callable[[], object]] = []
             if flow != "new":
-                steps.append(lambda t=ticket, u=tech: services.update_ticket(t, u, assignee_id=u.id))
-                steps.append(lambda t=ticket, u=tech, f=flow: services.add_reply(
-                    t, u, REPLIES["waiting" if f == "waiting" else "open"]))
+                steps.append(partial(services.update_ticket, ticket, tech, assignee_id=tech.id))
+                steps.append(partial(services.add_reply, ticket, tech,
+                                     REPLIES["waiting" if flow == "waiting" else "open"]))
                 if ctx.rng.random() < 0.5:
-                    steps.append(lambda t=ticket, u=tech: services.add_reply(t, u, REPLIES["internal"],
-                                                                            internal=True))
+                    steps.append(partial(services.add_reply, ticket, tech, REPLIES["internal"],
+                                         internal=True))
             if flow == "waiting":
-                steps.append(lambda t=ticket, u=tech: services.update_ticket(
-                    t, u, status=TicketStatus.WAITING))
+                steps.append(partial(services.update_ticket, ticket, tech, status=TicketStatus.WAITING))
             if flow in ("resolved", "closed"):
-                steps.append(lambda t=ticket, r=requester: services.add_reply(
-                    t, r, "Thanks, here is what I see now."))
-                steps.append(lambda t=ticket, u=tech: services.add_reply(t, u, REPLIES["resolved"]))
-                steps.append(lambda t=ticket, u=tech: services.update_ticket(
-                    t, u, status=TicketStatus.RESOLVED))
+                steps.append(partial(services.add_reply, ticket, requester,
+                                     "Thanks, here is what I see now."))
+                steps.append(partial(services.add_reply, ticket, tech, REPLIES["resolved"]))
+                steps.append(partial(services.update_ticket, ticket, tech, status=TicketStatus.RESOLVED))
             if flow == "closed":
-                steps.append(lambda t=ticket, u=tech: services.update_ticket(
-                    t, u, status=TicketStatus.CLOSED))
-            for step in steps:
-                step()
+                steps.append(partial(services.update_ticket, ticket, tech, status=TicketStatus.CLOSED))
+            for advance in steps:
+                advance()
                 db.session.flush()
                 story.stamp()
             story.finish()

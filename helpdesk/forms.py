@@ -22,11 +22,11 @@ from helpdesk.services import DESCRIPTION_MAX, IMPACTS, REPLY_MAX, TITLE_MAX, UR
 PRIORITY_CHOICES = [(p.value, p.label) for p in Priority]
 
 
-def _int_or_none(value: object) -> int | None:
+def _int_or_none(value: str | int | None) -> int | None:
     """Coerce a select value to int; empty means None."""
-    if value in (None, "", "None"):
+    if value is None or value in ("", "None"):
         return None
-    return int(value)  # type: ignore[arg-type]
+    return int(value)
 
 
 class TicketForm(FlaskForm):

@@ -11,6 +11,7 @@ from sqlalchemy import or_, select, update
 from audit import record
 from core.auth.models import User
 from core.auth.permissions import Permission, has_permission
+from core.database import rowcount
 from core.extensions import db
 from helpdesk.models import (
     LinkKind,
@@ -130,10 +131,10 @@ def merge_into(source: Ticket, number: str, actor: User) -> Ticket:
     for ticket in (source, target):
         if ticket.status == TicketStatus.CLOSED:
             raise TicketError(f"Ticket: {ticket.number} is closed and cannot be merged.", "other")
-    moved_comments = db.session.execute(update(TicketComment).where(TicketComment.ticket_id == source.id)
-                                        .values(ticket_id=target.id)).rowcount
-    moved_files = db.session.execute(update(TicketAttachment).where(TicketAttachment.ticket_id == source.id)
-                                     .values(ticket_id=target.id)).rowcount
+    moved_comments = rowcount(db.session.execute(update(TicketComment).where(
+        TicketComment.ticket_id == source.id).values(ticket_id=target.id)))
+    moved_files = rowcount(db.session.execute(update(TicketAttachment).where(
+        TicketAttachment.ticket_id == source.id).values(ticket_id=target.id)))
     followers = {f.user_id: f for f in db.session.execute(
         select(TicketFollower).where(TicketFollower.ticket_id == source.id)).scalars()}
     if source.requester_id is not None:

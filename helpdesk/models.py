@@ -20,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 
 from core.auditing import AuditSpec, Tracked, choice_words, user_words
-from core.extensions import db
+from core.extensions import Model, db
 from core.timeutil import UTCDateTime, utcnow
 from core.types import EnumText
 
@@ -77,7 +77,7 @@ def parse_number(number: str) -> int | None:
 
 PRIORITY_LABELS = {p: p.label for p in Priority}
 
-class Category(db.Model):
+class Category(Model):
     """What a ticket is about; ``code`` is stable, the label is editable by admins."""
 
     __tablename__ = "ticket_category"
@@ -90,7 +90,7 @@ class Category(db.Model):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
-class SlaPolicy(db.Model):
+class SlaPolicy(Model):
     """First-response and resolution targets for one priority, in minutes on a 24x7 clock."""
 
     __tablename__ = "ticket_sla_policy"
@@ -124,7 +124,7 @@ def _asset_tag(asset_id: int | None) -> str | None:
     return asset.tag if asset is not None else None
 
 
-class Ticket(db.Model):
+class Ticket(Model):
     """A request for help; ``sla_due_at`` is the next SLA deadline (None while paused or done)."""
 
     __tablename__ = "ticket"
@@ -217,7 +217,7 @@ class Ticket(db.Model):
 QUEUE_ORDER = (Ticket.queue_rank, Ticket.sla_due_at)
 
 
-class TicketComment(db.Model):
+class TicketComment(Model):
     """A public reply or an internal note (never shown to requesters)."""
 
     __tablename__ = "ticket_comment"
@@ -237,7 +237,7 @@ class TicketComment(db.Model):
     __table_args__ = (Index("ix_ticket_comment_ticket", "ticket_id", "created_at"),)
 
 
-class TicketAttachment(db.Model):
+class TicketAttachment(Model):
     """A file kept in the database so every replica can serve it; ``data`` loads on demand."""
 
     __tablename__ = "ticket_attachment"
@@ -285,7 +285,7 @@ class LinkKind(StrEnum):
                 "child": "Incident of"}[self.value]
 
 
-class TicketLink(db.Model):
+class TicketLink(Model):
     """A link from ``ticket`` to ``other``: a duplicate of it, related to it, or its child."""
 
     __tablename__ = "ticket_link"
@@ -302,7 +302,7 @@ class TicketLink(db.Model):
                       Index("ix_ticket_link_other", "other_id", "kind"))
 
 
-class TicketFollower(db.Model):
+class TicketFollower(Model):
     """Someone who hears about a ticket besides its requester and assignee (a merged ticket's requester)."""
 
     __tablename__ = "ticket_follower"
@@ -319,7 +319,7 @@ class TicketFollower(db.Model):
                       Index("ix_ticket_follower_user", "user_id"))
 
 
-class TicketSeen(db.Model):
+class TicketSeen(Model):
     """When a person last opened a ticket's page (the queue marks tickets changed since)."""
 
     __tablename__ = "ticket_seen"
@@ -329,7 +329,7 @@ class TicketSeen(db.Model):
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-class SavedView(db.Model):
+class SavedView(Model):
     """A named queue view (filters, sort and columns) of one person, or shared with the team."""
 
     __tablename__ = "ticket_saved_view"

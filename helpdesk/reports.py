@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import SQLColumnExpression, and_, case, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from audit.reports.charts import bar_chart
@@ -76,7 +76,8 @@ def _sla(opened: ColumnElement[bool], resolved: ColumnElement[bool], now: dateti
     }
 
 
-def _by(column: ColumnElement, label: ColumnElement, condition: ColumnElement[bool]) -> dict[Any, int]:
+def _by(column: SQLColumnExpression[Any], label: SQLColumnExpression[Any],
+        condition: ColumnElement[bool]) -> dict[Any, int]:
     """Ticket counts grouped by ``column``."""
     return {key: n for key, _, n in db.session.execute(
         select(column, label, func.count()).select_from(Ticket).join(Category)
@@ -129,7 +130,7 @@ def _opened_chart(opened: ColumnElement[bool], start: date, end: date, lo: datet
     """Tickets opened per local day (per month beyond three months)."""
     clock = LocalClock(dialect(), current_app.config["PACSDESK_TIMEZONE"], lo, hi)
     buckets = clock.buckets(Ticket.created_at, start, end)
-    counts = dict(db.session.execute(
+    counts: dict[str, int] = dict(db.session.execute(
         select(buckets.column, func.count()).where(opened).group_by(buckets.column)).all())
     return bar_chart(buckets.labels, [("opened", [counts.get(k, 0) for k in buckets.keys])],
                      title=f"Tickets opened per {buckets.unit} (local time)")

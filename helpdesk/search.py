@@ -13,7 +13,7 @@ import re
 from sqlalchemy import ColumnElement, ForeignKey, Index, String, delete, exists, func, insert, or_, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.extensions import db
+from core.extensions import Model, db
 from helpdesk.models import Ticket, parse_number
 
 WORD_RE = re.compile(r"[^\W_]+", re.UNICODE)
@@ -23,7 +23,7 @@ MAX_TERMS = 8
 COMMON_WORD = 2000  # postings from which a word counts as common
 
 
-class TicketWord(db.Model):
+class TicketWord(Model):
     """One distinct word of a ticket's title or description (bytewise order for prefix ranges)."""
 
     __tablename__ = "ticket_word"

@@ -231,7 +231,7 @@ def _assignee(user_id: int | None) -> User | None:
     return user
 
 
-def _set_status(ticket: Ticket, new: str, actor: User | None, now: datetime,
+def _set_status(ticket: Ticket, new: TicketStatus, actor: User | None, now: datetime,
                 changes: dict[str, list[Any]]) -> None:
     """Move the ticket to ``new``, keeping the SLA clock and the resolution dates right."""
     old = ticket.status
@@ -262,7 +262,7 @@ def update_ticket(ticket: Ticket, actor: User, *, status: str | None = None,
         if priority not in set(Priority):
             raise TicketError("Priority: choose P1, P2, P3 or P4.", "priority")
         changes["priority"] = [ticket.priority, priority]
-        ticket.priority = priority
+        ticket.priority = Priority(priority)
         sla.apply_sla(ticket)
     if category_id is not None and category_id != ticket.category_id:
         category = _category(category_id)
@@ -285,7 +285,7 @@ def update_ticket(ticket: Ticket, actor: User, *, status: str | None = None,
     if status is not None and status != ticket.status:
         if status not in ALLOWED_TARGETS:
             raise TicketError("Status: choose open, waiting on requester, resolved or closed.", "status")
-        _set_status(ticket, status, actor, now, changes)
+        _set_status(ticket, TicketStatus(status), actor, now, changes)
     if changes:
         ticket.updated_at = now
         record("ticket.update", object_type="ticket", object_id=ticket.number, user=actor,

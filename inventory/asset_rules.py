@@ -111,7 +111,7 @@ def normalise(data: AssetData, today: date | None = None
               ) -> tuple[AssetData, list[tuple[str, str]]]:
     """Check an asset's values on their own (no database); return them cleaned and the problems."""
     # Surrounding spaces go, except on the AE title, whose own check comes first.
-    v = {n: (x.strip() if isinstance(x, str) and n != "ae_title" else x)
+    v: dict[str, Any] = {n: (x.strip() if isinstance(x, str) and n != "ae_title" else x)
          for n, x in vars(data).items()}
     problems: list[tuple[str, str]] = []
     tag = v["asset_tag"]

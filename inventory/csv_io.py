@@ -271,16 +271,16 @@ def validate_csv(raw: bytes, *, update: bool) -> list[_Row]:
             seen_tags[tag.lower()] = line
         if not row_problems and data.kind == AssetKind.DICOM_NODE \
                 and data.status not in INACTIVE_STATUSES:
-            for key in _endpoint_keys(data):
-                owner = endpoints.get(key)
+            for endpoint in _endpoint_keys(data):
+                owner = endpoints.get(endpoint)
                 if owner is not None and owner[0] != existing_id:
                     reasons.append(f"ae_title: {endpoint_message(owner[1], data)}")
                     break
-                if (other := seen_endpoints.get(key)) is not None:
+                if (other := seen_endpoints.get(endpoint)) is not None:
                     reasons.append(f"ae_title: the same host, port and AE title is on line "
                                    f"{other}")
                     break
-                seen_endpoints[key] = line
+                seen_endpoints[endpoint] = line
         if reasons:
             errors.append((line, "; ".join(reasons)))
         else:

@@ -46,9 +46,9 @@ ROLE_LABELS = {DicomRole.SCP: "SCP (provider)", DicomRole.SCU: "SCU (user)",
                DicomRole.BOTH: "Both"}
 
 
-def _blank_int(value: object) -> int | None:
+def _blank_int(value: str | int | None) -> int | None:
     """Coerce a select's value to an int, empty meaning none."""
-    return int(value) if value not in (None, "", "None") else None  # type: ignore[call-overload]
+    return int(value) if value is not None and value not in ("", "None") else None
 
 
 class AssetForm(FlaskForm):

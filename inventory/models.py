@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.auditing import AuditSpec, Tracked, choice_words, user_words
-from core.extensions import db
+from core.extensions import Model, db
 from core.timeutil import UTCDateTime, utcnow
 from core.types import EnumText
 
@@ -96,12 +97,14 @@ def _field_label(name: str) -> str:
     return FIELD_LABELS.get(name, name.replace("_", " ").capitalize())
 
 
-def _labels(name: str) -> dict:
+def _labels(name: str) -> Mapping[Any, str]:
     """The labels of a coded field's values (read when a history is shown)."""
     from inventory import forms
 
-    return {"kind": forms.KIND_LABELS, "status": forms.STATUS_LABELS, "dicom_type": forms.DICOM_TYPE_LABELS,
-            "dicom_role": forms.ROLE_LABELS}.get(name, {})
+    labels: dict[str, Mapping[Any, str]] = {
+        "kind": forms.KIND_LABELS, "status": forms.STATUS_LABELS, "dicom_type": forms.DICOM_TYPE_LABELS,
+        "dicom_role": forms.ROLE_LABELS}
+    return labels.get(name, {})
 
 
 def _words(name: str) -> Callable[[str], str] | None:
@@ -110,7 +113,7 @@ def _words(name: str) -> Callable[[str], str] | None:
     return choice_words(lambda: _labels(name)) if name in coded else None
 
 
-class Asset(db.Model):
+class Asset(Model):
     """An inventoried device; never hard-deleted (retired or disposed instead)."""
 
     __tablename__ = "asset"
@@ -172,12 +175,12 @@ class Asset(db.Model):
         return self.ip_address or self.hostname
 
 
-class Sanitisation(db.Model):
+class Sanitisation(Model):
     """How a disposed asset's media were sanitised (NIST SP 800-88; HIPAA 164.310(d)(2))."""
 
     __tablename__ = "asset_sanitisation"
     __audit__ = AuditSpec(
-        "asset", lambda s: db.session.get(Asset, s.asset_id).asset_tag,
+        "asset", lambda s: db.session.get_one(Asset, s.asset_id).asset_tag,
         history=lambda s: ("asset", s.asset_id),
         created=lambda s: ("sanitisation", f"{s.method} on {s.performed_on} by {s.performed_by}, witness "
                                           f"{s.witness}, certificate {s.certificate_ref or '-'}"))

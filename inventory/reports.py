@@ -32,14 +32,13 @@ def _fleet() -> tuple[list[str], list[dict[str, Any]], dict[str, int]]:
     """Assets by kind and status (all assets, as of generation)."""
     counts = {(k, s): n for k, s, n in db.session.execute(
         select(Asset.kind, Asset.status, func.count()).group_by(Asset.kind, Asset.status))}
-    statuses = [s.value for s in AssetStatus]
     rows = []
     for kind in AssetKind:
-        per = [counts.get((kind.value, s), 0) for s in statuses]
+        per = [counts.get((kind, s), 0) for s in AssetStatus]
         if sum(per):
             rows.append({"kind": KIND_LABELS[kind], "counts": per, "total": sum(per)})
-    totals = {s: sum(counts.get((k.value, s), 0) for k in AssetKind) for s in statuses}
-    return [STATUS_LABELS[AssetStatus(s)] for s in statuses], rows, totals
+    totals = {s.value: sum(counts.get((k, s), 0) for k in AssetKind) for s in AssetStatus}
+    return [STATUS_LABELS[s] for s in AssetStatus], rows, totals
 
 
 def _uptime(lo: Any, hi: Any) -> list[dict[str, Any]]:
@@ -79,7 +78,7 @@ def _down_now() -> list[Any]:
 
 def _warranties() -> list[Any]:
     """Assets in use whose warranty has ended or ends within the horizon."""
-    today = to_local(utcnow()).date()  # type: ignore[union-attr]
+    today = to_local(utcnow()).date()
     return list(db.session.execute(
         select(Asset.asset_tag, Asset.name, Asset.kind, Asset.location, Asset.manufacturer, Asset.model,
                Asset.warranty_end)
@@ -126,7 +125,7 @@ def build_inventory(request: ReportRequest, progress: Progress) -> ReportContent
         "checks": sum(n["checks"] for n in nodes), "failed": sum(n["failed"] for n in nodes),
         "chart": chart, "down": _down_now(), "warranties": _warranties(),
         "horizon": WARRANTY_HORIZON_DAYS, "disposals": _disposals(lo, hi),
-        "when": format_local, "kind_labels": KIND_LABELS, "today": to_local(utcnow()).date(),  # type: ignore[union-attr]
+        "when": format_local, "kind_labels": KIND_LABELS, "today": to_local(utcnow()).date(),
     }
     return ReportContent("inventory.html", context, period_text(request.start, request.end))
 

@@ -54,7 +54,7 @@ from inventory.forms import (
     SanitisationForm,
 )
 from inventory.jobs import IMPORT_JOB, LARGE_IMPORT_ROWS, MAX_CHECKS_AFTER_IMPORT
-from inventory.models import Asset, AssetKind, AssetStatus
+from inventory.models import Asset, AssetKind, AssetStatus, DicomRole, DicomType
 from inventory.verification.models import CheckTrigger
 from inventory.verification.services import VerificationError, address_problem, echo_target
 from inventory.verification.summary import node_summary
@@ -68,8 +68,12 @@ PER_PAGE = 50
 WARRANTY_DAYS = 90
 
 
+Labels = (dict[AssetKind, str] | dict[AssetStatus, str] | dict[DicomType, str] | dict[DicomRole, str]
+          | dict[str, str])
+
+
 @bp.app_template_global()
-def asset_labels() -> dict[str, dict[str, str]]:
+def asset_labels() -> dict[str, Labels]:
     """Display names of kinds, statuses, DICOM types, roles, fields and sanitisation methods."""
     return {"kind": KIND_LABELS, "status": STATUS_LABELS, "dicom_type": DICOM_TYPE_LABELS,
             "role": ROLE_LABELS, "field": FIELD_LABELS, "method": SANITISATION_METHODS}

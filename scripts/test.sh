@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the development dependencies into .venv, then run ruff and the whole test suite:
+# Install the development dependencies into .venv, then run ruff, mypy and the whole test suite:
 # on SQLite, and on PostgreSQL when PACSDESK_TEST_DATABASE_URL is set. The two database passes
 # run at the same time (each is mostly one busy process); each writes its own log under
 # test-artifacts/, printed whole as soon as that pass ends.
@@ -36,6 +36,9 @@ fi
 failed=0
 echo "==> ruff"
 "$VENV/bin/ruff" check . || { echo "!! ruff found problems"; failed=1; }
+echo "==> mypy"
+# The packages it checks are set in pyproject.toml ([tool.mypy]).
+"$VENV/bin/mypy" || { echo "!! mypy found problems"; failed=1; }
 
 SEED="${PACSDESK_TEST_SEED:-$(( RANDOM * 32768 + RANDOM ))}"
 LOGS="test-artifacts"

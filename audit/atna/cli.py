@@ -9,11 +9,11 @@ import threading
 from datetime import date
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
 
 from audit.atna.models import MONTHS_AHEAD, ensure_partitions
 from core.extensions import db
+from core.registry import current_app_object
 from core.timeutil import utcnow
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -36,7 +36,7 @@ def listen_command(processes: int | None, reuse_port: bool) -> None:
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     die_with_parent()
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = current_app_object()
     try:
         receiver_config(app.config)
     except ValueError as exc:

@@ -198,7 +198,7 @@ class StreamConnection(asyncio.Protocol):
             hub.release(self)
             return
         finally:
-            hub.tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+            hub.tasks.discard(asyncio.current_task())
         if upgraded is None:
             hub.release(self)
             return

@@ -42,7 +42,8 @@ def check_silent_sources() -> list[SilentSource]:
     cutoff = now - timedelta(minutes=current_app.config["PACSDESK_ATNA_SILENT_MINUTES"])
     by_asset: dict[int, list[AtnaSource]] = {}
     for source in db.session.execute(select(AtnaSource).where(AtnaSource.asset_id.is_not(None))).scalars():
-        by_asset.setdefault(source.asset_id, []).append(source)  # type: ignore[arg-type]
+        if source.asset_id is not None:  # always: the query asks for matched sources only
+            by_asset.setdefault(source.asset_id, []).append(source)
     assets = directory.by_ids(by_asset)
     found = []
     for asset_id, sources in sorted(by_asset.items()):

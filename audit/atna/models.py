@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.extensions import db
+from core.extensions import Model
 from core.timeutil import UTCDateTime, utcnow
 
 MESSAGE_ID_SEQ = Sequence("atna_message_id_seq")
@@ -42,7 +42,7 @@ BIG_ID = BigInteger().with_variant(Integer, "sqlite")
 PARTITIONED = "RANGE (received_at)"
 
 
-class AtnaMessage(db.Model):
+class AtnaMessage(Model):
     """One received audit message: who, what, when, which patient and study, from where."""
 
     __tablename__ = "atna_message"
@@ -82,7 +82,7 @@ class AtnaMessage(db.Model):
     )
 
 
-class AtnaMessageRef(db.Model):
+class AtnaMessageRef(Model):
     """A second (third...) patient, study or accession number named by one message."""
 
     __tablename__ = "atna_message_ref"
@@ -99,7 +99,7 @@ class AtnaMessageRef(db.Model):
     )
 
 
-class AtnaQuarantine(db.Model):
+class AtnaQuarantine(Model):
     """A received message that could not be read, kept raw with the reason."""
 
     __tablename__ = "atna_quarantine"
@@ -121,7 +121,7 @@ class AtnaQuarantine(db.Model):
     )
 
 
-class AtnaBatch(db.Model):
+class AtnaBatch(Model):
     """Messages one receiver stored within a minute; sealed by an ``atna.batch`` audit event."""
 
     __tablename__ = "atna_batch"
@@ -142,7 +142,7 @@ class AtnaBatch(db.Model):
     __table_args__ = (Index("ix_atna_batch_open", "sealed_at", "updated_at"),)
 
 
-class AtnaSource(db.Model):
+class AtnaSource(Model):
     """A sender of audit messages, matched to an inventory asset when one fits."""
 
     __tablename__ = "atna_source"
@@ -176,7 +176,7 @@ class WatchCategory:
     LABELS = {VIP: "VIP", EMPLOYEE: "Employee", OTHER: "Other"}
 
 
-class AtnaWatch(db.Model):
+class AtnaWatch(Model):
     """A patient whose every image access is an exception (VIPs, employees)."""
 
     __tablename__ = "atna_watch"
@@ -189,7 +189,7 @@ class AtnaWatch(db.Model):
     added_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
 
 
-class AtnaReceiverState(db.Model):
+class AtnaReceiverState(Model):
     """One receiver process's counters, written about every minute; losses are audited."""
 
     __tablename__ = "atna_receiver"

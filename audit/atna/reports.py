@@ -125,7 +125,8 @@ def _batches_of(where: Sequence[ColumnElement[bool]]) -> list[int]:
 
 def _period(request: ReportRequest) -> list[ColumnElement[bool]]:
     """The report's period on the events' own time."""
-    lo, hi = period_bounds(request.start, request.end)  # type: ignore[arg-type]
+    assert request.start is not None and request.end is not None  # a period report has both dates
+    lo, hi = period_bounds(request.start, request.end)
     return [M.event_time >= lo, M.event_time < hi]
 
 
@@ -249,7 +250,8 @@ def _by_source(where: Sequence[ColumnElement[bool]]) -> list[tuple[object, ...]]
 
 def _trail_events(request: ReportRequest, actions: Sequence[str]) -> list[tuple[object, ...]]:
     """PACS Desk's own events about the access log in the period (silences, losses)."""
-    lo, hi = period_bounds(request.start, request.end)  # type: ignore[arg-type]
+    assert request.start is not None and request.end is not None  # a period report has both dates
+    lo, hi = period_bounds(request.start, request.end)
     rows = db.session.execute(select(AuditEvent.occurred_at, AuditEvent.action, AuditEvent.object_id,
                                      AuditEvent.details)
                               .where(AuditEvent.action.in_(actions), AuditEvent.occurred_at >= lo,
@@ -268,7 +270,8 @@ TRAIL_COLUMNS = (("Local time", 26), ("Event", 22), ("Object", 22), ("Details", 
 
 def build_access_audit(request: ReportRequest, progress: Progress) -> ReportContent:
     """The period's PACS access, exceptions first."""
-    lo, hi = period_bounds(request.start, request.end)  # type: ignore[arg-type]
+    assert request.start is not None and request.end is not None  # a period report has both dates
+    lo, hi = period_bounds(request.start, request.end)
     dialect = db.session.get_bind().dialect.name
     clock = LocalClock(dialect, current_app.config["PACSDESK_TIMEZONE"], lo, hi)
     hours = current_app.config["PACSDESK_BUSINESS_HOURS"]

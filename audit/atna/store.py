@@ -65,8 +65,8 @@ MESSAGE_COLUMNS = ("id", "received_at", "batch_id", "event_time", "event_offset"
                    "patient_name", "study_uid", "accession", "xml_z")
 # asset_id is left out of the digest: it is the match to the inventory, made again when assets change.
 DIGEST_COLUMNS = tuple(c for c in MESSAGE_COLUMNS if c not in ("id", "asset_id", "xml_z"))
-LENGTHS = {column.name: column.type.length for column in AtnaMessage.__table__.columns
-           if getattr(column.type, "length", None)}
+LENGTHS = {column.name: length for column in AtnaMessage.__table__.columns
+           if (length := getattr(column.type, "length", None))}
 
 
 def iso_utc(value: datetime) -> str:
@@ -113,9 +113,11 @@ def identifiers(message: AuditMessage) -> Identifiers:
     patients = [(patient_number(obj.object_id), obj.name) for obj in message.patients]
     if not patients:
         for obj in message.objects:
-            asked = obj.query.key("PatientID") if obj.query is not None else None
+            if obj.query is None:
+                continue
+            asked = obj.query.key("PatientID")
             if asked and asked.strip() and "*" not in asked and "?" not in asked:
-                patients.append((patient_number(asked), obj.query.key("PatientName")))  # type: ignore[union-attr]
+                patients.append((patient_number(asked), obj.query.key("PatientName")))
     unique = list(dict((pid, name) for pid, name in patients if pid).items())
     return Identifiers(tuple(unique), message.study_uids, message.accession_numbers)
 

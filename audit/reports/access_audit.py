@@ -71,7 +71,8 @@ def _details_text(text: str | None, limit: int = 120, object_type: str | None = 
 
 def _filters(request: ReportRequest) -> list[ColumnElement[bool]]:
     """The period and the optional user or object narrowing."""
-    lo, hi = period_bounds(request.start, request.end)  # type: ignore[arg-type]
+    assert request.start is not None and request.end is not None  # a period report has both dates
+    lo, hi = period_bounds(request.start, request.end)
     conditions = [E.occurred_at >= lo, E.occurred_at < hi]
     if request.username:
         conditions.append(E.username == request.username)

@@ -54,7 +54,7 @@ def bar_chart(labels: Sequence[str], series: Sequence[tuple[str, Sequence[float]
     every = max(1, math.ceil(n / max_labels))
     for i, label in enumerate(labels):
         x = left + i * slot + (slot - bar) / 2
-        base = top + plot_h
+        base: float = top + plot_h
         for k, (_, values) in enumerate(series):
             h = plot_h * values[i] / y_max if y_max else 0
             if h > 0:

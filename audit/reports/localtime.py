@@ -12,9 +12,10 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Integer, and_, case, cast, func, literal_column, not_
+from sqlalchemy import Integer, SQLColumnExpression, and_, case, cast, func, literal_column, not_
 from sqlalchemy.sql.elements import ColumnElement
 
 SAFE_TZ = re.compile(r"^[A-Za-z0-9_+\-/]+$")
@@ -29,7 +30,9 @@ def _sql_text(value: str) -> ColumnElement:
 def offset_segments(tz: ZoneInfo, start: datetime, end: datetime) -> list[tuple[datetime, int]]:
     """(segment start UTC, offset seconds) pieces covering [start, end) with a constant offset."""
     def offset(at: datetime) -> int:
-        return int(at.astimezone(tz).utcoffset().total_seconds())  # type: ignore[union-attr]
+        shift = at.astimezone(tz).utcoffset()
+        assert shift is not None  # an aware datetime always has one
+        return int(shift.total_seconds())
 
     segments = [(start, offset(start))]
     step = timedelta(hours=12)
@@ -77,7 +80,7 @@ class LocalClock:
         if not SAFE_TZ.match(self.tz_name):
             raise ValueError(f"unexpected time zone name {self.tz_name!r}")
 
-    def local(self, column: ColumnElement) -> ColumnElement:
+    def local(self, column: SQLColumnExpression[Any]) -> ColumnElement:
         """The local timestamp (PostgreSQL: timestamp; SQLite: 'YYYY-MM-DD HH:MM:SS' text)."""
         if self.dialect == "postgresql":
             return func.timezone(_sql_text(self.tz_name), column)
@@ -95,19 +98,19 @@ class LocalClock:
             whens.append((column < _sql_text(stamp), shifted(seconds)))
         return case(*whens, else_=shifted(segments[-1][1]))
 
-    def day(self, column: ColumnElement) -> ColumnElement:
+    def day(self, column: SQLColumnExpression[Any]) -> ColumnElement:
         """Local calendar day as 'YYYY-MM-DD' text."""
         if self.dialect == "postgresql":
             return func.to_char(self.local(column), _sql_text("YYYY-MM-DD"))
         return func.substr(self.local(column), 1, 10)
 
-    def month(self, column: ColumnElement) -> ColumnElement:
+    def month(self, column: SQLColumnExpression[Any]) -> ColumnElement:
         """Local month as 'YYYY-MM' text."""
         if self.dialect == "postgresql":
             return func.to_char(self.local(column), _sql_text("YYYY-MM"))
         return func.substr(self.local(column), 1, 7)
 
-    def buckets(self, column: ColumnElement, start: date, end: date) -> PeriodBuckets:
+    def buckets(self, column: SQLColumnExpression[Any], start: date, end: date) -> PeriodBuckets:
         """Per-day buckets of ``column`` from ``start`` to ``end`` (per month beyond three months)."""
         by_month = (end - start).days > DAYS_CHARTED_BY_DAY
         keys: list[str] = []
@@ -120,13 +123,13 @@ class LocalClock:
         bucket = (self.month if by_month else self.day)(column).label("bucket")
         return PeriodBuckets(bucket, keys, "month" if by_month else "day")
 
-    def weekday(self, column: ColumnElement) -> ColumnElement:
+    def weekday(self, column: SQLColumnExpression[Any]) -> ColumnElement:
         """Local weekday, Monday = 0."""
         if self.dialect == "postgresql":
             return cast(func.extract("isodow", self.local(column)), Integer) - 1
         return (cast(func.strftime(_sql_text("%w"), self.local(column)), Integer) + 6) % 7
 
-    def minute_of_day(self, column: ColumnElement) -> ColumnElement:
+    def minute_of_day(self, column: SQLColumnExpression[Any]) -> ColumnElement:
         """Minutes since local midnight."""
         if self.dialect == "postgresql":
             local = self.local(column)
@@ -136,7 +139,7 @@ class LocalClock:
         return (cast(func.strftime(_sql_text("%H"), local), Integer) * 60
                 + cast(func.strftime(_sql_text("%M"), local), Integer))
 
-    def outside_hours(self, column: ColumnElement,
+    def outside_hours(self, column: SQLColumnExpression[Any],
                       hours: tuple[frozenset[int], time, time]) -> ColumnElement[bool]:
         """True when the local time falls outside business hours (days, start incl., end excl.)."""
         days, start, end = hours

@@ -11,7 +11,7 @@ from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Te
 from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 
 from core.auditing import AuditSpec
-from core.extensions import db
+from core.extensions import Model
 from core.timeutil import UTCDateTime, utcnow
 from core.types import EnumText
 
@@ -33,7 +33,7 @@ def new_report_id() -> str:
     return secrets.token_urlsafe(12)
 
 
-class ReportJob(db.Model):
+class ReportJob(Model):
     """One requested report; the PDF is kept in the database so every replica can serve it."""
 
     __tablename__ = "report_job"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import Float, cast, func, select
+from sqlalchemy import Float, SQLColumnExpression, cast, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from core.extensions import db
@@ -16,7 +17,7 @@ def dialect() -> str:
     return db.session.get_bind().dialect.name
 
 
-def seconds_between(later: ColumnElement, earlier: ColumnElement) -> ColumnElement:
+def seconds_between(later: SQLColumnExpression[Any], earlier: SQLColumnExpression[Any]) -> ColumnElement:
     """``later - earlier`` in seconds, computed by the database."""
     if dialect() == "postgresql":
         return func.extract("epoch", later - earlier)
@@ -38,7 +39,7 @@ def percentiles(value: ColumnElement, conditions: Sequence[ColumnElement[bool]],
         select(value).where(*conditions, value.is_not(None)).order_by(value))]
     if not ordered:
         return [None for _ in fractions]
-    found = []
+    found: list[float | None] = []
     for fraction in fractions:
         rank = fraction * (len(ordered) - 1)
         low, high = math.floor(rank), math.ceil(rank)

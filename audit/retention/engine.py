@@ -371,7 +371,7 @@ def run_retention(started_by: str, user: Any = None, batch_size: int = BATCH_SIZ
             report.classes.append(_walk_class(rc, policy, now, holds, purge, batch_size))
         class_digests = {c.key: c.digest for c in report.classes}
         report.digest = combined_digest(class_digests)
-        run = db.session.get(RetentionRun, run_id)
+        run = db.session.get_one(RetentionRun, run_id)
         run.status = RunStatus.COMPLETED
         run.finished_at = utcnow()
         run.counts = {c.key: c.count for c in report.classes}
@@ -391,7 +391,7 @@ def run_retention(started_by: str, user: Any = None, batch_size: int = BATCH_SIZ
         db.session.commit()
     except Exception as exc:
         db.session.rollback()
-        run = db.session.get(RetentionRun, run_id)
+        run = db.session.get_one(RetentionRun, run_id)
         run.status = RunStatus.FAILED
         run.finished_at = utcnow()
         run.error = str(exc)[:2000]

@@ -13,6 +13,7 @@ from audit.retention.registry import HoldScope, RecordClass, record_classes, sco
 from audit.trail.chain import record
 from audit.trail.models import AuditEvent
 from core.auth.models import Role, User
+from core.database import rowcount
 from core.extensions import db
 from core.forms import FieldError
 from core.mail.compose import Notice
@@ -187,10 +188,9 @@ def release_hold(hold_id: int, reason: str, user: Any) -> LegalHold:
                              f"{format_local(hold.released_at)}.")
     if not reason.strip():
         raise RetentionError("Give the reason for releasing the hold.", "reason")
-    released = db.session.execute(
+    released = rowcount(db.session.execute(
         update(LegalHold).where(LegalHold.id == hold_id, LegalHold.released_at.is_(None))
-        .values(released_at=utcnow(), released_by_id=user.id, release_reason=reason.strip())
-    ).rowcount
+        .values(released_at=utcnow(), released_by_id=user.id, release_reason=reason.strip())))
     if released != 1:
         raise RetentionError(f"Legal hold #{hold_id} was already released.")
     db.session.refresh(hold)

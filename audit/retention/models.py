@@ -11,12 +11,12 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.auditing import AuditSpec
 from core.auth.models import User
-from core.extensions import db
+from core.extensions import Model
 from core.timeutil import UTCDateTime, utcnow
 from core.types import EnumText
 
 
-class RetentionPolicy(db.Model):
+class RetentionPolicy(Model):
     """How long one record class is kept, counted from which date."""
 
     __tablename__ = "retention_policy"
@@ -40,7 +40,7 @@ class RetentionPolicy(db.Model):
         return " ".join(parts) or "0 days"
 
 
-class LegalHold(db.Model):
+class LegalHold(Model):
     """A hold that suspends destruction of what its scope covers until it is released."""
 
     __tablename__ = "legal_hold"
@@ -74,7 +74,7 @@ class RunStatus(StrEnum):
     ABANDONED = "abandoned"
 
 
-class RetentionRun(db.Model):
+class RetentionRun(Model):
     """One retention run: who started it, the policies in force, what went, and a digest of it."""
 
     __tablename__ = "retention_run"

@@ -133,9 +133,10 @@ def retention_job(job_id: int):
     job = get_job(job_id)
     if job is None or job.kind != RETENTION_JOB:
         abort(404)
-    run_id = (job.result or {}).get("run_id")
+    result = job.result or {}
+    run_id = result.get("run_id")
     if job.status == JobStatus.DONE and run_id:
-        flash(f"Retention run #{run_id} destroyed {job.result['destroyed']} records.", "success")
+        flash(f"Retention run #{run_id} destroyed {result['destroyed']} records.", "success")
         return redirect(url_for("audit.retention_run_detail", run_id=run_id))
     return render_template("audit/retention_job.html", job=job)
 

@@ -230,12 +230,13 @@ def append_anchor(path: Path, ring: Keyring, kind: str, seq: int, last_hash: str
             raise AnchorError("the anchor log's last entry does not verify; nothing is appended "
                               "after it until an administrator investigates")
         key = ring.newest
-        fields = {"n": 1 if before is None else before.n + 1, "at": iso_utc(utcnow()), "kind": kind,
-                  "seq": seq, "hash": last_hash, "count": count, "key_id": key.key_id,
-                  "prev": GENESIS if before is None else before.mac, "mode": mode,
-                  "from_seq": from_seq, "run": run}
+        fields: dict[str, Any] = {
+            "n": 1 if before is None else before.n + 1, "at": iso_utc(utcnow()), "kind": kind,
+            "seq": seq, "hash": last_hash, "count": count, "key_id": key.key_id,
+            "prev": GENESIS if before is None else before.mac, "mode": mode,
+            "from_seq": from_seq, "run": run}
         sealed = {k: v for k, v in fields.items() if v is not None}
-        anchor = Anchor(**fields, mac=key.mac(_payload(sealed)))  # type: ignore[arg-type]
+        anchor = Anchor(**fields, mac=key.mac(_payload(sealed)))
         _write_all(fd, anchor.line().encode("ascii"), size, path)
         return anchor
     finally:

@@ -14,15 +14,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, inspect
+from sqlalchemy import Table, insert, inspect
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
 from audit.trail.models import ObjectChange
 from core.auditing import AuditSpec, audit_spec
 from core.database import listen_once
-from core.extensions import db
+from core.extensions import Model, db
 from core.timeutil import utcnow
 
 _KEY = "pacsdesk_audit"
@@ -168,7 +168,7 @@ _TABLES: dict[int, dict[str, str]] = {}
 
 def _audited_tables() -> dict[str, str]:
     """Audited tables by name, with the object type their events name (computed once per set of models)."""
-    mappers = db.Model.registry.mappers
+    mappers = Model.registry.mappers
     cached = _TABLES.get(len(mappers))
     if cached is not None:
         return cached
@@ -176,7 +176,7 @@ def _audited_tables() -> dict[str, str]:
     for mapper in mappers:
         spec = getattr(mapper.class_, "__audit__", None)
         if isinstance(spec, AuditSpec):
-            found[mapper.local_table.name] = spec.object_type  # type: ignore[union-attr]
+            found[cast(Table, mapper.local_table).name] = spec.object_type
     _TABLES.clear()
     _TABLES[len(mappers)] = found
     return found

@@ -10,7 +10,8 @@ from sqlalchemy.orm import selectinload
 
 from audit.trail.models import ObjectChange
 from core.auditing import AuditSpec, Tracked
-from core.extensions import db
+from core.database import rowcount
+from core.extensions import Model, db
 
 EMPTY = "(none)"
 
@@ -27,7 +28,7 @@ class ChangeWords:
 def tracked_fields(object_type: str) -> dict[str, Tracked]:
     """The tracked fields of the models whose history is filed under ``object_type``, by history key."""
     found: dict[str, Tracked] = {}
-    for mapper in db.Model.registry.mappers:
+    for mapper in Model.registry.mappers:
         spec = getattr(mapper.class_, "__audit__", None)
         if isinstance(spec, AuditSpec) and spec.history is not None and spec.object_type == object_type:
             found.update({t.key: t for t in spec.tracked})
@@ -65,5 +66,5 @@ def forget_history(object_type: str, object_ids: Iterable[int]) -> int:
     ids = list(object_ids)
     if not ids:
         return 0
-    return int(db.session.execute(delete(ObjectChange).where(
-        ObjectChange.object_type == object_type, ObjectChange.object_id.in_(ids))).rowcount or 0)  # type: ignore[attr-defined]
+    return rowcount(db.session.execute(delete(ObjectChange).where(
+        ObjectChange.object_type == object_type, ObjectChange.object_id.in_(ids))))

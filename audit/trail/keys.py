@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask
 
 from core.config import AUDIT_KEY_ID_MAX, ConfigError, parse_audit_keyring, read_audit_key_file
-from core.registry import app_registry
+from core.registry import app_registry, current_app_object
 
 LEGACY_KEY_ID = 0  # events written before keys existed: plain SHA-256, never written again
 _BLOCK = 64        # SHA-256 block size, for the HMAC pads
@@ -132,7 +132,7 @@ class _KeyringSlot:
 
 def keyring(app: Flask | None = None) -> Keyring:
     """The app's keyring (loaded on first use)."""
-    target = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    target = app or current_app_object()
     slot = app_registry(target, "audit_keyring", _KeyringSlot)
     if slot.keyring is None:
         slot.keyring = keyring_from_config(target.config)

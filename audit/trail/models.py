@@ -7,13 +7,13 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from core.extensions import db
+from core.extensions import Model
 from core.timeutil import UTCDateTime, utcnow
 
 GENESIS_HASH = "0" * 64
 
 
-class AuditEvent(db.Model):
+class AuditEvent(Model):
     """One audited action; ``seq`` is its chain position and ``hash`` seals it to the last.
 
     ``key_id`` names the audit key whose HMAC ``hash`` is; 0 marks an event written before
@@ -47,7 +47,7 @@ class AuditEvent(db.Model):
     )
 
 
-class AuditCheckpoint(db.Model):
+class AuditCheckpoint(Model):
     """Where a retention purge cut the chain: the range purged, the boundary's hash, the run.
 
     ``mac`` is the keyed hash of those facts (``sealing.checkpoint_payload``) with key
@@ -67,7 +67,7 @@ class AuditCheckpoint(db.Model):
     mac: Mapped[str | None] = mapped_column(String(64))
 
 
-class AuditPurgePermit(db.Model):
+class AuditPurgePermit(Model):
     """Present only inside a retention purge's transaction; the delete trigger checks it.
 
     It names the last chain position the purge may remove, so even with a permit in place
@@ -80,7 +80,7 @@ class AuditPurgePermit(db.Model):
     through_seq: Mapped[int] = mapped_column(BigInteger)
 
 
-class ObjectChange(db.Model):
+class ObjectChange(Model):
     """One line of an object's history (a ticket's or an asset's timeline): which field, old and new.
 
     Written only by the audit session hook (``audit.trail.enforcement``) from the changes of
@@ -103,7 +103,7 @@ class ObjectChange(db.Model):
     __table_args__ = (Index("ix_object_change_object", "object_type", "object_id", "changed_at"),)
 
 
-class ChainVerificationRun(db.Model):
+class ChainVerificationRun(Model):
     """One verification of the audit trail: when, how, how many events, intact or where broken.
 
     ``mode`` is ``full`` (every event from the start) or ``incremental`` (from ``from_seq``,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 
 from audit.retention.models import RetentionRun, RunStatus
 from audit.retention.registry import HoldScope, RecordClass
@@ -31,7 +31,7 @@ def _audit_hold_condition(scope: HoldScope) -> Any:
     if scope.object_type:
         return (AuditEvent.object_type == scope.object_type) & (AuditEvent.object_id == scope.object_key)
     if scope.record_class == "audit_events":
-        cond = AuditEvent.seq.is_not(None)
+        cond: ColumnElement[bool] = AuditEvent.seq.is_not(None)
         if scope.start:
             cond = cond & (AuditEvent.occurred_at >= scope.start)
         if scope.end:

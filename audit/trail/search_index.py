@@ -71,7 +71,7 @@ _present: dict[str, bool] = {}
 
 def index_present() -> bool:
     """Whether this database has the word index (checked once per database)."""
-    engine = db.session.get_bind()
+    engine = db.session.get_bind().engine
     key = engine.url.render_as_string(hide_password=True)
     if key not in _present:
         if engine.dialect.name == "postgresql":
@@ -100,14 +100,14 @@ COMMON_TTL = 600.0
 
 def common_words() -> frozenset[str]:
     """Words PostgreSQL's statistics say are in at least 1% of events (cached 10 minutes)."""
-    key = db.session.get_bind().url.render_as_string(hide_password=True)
+    key = db.session.get_bind().engine.url.render_as_string(hide_password=True)
     cached = _common.get(key)
     if cached is not None and time.monotonic() - cached[0] < COMMON_TTL:
         return cached[1]
     row = db.session.execute(text(
         "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats "
         "WHERE tablename = 'ix_audit_event_details_tokens' AND schemaname = current_schema()")).first()
-    words = frozenset()
+    words: frozenset[str] = frozenset()
     if row is not None and row[0]:
         words = frozenset(w for w, f in zip(row[0], row[1], strict=False) if f >= COMMON_FREQUENCY)
     _common[key] = (time.monotonic(), words)

@@ -75,7 +75,7 @@ def record_completion(new: NewCompletion, actor: User, on_behalf_allowed: bool) 
         raise TrainingError("Give the date the training was completed.", "completed_on")
     if new.completed_on > local_today():
         raise TrainingError("Completion date cannot be in the future.", "completed_on")
-    joined = to_local(assignment.user.created_at).date()  # type: ignore[union-attr]
+    joined = to_local(assignment.user.created_at).date()
     if new.completed_on < joined:
         raise TrainingError(f"Completion date is before {assignment.user.username}'s account existed "
                             f"({joined.isoformat()}).", "completed_on")
@@ -131,7 +131,7 @@ def _of_user(username: str) -> Condition:
 
 def _local_date(moment: datetime) -> date:
     """The local calendar day of ``moment``: completions are dated, not timed."""
-    return to_local(moment).date()  # type: ignore[union-attr]
+    return to_local(moment).date()
 
 
 RETENTION_CLASS = Described(

@@ -20,11 +20,11 @@ from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 
 from core.auditing import AuditSpec
 from core.auth.models import Role, User
-from core.extensions import db
+from core.extensions import Model
 from core.timeutil import UTCDateTime, utcnow
 
 
-class Course(db.Model):
+class Course(Model):
     """A training course: who must take it, how often, and how long a new user has."""
 
     __tablename__ = "training_course"
@@ -65,7 +65,7 @@ class Course(db.Model):
         return self.is_active and (not self.roles or user.role in self.roles)
 
 
-class TrainingAssignment(db.Model):
+class TrainingAssignment(Model):
     """A user who must take a course, and by when the first time."""
 
     __tablename__ = "training_assignment"
@@ -86,7 +86,7 @@ class TrainingAssignment(db.Model):
     )
 
 
-class TrainingCompletion(db.Model):
+class TrainingCompletion(Model):
     """One completion of an assignment; never overwritten, so the history stays."""
 
     __tablename__ = "training_completion"

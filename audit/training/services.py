@@ -35,7 +35,8 @@ AUDIT_ACTIONS = {
     "training.exported": "Training matrix exported",
 }
 
-SEED_COURSES = (
+# code, title, description, recurrence in months (None: once), roles (empty: everyone), days to complete
+SEED_COURSES: tuple[tuple[str, str, str, int | None, list[str], int], ...] = (
     ("hipaa-privacy", "HIPAA Privacy", "The Privacy Rule: minimum necessary use of patient "
      "information, patients' rights, and reporting a privacy incident.", 12, [], 30),
     ("hipaa-security", "HIPAA Security Awareness", "Security reminders, protection from malicious "
@@ -92,7 +93,7 @@ class AssignmentStatus:
 
 def local_today() -> date:
     """Today's date in the configured time zone."""
-    return to_local(utcnow()).date()  # type: ignore[union-attr]
+    return to_local(utcnow()).date()
 
 
 def _standing(recurrence_months: int | None, first_due: date, completed_on: date | None,
@@ -240,7 +241,7 @@ def _first_due(user: User, course: Course) -> date:
     start = user.created_at
     if course.available_from is not None and course.available_from > start:
         start = course.available_from
-    return to_local(start).date() + timedelta(days=course.days_to_complete)  # type: ignore[union-attr]
+    return to_local(start).date() + timedelta(days=course.days_to_complete)
 
 
 def _missing(users: Sequence[User], courses: Sequence[Course]) -> list[tuple[User, Course]]:

@@ -46,8 +46,9 @@ def assignment_detail(assignment_id: int):
     form = CompletionForm()
     if form.validate_on_submit():
         upload = form.certificate.data
+        filename = getattr(upload, "filename", "")
         certificate = (training_completions.Certificate(upload.filename, upload.stream)
-                       if upload is not None and getattr(upload, "filename", "") else None)
+                       if upload is not None and filename else None)
         new = training_completions.NewCompletion(
             assignment_id=assignment.id, completed_on=form.completed_on.data, score=form.score.data,
             attested=form.attested.data, certificate=certificate)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from ldap3 import BASE, NONE, SUBTREE, Connection, Server, Tls
@@ -388,6 +388,7 @@ def _open(config: DirectoryConfig, url: str) -> Connection:
         tls = _VerifiedTls(config.ca_file)
     except (OSError, ssl.SSLError) as exc:
         raise DirectoryUnavailable(f"{url}: cannot load PACSDESK_LDAP_CA_FILE ({exc})") from None
+    assert parts.hostname is not None  # _urls refuses a URL without one
     server = Server(parts.hostname, port=parts.port or (636 if secure else 389), use_ssl=secure, tls=tls,
                     get_info=NONE, connect_timeout=config.timeout)
     conn = Connection(server, user=config.bind_dn, password=config.bind_password, read_only=True,
@@ -428,7 +429,8 @@ def _connection(config: DirectoryConfig) -> Iterator[Connection]:
             conn.unbind()
 
 
-def _search(conn: Connection, base: str, query: str, attributes: list[str], scope: str = SUBTREE,
+def _search(conn: Connection, base: str, query: str, attributes: list[str],
+            scope: Literal["BASE", "LEVEL", "SUBTREE"] = SUBTREE,
             paged: bool = False, missing_ok: bool = False) -> Iterator[dict]:
     """Entries found; any result but success raises (a partial list must never look complete)."""
     cookie = None

@@ -10,7 +10,7 @@ from sqlalchemy import Boolean, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.auditing import AuditSpec
-from core.extensions import db
+from core.extensions import Model
 from core.timeutil import UTCDateTime, utcnow
 from core.types import EnumText
 
@@ -41,7 +41,7 @@ class AuthSource(StrEnum):
     DIRECTORY = "directory"
 
 
-class User(UserMixin, db.Model):
+class User(UserMixin, Model):
     """One account per person (HIPAA unique user identification); never deleted."""
 
     __tablename__ = "user_account"
@@ -112,7 +112,7 @@ class User(UserMixin, db.Model):
         return f"<User {self.username} ({self.role})>"
 
 
-class UnknownLoginName(db.Model):
+class UnknownLoginName(Model):
     """Failed logins under a name no account has, counted like an account's so a lockout reveals nothing.
 
     The name is kept only as a keyed hash (it may be a password typed in the wrong field).
@@ -126,7 +126,7 @@ class UnknownLoginName(db.Model):
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
-class DirectorySyncRun(db.Model):
+class DirectorySyncRun(Model):
     """One run of the directory sync: when, how it ended, how many people it saw and changed."""
 
     __tablename__ = "directory_sync_run"

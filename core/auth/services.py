@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from flask import Flask, current_app
+from flask import Flask
 from sqlalchemy import func, select
 
 from core import audit_sink
@@ -17,7 +17,7 @@ from core.auth.models import AuthSource, Role, User
 from core.auth.passwords import hash_password, password_problem
 from core.extensions import db
 from core.forms import FieldError
-from core.registry import app_registry
+from core.registry import app_registry, current_app_object
 from core.timeutil import utcnow
 
 # Audit actions recorded here (registered by the package's init_app).
@@ -129,7 +129,7 @@ def create_user(new: NewUser, actor: User | None = None) -> User:
                  "source": user.auth_source},
         **_actor(actor),
     )
-    for hook in _user_created_hooks(current_app._get_current_object()):  # type: ignore[attr-defined]
+    for hook in _user_created_hooks(current_app_object()):
         hook(user)
     return user
 

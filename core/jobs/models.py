@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.extensions import db
+from core.extensions import Model
 from core.timeutil import UTCDateTime, utcnow
 from core.types import EnumText
 
@@ -33,7 +33,7 @@ class JobStatus(StrEnum):
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
-class Job(db.Model):
+class Job(Model):
     """One piece of work: what to run (``kind`` and ``params``), its state, attempts and lease."""
 
     __tablename__ = "job"
@@ -73,7 +73,7 @@ class Job(db.Model):
 
 
 
-class JobSchedule(db.Model):
+class JobSchedule(Model):
     """When each periodic job was last queued; one conditional update decides which replica queues it."""
 
     __tablename__ = "job_schedule"
@@ -82,7 +82,7 @@ class JobSchedule(db.Model):
     last_queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
-class JobWorker(db.Model):
+class JobWorker(Model):
     """A running worker process and its heartbeat (the Jobs page lists them)."""
 
     __tablename__ = "job_worker"

@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from core import audit_sink
+from core.database import rowcount
 from core.extensions import db
 from core.forms import FieldError
 from core.jobs.models import ACTIVE, Job, JobStatus, JobWorker
@@ -103,8 +104,8 @@ def cancel_job(job_id: int) -> Job:
 
 def purge_finished(before: datetime) -> int:
     """Delete finished, failed and cancelled jobs that ended before ``before``; returns how many."""
-    return int(db.session.execute(delete(Job).where(
-        Job.status.not_in(ACTIVE), Job.finished_at < before)).rowcount or 0)  # type: ignore[attr-defined]
+    return rowcount(db.session.execute(delete(Job).where(
+        Job.status.not_in(ACTIVE), Job.finished_at < before)))
 
 
 
@@ -115,7 +116,7 @@ def cleanup_job(ctx: JobContext) -> dict[str, Any]:
     """Forget finished jobs after 30 days and workers that stopped a day ago (commits)."""
     now = utcnow()
     jobs = purge_finished(now - KEEP_FINISHED)
-    workers = int(db.session.execute(delete(JobWorker).where(
-        JobWorker.heartbeat_at < now - timedelta(days=1))).rowcount or 0)  # type: ignore[attr-defined]
+    workers = rowcount(db.session.execute(delete(JobWorker).where(
+        JobWorker.heartbeat_at < now - timedelta(days=1))))
     db.session.commit()
     return {"jobs_forgotten": jobs, "workers_forgotten": workers}

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from flask import Flask, current_app
+from flask import Flask
 
-from core.registry import app_registry
+from core.registry import app_registry, current_app_object
 
 
 class JobContext(Protocol):
@@ -57,7 +57,7 @@ class JobRegistry:
 
 def _registry(app: Flask | None = None) -> JobRegistry:
     """The job registry of ``app`` (default: the current app)."""
-    return app_registry(app or current_app._get_current_object(), "jobs", JobRegistry)  # type: ignore[attr-defined]
+    return app_registry(app or current_app_object(), "jobs", JobRegistry)
 
 
 def register_job(app: Flask, kind: JobKind) -> None:

@@ -27,6 +27,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from core.database import rowcount
 from core.extensions import db
 from core.jobs.models import Job, JobSchedule, JobStatus, JobWorker
 from core.jobs.queue import enqueue
@@ -135,11 +136,11 @@ def schedule_periodic(app: Flask, now: datetime | None = None) -> list[str]:
             every = timedelta(seconds=float(kind.every(app)))
             try:
                 db.session.execute(insert_(JobSchedule).values(name=kind.name).on_conflict_do_nothing())
-                taken = db.session.execute(
+                taken = rowcount(db.session.execute(
                     update(JobSchedule).where(
                         JobSchedule.name == kind.name,
                         (JobSchedule.last_queued_at.is_(None)) | (JobSchedule.last_queued_at <= now - every))
-                    .values(last_queued_at=now).execution_options(synchronize_session=False)).rowcount
+                    .values(last_queued_at=now).execution_options(synchronize_session=False)))
                 if taken == 1:
                     enqueue(kind.name, dedup_key=f"periodic:{kind.name}")
                     queued.append(kind.name)

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from core import audit_sink
 from core.auth.models import User
-from core.database import outside_transaction, snapshot_connection
+from core.database import outside_transaction, rowcount, snapshot_connection
 from core.extensions import db
 from core.jobs.models import ACTIVE, Job, JobStatus
 from core.jobs.registry import JobContext, job_kinds
@@ -127,10 +127,9 @@ def after_rollback(session: Session) -> None:
 
 def _write(statement: Any) -> int:
     """Run one update in a committed transaction of its own; returns the rows it touched."""
-    rows = db.session.execute(statement.execution_options(
-        synchronize_session=False)).rowcount  # type: ignore[attr-defined]
+    rows = rowcount(db.session.execute(statement.execution_options(synchronize_session=False)))
     db.session.commit()
-    return int(rows or 0)
+    return rows
 
 
 def mark_interrupted(now: datetime | None = None) -> int:

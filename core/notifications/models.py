@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 
-from core.extensions import db
+from core.extensions import Model
 from core.timeutil import UTCDateTime, utcnow
 from core.types import EnumText
 
@@ -65,7 +65,7 @@ class InboundOutcome(StrEnum):
     DISCARDED = "discarded"
 
 
-class NotificationPreference(db.Model):
+class NotificationPreference(Model):
     """One person's choice for one kind of notification (absent: the kind's default)."""
 
     __tablename__ = "notification_preference"
@@ -76,7 +76,7 @@ class NotificationPreference(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-class Notification(db.Model):
+class Notification(Model):
     """What one person is told, shown under the bell; words written by PACS Desk, never ticket text."""
 
     __tablename__ = "notification"
@@ -102,7 +102,7 @@ class Notification(db.Model):
     )
 
 
-class OutboxMessage(db.Model):
+class OutboxMessage(Model):
     """One e-mail to one recipient, kept with its Message-ID so a retry sends the same message."""
 
     __tablename__ = "mail_outbox"
@@ -132,7 +132,7 @@ class OutboxMessage(db.Model):
     )
 
 
-class InboundMail(db.Model):
+class InboundMail(Model):
     """A message read from the mailbox, by key, so it is handled once even if read twice.
 
     A held message (unknown sender) keeps its raw bytes until an administrator assigns or

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import Flask, current_app
+from flask import Flask
 
 from core.auth.models import Role
 from core.notifications.models import Delivery
-from core.registry import app_registry
+from core.registry import app_registry, current_app_object
 
 EVERYONE = frozenset(Role)
 
@@ -43,7 +43,7 @@ class NotificationKind:
 
 def _kinds(app: Flask | None = None) -> dict[str, NotificationKind]:
     """The notification kinds of ``app`` (default: the current app), by name."""
-    return app_registry(app or current_app._get_current_object(), "notification_kinds", dict)  # type: ignore[attr-defined]
+    return app_registry(app or current_app_object(), "notification_kinds", dict)
 
 
 def register_notification_kind(app: Flask, kind: NotificationKind) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy import func, select, update
 
 from core import audit_sink
 from core.auth.models import Role, User
+from core.database import rowcount
 from core.extensions import db
 from core.mail.compose import Notice, UnsafeMessage, check_address, check_notice, new_message_id
 from core.mail.settings import MailSettings
@@ -250,7 +251,7 @@ def mark_read(user_id: int, notification_id: int | None = None) -> int:
     statement = update(Notification).where(Notification.user_id == user_id, Notification.read_at.is_(None))
     if notification_id is not None:
         statement = statement.where(Notification.id == notification_id)
-    count = db.session.execute(statement.values(read_at=utcnow())
-                               .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
+    count = rowcount(db.session.execute(statement.values(read_at=utcnow())
+                                        .execution_options(synchronize_session=False)))
     db.session.flush()
-    return int(count or 0)
+    return count

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 from flask.cli import AppGroup
@@ -81,7 +82,7 @@ def review_command(tag: str, as_json: bool) -> None:
     record("studies.listed_cli", object_type="asset", object_id=asset.asset_tag, user=None, username="cli",
            details={"studies": listing.studies_seen, "past_retention": len(expired), "held": len(held)})
     db.session.commit()
-    rows = [{"study_uid": d.study.study_uid, "patient_id": mask(d.study.patient_id),
+    rows: list[dict[str, Any]] = [{"study_uid": d.study.study_uid, "patient_id": mask(d.study.patient_id),
              "study_date": d.study.study_date.isoformat() if d.study.study_date else None,
              "modalities": list(d.study.modalities), "rule": d.rule.name if d.rule else None,
              "anchor_date": d.anchor_date.isoformat() if d.anchor_date else None, "age": d.age,

@@ -20,6 +20,8 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.association import Association
+
+# pynetdicom creates its SOP classes at import time; its type information does not list them
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 
 from inventory.verification.dicom import REJECT_REASONS, REJECT_RESULTS, validate_target
@@ -275,6 +277,7 @@ def _responses_to_the_caller_only(assoc: Association) -> None:
     def get_msg(block: bool = False) -> Any:
         return blocking_get(block=True) if block else (None, None)
 
+    # Replacing a library method on one instance, which mypy refuses for methods.
     dimse.get_msg = get_msg  # type: ignore[method-assign]
 
 

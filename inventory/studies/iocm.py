@@ -15,6 +15,8 @@ from datetime import datetime
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+
+# pynetdicom creates its SOP classes at import time; its type information does not list them
 from pynetdicom.sop_class import KeyObjectSelectionDocumentStorage  # type: ignore[attr-defined]
 
 from inventory.studies.dimse import (

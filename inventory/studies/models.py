@@ -11,14 +11,14 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.auditing import AuditSpec
 from core.auth.models import User
-from core.extensions import db
+from core.extensions import Model
 from core.timeutil import UTCDateTime, utcnow
 from core.types import EnumText
 from inventory.models import Asset
 from inventory.studies.rules import Anchor, Period, Rule, RuleKind
 
 
-class ImagingRule(db.Model):
+class ImagingRule(Model):
     """One imaging retention rule as compliance officers set it; ``modality`` "" applies to all."""
 
     __tablename__ = "imaging_retention_rule"
@@ -58,7 +58,7 @@ DELETION_METHOD_TEXT = {
 }
 
 
-class ArchiveSettings(db.Model):
+class ArchiveSettings(Model):
     """How PACS Desk queries and deletes studies on one PACS archive node."""
 
     __tablename__ = "study_archive_settings"
@@ -93,7 +93,7 @@ class ReviewStatus(StrEnum):
 ACTIVE_REVIEW = (ReviewStatus.PENDING, ReviewStatus.APPROVED, ReviewStatus.EXECUTING)
 
 
-class StudyReview(db.Model):
+class StudyReview(Model):
     """One review of an archive's studies past retention, its approval and its execution."""
 
     __tablename__ = "study_review"
@@ -147,7 +147,7 @@ class ItemOutcome(StrEnum):
     FAILED = "failed"
 
 
-class StudyReviewItem(db.Model):
+class StudyReviewItem(Model):
     """A study a review found past retention: expired (may be destroyed) or spared by a hold."""
 
     __tablename__ = "study_review_item"

@@ -267,7 +267,7 @@ def expire_if_due(review: StudyReview, now: datetime | None = None) -> bool:
         db.session.flush()
         record("studies.review_expired", object_type="study_review", object_id=review.id, user=None,
                details={"approved_at": review.approved_at.isoformat() if review.approved_at else None,
-                        "expired_at": review.expires_at.isoformat()})
+                        "expired_at": review.expires_at.isoformat() if review.expires_at else None})
         return True
     return False
 

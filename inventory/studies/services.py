@@ -297,5 +297,5 @@ def hold_state(hold: LegalHold) -> dict[str, Any]:
     key = hold.object_key or ""
     shown = mask(key) if hold.object_type == "patient" else key
     return {"id": hold.id, "reason": hold.reason, "type": hold.object_type, "key": shown,
-            "start": _local_day(hold.start).isoformat() if hold.start else None,
-            "end": _local_day(hold.end).isoformat() if hold.end else None}
+            "start": start.isoformat() if (start := _local_day(hold.start)) else None,
+            "end": end.isoformat() if (end := _local_day(hold.end)) else None}

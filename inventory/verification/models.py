@@ -8,7 +8,7 @@ from enum import StrEnum
 from sqlalchemy import Float, ForeignKey, Index, Integer, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.extensions import db
+from core.extensions import Model
 from core.timeutil import UTCDateTime, utcnow
 from core.types import EnumText
 from inventory.verification.dicom import Outcome
@@ -36,7 +36,7 @@ class NodeStateName(StrEnum):
         return self.value.capitalize()
 
 
-class NodeCheck(db.Model):
+class NodeCheck(Model):
     """One C-ECHO check of one node: when, how it ended, how long it took."""
 
     __tablename__ = "node_check"
@@ -56,7 +56,7 @@ class NodeCheck(db.Model):
         return self.outcome == "ok"
 
 
-class NodeState(db.Model):
+class NodeState(Model):
     """The current state of one DICOM node (one row per checked node)."""
 
     __tablename__ = "node_state"

@@ -441,7 +441,8 @@ def sweep(progress: Callable[[int, str], None] | None = None,
     opened = db.session.execute(select(NodeState.open_ticket_id).join(Asset, Asset.id == NodeState.asset_id)
                                 .where(Asset.asset_tag.in_(result.went_down),
                                        NodeState.open_ticket_id.is_not(None))).scalars().all()
-    open_outage_incident(opened)  # one incident above them when many nodes went down at once
+    # One incident above them when many nodes went down at once.
+    open_outage_incident([ticket_id for ticket_id in opened if ticket_id is not None])
     record("node.sweep", user=None, client_address=None, details={
         "nodes": len(result.results), "ok": result.ok, "failed": result.failed,
         "outcomes": result.counts, "skipped": len(result.skipped),

@@ -97,7 +97,7 @@ def node_state_counts() -> dict[str, Any]:
     troubled = [(n, states[n.id]) for n in nodes if n.id in states
                 and states[n.id].state in (NodeStateName.DOWN, NodeStateName.DEGRADED)]
     troubled.sort(key=lambda pair: (pair[1].state != NodeStateName.DOWN, pair[0].asset_tag))
-    return {"total": len(nodes), "counts": {s.value: counts.get(s.value, 0) for s in NodeStateName},
+    return {"total": len(nodes), "counts": {s.value: counts[s] for s in NodeStateName},
             "troubled": troubled[:10], "more": max(len(troubled) - 10, 0)}
 
 

@@ -55,7 +55,8 @@ def follow_nav(page: Page, name: str) -> None:
         toggler.click()
     link = page.locator("#mainnav").get_by_role("link", name=name, exact=True).first
     if not link.is_visible():
-        page.locator("#mainnav .nav-item.dropdown").filter(has=link).locator(".dropdown-toggle").click()
+        in_menu = page.get_by_role("link", name=name, exact=True)  # relative to each menu
+        page.locator("#mainnav .nav-item.dropdown").filter(has=in_menu).locator(".dropdown-toggle").click()
     link.click()
 
 

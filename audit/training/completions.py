@@ -14,7 +14,7 @@ from sqlalchemy.orm import aliased
 from audit.retention.described import Condition, Described
 from audit.trail.chain import record
 from audit.training.models import TrainingAssignment, TrainingCompletion
-from audit.training.services import ATTESTATION, TrainingError, local_today
+from audit.training.services import ATTESTATION, OFFICER_ATTESTATION, TrainingError, local_today
 from core.auth.models import User
 from core.extensions import db
 from core.filenames import clean_file_name
@@ -85,7 +85,9 @@ def record_completion(new: NewCompletion, actor: User, on_behalf_allowed: bool) 
                                 else (None, None, None))
     completion = TrainingCompletion(
         assignment_id=assignment.id, user_id=assignment.user_id, course_id=assignment.course_id,
-        completed_on=new.completed_on, score=new.score, attestation=ATTESTATION, attested_at=utcnow(),
+        completed_on=new.completed_on, score=new.score,
+        attestation=ATTESTATION if assignment.user_id == actor.id else OFFICER_ATTESTATION,
+        attested_at=utcnow(),
         certificate_name=name, certificate_type=content_type, certificate_data=data,
         certificate_size=len(data) if data is not None else None,
         recorded_by_id=actor.id, recorded_at=utcnow())

@@ -26,6 +26,9 @@ from core.timeutil import format_local, to_local, utcnow
 DUE_SOON_DAYS = 30
 ATTESTATION = ("I completed this training and understand my obligations under it, including the "
                "protection of patient information.")
+# What an officer recording someone else's completion confirms: the trainee's word, not their own.
+OFFICER_ATTESTATION = ("The trainee attested that they completed this training and understand their "
+                       "obligations under it, including the protection of patient information.")
 
 # Audit actions recorded here (registered by the package's init_app).
 AUDIT_ACTIONS = {

@@ -44,6 +44,8 @@ def assignment_detail(assignment_id: int):
     if assignment.user_id != current_user.id and not _can_manage():
         abort(404)
     form = CompletionForm()
+    if assignment.user_id != current_user.id:
+        form.attested.label.text = training.OFFICER_ATTESTATION
     if form.validate_on_submit():
         upload = form.certificate.data
         filename = getattr(upload, "filename", "")

@@ -55,7 +55,9 @@ def follow_nav(page: Page, name: str) -> None:
         toggler.click()
     link = page.locator("#mainnav").get_by_role("link", name=name, exact=True).first
     if not link.is_visible():
-        page.locator("#mainnav .nav-item.dropdown").filter(has=link).locator(".dropdown-toggle").click()
+        # CSS, not a role: the closed menu's links are hidden, and roles skip hidden elements
+        in_menu = page.locator("a.dropdown-item", has_text=name)
+        page.locator("#mainnav .nav-item.dropdown").filter(has=in_menu).locator(".dropdown-toggle").click()
     link.click()
 
 

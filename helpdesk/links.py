@@ -130,10 +130,12 @@ def merge_into(source: Ticket, number: str, actor: User) -> Ticket:
     for ticket in (source, target):
         if ticket.status == TicketStatus.CLOSED:
             raise TicketError(f"Ticket: {ticket.number} is closed and cannot be merged.", "other")
-    moved_comments = db.session.execute(update(TicketComment).where(TicketComment.ticket_id == source.id)
-                                        .values(ticket_id=target.id)).rowcount
-    moved_files = db.session.execute(update(TicketAttachment).where(TicketAttachment.ticket_id == source.id)
-                                     .values(ticket_id=target.id)).rowcount
+    moved_comments = int(getattr(db.session.execute(
+        update(TicketComment).where(TicketComment.ticket_id == source.id).values(ticket_id=target.id)),
+        "rowcount", 0) or 0)
+    moved_files = int(getattr(db.session.execute(
+        update(TicketAttachment).where(TicketAttachment.ticket_id == source.id).values(ticket_id=target.id)),
+        "rowcount", 0) or 0)
     followers = {f.user_id: f for f in db.session.execute(
         select(TicketFollower).where(TicketFollower.ticket_id == source.id)).scalars()}
     if source.requester_id is not None:

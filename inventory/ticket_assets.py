@@ -48,7 +48,7 @@ class InventoryAssets:
         if not text:
             return []
         pattern = _like(text)
-        columns = [Asset.asset_tag, Asset.name]
+        columns: list[Any] = [Asset.asset_tag, Asset.name]
         if for_user is None:
             columns += [Asset.ae_title, Asset.hostname, Asset.ip_address]
         query = select(Asset).where(or_(*(func.lower(c).like(pattern, escape="\\") for c in columns)))

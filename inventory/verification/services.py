@@ -381,7 +381,7 @@ def sweep(progress: Callable[[int, str], None] | None = None,
     opened = db.session.execute(select(NodeState.open_ticket_id).join(Asset, Asset.id == NodeState.asset_id)
                                 .where(Asset.asset_tag.in_(result.went_down),
                                        NodeState.open_ticket_id.is_not(None))).scalars().all()
-    open_outage_incident(opened)  # one incident above them when many nodes went down at once
+    open_outage_incident([i for i in opened if i is not None])  # one incident when many went down at once
     record("node.sweep", user=None, client_address=None, details={
         "nodes": len(result.results), "ok": result.ok, "failed": result.failed,
         "outcomes": result.counts, "skipped": len(result.skipped),

@@ -8,7 +8,7 @@ ticket and asset pages show), so history is written in one place, never by hand.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,14 +71,35 @@ def audit_spec(obj: Any) -> AuditSpec | None:
     return spec if isinstance(spec, AuditSpec) else None
 
 
-def user_words(username: str) -> str:
-    """A username kept in a history as people know the user: "Sam Patel (pacs.sam)"."""
+def _full_names() -> dict[str, str | None]:
+    """Full names by username already read in this request (or app context)."""
+    from flask import g
+
+    if "pacsdesk_full_names" not in g:
+        g.pacsdesk_full_names = {}
+    return g.pacsdesk_full_names
+
+
+def remember_full_names(usernames: Iterable[str]) -> None:
+    """Read the full names of these users in one query, for the history lines about to be shown."""
     from sqlalchemy import select
 
     from core.auth.models import User
     from core.extensions import db
 
-    full_name = db.session.execute(select(User.full_name).where(User.username == username)).scalar()
+    known = _full_names()
+    wanted = {name for name in usernames if name and name not in known}
+    if not wanted:
+        return
+    found = dict(db.session.execute(
+        select(User.username, User.full_name).where(User.username.in_(wanted))).all())
+    known.update({name: found.get(name) for name in wanted})
+
+
+def user_words(username: str) -> str:
+    """A username kept in a history as people know the user: "Sam Patel (pacs.sam)"."""
+    remember_full_names([username])
+    full_name = _full_names().get(username)
     return f"{full_name} ({username})" if full_name else username
 
 

@@ -129,6 +129,16 @@ def outside_transaction() -> Iterator[None]:
         raise RuntimeError("outside_transaction: something was written during the network wait")
 
 
+def commit_keeping_loaded() -> None:
+    """Commit, keeping what the request loaded (a list it is about to show) instead of reloading it."""
+    session = db.session()
+    session.expire_on_commit = False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = True
+
+
 def rowcount(result: Result[Any]) -> int:
     """Rows an INSERT, UPDATE or DELETE touched (``Session.execute`` types every result as a plain Result)."""
     return cast("CursorResult[Any]", result).rowcount

@@ -16,6 +16,7 @@ from audit.trail.history import history_of
 from core.auth.forms import ConfirmForm
 from core.auth.models import Role, User
 from core.auth.permissions import Permission, has_permission, require_permission
+from core.database import commit_keeping_loaded
 from core.extensions import db
 from core.filenames import clean_file_name
 from core.forms import select_choices, show_error
@@ -131,7 +132,7 @@ def _list_page(template: str, requester_id: int | None, default_status: str, **e
     page = queries.paginate_tickets(query, searching=bool(filters.q))
     ticket_queue.record_search(filters, mine=mine)
     changed = ticket_queue.changed_since_seen(current_user.id, page.items) if not mine else {}
-    db.session.commit()
+    commit_keeping_loaded()  # the search's audit event; the tickets found are shown as loaded
     return render_template(template, page=page, filters=filters, now=utcnow(),
                            sla_state=sla_state, describe_remaining=describe_remaining,
                            categories=configuration.list_categories(),

@@ -68,6 +68,7 @@ class ReceiverStats:
     timed_out_connections: int
     tls_failures: int
     open_connections: int
+    partial_messages: int          # open connections holding the start of a message
     backpressure_pauses: int
     callback_failures: int
     incomplete_frames: int
@@ -142,6 +143,8 @@ class AtnaReceiver:
             timed_out_connections=counts.get("timed_out_connections", 0),
             tls_failures=counts.get("tls_failures", 0),
             open_connections=len(self._hub.streams) if self._hub is not None else 0,
+            partial_messages=sum(1 for stream in list(self._hub.streams) if stream.framer.pending)
+            if self._hub is not None else 0,
             backpressure_pauses=counts.get("backpressure_pauses", 0),
             callback_failures=handover.callback_failures,
             incomplete_frames=counts.get("incomplete_frames", 0), lost_at_stop=self._lost)

@@ -9,7 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import selectinload
 
 from audit.trail.models import ObjectChange
-from core.auditing import AuditSpec, Tracked
+from core.auditing import AuditSpec, Tracked, remember_full_names, user_words
 from core.database import rowcount
 from core.extensions import Model, db
 
@@ -55,10 +55,14 @@ def history_of(object_type: str, object_id: int, newest_first: bool = False) -> 
     """Every change of one object, oldest first (or newest first), with who made it."""
     order = (ObjectChange.changed_at.desc(), ObjectChange.id.desc()) if newest_first \
         else (ObjectChange.changed_at, ObjectChange.id)
-    return list(db.session.execute(
+    changes = list(db.session.execute(
         select(ObjectChange).options(selectinload(ObjectChange.user))
         .where(ObjectChange.object_type == object_type, ObjectChange.object_id == object_id)
         .order_by(*order)).scalars())
+    by_user = {key for key, t in tracked_fields(object_type).items() if t.words is user_words}
+    remember_full_names(value for c in changes if c.field in by_user for value in (c.old_value, c.new_value)
+                        if value)
+    return changes
 
 
 def forget_history(object_type: str, object_ids: Iterable[int]) -> int:

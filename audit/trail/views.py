@@ -26,6 +26,7 @@ from audit.trail.jobs import VERIFY_JOB
 from audit.views import bp
 from core.auth.forms import ConfirmForm
 from core.auth.permissions import Permission, require_permission
+from core.database import commit_keeping_loaded
 from core.extensions import db
 from core.jobs.models import ACTIVE, Job
 from core.jobs.queue import enqueue
@@ -64,16 +65,6 @@ def _checked_filter(form: AuditSearchForm) -> search.AuditFilter | None:
         return None
 
 
-def _commit_keeping_events() -> None:
-    """Commit the search's audit event; the events found never change, so they stay loaded."""
-    session = db.session()
-    session.expire_on_commit = False
-    try:
-        session.commit()
-    finally:
-        session.expire_on_commit = True
-
-
 @bp.route("/audit")
 @require_permission(Permission.AUDIT_READ)
 def search_events():
@@ -84,7 +75,7 @@ def search_events():
     if flt is not None:
         page = search.search_events(flt, before=_cursor("before"), after=_cursor("after"))
         total = search.count_events(flt)
-        _commit_keeping_events()
+        commit_keeping_loaded()  # the events found never change
     args = {k: v for k, v in request.args.items() if k not in {"before", "after"}}
     pending = db.session.execute(select(Job).where(Job.dedup_key == WEB_VERIFY, Job.status.in_(ACTIVE))
                                  ).scalar_one_or_none()

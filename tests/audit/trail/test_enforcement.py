@@ -18,9 +18,19 @@ from audit.trail.models import AuditEvent
 from audit.training.models import Course, TrainingAssignment, TrainingCompletion
 from core.auditing import AuditSpec
 from core.auth.models import User
-from core.extensions import db
-from helpdesk.models import Category, Ticket, TicketAttachment, TicketComment
+from core.extensions import Model, db
+from helpdesk.models import (
+    Category,
+    LinkKind,
+    Ticket,
+    TicketAttachment,
+    TicketComment,
+    TicketFollower,
+    TicketLink,
+)
 from inventory.models import Asset, Sanitisation
+from inventory.studies.models import ArchiveSettings, ImagingRule, ReviewStatus, StudyReview, StudyReviewItem
+from inventory.studies.rules import RuleKind
 from tests.helpers import fixture_event
 
 NOW = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
@@ -80,6 +90,31 @@ def _completion() -> TrainingCompletion:
                               attested_at=NOW, recorded_by_id=assignment.user_id)
 
 
+def _archive() -> ArchiveSettings:
+    return ArchiveSettings(asset_id=_saved(_asset).id)
+
+
+def _review() -> StudyReview:
+    return StudyReview(asset_id=_saved(_asset).id)
+
+
+def _review_item() -> StudyReviewItem:
+    return StudyReviewItem(review_id=_saved(_review).id, study_uid="1.2.3", study_date=date(2001, 1, 1),
+                           rule="Adults", anchor_date=date(2001, 1, 1), keep_until=date(2008, 1, 1))
+
+
+def _link() -> TicketLink:
+    first = _saved(_ticket)
+    second = _saved(lambda: Ticket(title="Also slow", description="d", category_id=first.category_id,
+                                   requester_id=first.requester_id))
+    return TicketLink(ticket_id=first.id, other_id=second.id, kind=LinkKind.RELATED)
+
+
+def _follower() -> TicketFollower:
+    ticket = _saved(_ticket)
+    return TicketFollower(ticket_id=ticket.id, user_id=ticket.requester_id)
+
+
 def _hold() -> LegalHold:
     return LegalHold(reason="litigation", placed_by_id=_saved(_user).id, record_class="closed_tickets")
 
@@ -100,11 +135,18 @@ AUDITED: dict[type, tuple[Callable[[], Any], str, Any]] = {
     TrainingAssignment: (_assignment, "due_on", date(2030, 1, 1)),
     TrainingCompletion: (_completion, "score", 100),
     ReportJob: (lambda: ReportJob(kind="access-audit", params="{}"), "params", '{"from": "1999-01-01"}'),
+    ImagingRule: (lambda: ImagingRule(name="Test rule", kind=RuleKind.PERIOD, modality="XA", period="P7Y"),
+                  "period", "P1Y"),
+    ArchiveSettings: (_archive, "orthanc_url", "http://127.0.0.1:9/"),
+    StudyReview: (_review, "status", ReviewStatus.APPROVED),
+    StudyReviewItem: (_review_item, "approved", True),
+    TicketLink: (_link, "kind", LinkKind.DUPLICATE),
+    TicketFollower: (_follower, "created_at", NOW),
 }
 
 
 def _audited_models() -> set[type]:
-    return {m.class_ for m in db.Model.registry.mappers
+    return {m.class_ for m in Model.registry.mappers
             if isinstance(getattr(m.class_, "__audit__", None), AuditSpec)}
 
 

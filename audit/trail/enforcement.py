@@ -55,6 +55,7 @@ class _State:
         self.done_types: set[str] = set()
         self.history: dict[tuple[str, str], list[_Pending]] = {}
         self.new_objects: list[Any] = []
+        self.chain_locked = False
 
 
 def _state(session: Session) -> _State:
@@ -109,10 +110,29 @@ def _changed(obj: Any, spec: AuditSpec) -> list[str]:
             if attr.key not in spec.bookkeeping and state.attrs[attr.key].history.has_changes()]
 
 
+def _lock_chain_once(session: Session) -> None:
+    """On PostgreSQL, take the chain's lock before a transaction's first row lock on an audited model.
+
+    Such a transaction appends to the chain anyway; taking that lock first means two writers never
+    wait on each other in opposite orders (a row, then the chain; the chain, then the row).
+    """
+    state = _state(session)
+    if state.chain_locked:
+        return
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        from audit.trail.chain import lock_chain
+
+        lock_chain(connection)
+    state.chain_locked = True
+
+
 def _before_flush(session: Session, flush_context: UOWTransaction, instances: Any) -> None:
     """Note audited updates and deletes, and the history lines of tracked attributes."""
     state = _state(session)
     now = utcnow()
+    if any(audit_spec(obj) is not None for obj in (*session.new, *session.dirty, *session.deleted)):
+        _lock_chain_once(session)
     with session.no_autoflush:
         for obj in session.dirty:
             spec = audit_spec(obj)
@@ -183,7 +203,15 @@ def _audited_tables() -> dict[str, str]:
 
 
 def _on_execute(execute_state: ORMExecuteState) -> None:
-    """Bulk INSERT/UPDATE/DELETE statements on audited tables need an event about that kind of object."""
+    """Bulk INSERT/UPDATE/DELETE statements on audited tables need an event about that kind of object.
+
+    A row lock on an audited model (SELECT ... FOR UPDATE) is preceded by the chain's lock, as a flush is.
+    """
+    if execute_state.is_select and getattr(execute_state.statement, "_for_update_arg", None) is not None:
+        mapper = execute_state.bind_mapper
+        if mapper is not None and isinstance(getattr(mapper.class_, "__audit__", None), AuditSpec):
+            _lock_chain_once(execute_state.session)
+        return
     if not (execute_state.is_insert or execute_state.is_update or execute_state.is_delete):
         return
     table = getattr(execute_state.statement, "table", None)

@@ -24,5 +24,5 @@ def init_app(app: Flask) -> None:
                               jobs.execute_job, max_attempts=1, concurrency=2))
     register_report_kind(app, reports.REPORT_KIND)
     register_nav(app, NavItem("Study retention", "inventory.study_reviews", Permission.RETENTION_MANAGE, 62,
-                              "images"))
+                              "images", "Compliance"))
     app.cli.add_command(cli.studies_group)

@@ -103,13 +103,11 @@ def test_eight_readers_beside_two_writers_lose_nothing_and_keep_one_chain(app, m
 
 
 def _sqlite_path(app: Flask) -> str:
-    """The test database's file, or skip on PostgreSQL (the write lock is SQLite's)."""
-    url = app.config["SQLALCHEMY_DATABASE_URI"]
-    if not url.startswith("sqlite"):
-        pytest.skip("SQLite's single write lock")
-    return url.removeprefix("sqlite:///")
+    """The test database's file (these tests are about SQLite's single write lock)."""
+    return app.config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///")
 
 
+@pytest.mark.sqlite_only
 def test_pages_that_only_read_are_served_while_another_process_holds_the_write_lock(app, make_user):
     path = _sqlite_path(app)
     make_user("technician", "pacs.sam")
@@ -133,6 +131,7 @@ def test_pages_that_only_read_are_served_while_another_process_holds_the_write_l
     assert answers == {"/tickets": 200, "/assets": 200, "/": 200, "/healthz": 200}
 
 
+@pytest.mark.sqlite_only
 def test_a_writer_waits_for_the_lock_and_then_writes(app, make_user):
     """A filing that finds the lock taken waits for it (no "database is locked") and is saved."""
     path = _sqlite_path(app)
@@ -157,6 +156,7 @@ def test_a_writer_waits_for_the_lock_and_then_writes(app, make_user):
         assert verify_chain().ok
 
 
+@pytest.mark.sqlite_only
 def test_a_transaction_that_read_before_another_wrote_still_writes(app):
     """Reading first, then writing after a concurrent commit, never fails on a stale snapshot."""
     from audit import record

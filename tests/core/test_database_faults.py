@@ -37,10 +37,9 @@ def _make_database_unreachable(database_url: str) -> None:
     path.mkdir()
 
 
+@pytest.mark.sqlite_only  # breaks the SQLite file; the PostgreSQL test terminates backends instead
 def test_an_unreachable_database_answers_503_nothing_saved_with_retry_after(app, client, make_user,
                                                                             database_url):
-    if not database_url.startswith("sqlite"):
-        pytest.skip("breaks the SQLite file; the PostgreSQL test terminates backends instead")
     make_user("requester", "dr.okafor")
     client.post("/login", data={"username": "dr.okafor", "password": PASSWORD})
     form = _ticket_form(app, "Priors missing")

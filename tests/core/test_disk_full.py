@@ -49,10 +49,9 @@ def _fill(folder: Path) -> None:
             pass
 
 
+@pytest.mark.sqlite_only  # fills the disk under an SQLite database
 def test_a_full_disk_answers_507_saves_nothing_and_healthz_says_disk_full(small_disk, database_url,
                                                                          app_config):
-    if not database_url.startswith("sqlite"):
-        pytest.skip("fills the disk under an SQLite database")
     database = small_disk / "pacsdesk.db"
     shutil.copy(database_url.removeprefix("sqlite:///"), database)
     instance = small_disk / "instance"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import parse_qsl, urlsplit
 
 from flask import abort, flash, jsonify, redirect, request, url_for
@@ -73,21 +74,26 @@ def queue_bulk():
     return _back_to_queue()
 
 
-@bp.route("/tickets/<number>/take", methods=["POST"])
-@require_permission(Permission.TICKET_WORK)
-def ticket_take(number: str):
-    """Assign the ticket to oneself."""
-    ticket = _ticket_or_404(number)
+def _confirmed(change: Callable[[], object], done: str) -> None:
+    """Run a one-button change (its form confirmed): commit and say ``done``, or roll back and say why not."""
     if not ConfirmForm().validate_on_submit():
         abort(400)
     try:
-        queue.take_ticket(ticket, current_user)
+        change()
     except TicketError as exc:
         db.session.rollback()
         flash(str(exc), "danger")
     else:
         db.session.commit()
-        flash(f"{ticket.number} is yours.", "success")
+        flash(done, "success")
+
+
+@bp.route("/tickets/<number>/take", methods=["POST"])
+@require_permission(Permission.TICKET_WORK)
+def ticket_take(number: str):
+    """Assign the ticket to oneself."""
+    ticket = _ticket_or_404(number)
+    _confirmed(lambda: queue.take_ticket(ticket, current_user), f"{ticket.number} is yours.")
     if request.form.get("back"):
         return _back_to_queue()
     return redirect(url_for("helpdesk.ticket_detail", number=ticket.number))
@@ -124,16 +130,7 @@ def ticket_link(number: str):
 def ticket_unlink(number: str, link_id: int):
     """Remove a link."""
     ticket = _ticket_or_404(number)
-    if not ConfirmForm().validate_on_submit():
-        abort(400)
-    try:
-        links.unlink(ticket, link_id, current_user)
-    except TicketError as exc:
-        db.session.rollback()
-        flash(str(exc), "danger")
-    else:
-        db.session.commit()
-        flash("Link removed.", "success")
+    _confirmed(lambda: links.unlink(ticket, link_id, current_user), "Link removed.")
     return redirect(url_for("helpdesk.ticket_detail", number=number))
 
 
@@ -161,16 +158,7 @@ def view_save():
 @require_permission(Permission.TICKET_READ_ALL)
 def view_delete(view_id: int):
     """Delete one of one's own views."""
-    if not ConfirmForm().validate_on_submit():
-        abort(400)
-    try:
-        queue.delete_view(current_user, view_id)
-    except TicketError as exc:
-        db.session.rollback()
-        flash(str(exc), "danger")
-    else:
-        db.session.commit()
-        flash("View deleted.", "success")
+    _confirmed(lambda: queue.delete_view(current_user, view_id), "View deleted.")
     return redirect(url_for("helpdesk.queue"))
 
 

@@ -18,6 +18,7 @@ from flask import Flask
 from sqlalchemy import ColumnElement, Select, delete, select
 
 from audit.retention.registry import HoldScope, RecordClass, register_record_class, register_scope_matcher
+from core.database import rowcount
 from core.extensions import db
 
 BATCH = 500
@@ -104,8 +105,7 @@ class Described:
                 continue
             for first in self.purge_with:
                 first(chunk)
-            result = db.session.execute(delete(self.model).where(self.model.id.in_(chunk)))
-            removed += int(getattr(result, "rowcount", 0) or 0)
+            removed += rowcount(db.session.execute(delete(self.model).where(self.model.id.in_(chunk))))
         db.session.flush()
         return removed
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import selectinload
@@ -25,8 +26,12 @@ class ChangeWords:
     new: str
 
 
+@cache
 def tracked_fields(object_type: str) -> dict[str, Tracked]:
-    """The tracked fields of the models whose history is filed under ``object_type``, by history key."""
+    """The tracked fields of the models whose history is filed under ``object_type``, by history key.
+
+    Read once per object type: every history line asks, and the models do not change while running.
+    """
     found: dict[str, Tracked] = {}
     for mapper in Model.registry.mappers:
         spec = getattr(mapper.class_, "__audit__", None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -186,6 +187,13 @@ def settings_for(asset_id: int) -> ArchiveSettings | None:
     """The archive's deletion settings, if stored."""
     return db.session.execute(select(ArchiveSettings).where(ArchiveSettings.asset_id == asset_id)
                               ).scalar_one_or_none()
+
+
+def settings_by_archive(asset_ids: Iterable[int]) -> dict[int, ArchiveSettings]:
+    """The stored deletion settings of these archives, by asset id, in one query."""
+    ids = list(asset_ids)
+    return {row.asset_id: row for row in db.session.execute(
+        select(ArchiveSettings).where(ArchiveSettings.asset_id.in_(ids))).scalars()} if ids else {}
 
 
 @dataclass(frozen=True)

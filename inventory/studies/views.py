@@ -53,9 +53,10 @@ def study_rules():
             db.session.commit()
             flash(f"Rule saved: {row.name}.", "success")
             return redirect(url_for("inventory.study_rules"))
+    archives = services.archive_nodes()
     return render_template("inventory/study_rules.html", form=form, rules=services.list_rules(),
-                           check_state_law=CHECK_STATE_LAW, archives=services.archive_nodes(),
-                           settings={a.id: services.settings_for(a.id) for a in services.archive_nodes()},
+                           check_state_law=CHECK_STATE_LAW, archives=archives,
+                           settings=services.settings_by_archive(a.id for a in archives),
                            methods=DELETION_METHOD_TEXT), 422 if form.errors else 200
 
 

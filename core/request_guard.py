@@ -3,7 +3,9 @@
 Every request passes here before its view: a NUL or another control character in a query
 parameter or a form field, or a whole-number query parameter beyond the database's 64-bit
 integers, is answered with a 400 that names the parameter, on SQLite and PostgreSQL alike
-(PostgreSQL refuses NUL in text and both refuse such integers, which surfaced as a 500). The
+(PostgreSQL refuses NUL in text and both refuse such integers, which surfaced as a 500). So is a
+query parameter holding a character no search can match as typed: a superscript or Roman-numeral
+"digit" (``²``, ``Ⅻ``), a private-use, unassigned or surrogate code point. The
 login form checks its own fields, so that a refused login is still audited. Redirects that
 Werkzeug builds itself (a doubled slash, a missing trailing slash) carry the request's Host
 header; they are rewritten here to a path on this site.
@@ -12,6 +14,7 @@ header; they are rewritten here to a path on this site.
 from __future__ import annotations
 
 import re
+import unicodedata
 from urllib.parse import urlsplit, urlunsplit
 
 from flask import Flask, make_response, request
@@ -29,6 +32,9 @@ WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 SELF_CHECKED = {"auth.login"}
 # Query parameters whose long runs of digits are not database ids: words or identifiers typed by
 # a person (an accession number, a serial), and the audit search's cursors, which it clamps.
+# Unicode categories a query parameter cannot hold: numbers that are not decimal digits, private use,
+# unassigned and surrogate code points.
+UNSEARCHABLE_CATEGORIES = {"No", "Nl", "Co", "Cn", "Cs"}
 NOT_IDS = {"q", "username", "user", "object_id", "client_address", "patient_id", "patient_name",
            "accession", "study_uid", "source", "asset", "location", "next", "before", "after"}
 
@@ -44,6 +50,14 @@ class DatabaseIntConverter(IntegerConverter):
         return number
 
 
+def _unsearchable(value: str) -> str | None:
+    """The first character of ``value`` no search can match as typed, or None."""
+    for char in value:
+        if unicodedata.category(char) in UNSEARCHABLE_CATEGORIES:
+            return char
+    return None
+
+
 def input_problem() -> str | None:
     """Why this request's parameters cannot be processed at all, or None."""
     if request.endpoint in SELF_CHECKED:
@@ -52,6 +66,11 @@ def input_problem() -> str | None:
         if CONTROL_IN_ARG.search(name) or CONTROL_IN_ARG.search(value):
             return f"The parameter «{CONTROL_IN_ARG.sub('', name)[:40]}» contains a control character " \
                    "(such as NUL). Remove it and try again."
+        odd = _unsearchable(value)
+        if odd is not None:
+            shown = f"«{odd}» " if unicodedata.category(odd) in {"No", "Nl"} else ""
+            return f"The parameter «{CONTROL_IN_ARG.sub('', name)[:40]}» contains {shown}" \
+                   f"(U+{ord(odd):04X}), which cannot be searched. Type plain digits and letters."
         if name not in NOT_IDS and WHOLE_NUMBER.fullmatch(value) and abs(int(value)) > DB_INT_MAX:
             return f"The number in «{name[:40]}» is too large."
     if request.method not in {"POST", "PUT", "PATCH"}:

@@ -9,6 +9,8 @@ Services call ``queue_signal`` at the moment of a change. Two things follow:
 
 Who hears what: the requester gets a confirmation when a ticket is filed, each public reply
 of the PACS team, and the move to "waiting on requester" or "resolved" (with how to reopen);
+so do the ticket's followers (the requesters of tickets merged into it), whose replies count
+as the requester's;
 the technicians get new tickets; the assignee (the technicians while nobody is assigned)
 gets the requester's replies and SLA warnings; admins also get SLA breaches. Messages name
 the ticket by number and its title only after ``phi.safe_title``: never its description,
@@ -32,7 +34,7 @@ from core.jobs.registry import JobContext
 from core.mail.compose import Notice, ticket_notice
 from core.notifications import NotificationKind, notify, users_with_roles
 from core.timeutil import format_local, utcnow
-from helpdesk.models import Ticket, TicketComment, TicketStatus
+from helpdesk.models import Ticket, TicketComment, TicketFollower, TicketStatus
 
 helpdesk_signals = Namespace()
 
@@ -102,6 +104,15 @@ def _workers(ticket: Ticket) -> list[User]:
     return [ticket.assignee] if ticket.assignee is not None else users_with_roles(Role.TECHNICIAN)
 
 
+def _requesters(ticket: Ticket) -> list[User]:
+    """Who the ticket is for: its requester, then its followers (requesters of tickets merged into it)."""
+    followers = db.session.execute(select(User).join(TicketFollower, TicketFollower.user_id == User.id)
+                                   .where(TicketFollower.ticket_id == ticket.id)
+                                   .order_by(User.id)).scalars().all()
+    people = [ticket.requester] if ticket.requester is not None else []
+    return people + [u for u in followers if u.id != ticket.requester_id]
+
+
 def _answer_hint() -> str:
     """How the requester can answer."""
     mail = current_app.config["PACSDESK_MAIL"]
@@ -123,31 +134,33 @@ def _on_created(ticket: Ticket, system: bool) -> None:
 
 
 def _on_replied(ticket: Ticket, comment_id: int, internal: bool) -> None:
-    """A team reply goes to the requester; the requester's reply to whoever works the ticket."""
+    """A team reply goes to the requester and followers; theirs to whoever works the ticket."""
     comment = db.session.get(TicketComment, comment_id)
     if internal or comment is None:
         return
-    if ticket.requester_id is not None and comment.author_id == ticket.requester_id:
+    requesters = _requesters(ticket)
+    if any(u.id == comment.author_id for u in requesters):
         notify(REQUESTER_REPLIED, [u for u in _workers(ticket) if u.id != comment.author_id],
                _notice(ticket, "The requester answered"))
-    elif ticket.requester is not None:
-        notify(TEAM_REPLIED, [ticket.requester],
+    elif requesters:
+        notify(TEAM_REPLIED, requesters,
                _notice(ticket, "New reply from the PACS team", _answer_hint()))
 
 
 def _on_status(ticket: Ticket, new: str) -> None:
-    """Waiting on the requester, or resolved (with until when it can be reopened)."""
-    if ticket.requester is None:
+    """Waiting on the requester, or resolved (with until when it can be reopened): requester and followers."""
+    requesters = _requesters(ticket)
+    if not requesters:
         return
     if new == TicketStatus.WAITING:
-        notify(WAITING, [ticket.requester], _notice(
+        notify(WAITING, requesters, _notice(
             ticket, "Waiting for your answer",
             "The PACS team needs an answer from you before they can go on; the ticket's clock is "
             "paused until you answer.", _answer_hint()))
     elif new == TicketStatus.RESOLVED:
         days = current_app.config["PACSDESK_AUTOCLOSE_DAYS"]
         until = format_local((ticket.resolved_at or utcnow()) + timedelta(days=days), "%Y-%m-%d %H:%M %Z")
-        notify(RESOLVED, [ticket.requester], _notice(
+        notify(RESOLVED, requesters, _notice(
             ticket, "Your ticket was resolved",
             f"If the problem is not solved, open the ticket and choose Reopen before {until}; "
             "after that it closes and a new ticket is needed."))

@@ -170,6 +170,37 @@ def test_the_requesters_home_shows_what_waits_on_them_first(client, switch_to, l
     assert first_panel[:first_panel.index("</h2>")].endswith("Needs your action")
 
 
+def test_followers_of_a_merged_ticket_hear_replies_and_resolution_and_their_answers_reach_the_team(
+        client, switch_to, login, make_user, file_ticket, app, notifications_of, run_jobs, delivered):
+    tech = make_user("technician", "pacs.sam", email="sam@hospital.example")
+    first = switch_to("requester", "dr.okafor", email="okafor@hospital.example")
+    _, survivor = file_ticket(title="CT viewer crashes")
+    second = switch_to("requester", "dr.lind", email="lind@hospital.example")
+    _, duplicate = file_ticket(title="CT viewer crashed again")
+    login(tech)
+    with app.app_context():
+        category = db.session.execute(select(Ticket.category_id)).scalars().first()
+    client.post(f"/tickets/{survivor}/update", data={"assignee_id": str(tech.id), "status": "open",
+                                                      "priority": "P3", "category_id": str(category)})
+    merged = client.post(f"/tickets/{duplicate}/links", data={"kind": "merge", "other": survivor})
+    assert merged.status_code == 302
+    before = len(notifications_of(second.id))
+    client.post(f"/tickets/{survivor}/reply", data={"body": "Fixed in the viewer update.", "then": "resolve"})
+    told = [n.subject for n in notifications_of(second.id)[before:]]
+    assert told == ["New reply from the PACS team: CT viewer crashes",
+                    "Your ticket was resolved: CT viewer crashes"]
+    assert [n.subject for n in notifications_of(first.id)][-2:] == told
+    run_jobs(["mail.deliver"])
+    to = [m["To"] for m in delivered() if "resolved" in m["Subject"]]
+    assert sorted(to) == ["lind@hospital.example", "okafor@hospital.example"]
+    login(second)
+    heard = len(notifications_of(tech.id))
+    client.post(f"/tickets/{survivor}/reopen")
+    client.post(f"/tickets/{survivor}/reply", data={"body": "It crashed again this morning."})
+    tech_told = [n.subject for n in notifications_of(tech.id)[heard:]]
+    assert "The requester answered: CT viewer crashes" in tech_told
+
+
 @pytest.mark.parametrize(("variable", "value", "words"), [
     ("PACSDESK_MAIL_URL", "ftp://pacs:hunter2@mail.hospital.example", "must start with smtp:// or smtps://"),
     ("PACSDESK_MAIL_URL", "smtp://pacs:hunter2@mail.hospital.example:99999", "invalid port"),

@@ -27,6 +27,7 @@ from audit import record
 from core.auth.models import User
 from core.database import outside_transaction
 from core.extensions import db
+from core.mail.compose import Notice
 from core.timeutil import utcnow
 from helpdesk.links import open_outage_incident
 from inventory.models import Asset
@@ -34,7 +35,7 @@ from inventory.verification.dicom import EchoResult, Outcome, echo_many
 from inventory.verification.models import CheckTrigger, NodeCheck, NodeState, NodeStateName
 from inventory.verification.netpolicy import IPNetwork, NotAllowed, Resolver, check_destination
 from inventory.verification.summary import verifiable_nodes
-from inventory.verification.tickets import node_recovered, node_went_down
+from inventory.verification.tickets import announce_sweep, node_recovered, node_went_down
 
 log = logging.getLogger(__name__)
 
@@ -232,16 +233,18 @@ class Recorded:
     check: NodeCheck
     state: NodeState
     previous: NodeStateName
+    notice: Notice | None = None  # the unsent down or recovered notice, when not announced
 
 
 def record_checks(results: Sequence[tuple[Asset, EchoResult, datetime]], trigger: str, *,
                   audit_each: bool, user: Any = None, username: str | None = None,
-                  client_address: str | None = None) -> list[Recorded]:
+                  client_address: str | None = None, announce: bool = True) -> list[Recorded]:
     """Store checks, move their nodes' states, open or close tickets (flushes).
 
     A handful of statements per batch, not per node (the state rows, the recent failures, the
     checks); a node going down or recovering costs a few more. With ``audit_each``, a
-    ``node.verify`` event per check; otherwise the caller audits the batch.
+    ``node.verify`` event per check; otherwise the caller audits the batch. Without
+    ``announce``, down and recovered notices are returned unsent in ``Recorded.notice``.
     """
     if not results:
         return []
@@ -257,17 +260,19 @@ def record_checks(results: Sequence[tuple[Asset, EchoResult, datetime]], trigger
     for (asset, _, _), check in zip(results, checks, strict=True):
         state = states[asset.id]
         moved = _apply_check(state, check, asset.id in flaky)
+        notice = None
         if moved.current == NodeStateName.DOWN and moved.previous != NodeStateName.DOWN:
-            node_went_down(asset, state, check)
+            notice = node_went_down(asset, state, check, announce=announce)
         elif moved.previous == NodeStateName.DOWN and check.ok:
-            node_recovered(asset, state, check, moved.down_since)
+            notice = node_recovered(asset, state, check, moved.down_since, announce=announce)
         if audit_each:
             record("node.verify", object_type="asset", object_id=asset.asset_tag, user=user,
                    username=username, client_address=client_address,
                    details={"trigger": trigger, "outcome": check.outcome,
                             "latency_ms": check.latency_ms, "detail": check.detail,
                             "state": state.state})
-        recorded.append(Recorded(asset, check, state, NodeStateName(moved.previous)))
+        recorded.append(Recorded(asset, check, state, NodeStateName(moved.previous),
+                                 None if announce else notice))
     db.session.flush()
     return recorded
 
@@ -334,6 +339,9 @@ class SweepResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     went_down: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
+    # Unsent notices (node name, notice) of a run that announces them together at its end.
+    down_notices: list[tuple[str, Notice]] = field(default_factory=list)
+    recovered_notices: list[tuple[str, Notice]] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -364,7 +372,7 @@ def _slowest_first(targets: list[EchoTarget]) -> list[EchoTarget]:
 
 
 def _write_batch(sweep: SweepResult, batch: list[tuple[EchoTarget, EchoResult, datetime]], trigger: str,
-                 audit_each: bool, username: str | None) -> None:
+                 audit_each: bool, username: str | None, announce: bool) -> None:
     """Store a batch of results; without an event per check, one ``node.checks`` event covers them."""
     if not batch:
         return
@@ -372,13 +380,19 @@ def _write_batch(sweep: SweepResult, batch: list[tuple[EchoTarget, EchoResult, d
         select(Asset).where(Asset.id.in_([target.asset_id for target, _, _ in batch])))}
     found = [(target, result, at) for target, result, at in batch if target.asset_id in assets]
     recorded = record_checks([(assets[target.asset_id], result, at) for target, result, at in found],
-                             trigger, audit_each=audit_each, username=username, **_request_actor())
+                             trigger, audit_each=audit_each, username=username, announce=announce,
+                             **_request_actor())
     down, recovered = [], []
     for (target, _, _), done in zip(found, recorded, strict=True):
+        node = f"{done.asset.name} ({done.asset.asset_tag})"
         if done.state.state == NodeStateName.DOWN and done.previous != NodeStateName.DOWN:
             down.append(target.asset_tag)
+            if done.notice is not None:
+                sweep.down_notices.append((node, done.notice))
         elif done.previous == NodeStateName.DOWN and done.check.ok:
             recovered.append(target.asset_tag)
+            if done.notice is not None:
+                sweep.recovered_notices.append((node, done.notice))
         sweep.results.append(NodeResult(target.asset_tag, target.ae_title, target.host, target.port,
                                         done.check.outcome, done.check.latency_ms, done.check.detail,
                                         done.state.state))
@@ -393,13 +407,14 @@ def _write_batch(sweep: SweepResult, batch: list[tuple[EchoTarget, EchoResult, d
 
 def run_checks(assets: Sequence[Asset], trigger: str, *, audit_each: bool, username: str | None = None,
                progress: Callable[[int, str], None] | None = None,
-               cancelled: Callable[[], bool] | None = None) -> SweepResult:
+               cancelled: Callable[[], bool] | None = None, announce: bool = True) -> SweepResult:
     """Echo ``assets`` concurrently, writing results from this thread as they come.
 
     Job-level code (the sweep, the CLI): it commits each batch of results with its audit
     event (one per check, or one per batch), so no transaction (nor SQLite's write lock) is
     held while the network is waited for; the last batch is left for the caller to commit
-    with its own summary. ``cancelled()`` is asked between batches.
+    with its own summary. ``cancelled()`` is asked between batches. Without ``announce``, the
+    down and recovered notices are kept in the result for the caller to send.
     """
     started_at = utcnow()
     clock = time.perf_counter()
@@ -418,7 +433,7 @@ def run_checks(assets: Sequence[Asset], trigger: str, *, audit_each: bool, usern
     for target, result in _echo_all(targets, concurrency):
         batch.append((target, result, utcnow()))
         if len(batch) >= WRITE_BATCH or time.perf_counter() - written > WRITE_EVERY:
-            _write_batch(sweep, batch, trigger, audit_each, username)
+            _write_batch(sweep, batch, trigger, audit_each, username, announce)
             db.session.commit()
             batch, written = [], time.perf_counter()
             if progress is not None:
@@ -426,7 +441,7 @@ def run_checks(assets: Sequence[Asset], trigger: str, *, audit_each: bool, usern
                          f"{len(sweep.results)} of {len(targets)} nodes checked")
             if cancelled is not None and cancelled():
                 raise SweepCancelled(f"stopped after {len(sweep.results)} of {len(targets)} nodes")
-    _write_batch(sweep, batch, trigger, audit_each, username)
+    _write_batch(sweep, batch, trigger, audit_each, username, announce)
     db.session.flush()
     sweep.results.sort(key=lambda r: r.asset_tag)
     sweep.seconds = round(time.perf_counter() - clock, 3)
@@ -435,14 +450,19 @@ def run_checks(assets: Sequence[Asset], trigger: str, *, audit_each: bool, usern
 
 def sweep(progress: Callable[[int, str], None] | None = None,
           cancelled: Callable[[], bool] | None = None) -> SweepResult:
-    """Check every enabled DICOM node concurrently; each batch audited, then a node.sweep summary; commits."""
+    """Check every enabled DICOM node concurrently; each batch audited, then a node.sweep summary; commits.
+
+    Technicians hear of the nodes that went down or recovered at the end, as one notice when
+    many did at once (with the incident ticket that groups them).
+    """
     result = run_checks(verifiable_nodes(), CheckTrigger.SCHEDULE, audit_each=False,
-                        progress=progress, cancelled=cancelled)
+                        progress=progress, cancelled=cancelled, announce=False)
     opened = db.session.execute(select(NodeState.open_ticket_id).join(Asset, Asset.id == NodeState.asset_id)
                                 .where(Asset.asset_tag.in_(result.went_down),
                                        NodeState.open_ticket_id.is_not(None))).scalars().all()
-    # One incident above them when many nodes went down at once.
-    open_outage_incident([ticket_id for ticket_id in opened if ticket_id is not None])
+    # One incident above them when many nodes went down at once, and one notice for it.
+    incident = open_outage_incident([ticket_id for ticket_id in opened if ticket_id is not None])
+    announce_sweep(result.down_notices, result.recovered_notices, incident)
     record("node.sweep", user=None, client_address=None, details={
         "nodes": len(result.results), "ok": result.ok, "failed": result.failed,
         "outcomes": result.counts, "skipped": len(result.skipped),

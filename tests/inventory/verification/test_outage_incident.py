@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
 from sqlalchemy import select
 
 from core.extensions import db
+from core.notifications.models import Notification
 from helpdesk.models import LinkKind, Ticket, TicketLink
 from inventory.verification.services import sweep
-from tests.inventory.conftest import free_port
+from tests.inventory.conftest import PEER_AET, free_port
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +35,41 @@ def test_four_nodes_down_in_one_sweep_open_one_incident_with_their_tickets_as_ch
         assert unlinked == [incident]
 
 
-def test_three_nodes_down_keep_their_own_tickets_only(app, make_node):
+def subjects(user_id: int) -> list[str]:
+    """The subjects of a user's notifications, oldest first."""
+    return list(db.session.execute(select(Notification.subject).where(Notification.user_id == user_id)
+                                   .order_by(Notification.id)).scalars())
+
+
+def test_the_on_call_technician_hears_of_an_outage_once_and_of_its_end_once(app, make_node, make_user):
+    tech = make_user("technician", "pacs.oncall")
+    ports = [free_port() for _ in range(5)]
+    for n, port in enumerate(ports):
+        make_node(f"US-0{n}", port)
+    servers = []
+    try:
+        with app.app_context():
+            sweep()
+            sweep()
+            incident = db.session.execute(select(Ticket).where(Ticket.asset_id.is_(None))).scalar_one()
+            [outage] = db.session.execute(select(Notification).where(
+                Notification.user_id == tech.id)).scalars().all()
+            assert outage.subject == "Outage: 5 DICOM nodes down at once"
+            assert outage.link_path == f"/tickets/{incident.number}"
+            assert "Node US-00 (US-00), Node US-01 (US-01)" in outage.paragraphs[0]
+            for port in ports:  # the network is back: every node answers again
+                ae = AE(ae_title=PEER_AET)
+                ae.add_supported_context(Verification)
+                servers.append(ae.start_server(("127.0.0.1", port), block=False))
+            sweep()
+            assert subjects(tech.id) == ["Outage: 5 DICOM nodes down at once", "5 DICOM nodes answer again"]
+    finally:
+        for server in servers:
+            server.shutdown()
+
+
+def test_three_nodes_down_keep_their_own_tickets_and_notices(app, make_node, make_user):
+    tech = make_user("technician", "pacs.oncall")
     for n in range(3):
         make_node(f"MR-0{n}", free_port())
     with app.app_context():
@@ -40,3 +77,4 @@ def test_three_nodes_down_keep_their_own_tickets_only(app, make_node):
         sweep()
         assert len(db.session.execute(select(Ticket)).scalars().all()) == 3
         assert db.session.execute(select(TicketLink)).first() is None
+        assert sorted(subjects(tech.id)) == [f"DICOM node down: Node MR-0{n} (MR-0{n})" for n in range(3)]

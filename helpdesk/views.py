@@ -102,9 +102,10 @@ def ticket_new():
             db.session.rollback()
             show_error(form, exc, "title")
         else:
+            # Read in the filing's own transaction: after the commit it would cost a second one.
+            sent_to = emailed_to(ticket.requester_id, FILED, ticket.number) if ticket.requester_id else None
             db.session.commit()
             session["draft_clear"] = "ticket-new"
-            sent_to = emailed_to(ticket.requester_id, FILED, ticket.number) if ticket.requester_id else None
             confirmation = f" A confirmation was sent to {sent_to}." if sent_to else ""
             flash(f"Ticket {ticket.number} filed.{confirmation}", "success")
             return redirect(url_for("helpdesk.ticket_detail", number=ticket.number))

@@ -42,6 +42,7 @@ def init_app(app: Flask) -> None:
 
     for module in (services, delivery):
         audit_sink.register_actions(app, module.AUDIT_ACTIONS)
+    listen_once(Session, "before_commit", delivery.before_commit)
     listen_once(Session, "after_commit", delivery.after_commit)
     listen_once(Session, "after_rollback", delivery.after_rollback)
     mail_on = app.config["PACSDESK_MAIL"].enabled

@@ -87,7 +87,9 @@ def _insert_job(connection: Any, dedup_key: str) -> int:
               "dedup_key": dedup_key, "title": kind.title, "created_at": now, "run_after": now,
               "attempts": 0, "max_attempts": kind.max_attempts, "cancel_requested": False,
               "progress": 0, "stage": ""}
-    return int(connection.execute(insert(Job).values(**values).on_conflict_do_nothing()).rowcount or 0)
+    # RETURNING tells on both databases (PostgreSQL's driver reports no row count for this insert).
+    added = connection.execute(insert(Job).values(**values).on_conflict_do_nothing().returning(Job.id))
+    return len(added.all())
 
 
 def kick_delivery() -> None:
@@ -111,8 +113,30 @@ def kick_delivery() -> None:
             _insert_job(connection, f"{DELIVER_JOB}:next")
 
 
+# The queued delivery, share-locked unless another transaction holds it (built once: every filing asks).
+QUEUED_DELIVERY = select(Job.id).where(Job.dedup_key == DELIVER_JOB, Job.status == JobStatus.QUEUED) \
+    .with_for_update(read=True, skip_locked=True)
+
+
+def before_commit(session: Session) -> None:
+    """Queue the delivery in the transaction that fills the outbox, when that can be done safely.
+
+    A queued delivery that this transaction holds a share lock on (on SQLite: any queued one,
+    as this transaction holds the write lock a worker needs to claim it) cannot start before
+    the commit, so it will read these messages; with none queued, one is inserted here. Only
+    when a delivery runs, or another transaction locks the queued one, is the question left
+    for after the commit (``kick_delivery``): never a wait here, so never a deadlock.
+    """
+    if not session.info.get(KICK) or DELIVER_JOB not in job_kinds():
+        return
+    connection = session.connection()
+    queued = connection.execute(QUEUED_DELIVERY).first()
+    if queued is not None or _insert_job(connection, DELIVER_JOB):
+        session.info.pop(KICK, None)
+
+
 def after_commit(session: Session) -> None:
-    """Start delivering what the committed transaction put in the outbox."""
+    """Start delivering what the committed transaction put in the outbox, if it could not itself."""
     if session.info.pop(KICK, False) and DELIVER_JOB in job_kinds():
         kick_delivery()
 

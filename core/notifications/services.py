@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 
 from core import audit_sink
 from core.auth.models import Role, User
@@ -82,18 +82,24 @@ def queue_email(user: User | None, address: str, kind: str, notice: Notice,
     identity = mail_settings().identity
     if identity is None:
         raise RuntimeError("queue_email: e-mail is off (PACSDESK_MAIL_URL is not set)")
-    message_id = new_message_id(identity.domain, notice.ticket)
     if not checked:
         check_address(address)
         check_notice(identity, notice)
-    message = OutboxMessage(user_id=user.id if user else None, notification=notification, kind=kind,
-                            to_address=address, message_id=message_id,
-                            ticket=notice.ticket.upper() if notice.ticket else None,
-                            subject=notice.subject[:300], notice=notice_to_dict(notice),
-                            status=OutboxStatus.PENDING, created_at=utcnow(), next_attempt_at=utcnow())
+    values = _outbox_values(user.id if user else None, address, kind, notice, identity.domain)
+    message = OutboxMessage(notification=notification, **values)
     db.session.add(message)
     db.session.info[KICK] = True
     return message
+
+
+def _outbox_values(user_id: int | None, address: str, kind: str, notice: Notice, domain: str) -> dict:
+    """The columns of one pending outbox message (its notification aside)."""
+    now = utcnow()
+    return {"user_id": user_id, "kind": kind, "to_address": address,
+            "message_id": new_message_id(domain, notice.ticket),
+            "ticket": notice.ticket.upper() if notice.ticket else None, "subject": notice.subject[:300],
+            "notice": notice_to_dict(notice), "status": OutboxStatus.PENDING, "attempts": 0,
+            "created_at": now, "next_attempt_at": now}
 
 
 def notice_to_dict(notice: Notice) -> dict:
@@ -170,6 +176,7 @@ def notify(kind_name: str, recipients: Iterable[User | None], notice: Notice, *,
     chosen = _choices(kind, ids)
     told = _told(key, ids) if key is not None else set()
     made: list[Notification] = []
+    mailing: list[tuple[User, Notification]] = []
     for user_id, user in people.items():
         delivery = Delivery.IMMEDIATE if not kind.optional else chosen.get(user_id, kind.default)
         if delivery is Delivery.OFF or user_id in told:
@@ -184,9 +191,15 @@ def notify(kind_name: str, recipients: Iterable[User | None], notice: Notice, *,
                             created_at=utcnow(), email=email)
         db.session.add(note)
         if email is EmailState.QUEUED:
-            queue_email(user, str(user.email), kind.name, mailed, note, checked=True)
+            mailing.append((user, note))
         made.append(note)
     db.session.flush()
+    if mailing:  # one statement for every recipient's message (the notice was checked once above)
+        assert settings.identity is not None
+        db.session.execute(insert(OutboxMessage), [
+            {**_outbox_values(user.id, str(user.email), kind.name, mailed, settings.identity.domain),
+             "notification_id": note.id} for user, note in mailing])
+        db.session.info[KICK] = True
     return made
 
 

@@ -11,6 +11,7 @@ from core.auth.models import User
 from core.config import load_config
 from core.extensions import db
 from core.jobs.models import Job, JobStatus
+from core.jobs.worker import claim
 from core.mail.compose import Notice
 from core.notifications import delivery
 from core.notifications.models import OutboxMessage, OutboxStatus
@@ -61,6 +62,35 @@ def test_a_commit_that_fills_the_outbox_queues_one_delivery_job(app, queue, make
     queue(user, "a@hospital.example")
     assert [(j.kind, j.status, j.dedup_key) for j in deliveries(app)] == [
         ("mail.deliver", JobStatus.QUEUED, "mail.deliver")]
+
+
+def test_a_commit_while_a_delivery_runs_queues_the_next_one(app, queue):
+    queue(None, "first@hospital.example")
+    with app.app_context():
+        db.session.execute(update(Job).where(Job.kind == "mail.deliver").values(status=JobStatus.RUNNING))
+        db.session.commit()
+    queue(None, "second@hospital.example")
+    queue(None, "third@hospital.example")
+    assert [(j.status, j.dedup_key) for j in deliveries(app)] == [
+        (JobStatus.RUNNING, "mail.deliver"), (JobStatus.QUEUED, "mail.deliver:next")]
+
+
+@pytest.mark.postgres
+def test_the_queued_delivery_cannot_start_before_the_commit_that_fills_the_outbox(app, queue):
+    queue(None, "first@hospital.example")
+    with app.app_context():
+        queue_email(None, "second@hospital.example", "helpdesk.ticket_filed", NOTICE)
+        db.session.flush()
+        delivery.before_commit(db.session)  # what the commit does first: share-locks the queued job
+        assert claim(app, "worker-1", ["mail.deliver"]) is None  # the worker passes it by, not waits
+        db.session.commit()
+    started = claim(app, "worker-1", ["mail.deliver"])
+    assert started is not None
+    with app.app_context():
+        pending = db.session.execute(select(OutboxMessage.to_address).where(
+            OutboxMessage.status == OutboxStatus.PENDING)).scalars().all()
+    assert sorted(pending) == ["first@hospital.example", "second@hospital.example"]
+    assert len(deliveries(app)) == 1
 
 
 @pytest.mark.smtp(rcpt_replies={"busy@hospital.example": "451 4.3.0 Mailbox busy, try later"})

@@ -49,6 +49,31 @@ def test_privacy_officer_records_a_session_for_attendees_picked_by_role_and_sear
     assert pages.all_errors() == []
 
 
+def test_privacy_officer_back_loads_past_completions_from_csv(server, pages, signed_in, tmp_path):
+    page = pages.open(server.url, storage_state=signed_in("privacy.garcia"))
+    page.goto("/training")
+    page.get_by_role("link", name="Import past completions").click()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("username,course,completed_on\ndr.lindqvist,break-the-glass,2019-13-01\n")
+    page.get_by_label("CSV file").set_input_files(str(bad))
+    page.get_by_role("button", name="Check the file").click()
+    expect(page.locator("#problems")).to_contain_text("Row 2")
+    expect(page.locator("#problems")).to_contain_text("completed_on")
+    good = tmp_path / "past.csv"
+    good.write_text('email,course,completed_on,notes\n'
+                    'dr.lindqvist@hospital.example,"Emergency ""break-the-glass"" access procedure",'
+                    '05/01/2019,Sign-in sheet\n')
+    page.get_by_label("CSV file").set_input_files(str(good))
+    page.get_by_role("button", name="Check the file").click()
+    expect(page.locator("#preview tbody tr")).to_have_count(1)
+    expect(page.locator("#preview")).to_contain_text("Will be recorded")
+    screenshot(page, "compliance-training-import-preview")
+    page.get_by_role("button", name="Import 1 completion").click()
+    expect(page).to_have_url(re.compile(r"/training$"))
+    expect(page.get_by_text("Imported 1 completion(s)")).to_be_visible()
+    assert pages.all_errors() == []
+
+
 @pytest.mark.parametrize("path", ["/training/sessions/new", "/training/import"])
 def test_bulk_training_pages_have_no_critical_accessibility_violations(path, server, pages, signed_in,
                                                                        axe_script):

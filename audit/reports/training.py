@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections import defaultdict
 from datetime import date
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import aliased
 
 from audit.reports.registry import (
     Progress,
@@ -27,6 +29,15 @@ DONE = (Status.COMPLETE, Status.DUE_SOON)
 LATE = (Status.OVERDUE, Status.EXPIRED)
 ROSTER_COLUMNS = (("User", 16), ("Department", 16), ("Course", 32), ("Status", 16), ("Due", 16),
                   ("Completed", 16), ("Attested", 16))
+COURSE_WIDTH = 30  # the roster's course column less the gap before the next column
+
+
+def _roster_lines(username: str, department: str, course: str,
+                  rest: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """One roster row, its course name wrapped at word boundaries onto continuation lines."""
+    parts = textwrap.wrap(course, COURSE_WIDTH) or [""]
+    return [(username, department, parts[0], *rest),
+            *(("", "", part, *("" for _ in rest)) for part in parts[1:])]
 
 
 def _day(value: date | None) -> str:
@@ -72,21 +83,26 @@ def build_training(request: ReportRequest, progress: Progress) -> ReportContent:
             missing = [s.assignment.course.title for s in per_course.values() if s.status not in DONE]
             if missing:
                 new_hires.append({"user": user, "started": local_start, "missing": missing})
+    recorder = aliased(User)
     completions = list(db.session.execute(
-        select(TrainingCompletion, User.username, User.full_name, Course.title)
+        select(TrainingCompletion, User.username, User.full_name, Course.title, recorder.username)
         .join(User, User.id == TrainingCompletion.user_id)
         .join(Course, Course.id == TrainingCompletion.course_id)
+        .join(recorder, recorder.id == TrainingCompletion.recorded_by_id)
         .where(TrainingCompletion.completed_on >= request.start,
                TrainingCompletion.completed_on <= request.end)
         .order_by(TrainingCompletion.completed_on, User.username)))
+    # Each attestation text is printed once, above the table; rows refer to it by number.
+    statements: dict[str, int] = {}
+    for completion, *_ in completions:
+        statements.setdefault(completion.attestation, len(statements) + 1)
     roster_lines = []
     for user, per_course in rows:
         for s in sorted(per_course.values(), key=lambda s: s.assignment.course.title):
             latest = s.latest
-            roster_lines.append((user.username, user.department, s.assignment.course.title,
-                                 s.status.label, _day(s.due_on),
-                                 _day(latest.completed_on) if latest else "",
-                                 format_local(latest.attested_at, "%Y-%m-%d") if latest else ""))
+            roster_lines += _roster_lines(user.username, user.department, s.assignment.course.title, (
+                s.status.label, _day(s.due_on), _day(latest.completed_on) if latest else "",
+                format_local(latest.attested_at, "%Y-%m-%d") if latest else ""))
     progress(60, "Rates by role and department")
     done = sum(1 for s in statuses if s.status in DONE)
     context = {
@@ -95,7 +111,7 @@ def build_training(request: ReportRequest, progress: Progress) -> ReportContent:
         "rate": 100.0 * done / len(statuses) if statuses else 0.0,
         "by_role": _rates(by_role), "by_department": _rates(by_department),
         "by_course": _rates(by_course), "late": late, "new_hires": new_hires,
-        "completions": completions,
+        "completions": completions, "statements": statements,
         "roster": text_columns(ROSTER_COLUMNS, roster_lines, per_page=25, first_page=25,
                                page_breaks=False),
         "format_local": format_local,

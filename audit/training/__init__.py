@@ -8,7 +8,7 @@ from flask import Flask
 def init_app(app: Flask) -> None:
     """Register training actions, the completions' record class, job, pages, banner and demo data."""
     from audit.retention.described import register_described
-    from audit.training import cli, completions, demo, jobs, reminders, services, views
+    from audit.training import bulk, cli, completions, demo, jobs, reminders, services, views
     from core import audit_sink
     from core.auth.permissions import Permission
     from core.auth.services import register_user_created_hook
@@ -24,7 +24,7 @@ def init_app(app: Flask) -> None:
     from core.notifications import register_notification_kind
     from core.reference_data import register_reference_data
 
-    for module in (services, completions):
+    for module in (services, completions, bulk):
         audit_sink.register_actions(app, module.AUDIT_ACTIONS)
     register_described(app, completions.RETENTION_CLASS)
     register_reference_data(app, "training courses", services.seed_courses)

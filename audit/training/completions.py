@@ -65,7 +65,11 @@ def _read_certificate(cert: Certificate) -> tuple[bytes, str, str]:
 
 
 def record_completion(new: NewCompletion, actor: User, on_behalf_allowed: bool) -> TrainingCompletion:
-    """Record a completion for the actor's own assignment, or any with ``on_behalf_allowed``."""
+    """Record a completion for the actor's own assignment, or any with ``on_behalf_allowed``.
+
+    A trainee cannot date their own completion before their account existed; an officer
+    recording for someone else may (back-loading training done before the account).
+    """
     assignment = db.session.get(TrainingAssignment, new.assignment_id)
     if assignment is None or (assignment.user_id != actor.id and not on_behalf_allowed):
         raise TrainingError("There is no such training assignment.")
@@ -73,32 +77,48 @@ def record_completion(new: NewCompletion, actor: User, on_behalf_allowed: bool) 
         raise TrainingError("Tick the attestation to confirm the training was completed.", "attested")
     if new.completed_on is None:
         raise TrainingError("Give the date the training was completed.", "completed_on")
-    if new.completed_on > local_today():
-        raise TrainingError("Completion date cannot be in the future.", "completed_on")
+    check_completion_date(new.completed_on)
     joined = to_local(assignment.user.created_at).date()
-    if new.completed_on < joined:
+    if assignment.user_id == actor.id and new.completed_on < joined:
         raise TrainingError(f"Completion date is before {assignment.user.username}'s account existed "
                             f"({joined.isoformat()}).", "completed_on")
     if new.score is not None and not 0 <= new.score <= 100:
         raise TrainingError("Score: a whole number from 0 to 100.", "score")
-    data, name, content_type = (_read_certificate(new.certificate) if new.certificate is not None
-                                else (None, None, None))
+    certificate = _read_certificate(new.certificate) if new.certificate is not None else None
+    return add_completion(assignment, new.completed_on, actor, score=new.score, certificate=certificate)
+
+
+def check_completion_date(completed_on: date) -> None:
+    """Refuse a completion dated after today (local time)."""
+    if completed_on > local_today():
+        raise TrainingError("Completion date cannot be in the future.", "completed_on")
+
+
+def attestation_for(trainee_id: int, actor: User) -> str:
+    """The trainee's own words when they record it; the officer's report of them otherwise."""
+    return ATTESTATION if trainee_id == actor.id else OFFICER_ATTESTATION
+
+
+def add_completion(assignment: TrainingAssignment, completed_on: date, actor: User, *,
+                   score: int | None = None, certificate: tuple[bytes, str, str] | None = None,
+                   session_id: int | None = None, notes: str = "") -> TrainingCompletion:
+    """Add one checked completion with its attestation and its audit event (flushes)."""
+    data, name, content_type = certificate if certificate is not None else (None, None, None)
     completion = TrainingCompletion(
         assignment_id=assignment.id, user_id=assignment.user_id, course_id=assignment.course_id,
-        completed_on=new.completed_on, score=new.score,
-        attestation=ATTESTATION if assignment.user_id == actor.id else OFFICER_ATTESTATION,
+        completed_on=completed_on, score=score, attestation=attestation_for(assignment.user_id, actor),
         attested_at=utcnow(),
         certificate_name=name, certificate_type=content_type, certificate_data=data,
         certificate_size=len(data) if data is not None else None,
-        recorded_by_id=actor.id, recorded_at=utcnow())
+        recorded_by_id=actor.id, recorded_at=utcnow(), session_id=session_id, notes=notes)
     db.session.add(completion)
     db.session.flush()
     record("training.completed", object_type="training_completion", object_id=completion.id,
            user=actor,
            details={"username": assignment.user.username, "course": assignment.course.title,
-                    "completed_on": new.completed_on.isoformat(), "score": new.score,
+                    "completed_on": completed_on.isoformat(), "score": score,
                     "on_behalf": assignment.user_id != actor.id,
-                    "certificate": name})
+                    "certificate": name, "session": session_id, "notes": notes or None})
     return completion
 
 

@@ -6,13 +6,12 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from audit import record
 from audit.trail.chain_verification import run_verification
 from audit.training import services as training
+from audit.training.completions import add_completion
 from audit.training.models import TrainingAssignment, TrainingCompletion
 from core.demo import DemoContext
 from core.extensions import db
-from core.timeutil import utcnow
 
 
 def seed_compliance(ctx: DemoContext) -> None:
@@ -24,14 +23,7 @@ def seed_compliance(ctx: DemoContext) -> None:
     for assignment in assignments:
         roll = ctx.rng.random()
         if roll < 0.7:
-            completion = TrainingCompletion(
-                assignment_id=assignment.id, user_id=assignment.user_id, course_id=assignment.course_id,
-                completed_on=today, score=ctx.rng.randint(78, 100), attestation=training.ATTESTATION,
-                attested_at=utcnow(), recorded_by_id=assignment.user_id, recorded_at=utcnow())
-            db.session.add(completion)
-            db.session.flush()
-            record("training.completed", object_type="training_completion", object_id=completion.id,
-                   user=assignment.user, details={"course": assignment.course.title, "demo": True})
+            add_completion(assignment, today, assignment.user, score=ctx.rng.randint(78, 100))
         elif roll < 0.85:
             assignment.due_on = today - timedelta(days=ctx.rng.randint(3, 40))
     db.session.flush()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from flask_wtf.file import FileField
+from flask_wtf.file import FileField, FileRequired
 from wtforms import (
     BooleanField,
     DateField,
+    HiddenField,
     IntegerField,
     SelectField,
     SelectMultipleField,
@@ -16,7 +17,8 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
-from audit.training.services import ATTESTATION
+from audit.training.bulk import DATE_FORMATS_TEXT, MAX_NOTES, MAX_TRAINER
+from audit.training.services import ATTESTATION, OFFICER_ATTESTATION
 from core.auth.forms import ROLE_CHOICES
 from core.forms import select_choices
 
@@ -50,6 +52,41 @@ class CompletionForm(FlaskForm):
         """The attestation is required."""
         if not field.data:
             raise ValidationError("Tick the attestation to confirm the training was completed.")
+
+
+class SessionForm(FlaskForm):
+    """Record one training session for many attendees."""
+
+    course_id = SelectField("Course", coerce=int, validators=[InputRequired(message="Choose the course.")])
+    completed_on = DateField("Date of the session",
+                             validators=[InputRequired(message="Give the date of the session.")])
+    trainer = StringField("Trainer (optional)", validators=[Optional(), Length(max=MAX_TRAINER)])
+    notes = TextAreaField("Notes (optional)", validators=[Optional(), Length(max=MAX_NOTES)])
+    attendee_ids = SelectMultipleField("Attendees", coerce=int, validate_choice=False)
+    attested = BooleanField(OFFICER_ATTESTATION,
+                            description="For each attendee: their sign-in sheet or word.")
+    submit = SubmitField("Record the session")
+
+    def validate_attested(self, field: BooleanField) -> None:
+        """The attestation is required."""
+        if not field.data:
+            raise ValidationError("Tick the attestation to confirm the attendees attested their training.")
+
+
+class CompletionImportForm(FlaskForm):
+    """Upload a CSV file of past completions, for a preview."""
+
+    file = FileField("CSV file", validators=[FileRequired("Choose a CSV file.")],
+                     description=f"Dates as {DATE_FORMATS_TEXT}.")
+    submit = SubmitField("Check the file")
+
+
+class CompletionImportConfirmForm(FlaskForm):
+    """Confirm the import of a previewed file (its content travels back with the form)."""
+
+    payload = HiddenField(validators=[DataRequired()])
+    source = HiddenField()
+    submit = SubmitField("Import")
 
 
 class MatrixFilterForm(FlaskForm):

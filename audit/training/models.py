@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -86,6 +87,26 @@ class TrainingAssignment(Model):
     )
 
 
+class TrainingSession(Model):
+    """One training session recorded for many attendees at once; each attendee gets a completion."""
+
+    __tablename__ = "training_session"
+    __audit__ = AuditSpec("training_session", lambda s: s.id)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    course_id: Mapped[int] = mapped_column(ForeignKey("training_course.id"))
+    completed_on: Mapped[date] = mapped_column(Date)
+    trainer: Mapped[str] = mapped_column(String(200), default="")
+    notes: Mapped[str] = mapped_column(Text, default="")
+    # attendees given no completion, and why: [{"user_id", "username", "reason"}]
+    skipped: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    recorded_by_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    course: Mapped[Course] = relationship(Course)
+    recorded_by: Mapped[User] = relationship(User, foreign_keys=[recorded_by_id])
+
+
 class TrainingCompletion(Model):
     """One completion of an assignment; never overwritten, so the history stays."""
 
@@ -107,10 +128,15 @@ class TrainingCompletion(Model):
     certificate_data: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
     recorded_by_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    session_id: Mapped[int | None] = mapped_column(ForeignKey("training_session.id"))
+    notes: Mapped[str] = mapped_column(Text, default="")
 
+    user: Mapped[User] = relationship(User, foreign_keys=[user_id])
     recorded_by: Mapped[User] = relationship(User, foreign_keys=[recorded_by_id])
+    session: Mapped[TrainingSession | None] = relationship(TrainingSession)
 
     __table_args__ = (
+        Index("ix_training_completion_session", "session_id"),
         Index("ix_training_completion_assignment", "assignment_id", "completed_on"),
         Index("ix_training_completion_user", "user_id"),
         Index("ix_training_completion_completed_on", "completed_on"),

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import and_, exists, func, select
-from sqlalchemy.orm import aliased, contains_eager
+from sqlalchemy.orm import aliased, contains_eager, selectinload
 
 from audit.retention.engine import add_months_to_date
 from audit.trail.chain import record
@@ -272,6 +272,14 @@ def assign_new_user(user: User) -> None:
         _assign(new_user, course)
 
 
+def assignment_for(user: User, course: Course) -> TrainingAssignment:
+    """The user's assignment of ``course``, made (audited) if they have none yet (flushes)."""
+    found = db.session.execute(select(TrainingAssignment).where(
+        TrainingAssignment.user_id == user.id, TrainingAssignment.course_id == course.id)
+    ).scalar_one_or_none()
+    return found if found is not None else _assign(user, course)
+
+
 def _assign(user: User, course: Course) -> TrainingAssignment:
     """Assign ``course`` to ``user`` with its first due date, audited (flushes)."""
     assignment = TrainingAssignment(user_id=user.id, course_id=course.id, assigned_at=utcnow(),
@@ -290,7 +298,7 @@ def _statuses(query: Any, today: date) -> list[AssignmentStatus]:
     if not rows:
         return []
     later = aliased(TrainingCompletion)
-    latest_query = select(TrainingCompletion).where(
+    latest_query = select(TrainingCompletion).options(selectinload(TrainingCompletion.recorded_by)).where(
         TrainingCompletion.assignment_id.in_([a.id for a in rows]),
         ~exists().where(and_(
             later.assignment_id == TrainingCompletion.assignment_id,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 from typing import Any
 
@@ -9,11 +11,20 @@ from flask import abort, flash, redirect, render_template, request, send_file, u
 from flask_login import current_user
 from markupsafe import Markup
 
+from audit.training import bulk
 from audit.training import completions as training_completions
 from audit.training import services as training
-from audit.training.forms import CompletionForm, CourseForm, MatrixFilterForm
-from audit.training.models import Course, TrainingAssignment, TrainingCompletion
+from audit.training.forms import (
+    CompletionForm,
+    CompletionImportConfirmForm,
+    CompletionImportForm,
+    CourseForm,
+    MatrixFilterForm,
+    SessionForm,
+)
+from audit.training.models import Course, TrainingAssignment, TrainingCompletion, TrainingSession
 from audit.views import bp
+from core.auth.forms import ROLE_CHOICES
 from core.auth.permissions import Permission, has_permission, require_permission
 from core.extensions import db
 from core.filenames import clean_file_name
@@ -68,7 +79,8 @@ def assignment_detail(assignment_id: int):
                                 training.local_today())
     return render_template("audit/assignment_detail.html", assignment=assignment, form=form,
                            status=status, history=history,
-                           on_behalf=assignment.user_id != current_user.id), 200 if not form.errors else 422
+                           on_behalf=assignment.user_id != current_user.id,
+                           can_manage=_can_manage()), 200 if not form.errors else 422
 
 
 @bp.route("/training/completions/<int:completion_id>/certificate")
@@ -119,6 +131,88 @@ def training_export():
     db.session.commit()
     return text, 200, {"Content-Type": "text/csv; charset=utf-8",
                                     "Content-Disposition": 'attachment; filename="training-matrix.csv"'}
+
+
+@bp.route("/training/sessions/new", methods=["GET", "POST"])
+@require_permission(Permission.TRAINING_MANAGE)
+def session_new():
+    """Record one session of a course for many attendees at once, all or nothing."""
+    form = SessionForm()
+    form.course_id.choices = [(c.id, c.title) for c in training.list_courses(active_only=True)]
+    attendees = bulk.attendee_choices()
+    if request.method == "GET":
+        form.completed_on.data = training.local_today()
+    if form.validate_on_submit():
+        new = bulk.NewSession(course_id=form.course_id.data, completed_on=form.completed_on.data,
+                              attendee_ids=form.attendee_ids.data or [], attested=form.attested.data,
+                              trainer=form.trainer.data or "", notes=form.notes.data or "")
+        try:
+            session = bulk.record_session(new, current_user)
+        except training.TrainingError as error:
+            db.session.rollback()
+            show_error(form, error, "attendee_ids")
+        else:
+            db.session.commit()
+            return redirect(url_for("audit.session_detail", session_id=session.id))
+    chosen = set(form.attendee_ids.data or [])
+    return render_template("audit/training_session_new.html", form=form, attendees=attendees, chosen=chosen,
+                           roles=ROLE_CHOICES), 200 if not form.errors else 422
+
+
+@bp.route("/training/sessions/<int:session_id>")
+@require_permission(Permission.TRAINING_MANAGE)
+def session_detail(session_id: int):
+    """A recorded session: who got a completion and who was skipped, and why."""
+    session = db.get_or_404(TrainingSession, session_id)
+    return render_template("audit/training_session_detail.html", session=session,
+                           completions=bulk.session_completions(session.id))
+
+
+def _decode_payload(text: str) -> bytes | None:
+    """The previewed file's bytes, or None if the form's copy was damaged."""
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        return None
+
+
+@bp.route("/training/import", methods=["GET", "POST"])
+@require_permission(Permission.TRAINING_MANAGE)
+def completion_import():
+    """Import past completions from CSV: a preview with every problem first, then all rows or none."""
+    form, confirm = CompletionImportForm(), CompletionImportConfirmForm()
+    plan: bulk.ImportPlan | None = None
+    problems: list[tuple[int, str, str]] = []
+    if "payload" in request.form:
+        raw = _decode_payload(request.form["payload"]) if confirm.validate_on_submit() else None
+        if raw is None:
+            flash("The checked file did not come back intact; choose it again.", "danger")
+            return redirect(url_for("audit.completion_import"))
+        try:
+            plan = bulk.import_completions(raw, current_user, confirm.source.data or "upload")
+        except bulk.CompletionImportError as error:
+            db.session.rollback()
+            problems = error.problems
+        else:
+            db.session.commit()
+            flash(f"Imported {len(plan.to_record)} completion(s); {len(plan.skipped)} row(s) skipped "
+                  "because they were already recorded.", "success")
+            return redirect(url_for("audit.training_matrix"))
+    elif form.validate_on_submit():
+        raw = form.file.data.read()
+        try:
+            plan = bulk.plan_import(raw)
+        except bulk.CompletionImportError as error:
+            problems = error.problems
+        else:
+            confirm.payload.data = base64.b64encode(raw).decode("ascii")
+            confirm.source.data = clean_file_name(form.file.data.filename or "", "upload.csv")
+        db.session.rollback()
+    failed = bool(problems or form.errors)
+    return render_template("audit/training_import.html", form=form, confirm=confirm, plan=plan,
+                           problems=problems, columns=bulk.IMPORT_COLUMNS,
+                           date_formats=bulk.DATE_FORMATS_TEXT, max_rows=bulk.MAX_IMPORT_ROWS,
+                           attestation=training.OFFICER_ATTESTATION), 422 if failed else 200
 
 
 @bp.route("/training/courses")

@@ -15,7 +15,7 @@ from audit.retention.models import LegalHold, RetentionPolicy, RetentionRun
 from audit.trail.enforcement import AuditMissing
 from audit.trail.history import history_of
 from audit.trail.models import AuditEvent
-from audit.training.models import Course, TrainingAssignment, TrainingCompletion
+from audit.training.models import Course, TrainingAssignment, TrainingCompletion, TrainingSession
 from core.auditing import AuditSpec
 from core.auth.models import User
 from core.extensions import Model, db
@@ -90,6 +90,11 @@ def _completion() -> TrainingCompletion:
                               attested_at=NOW, recorded_by_id=assignment.user_id)
 
 
+def _session() -> TrainingSession:
+    return TrainingSession(course_id=_saved(_course).id, completed_on=date(2026, 5, 2),
+                           recorded_by_id=_saved(_user).id)
+
+
 def _archive() -> ArchiveSettings:
     return ArchiveSettings(asset_id=_saved(_asset).id)
 
@@ -134,6 +139,7 @@ AUDITED: dict[type, tuple[Callable[[], Any], str, Any]] = {
     Course: (_course, "title", "Renamed"),
     TrainingAssignment: (_assignment, "due_on", date(2030, 1, 1)),
     TrainingCompletion: (_completion, "score", 100),
+    TrainingSession: (_session, "trainer", "Someone else"),
     ReportJob: (lambda: ReportJob(kind="access-audit", params="{}"), "params", '{"from": "1999-01-01"}'),
     ImagingRule: (lambda: ImagingRule(name="Test rule", kind=RuleKind.PERIOD, modality="XA", period="P7Y"),
                   "period", "P1Y"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.extensions import Model
@@ -44,6 +44,9 @@ class AuditEvent(Model):
         Index("ix_audit_event_action_time", "action", "occurred_at"),
         Index("ix_audit_event_object", "object_type", "object_id"),
         Index("ix_audit_event_username_time", "username", "occurred_at"),
+        # The search matches ids and names in any case (``audit.trail.search``).
+        Index("ix_audit_event_object_lower", text("lower(object_id)")),
+        Index("ix_audit_event_username_lower", text("lower(username)")),
     )
 
 

@@ -121,25 +121,38 @@ def filtered_select(flt: AuditFilter) -> tuple[Select, Any]:
 
 
 def user_condition(text: str) -> ColumnElement[bool]:
-    """Events of users whose username or full name contains ``text`` (any case), or typed at login so."""
+    """Events of users whose username or full name contains ``text`` (any case), or of that name typed.
+
+    The people are looked up first in the (small) user table, then their events through the
+    indexes on the user id and on the lower-cased username, so no search reads the whole
+    trail. A name typed at the login that no account has matches when typed whole, in any case.
+    """
     term = text.strip()
-    people = select(User.id).where(or_(User.username.icontains(term, autoescape=True),
-                                       User.full_name.icontains(term, autoescape=True)))
-    return or_(AuditEvent.user_id.in_(people), AuditEvent.username.icontains(term, autoescape=True))
+    people = db.session.execute(select(User.id, User.username).where(or_(
+        User.username.icontains(term, autoescape=True),
+        User.full_name.icontains(term, autoescape=True)))).all()
+    names = sorted({username.lower() for _, username in people} | {term.lower()})
+    return or_(AuditEvent.user_id.in_(sorted(user_id for user_id, _ in people)),
+               func.lower(AuditEvent.username).in_(names))
 
 
 def object_condition(text: str) -> ColumnElement[bool]:
-    """Objects whose id contains ``text`` (any case); "PD-38" also finds the zero-padded "PD-000038"."""
+    """Objects whose id is ``text`` however written, or contains it (any case).
+
+    An id typed as letters and a number ("PD-38", "pd38", "CT-02") finds that object, padded or
+    not ("PD-000038"), through the index on the lower-cased id. Anything else (a bare number,
+    a name) is matched as part of an id, which reads every event the other filters leave.
+    """
     term = text.strip()
-    condition = AuditEvent.object_id.icontains(term, autoescape=True)
+    lowered = func.lower(AuditEvent.object_id)
     numbered = NUMBERED_ID.match(term)
-    if numbered is not None:
-        stem = numbered.group("prefix").lower().rstrip("-")
-        digits = numbered.group("digits").lstrip("0") or "0"
-        padded = {f"{stem}{dash}{digits.zfill(width)}" for dash in ("", "-")
-                  for width in range(len(digits), MAX_ID_DIGITS + 1)}
-        condition = or_(condition, func.lower(AuditEvent.object_id).in_(sorted(padded)))
-    return condition
+    if numbered is None:
+        return or_(lowered == term.lower(), AuditEvent.object_id.icontains(term, autoescape=True))
+    stem = numbered.group("prefix").lower().rstrip("-")
+    digits = numbered.group("digits").lstrip("0") or "0"
+    padded = {f"{stem}{dash}{digits.zfill(width)}" for dash in ("", "-")
+              for width in range(len(digits), MAX_ID_DIGITS + 1)}
+    return lowered.in_(sorted(padded | {term.lower()}))
 
 
 def count_events(flt: AuditFilter) -> int:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from sqlalchemy import text
 
 from audit import record
+from audit.trail.search import PER_PAGE, AuditFilter, filtered_select
 from core.auth.models import User
 from core.extensions import db
 from tests.helpers import fixture_event
@@ -48,6 +50,28 @@ def test_a_ticket_number_however_written_finds_that_ticket(client, login_as, tra
     total, rows = shown(client, f"object_type=Ticket&object_id={typed}")
     assert total == 2
     assert sorted(rows) == ["dr.okafor:PD-000038", "pacs.sam:PD-000038"]
+
+
+@pytest.mark.parametrize(("flt", "index"), [
+    (AuditFilter(object_id="PD-38"), "ix_audit_event_object_lower"),
+    (AuditFilter(object_id="ct-02"), "ix_audit_event_object_lower"),
+    (AuditFilter(username="okafor"), "ix_audit_event_username_lower"),
+])
+def test_ids_and_names_are_found_through_indexes_not_by_reading_the_whole_trail(app, trail, flt, index):
+    with app.app_context():
+        query, order = filtered_select(flt)
+        statement = query.order_by(order.desc()).limit(PER_PAGE)
+        dialect = db.session.get_bind().dialect
+        sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+        if dialect.name == "postgresql":
+            db.session.execute(text("SET LOCAL enable_seqscan = off"))  # a tiny table is cheaper read whole
+            plan = "\n".join(row[0] for row in db.session.execute(text(f"EXPLAIN {sql}")))
+            assert "Seq Scan on audit_event" not in plan, plan
+        else:
+            plan = "\n".join(row[-1] for row in db.session.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+            assert "SCAN audit_event" not in plan.replace("USING INDEX", "USING"), plan
+        assert index in plan, plan
+        db.session.rollback()
 
 
 def test_a_bare_number_is_a_partial_match(client, login_as, trail):

@@ -355,7 +355,8 @@ def build_access_audit(request: ReportRequest, progress: Progress) -> ReportCont
     if request.username:
         filters.append(("User", request.username))
     if request.object_type:
-        filters.append(("Object", (request.object_key if ids.include else mask_object(request.object_key)) or ""))
+        shown = request.object_key if ids.include else mask_object(request.object_key)
+        filters.append(("Object", shown or ""))
     asked = f"included at the request of {request.requested_by}"
     filters.append(("Patient identifiers", asked if ids.include else "omitted"))
     identifiers = f"Patient identifiers {asked if ids.include else 'omitted'}"

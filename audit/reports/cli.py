@@ -43,7 +43,8 @@ def build(kind: str, date_from: str | None, date_to: str | None, username: str |
     except ReportError as exc:
         db.session.rollback()
         option = {"date_from": "--from", "date_to": "--to", "user": "--user", "object": "--object",
-                  "run_id": "--run", "include_identifiers": "--include-identifiers", "kind": "KIND"}.get(exc.field or "", "")
+                  "run_id": "--run", "include_identifiers": "--include-identifiers",
+                  "kind": "KIND"}.get(exc.field or "", "")
         raise click.UsageError(f"{option}: {exc}" if option else str(exc)) from None
     target = Path(output)
     if not target.parent.is_dir():

@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import SQLColumnExpression, and_, case, func, or_, select
+from sqlalchemy import SQLColumnExpression, and_, case, func, literal, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from audit.reports.charts import bar_chart
@@ -22,16 +22,21 @@ from audit.reports.registry import (
 from audit.reports.services import period_bounds, period_text
 from audit.reports.sqlstats import dialect, human_duration, percentiles, seconds_between
 from audit.trail.models import AuditEvent
+from core.auth.models import User
 from core.auth.permissions import Permission
 from core.extensions import db
-from core.timeutil import utcnow
+from core.mail.phi import GENERIC_TITLE, safe_title
+from core.timeutil import UTCDateTime, format_local, utcnow
 from helpdesk.assets import asset_lookup
-from helpdesk.models import ACTIVE_STATUSES, Category, Priority, Ticket
+from helpdesk.models import ACTIVE_STATUSES, Category, Priority, Ticket, format_number
 
 IDENTIFIER_KEYS = ("accession_number", "patient_id", "study_instance_uid")
 AGE_BUCKETS = ((timedelta(days=1), "under 1 day"), (timedelta(days=3), "1 to 3 days"),
                (timedelta(days=7), "3 to 7 days"), (timedelta(days=30), "7 to 30 days"))
 OLDEST_BUCKET = "over 30 days"
+BREACH_LIMIT = 500          # breached targets listed; the count covers them all
+UNASSIGNED = "(unassigned)"
+WITHHELD_TITLE = "(title withheld: it may identify a patient)"
 
 
 def _phi_reads() -> ColumnElement[bool]:
@@ -136,6 +141,87 @@ def _opened_chart(opened: ColumnElement[bool], start: date, end: date, lo: datet
                      title=f"Tickets opened per {buckets.unit} (local time)")
 
 
+def _clock_stopped(now: datetime) -> ColumnElement[Any]:
+    """When a ticket's SLA clock last stopped (resolved, closed, waiting) or ``now`` while it runs."""
+    return func.coalesce(Ticket.resolved_at, Ticket.closed_at, Ticket.waiting_since,
+                         literal(now, UTCDateTime()))
+
+
+def _missed(now: datetime) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    """Conditions: the first-response target was missed; the resolution target was missed."""
+    stopped = _clock_stopped(now)
+    response = and_(Ticket.response_due_at.is_not(None),
+                    func.coalesce(Ticket.first_responded_at, stopped) > Ticket.response_due_at)
+    resolution = and_(Ticket.resolution_due_at.is_not(None), stopped > Ticket.resolution_due_at)
+    return response, resolution
+
+
+def _people(ids: set[int]) -> dict[int, tuple[str, str]]:
+    """(username, full name) of the given accounts."""
+    if not ids:
+        return {}
+    return {row.id: (row.username, row.full_name or "") for row in db.session.execute(
+        select(User.id, User.username, User.full_name).where(User.id.in_(ids)))}
+
+
+def _technicians(opened: ColumnElement[bool], resolved: ColumnElement[bool],
+                 now: datetime) -> list[dict[str, Any]]:
+    """Per assignee: tickets assigned and resolved in the period, median times, targets missed."""
+    response_missed, resolution_missed = _missed(now)
+    rows = list(db.session.execute(
+        select(Ticket.assignee_id,
+               func.sum(case((opened, 1), else_=0)).label("assigned"),
+               func.sum(case((resolved, 1), else_=0)).label("resolved"),
+               func.sum(case((and_(opened, response_missed), 1), else_=0)).label("response_missed"),
+               func.sum(case((and_(opened, resolution_missed), 1), else_=0)).label("resolution_missed"))
+        .where(or_(opened, resolved)).group_by(Ticket.assignee_id)))
+    people = _people({row.assignee_id for row in rows if row.assignee_id is not None})
+    first = seconds_between(Ticket.first_responded_at, Ticket.created_at)
+    to_resolve = seconds_between(Ticket.resolved_at, Ticket.created_at) - Ticket.paused_seconds
+    found = []
+    for row in rows:
+        mine = (Ticket.assignee_id == row.assignee_id if row.assignee_id is not None
+                else Ticket.assignee_id.is_(None))
+        username, full_name = people.get(row.assignee_id, (UNASSIGNED, "")) \
+            if row.assignee_id is not None else (UNASSIGNED, "")
+        [response_median] = percentiles(first, [opened, Ticket.first_responded_at.is_not(None), mine], (0.5,))
+        [resolve_median] = percentiles(to_resolve, [resolved, mine], (0.5,))
+        found.append({"username": username, "full_name": full_name, "assigned": row.assigned or 0,
+                      "resolved": row.resolved or 0, "response_median": human_duration(response_median),
+                      "resolve_median": human_duration(resolve_median),
+                      "breaches": (row.response_missed or 0) + (row.resolution_missed or 0)})
+    return sorted(found, key=lambda t: (t["username"] == UNASSIGNED, t["username"]))
+
+
+def _breaches(opened: ColumnElement[bool], now: datetime) -> tuple[list[dict[str, Any]], int]:
+    """Tickets opened in the period that missed a target: one line per missed target, and the count."""
+    response_missed, resolution_missed = _missed(now)
+    rows = db.session.execute(
+        select(Ticket.id, Ticket.title, Ticket.priority, Ticket.assignee_id, Ticket.accession_number,
+               Ticket.patient_id, Ticket.study_instance_uid, Ticket.response_due_at,
+               Ticket.first_responded_at, Ticket.resolution_due_at, Ticket.resolved_at, Ticket.closed_at,
+               _clock_stopped(now).label("stopped"), response_missed.label("response_missed"),
+               resolution_missed.label("resolution_missed"))
+        .where(opened, or_(response_missed, resolution_missed)).order_by(Ticket.id)).all()
+    people = _people({row.assignee_id for row in rows if row.assignee_id is not None})
+    lines = []
+    for row in rows:
+        title = safe_title(row.title, (row.accession_number, row.patient_id, row.study_instance_uid))
+        common = {"number": format_number(row.id),
+                  "title": WITHHELD_TITLE if title == GENERIC_TITLE else title,
+                  "priority": Priority(row.priority).label,
+                  "assignee": people.get(row.assignee_id, (UNASSIGNED, ""))[0]}
+        targets = (("First response", row.response_missed, row.response_due_at, row.first_responded_at),
+                   ("Resolution", row.resolution_missed, row.resolution_due_at,
+                    row.resolved_at or row.closed_at))
+        for target, missed, due, met in targets:
+            if missed:
+                lines.append({**common, "target": target, "due": format_local(due),
+                              "late": human_duration(((met or row.stopped) - due).total_seconds()),
+                              "met": met is not None})
+    return lines[:BREACH_LIMIT], len(lines)
+
+
 def build_helpdesk(request: ReportRequest, progress: Progress) -> ReportContent:
     """Volumes, service levels, backlog and the assets behind the tickets."""
     assert request.start is not None and request.end is not None
@@ -164,6 +250,10 @@ def build_helpdesk(request: ReportRequest, progress: Progress) -> ReportContent:
         "backlog_total": backlog_total, "assets": _top_assets(opened),
         "chart": _opened_chart(opened, request.start, request.end, lo, hi) if total_opened else None,
     }
+    progress(70, "Technicians and missed targets")
+    context["technicians"] = _technicians(opened, resolved, now)
+    context["breaches"], context["breach_total"] = _breaches(opened, now)
+    context["breach_limit"] = BREACH_LIMIT
     return ReportContent("helpdesk.html", context, period_text(request.start, request.end))
 
 

@@ -34,6 +34,9 @@ from helpdesk.sla import describe_remaining, sla_state
 bp = Blueprint("helpdesk", __name__)
 
 EXPORT_LIMIT = 50000
+# The ticket list's CSV is read by people (in a spreadsheet): headers in words, values as labels.
+EXPORT_HEADERS = ("Number", "Title", "Status", "Priority", "Category", "Requester", "Assigned to",
+                  "Created", "SLA due", "Resolved", "Closed")
 # The reply form's buttons: send only, or send and move the ticket on in the same submit.
 THEN_STATUS = {"": None, "wait": TicketStatus.WAITING, "resolve": TicketStatus.RESOLVED}
 THEN_WORDS = {"": "", "wait": "; the ticket now waits for the requester",
@@ -172,15 +175,16 @@ def _export(requester_id: int | None, default_status: str, name: str) -> Respons
     db.session.commit()
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["number", "title", "status", "priority", "category", "requester", "assignee",
-                     "created", "sla_due", "resolved", "closed"])
+    writer.writerow(EXPORT_HEADERS)
     for t in tickets:
-        writer.writerow([t.number, _csv_safe(t.title), t.status, t.priority, t.category.label,
-                         t.requester.username if t.requester else "system",
-                         t.assignee.username if t.assignee else "", format_local(t.created_at),
-                         format_local(t.sla_due_at), format_local(t.resolved_at),
+        writer.writerow([t.number, _csv_safe(t.title), TicketStatus(t.status).label,
+                         Priority(t.priority).label, _csv_safe(t.category.label),
+                         _csv_safe(t.requester.display_name) if t.requester else "System",
+                         _csv_safe(t.assignee.display_name) if t.assignee else "",
+                         format_local(t.created_at), format_local(t.sla_due_at), format_local(t.resolved_at),
                          format_local(t.closed_at)])
-    return Response(out.getvalue(), mimetype="text/csv",
+    # The byte order mark lets spreadsheets read the labels' non-ASCII characters ("P2 · high") as UTF-8.
+    return Response("\ufeff" + out.getvalue(), mimetype="text/csv",
                     headers={"Content-Disposition": f"attachment; filename={name}"})
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from audit.reports.charts import bar_chart
+from audit.reports.identifiers import OMITTED, identifier_keys, mask_details, mask_object
 from audit.reports.localtime import LocalClock
 from audit.reports.registry import (
     Progress,
@@ -67,6 +68,23 @@ def _when(value: datetime | None) -> str:
 def _details_text(text: str | None, limit: int = 120, object_type: str | None = None) -> str:
     """Event details as short labelled text."""
     return details_text(text, limit, object_type)
+
+
+class Identifiers:
+    """Whether this report prints patient identifiers; when not, masks them in details and counts them."""
+
+    def __init__(self, include: bool) -> None:
+        self.include = include
+        self.keys = identifier_keys()
+        self.masked = 0
+
+    def details(self, details: str | None) -> str | None:
+        """Event details as this report may print them."""
+        if self.include:
+            return details
+        shown, count = mask_details(details, self.keys)
+        self.masked += count
+        return shown
 
 
 def _filters(request: ReportRequest) -> list[ColumnElement[bool]]:
@@ -203,12 +221,12 @@ def _disabled_events(where: ColumnElement[bool]) -> Any:
     return _event_listing(where, User.is_disabled.is_(True), join_users=True)
 
 
-def _exports(where: ColumnElement[bool]) -> tuple[Any, int]:
+def _exports(where: ColumnElement[bool], ids: Identifiers) -> tuple[Any, int]:
     """Searches and exports of the audit trail, reports and bulk exports, one line each."""
     actions = sorted(export_actions())
     total = db.session.execute(select(func.count()).where(where, E.action.in_(actions))).scalar_one()
     rows = ((_when(r[0]), r[1] or "", export_actions().get(r[2], r[2])
-             + ("" if r[4] == "success" else f" ({r[4]})"), r[3] or "", _details_text(r[5], 48))
+             + ("" if r[4] == "success" else f" ({r[4]})"), r[3] or "", _details_text(ids.details(r[5]), 48))
             for r in db.session.execute(
                 select(E.occurred_at, E.username, E.action, E.client_address, E.outcome, E.details)
                 .where(where, E.action.in_(actions)).order_by(E.occurred_at, E.seq)
@@ -222,7 +240,7 @@ def _phi_condition() -> ColumnElement[bool] | None:
     return or_(*rules) if rules else None
 
 
-def _phi(where: ColumnElement[bool]) -> tuple[list[Any], Any, int]:
+def _phi(where: ColumnElement[bool], ids: Identifiers) -> tuple[list[Any], Any, int]:
     """PHI reads by user, and by user and record (with the identifiers the event noted)."""
     condition = _phi_condition()
     if condition is None:
@@ -250,7 +268,12 @@ def _phi(where: ColumnElement[bool]) -> tuple[list[Any], Any, int]:
             data = json.loads(latest_details.get(row.latest) or "{}")
         except ValueError:
             data = {}
-        identifiers = ", ".join(f"{k.replace('_', ' ')} {data[k]}" for k in keys if data.get(k))
+        noted = [k for k in keys if data.get(k)]
+        if ids.include:
+            identifiers = ", ".join(f"{k.replace('_', ' ')} {data[k]}" for k in noted)
+        else:
+            ids.masked += len(noted)
+            identifiers = f"{len(noted)} {OMITTED}" if noted else ""
         records.append((row.username or "", object_words(row.object_type, row.object_id), row.action,
                         row.n, _when(row.last), identifiers))
     return by_user, text_columns(PHI_COLUMNS, records, per_page=20, first_page=20, page_breaks=False), total
@@ -261,14 +284,14 @@ def _listing(columns: Any, rows: list[tuple[Any, ...]]) -> Any:
     return text_columns(columns, rows, per_page=20, first_page=20, page_breaks=False) if rows else None
 
 
-def _appendix(where: ColumnElement[bool], limit: int) -> Listing:
+def _appendix(where: ColumnElement[bool], limit: int, ids: Identifiers) -> Listing:
     """The detail listing, oldest first (its later pages are written without layout)."""
     query = (select(E.occurred_at, E.username, E.user_role, E.action, E.object_type, E.object_id,
                     E.client_address, E.outcome, E.details)
              .where(where).order_by(E.occurred_at, E.seq).limit(limit))
     rows = (
         (_when(r[0]), r[1] or "", r[2] or "", r[3], object_words(r[4], r[5]), r[6] or "",
-         r[7], _details_text(r[8], 60, r[4]))
+         r[7], _details_text(ids.details(r[8]), 60, r[4]))
         for r in db.session.execute(query)
     )
     return Listing(APPENDIX_COLUMNS, rows)
@@ -283,6 +306,7 @@ def build_access_audit(request: ReportRequest, progress: Progress) -> ReportCont
     hours = current_app.config["PACSDESK_BUSINESS_HOURS"]
     outside = clock.outside_hours(E.occurred_at, hours)
     where = and_(*_filters(request))
+    ids = Identifiers(bool(request.include_identifiers))
     progress(5, "Counting events")
     total = db.session.execute(select(func.count()).where(where)).scalar_one()
     context: dict[str, Any] = {"total": total, "business_hours": _hours_text(hours),
@@ -317,22 +341,28 @@ def build_access_audit(request: ReportRequest, progress: Progress) -> ReportCont
              _when(r.last)) for r in _disabled(where)])
         context["disabled_events"] = _disabled_events(where)
         progress(52, "Searches and exports")
-        context["exports"], context["exports_total"] = _exports(where)
+        context["exports"], context["exports_total"] = _exports(where, ids)
         progress(56, "Reads of patient identifiers")
-        phi_by_user, context["phi_records"], context["phi_total"] = _phi(where)
+        phi_by_user, context["phi_records"], context["phi_total"] = _phi(where, ids)
         context["phi_by_user"] = _listing(PHI_USER_COLUMNS, [
             (r.username or "(no account)", r.user_role, r.n, r.records, r.downloads)
             for r in phi_by_user])
         context["phi_rules"] = list(phi_rules())
         progress(60, "Detail appendix")
-        context["appendix"] = _appendix(where, request.appendix_limit)
+        context["appendix"] = _appendix(where, request.appendix_limit, ids)
         context["appendix_shown"] = min(total, request.appendix_limit)
     filters = []
     if request.username:
         filters.append(("User", request.username))
     if request.object_type:
-        filters.append(("Object", request.object_key or ""))
-    context.update(when=_when, details_text=_details_text, export_labels=export_actions(),
+        shown = request.object_key if ids.include else mask_object(request.object_key)
+        filters.append(("Object", shown or ""))
+    asked = f"included at the request of {request.requested_by}"
+    filters.append(("Patient identifiers", asked if ids.include else "omitted"))
+    identifiers = f"Patient identifiers {asked if ids.include else 'omitted'}"
+    context.update(identifiers=identifiers, identifiers_masked=ids.masked,
+                   identifiers_included=ids.include, when=_when, details_text=_details_text,
+                   export_labels=export_actions(),
                    action_labels=audit_sink.actions())
     return ReportContent("access_audit.html", context, period_text(request.start, request.end),
                          filters, listing=context.get("appendix"))
@@ -353,5 +383,5 @@ REPORT_KIND = ReportKind(
     description="Who did what in the period: totals, failed logins, after-hours access, "
                 "disabled accounts, reads of patient identifiers, and the trail's integrity.",
     permission=Permission.REPORT_COMPLIANCE, build=build_access_audit, order=10,
-    accepts_user=True, accepts_object=True,
+    accepts_user=True, accepts_object=True, accepts_identifiers=True,
 )

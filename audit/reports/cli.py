@@ -29,18 +29,22 @@ def reports_group() -> None:
 @click.option("--object", "obj", metavar="TYPE:ID",
               help="Access audit: only this object, e.g. ticket:PD-000123.")
 @click.option("--run", "run_id", help="Certificate of destruction: the retention run's number.")
+@click.option("--include-identifiers", is_flag=True,
+              help="Access audit: print patient identifiers in full (masked otherwise); audited.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, writable=True),
               help="Where to write the PDF.")
 @with_appcontext
 def build(kind: str, date_from: str | None, date_to: str | None, username: str | None,
-          obj: str | None, run_id: str | None, output: str) -> None:
+          obj: str | None, run_id: str | None, include_identifiers: bool, output: str) -> None:
     """Generate a KIND report as PDF (access-audit, training, inventory, retention, helpdesk)."""
     try:
-        request = services.validate_request(kind, date_from, date_to, username, obj, run_id)
+        request = services.validate_request(kind, date_from, date_to, username, obj, run_id,
+                                            include_identifiers=include_identifiers)
     except ReportError as exc:
         db.session.rollback()
         option = {"date_from": "--from", "date_to": "--to", "user": "--user", "object": "--object",
-                  "run_id": "--run", "kind": "KIND"}.get(exc.field or "", "")
+                  "run_id": "--run", "include_identifiers": "--include-identifiers",
+                  "kind": "KIND"}.get(exc.field or "", "")
         raise click.UsageError(f"{option}: {exc}" if option else str(exc)) from None
     target = Path(output)
     if not target.parent.is_dir():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import DateField, SelectField, StringField, SubmitField
+from wtforms import BooleanField, DateField, SelectField, StringField, SubmitField
 from wtforms.validators import DataRequired, Length, Optional
 
 
@@ -18,6 +18,10 @@ class ReportForm(FlaskForm):
                        description="Access audit only: narrow to one username.")
     object = StringField("Object", validators=[Optional(), Length(max=170)],
                          description="Access audit only: TYPE:ID, for example ticket:PD-000123.")
+    include_identifiers = BooleanField(
+        "Include patient identifiers", default=False,
+        description="Access audit only: print accession numbers, patient IDs and study UIDs in full. "
+                    "Off, the report masks them; your choice is recorded in the audit trail.")
     run_id = StringField("Retention run", validators=[Optional(), Length(max=20)],
                          description="Certificate of destruction only: the run's number.")
     submit = SubmitField("Generate PDF")

@@ -39,6 +39,7 @@ class ReportRequest:
     run_id: int | None = None
     requested_by: str = "command line"
     appendix_limit: int = 10_000
+    include_identifiers: bool | None = None   # None: the kind never prints patient identifiers
 
     @property
     def object_key(self) -> str | None:
@@ -47,11 +48,14 @@ class ReportRequest:
 
     def params(self) -> dict[str, Any]:
         """JSON-ready parameters (stored with the job and in the audit event)."""
-        return {
+        found: dict[str, Any] = {
             "from": self.start.isoformat() if self.start else None,
             "to": self.end.isoformat() if self.end else None,
             "user": self.username, "object": self.object_key, "run": self.run_id,
         }
+        if self.include_identifiers is not None:
+            found["identifiers"] = self.include_identifiers
+        return found
 
 
 @dataclass
@@ -82,6 +86,7 @@ class ReportKind:
     accepts_user: bool = False
     accepts_object: bool = False
     needs_run: bool = False
+    accepts_identifiers: bool = False    # "Include patient identifiers" applies (off by default)
     validate: Callable[[ReportRequest], None] | None = None
     record_class: str = "report_files"   # the retention class its stored PDFs are kept under
 

@@ -13,6 +13,7 @@ from audit.reports.registry import (
     ReportKind,
     ReportRequest,
 )
+from audit.retention.destroyed_ids import destroyed_items, digest_of, expand, lines
 from audit.retention.engine import describe_scope
 from audit.retention.models import LegalHold, RetentionRun, RunStatus
 from audit.retention.registry import record_classes
@@ -20,9 +21,11 @@ from audit.trail.models import AuditEvent
 from core.auth.models import User
 from core.auth.permissions import Permission
 from core.extensions import db
+from core.pdf import Listing
 from core.timeutil import format_local
 
 STAMP = "%Y-%m-%d %H:%M %Z"
+ID_COLUMNS = (("Record class", 28), ("Ids destroyed, in the order hashed", 150))
 
 
 def _run(run_id: int | None) -> RetentionRun:
@@ -62,14 +65,25 @@ def build_certificate(request: ReportRequest, progress: Progress) -> ReportConte
     progress(20, "Retention run")
     policies, counts = run.policies or {}, run.counts or {}
     held, digests = run.held_counts or {}, run.class_digests or {}
-    classes = []
+    progress(30, "Ids destroyed")
+    destroyed = destroyed_items(run.id)
+    classes, id_lines = [], []
     for key in sorted(set(policies) | set(counts)):
         record_class = record_classes().get(key)
         policy = policies.get(key, {})
+        items = destroyed.get(key, [])
+        count = int(counts.get(key, 0))
+        if items:
+            check = "match" if digest_of(expand(items)) == digests.get(key) else "mismatch"
+            packed = lines(items, ID_COLUMNS[1][1])
+            id_lines += [(key if i == 0 else "", line) for i, line in enumerate(packed)]
+        else:
+            check = "none" if not count else "unrecorded"
+            id_lines.append((key, "none" if not count else "not recorded (the run predates lists of ids)"))
         classes.append({"key": key, "label": record_class.label if record_class else key,
                         "period": policy.get("period", ""), "anchor": policy.get("anchor", ""),
-                        "count": int(counts.get(key, 0)), "held": int(held.get(key, 0)),
-                        "digest": digests.get(key, "")})
+                        "count": count, "held": int(held.get(key, 0)),
+                        "digest": digests.get(key, ""), "ids": check})
     finished = run.finished_at or run.heartbeat_at
     holds = [{"hold": h, "scope": describe_scope(h), "placed_by": _person(h.placed_by_id, "")}
              for h in _holds_in_force(run.started_at, finished)]
@@ -90,15 +104,18 @@ def build_certificate(request: ReportRequest, progress: Progress) -> ReportConte
         "completed": run.status == RunStatus.COMPLETED,
         "when": lambda v: format_local(v, "%Y-%m-%d %H:%M:%S"),
     }
+    listing = Listing(ID_COLUMNS, id_lines)
+    context.update(id_listing=listing, id_line_count=len(id_lines))
     period = f"Retention run #{run.id}, {format_local(run.started_at, '%d %B %Y')}"
     return ReportContent("retention_certificate.html", context, period,
-                         [("Retention run", f"#{run.id} ({run.status})")])
+                         [("Retention run", f"#{run.id} ({run.status})")], listing=listing)
 
 
 REPORT_KIND = ReportKind(
     key="retention", title="Certificate of destruction",
     description="For one retention run: the record classes and how many records were destroyed, "
-                "the policies and legal holds in force, the digests, and signature lines.",
+                "the policies and legal holds in force, the ids destroyed with their digests, and "
+                "signature lines.",
     permission=Permission.REPORT_COMPLIANCE, build=build_certificate, order=30,
     needs_period=False, needs_run=True, validate=validate_run, record_class="destruction_certificates",
 )

@@ -111,7 +111,7 @@ def find_kind(key: str | None) -> ReportKind:
 def validate_request(kind: str | None, date_from: date | str | None, date_to: date | str | None,
                      username: str | None = None, obj: str | None = None,
                      run_id: int | str | None = None, requested_by: str = "command line",
-                     report_id: str | None = None) -> ReportRequest:
+                     report_id: str | None = None, include_identifiers: bool = False) -> ReportRequest:
     """Check every parameter and return the request, or raise ReportError naming the field."""
     found = find_kind(kind)
     start = _parse_day(date_from, "date_from", "From")
@@ -136,9 +136,13 @@ def validate_request(kind: str | None, date_from: date | str | None, date_to: da
             raise ReportError(f"Retention run '{str(run_id)[:20]}' is not a number.", "run_id") from None
     elif found.needs_run:
         raise ReportError("This report needs the number of a retention run.", "run_id")
+    if include_identifiers and not found.accepts_identifiers:
+        raise ReportError(f"The {found.title.lower()} has no patient identifiers to include.",
+                          "include_identifiers")
     request = ReportRequest(kind=found.key, report_id=report_id or new_report_id(), start=start,
                             end=end, username=name, object_type=object_type, object_id=object_id,
-                            run_id=run, requested_by=requested_by)
+                            run_id=run, requested_by=requested_by,
+                            include_identifiers=include_identifiers if found.accepts_identifiers else None)
     if found.validate is not None:
         found.validate(request)
     return request
@@ -279,6 +283,7 @@ def _request_from_job(job: ReportJob) -> ReportRequest:
         object_id=(params.get("object") or "").partition(":")[2] or None,
         run_id=params.get("run"),
         requested_by=f"{who.display_name} ({who.username})" if who else "unknown",
+        include_identifiers=params.get("identifiers"),
     )
 
 

@@ -54,7 +54,8 @@ def index():
             report = services.validate_request(
                 form.kind.data, form.date_from.data, form.date_to.data, form.user.data,
                 form.object.data, form.run_id.data,
-                requested_by=f"{current_user.display_name} ({current_user.username})")
+                requested_by=f"{current_user.display_name} ({current_user.username})",
+                include_identifiers=bool(form.include_identifiers.data))
             job = services.request_report(report, current_user)
         except ReportError as exc:
             show_error(form, exc, "kind")

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from audit.retention.destroyed_ids import record_batch
 from audit.retention.holds import (
     NewHold,
     RetentionError,
@@ -357,6 +358,7 @@ def run_retention(started_by: str, user: Any = None, batch_size: int = BATCH_SIZ
 
             def purge(ids: list[int], rc: RecordClass = rc) -> None:
                 gone = rc.purge(ids)
+                record_batch(run_id, rc.key, ids)
                 counts[rc.key] += gone
                 if rc.key != "audit_events":
                     record("retention.batch_purged", object_type=rc.object_type or rc.key,

@@ -104,3 +104,21 @@ class RetentionRun(Model):
               sqlite_where=text("status = 'running'"), postgresql_where=text("status = 'running'")),
         Index("ix_retention_run_started_at", "started_at"),
     )
+
+
+class RetentionRunIds(Model):
+    """The ids one purge batch of a run destroyed, in the order its class digest hashed them.
+
+    Kept so that a certificate of destruction can list what went and an auditor can recompute
+    its digests; consecutive integer ids are stored as ``[first, last]`` ranges, other ids as
+    text. Written in the batch's own transaction, covered by its ``retention.batch_purged`` event.
+    """
+
+    __tablename__ = "retention_run_ids"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("retention_run.id"))
+    record_class: Mapped[str] = mapped_column(String(40))
+    ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
+
+    __table_args__ = (Index("ix_retention_run_ids_run_class", "run_id", "record_class", "id"),)

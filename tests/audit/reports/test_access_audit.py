@@ -26,7 +26,8 @@ def build(app, tmp_path: Path, date_from: str, date_to: str, **filters) -> str:
     """Build an access-audit report the way the CLI does and return its text."""
     with app.app_context():
         request = services.validate_request("access-audit", date_from, date_to,
-                                            filters.get("user"), filters.get("obj"))
+                                            filters.get("user"), filters.get("obj"),
+                                            include_identifiers=filters.get("identifiers", False))
         pdf = services.build_from_cli(request)
         db.session.commit()
     assert pdf.startswith(b"%PDF-")
@@ -114,7 +115,7 @@ def test_phi_reads_and_audit_searches_have_their_own_sections(app, make_user, se
     seed_event("2026-03-10 10:05", "ticket.view", user=tech, object_type="ticket",
                object_id="PD-000124", details={})
     seed_event("2026-03-11 09:00", "audit.search", user=officer, details={"user": "sam.tech"})
-    text = build(app, tmp_path, "2026-03-01", "2026-03-31")
+    text = build(app, tmp_path, "2026-03-01", "2026-03-31", identifiers=True)
     phi = section(text, "Reads of patient identifiers (PHI) by user", "Integrity of the audit trail")
     assert re.search(r"sam\.tech\s+technician\s+1\s+1\s+0", phi), phi
     assert re.search(r"sam\.tech\s+Ticket PD-000123\s+ticket\.view\s+1\s+2026-03-10 10:00:00 EDT\s+"
@@ -132,7 +133,7 @@ def test_phi_reads_list_the_identifiers_of_the_latest_read(app, make_user, seed_
                object_id="PD-000125", details={"accession_number": "ACC-999"})
     seed_event("2026-03-10 11:00", "ticket.view", user=tech, object_type="ticket",
                object_id="PD-000125", details={"accession_number": "ACC-111"})
-    phi = section(build(app, tmp_path, "2026-03-01", "2026-03-31"),
+    phi = section(build(app, tmp_path, "2026-03-01", "2026-03-31", identifiers=True),
                   "Reads of patient identifiers (PHI) by user", "Integrity of the audit trail")
     assert re.search(r"Ticket PD-000125\s+ticket\.view\s+2\s+\S+ 11:00\S*(?: \S+)?\s+"
                      r"accession number ACC-111", phi), phi

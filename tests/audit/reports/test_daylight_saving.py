@@ -74,7 +74,7 @@ def test_ticket_csv_export_carries_the_zone(app, client, login_as, make_user):
 
     export = client.get("/tickets/export.csv?status=all")
     rows = list(csv.DictReader(io.StringIO(export.data.decode())))
-    assert sorted(row["created"] for row in rows) == ["2026-11-01 01:30 EDT", "2026-11-01 01:30 EST"]
+    assert sorted(row["Created"] for row in rows) == ["2026-11-01 01:30 EDT", "2026-11-01 01:30 EST"]
 
 
 def test_access_audit_pdf_prints_each_time_with_its_zone_uncut(app, make_user, tmp_path: Path):

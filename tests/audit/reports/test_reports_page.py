@@ -55,7 +55,8 @@ def test_compliance_officer_generates_in_the_background_and_downloads_audited(ap
     assert event.username == "privacy.garcia" and event.object_id == job_id
     assert json.loads(event.details) == {"kind": "access-audit", "report_id": job_id,
                                          "from": "2026-03-01", "to": "2026-03-31",
-                                         "user": None, "object": None, "run": None}
+                                         "user": None, "object": None, "run": None,
+                                         "identifiers": False}
     run_jobs()
     page = client.get(job_url)
     assert b"Download PDF" in page.data and b"data-refresh-seconds" not in page.data

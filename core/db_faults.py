@@ -94,7 +94,9 @@ def _remember_xid(connection: Connection) -> None:
     setattr(g, PENDING_XID, None)
     if connection.dialect.name != "postgresql":
         return
-    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    raw = connection.connection.dbapi_connection
+    assert raw is not None  # a connection in use has its driver connection
+    cursor = raw.cursor()
     try:
         cursor.execute("SELECT txid_current_if_assigned()")
         row = cursor.fetchone()

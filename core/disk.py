@@ -15,10 +15,10 @@ import threading
 import time
 from pathlib import Path
 
-from flask import Flask, current_app
+from flask import Flask
 from sqlalchemy.engine import make_url
 
-from core.registry import app_registry
+from core.registry import app_registry, current_app_object
 
 CHECK_CACHE_SECONDS = 5.0
 REMEMBER_SECONDS = 60.0
@@ -61,12 +61,12 @@ def _short_of_space(folder: Path, min_free_mb: int) -> bool:
 
 def remember_full(app: Flask | None = None) -> None:
     """Note that a write just failed because the disk (or the database's size limit) is full."""
-    _state(app or current_app._get_current_object())["failed_at"] = time.monotonic()  # type: ignore[attr-defined]
+    _state(app or current_app_object())["failed_at"] = time.monotonic()
 
 
 def disk_full(app: Flask | None = None) -> bool:
     """Whether writes are failing for want of space (cached for a few seconds)."""
-    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    app = app or current_app_object()
     state = _state(app)
     now = time.monotonic()
     failed_at = float(state.get("failed_at", -REMEMBER_SECONDS))

@@ -71,7 +71,7 @@ def _end_session(action: str, details: dict, message: str) -> Response:
 
 def passive(view: Callable[..., Any]) -> Callable[..., Any]:
     """Mark a view that pages call by themselves (polling): it does not count as user activity."""
-    view.passive = True  # type: ignore[attr-defined]
+    view.passive = True  # type: ignore[attr-defined]  # a marker the activity check reads off the view
     return view
 
 

@@ -186,7 +186,7 @@ def paginate_tickets(query: Select, searching: bool, per_page: int = 25) -> Pagi
         capped = ids.order_by(None).limit(COUNT_CAP + 1)
         total = db.session.execute(select(func.count()).select_from(capped.subquery())).scalar_one()
         page.total = min(total, COUNT_CAP)
-        page.capped = total > COUNT_CAP  # type: ignore[attr-defined]
+        page.capped = total > COUNT_CAP  # type: ignore[attr-defined]  # read by the page's count line
     wanted = list(page.items)
     loaded = {t.id: t for t in db.session.execute(
         select(Ticket).where(Ticket.id.in_(wanted))

@@ -378,7 +378,9 @@ class MessageStore:
             for row in rows:
                 connection.execute(insert(AtnaMessage), row)
         elif postgres:
-            cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            driver = connection.connection.driver_connection
+            assert driver is not None  # a connection in use has its driver connection
+            cursor = driver.cursor()
             with cursor.copy(f"COPY atna_message ({', '.join(MESSAGE_COLUMNS)}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row([row[name] for name in MESSAGE_COLUMNS])
@@ -459,6 +461,7 @@ class MessageStore:
             db.session.execute(update(AtnaSource).where(AtnaSource.id == sender.id).values(**values))
             was = silent.get(sender.id)
             if was is not None:
+                # The update above already cleared ``silent_since`` on the loaded row.
                 back = SilentSource(was.id, was.label, was.sender_host, sender.asset, was.last_seen,
                                     was.silent_since)  # type: ignore[arg-type]
                 for handler in silence_handlers():

@@ -632,12 +632,14 @@ class Loop:
 
     def watch(self, check: Check, old: int, new: int) -> None:
         """Change which events of ``check``'s socket the selector reports."""
+        sock = check.sock
+        assert sock is not None  # only a check with an open socket is watched
         if not old:
-            self.selector.register(check.sock, new, check)  # type: ignore[arg-type]
+            self.selector.register(sock, new, check)
         elif new:
-            self.selector.modify(check.sock, new, check)  # type: ignore[arg-type]
+            self.selector.modify(sock, new, check)
         else:
-            self.selector.unregister(check.sock)  # type: ignore[arg-type]
+            self.selector.unregister(sock)
 
     def lookup(self, check: Check) -> None:
         """Resolve ``check``'s host in a lookup thread (a few per loop, started on demand)."""

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import date
 from typing import Any
 
 from sqlalchemy import select
@@ -17,6 +15,21 @@ from audit import record
 from core.auth.models import User
 from core.extensions import db
 from inventory.asset_rules import INACTIVE_STATUSES, AssetData, local_today, normalise
+from inventory.csv_mapping import (
+    CODED,
+    COLUMNS,
+    DELIMITERS,
+    EXPORT_ONLY,
+    IGNORE,
+    REQUIRED,
+    Mapping,
+    decode,
+    detect_delimiter,
+    fold,
+    known_code,
+    parse_date,
+    save_mapping,
+)
 from inventory.models import Asset, AssetKind, AssetStatus
 from inventory.services import (
     ADDRESS_FIELDS,
@@ -31,26 +44,24 @@ from inventory.services import (
 # Audit actions recorded here (registered by the package's init_app).
 AUDIT_ACTIONS = {"asset.import": "Assets imported from CSV"}
 
-COLUMNS = (
-    "asset_tag", "name", "kind", "status", "location", "department", "assigned_user",
-    "manufacturer", "model", "serial_number", "hostname", "ip_address", "os_version",
-    "purchase_date", "warranty_end", "holds_phi", "ae_title", "port", "tls", "dicom_role",
-    "dicom_type", "modality", "verify_enabled", "notes",
-)
-REQUIRED = ("asset_tag", "name", "kind")
-EXPORT_ONLY = ("node_state",)
 TRUE_WORDS = frozenset({"yes", "y", "true", "t", "1", "on", "x"})
 FALSE_WORDS = frozenset({"no", "n", "false", "f", "0", "off", ""})
-ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 class CsvImportError(Exception):
     """The file was refused; ``problems`` lists (line number, reason), nothing was imported."""
 
-    def __init__(self, problems: list[tuple[int, str]]) -> None:
+    def __init__(self, problems: list[tuple[int, str]], delimiter: str | None = None) -> None:
         super().__init__(f"{len(problems)} problem(s) in the CSV file; nothing was imported")
         self.problems = problems
+        self.delimiter = delimiter
+        self.warnings: list[str] = []
+
+    @property
+    def read_as(self) -> str:
+        """How the file was read, for every error message: "read as semicolon (;)-separated"."""
+        return f"read as {delimiter_name(self.delimiter)}-separated" if self.delimiter else ""
 
 
 @dataclass
@@ -61,6 +72,7 @@ class ImportResult:
     updated: int = 0
     unchanged: int = 0
     verify_ids: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """One sentence for people."""
@@ -103,35 +115,71 @@ def write_csv(assets: Iterable[Asset], out: io.TextIOBase | Any,
     return count
 
 
-def decode(raw: bytes) -> str:
-    """UTF-8 text of an upload (a byte-order mark is fine); refuse anything else clearly."""
-    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise CsvImportError([(1, "the file is UTF-16 text: save it as 'CSV UTF-8' and try "
-                                  "again")])
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise CsvImportError([(line, f"the file is not UTF-8 text (byte 0x{raw[exc.start]:02X} "
-                                     f"cannot be read): save it as 'CSV UTF-8' and try "
-                                     f"again")]) from None
+def delimiter_name(delimiter: str) -> str:
+    """How errors name a delimiter: "semicolon (;)"."""
+    return DELIMITERS.get(delimiter, repr(delimiter))
 
 
-def _header(names: list[str]) -> tuple[list[str], list[tuple[int, str]]]:
-    """Normalised column names and the problems with them."""
-    columns = [re.sub(r"[\s-]+", "_", n.strip().lower()) for n in names]
+@dataclass
+class ParsedFile:
+    """An upload read with its mapping: the header, the field of each column, the records."""
+
+    header: list[str]
+    targets: list[str | None]
+    records: list[tuple[int, list[str]]]
+    delimiter: str
+    warnings: list[str]
+    mapping: Mapping
+
+
+def _header(names: list[str], mapping: Mapping) -> tuple[list[str | None], list[tuple[int, str]]]:
+    """The field each column fills (None: ignored) and the problems with the header."""
+    targets = [mapping.column_target(n) for n in names]
     problems = []
-    unknown = [c for c in columns if c not in COLUMNS and c not in EXPORT_ONLY]
+    unknown = [n.strip() for n, t in zip(names, targets, strict=True) if t is None]
     if unknown:
         problems.append((1, f"unknown column(s): {', '.join(unknown) or '(empty)'}; known "
-                            f"columns are {', '.join(COLUMNS)}"))
-    missing = [c for c in REQUIRED if c not in columns]
+                            f"columns are {', '.join(COLUMNS)} (or map each column to a field "
+                            f"or to 'ignore')"))
+    fields = [t for t in targets if t not in (None, IGNORE)]
+    missing = [c for c in REQUIRED if c not in fields]
     if missing:
         problems.append((1, f"missing required column(s): {', '.join(missing)}"))
-    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    repeated = sorted({c for c in fields if fields.count(c) > 1})
     if repeated:
         problems.append((1, f"column(s) given twice: {', '.join(repeated)}"))
-    return columns, problems
+    return [None if t == IGNORE else t for t in targets], problems
+
+
+def read_file(raw: bytes, mapping: Mapping | None = None, *, check_header: bool = True) -> ParsedFile:
+    """Decode, find the delimiter and read the records; raise CsvImportError on an unreadable file."""
+    mapping = mapping or Mapping()
+    try:
+        text, warnings = decode(raw)
+    except ValueError as exc:
+        raise CsvImportError([(int(exc.args[0]), str(exc.args[1]))]) from None
+    delimiter = mapping.delimiter or detect_delimiter(text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        names = next(reader)
+    except StopIteration:
+        raise CsvImportError([(1, "the file is empty: the first line must name the "
+                                  "columns")], delimiter) from None
+    except csv.Error as exc:
+        raise CsvImportError([(1, f"unreadable header: {exc}")], delimiter) from None
+    targets, problems = _header(names, mapping)
+    records: list[tuple[int, list[str]]] = []
+    start = reader.line_num + 1
+    try:
+        for cells in reader:
+            if any(c.strip() for c in cells):
+                records.append((start, cells))
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        problems.append((start, f"unreadable CSV: {exc}"))
+    if problems and check_header:
+        raise CsvImportError(problems, delimiter)
+    return ParsedFile(names, targets, records, delimiter, warnings, mapping)
 
 
 def _enum(value: str) -> str:
@@ -139,11 +187,19 @@ def _enum(value: str) -> str:
     return re.sub(r"[\s-]+", "_", value.strip().lower())
 
 
-def _convert(name: str, value: str, users: dict[str, int]) -> tuple[str, Any]:
+def _convert(name: str, value: str, users: dict[str, int], mapping: Mapping,
+             fallbacks: dict[tuple[str, str], str]) -> tuple[str, Any]:
     """One cell to its AssetData field and value; raises ValueError with the reason."""
     value = _unneutralise(value.strip())
-    if name in ("kind", "status"):
-        return name, _enum(value)
+    if name in CODED:
+        code, fell_back = mapping.value_code(name, value)
+        if fell_back and code is not None:
+            fallbacks[(name, value)] = code
+        if code is not None:
+            return name, code
+        if name == "dicom_type":
+            return name, value or None
+        return name, _enum(value) or (None if name == "dicom_role" else "")
     if name in ("holds_phi", "tls", "verify_enabled"):
         if value.lower() in TRUE_WORDS:
             return name, True
@@ -151,14 +207,7 @@ def _convert(name: str, value: str, users: dict[str, int]) -> tuple[str, Any]:
             return name, False
         raise ValueError(f"{name}: '{value}' is not yes or no")
     if name in ("purchase_date", "warranty_end"):
-        if not value:
-            return name, None
-        try:
-            if not ISO_DATE.match(value):
-                raise ValueError
-            return name, date.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"{name}: bad date '{value}' (use YYYY-MM-DD)") from None
+        return name, parse_date(name, value, mapping.date_format)
     if name == "port":
         if not value:
             return name, None
@@ -171,8 +220,8 @@ def _convert(name: str, value: str, users: dict[str, int]) -> tuple[str, Any]:
         if value.lower() not in users:
             raise ValueError(f"assigned_user: no user named '{value}'")
         return "assigned_user_id", users[value.lower()]
-    if name in ("ae_title", "dicom_role", "dicom_type", "modality"):
-        return name, (value.lower() if name == "dicom_role" else value) or None
+    if name in ("ae_title", "modality"):
+        return name, value or None
     return name, value
 
 
@@ -185,44 +234,43 @@ class _Row:
     existing_id: int | None
 
 
-def _read(text: str) -> tuple[list[str], list[tuple[int, list[str]]], list[tuple[int, str]]]:
-    """Columns, (line, cells) per record and header problems."""
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        names = next(reader)
-    except StopIteration:
-        raise CsvImportError([(1, "the file is empty: the first line must name the "
-                                  "columns")]) from None
-    except csv.Error as exc:
-        raise CsvImportError([(1, f"unreadable header: {exc}")]) from None
-    columns, problems = _header(names)
-    records: list[tuple[int, list[str]]] = []
-    start = reader.line_num + 1
-    try:
-        for cells in reader:
-            if any(c.strip() for c in cells):
-                records.append((start, cells))
-            start = reader.line_num + 1
-    except csv.Error as exc:
-        problems.append((start, f"unreadable CSV: {exc}"))
-    return columns, records, problems
+def fallback_warnings(parsed: ParsedFile, fallbacks: dict[tuple[str, str], str]) -> list[str]:
+    """One warning per value imported through a "*" fallback, naming the value and its column."""
+    columns = {t: h for h, t in zip(parsed.header, parsed.targets, strict=True) if t}
+    return [f"{columns.get(name, name)} '{value}' has no match: imported as "
+            f"{CODED[name].get(code, code)}" for (name, value), code in sorted(fallbacks.items())]
 
 
-def validate_csv(raw: bytes, *, update: bool) -> list[_Row]:
-    """Parse and check every row against the file and the database; raise on any problem."""
-    columns, records, problems = _read(decode(raw))
-    if problems:
-        raise CsvImportError(problems)
+def validate_csv(raw: bytes, *, update: bool, mapping: Mapping | None = None
+                 ) -> tuple[list[_Row], ParsedFile, list[str]]:
+    """Parse and check every row against the file and the database; raise on any problem.
+
+    Returns the rows, the file as read and its warnings (encoding, values taken by a fallback).
+    """
+    parsed = read_file(raw, mapping)
+    try:
+        rows, fallbacks = _check_rows(parsed, update)
+    except CsvImportError as refused:
+        refused.delimiter, refused.warnings = parsed.delimiter, parsed.warnings
+        raise
+    return rows, parsed, parsed.warnings + fallback_warnings(parsed, fallbacks)
+
+
+def _check_rows(parsed: ParsedFile, update: bool
+                ) -> tuple[list[_Row], dict[tuple[str, str], str]]:
+    """Every record checked against the file and the database (CsvImportError on any problem)."""
+    columns, records = parsed.targets, parsed.records
     if not records:
         raise CsvImportError([(1, "the file has a header but no rows")])
+    fallbacks: dict[tuple[str, str], str] = {}
     users = {name.lower(): uid for uid, name in
              db.session.execute(select(User.id, User.username))}
     existing = {tag.lower(): (aid, tag, status) for aid, tag, status in db.session.execute(
         select(Asset.id, Asset.asset_tag, Asset.status))}
-    to_update = _load_assets([existing[cells[columns.index("asset_tag")].strip().lower()][0]
+    tag_at = columns.index("asset_tag")
+    to_update = _load_assets([existing[cells[tag_at].strip().lower()][0]
                               for _, cells in records if len(cells) == len(columns)
-                              and cells[columns.index("asset_tag")].strip().lower() in existing]
-                             ) if update else {}
+                              and cells[tag_at].strip().lower() in existing]) if update else {}
     endpoints = _active_endpoints()
     today = local_today()
     seen_tags: dict[str, int] = {}
@@ -237,10 +285,10 @@ def validate_csv(raw: bytes, *, update: bool) -> list[_Row]:
             continue
         values: dict[str, Any] = {}
         for name, cell in zip(columns, cells, strict=True):
-            if name in EXPORT_ONLY:
+            if name is None:
                 continue
             try:
-                key, value = _convert(name, cell, users)
+                key, value = _convert(name, cell, users, parsed.mapping, fallbacks)
                 values[key] = value
             except ValueError as exc:
                 reasons.append(str(exc))
@@ -257,8 +305,6 @@ def validate_csv(raw: bytes, *, update: bool) -> list[_Row]:
             if found is not None:
                 reasons.append(f"asset_tag: asset {found[1]} already exists (import with "
                                f"--update, or tick 'update existing assets', to change it)")
-        if values.get("kind") in ("dicom", "node"):
-            values["kind"] = AssetKind.DICOM_NODE
         data, row_problems = normalise(replace(base, **values), today)
         reasons.extend(f"{f}: {m}" for f, m in row_problems)
         if values.get("status") == AssetStatus.DISPOSED and not (
@@ -287,7 +333,7 @@ def validate_csv(raw: bytes, *, update: bool) -> list[_Row]:
             rows.append(_Row(line, data, existing_id))
     if errors:
         raise CsvImportError(errors)
-    return rows
+    return rows, fallbacks
 
 
 def _load_assets(ids: list[int]) -> dict[int, Asset]:
@@ -324,10 +370,14 @@ def _active_endpoints() -> dict[tuple, tuple[int, str]]:
 
 
 def import_assets(raw: bytes, *, update: bool, user: User | None, source: str,
-                  username: str | None = None) -> ImportResult:
-    """Validate the whole file, then write every row in the caller's transaction."""
-    rows = validate_csv(raw, update=update)
-    result = ImportResult()
+                  username: str | None = None, mapping: Mapping | None = None,
+                  remember: bool = False) -> ImportResult:
+    """Validate the whole file, then write every row in the caller's transaction.
+
+    ``remember`` saves the mapping for the next file with the same header.
+    """
+    rows, parsed, warnings = validate_csv(raw, update=update, mapping=mapping)
+    result = ImportResult(warnings=warnings)
     new_rows = [row for row in rows if row.existing_id is None]
     created = [Asset(**vars(row.data)) for row in new_rows]
     db.session.add_all(created)
@@ -353,7 +403,11 @@ def import_assets(raw: bytes, *, update: bool, user: User | None, source: str,
     record("asset.import", object_type="asset", user=user, username=username, covers=changed_tags,
            details={"source": source, "rows": len(rows), "created": result.created,
                     "updated": result.updated, "unchanged": result.unchanged,
-                    "update_existing": update, "assets": changed_tags})
+                    "update_existing": update, "assets": changed_tags,
+                    "delimiter": parsed.delimiter, "mapping": parsed.mapping.to_json(),
+                    "mapping_saved": remember})
+    if remember:
+        save_mapping(parsed.header, parsed.mapping, user)
     db.session.flush()
     return result
 
@@ -363,3 +417,35 @@ def _verifiable(data: AssetData) -> bool:
     return (data.kind == AssetKind.DICOM_NODE and data.verify_enabled
             and data.status not in INACTIVE_STATUSES)
 
+
+
+@dataclass(frozen=True)
+class ValueQuestion:
+    """A value of a coded column that is not a code or label: what it means, if the mapping says."""
+
+    field: str
+    column: str
+    written: str
+    code: str | None
+    fallback: bool
+
+
+def value_questions(parsed: ParsedFile, limit: int = 100) -> list[ValueQuestion]:
+    """The values the mapping page asks about: each distinct value of a coded column that is not
+    a code or label already (up to ``limit`` per column), with what the mapping makes of it."""
+    questions: list[ValueQuestion] = []
+    for index, (column, name) in enumerate(zip(parsed.header, parsed.targets, strict=True)):
+        if name not in CODED:
+            continue
+        listed = {fold(v) for v in parsed.mapping.values.get(name, {})}
+        seen: set[str] = set()
+        for _, cells in parsed.records:
+            written = _unneutralise(cells[index].strip()) if index < len(cells) else ""
+            if not written or fold(written) in seen or len(seen) >= limit:
+                continue
+            seen.add(fold(written))
+            if known_code(name, written) is not None and fold(written) not in listed:
+                continue
+            code, fallback = parsed.mapping.value_code(name, written)
+            questions.append(ValueQuestion(name, column.strip(), written, code, fallback))
+    return questions

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -25,6 +24,7 @@ from inventory.csv_mapping import (
     Mapping,
     decode,
     detect_delimiter,
+    field_label,
     fold,
     known_code,
     parse_date,
@@ -182,11 +182,6 @@ def read_file(raw: bytes, mapping: Mapping | None = None, *, check_header: bool 
     return ParsedFile(names, targets, records, delimiter, warnings, mapping)
 
 
-def _enum(value: str) -> str:
-    """A kind or status as written by people ("DICOM node") in its stored form."""
-    return re.sub(r"[\s-]+", "_", value.strip().lower())
-
-
 def _convert(name: str, value: str, users: dict[str, int], mapping: Mapping,
              fallbacks: dict[tuple[str, str], str]) -> tuple[str, Any]:
     """One cell to its AssetData field and value; raises ValueError with the reason."""
@@ -197,9 +192,12 @@ def _convert(name: str, value: str, users: dict[str, int], mapping: Mapping,
             fallbacks[(name, value)] = code
         if code is not None:
             return name, code
-        if name == "dicom_type":
-            return name, value or None
-        return name, _enum(value) or (None if name == "dicom_role" else "")
+        if value:
+            words = field_label(name) if field_label(name)[:2].isupper() else field_label(name).lower()
+            raise ValueError(f"{name}: unknown {words} '{value}' (use one of "
+                             f"{', '.join(f'{label} ({code})' for code, label in CODED[name].items())}"
+                             f", or map it to one)")
+        return name, None if name in ("dicom_role", "dicom_type") else ""
     if name in ("holds_phi", "tls", "verify_enabled"):
         if value.lower() in TRUE_WORDS:
             return name, True

@@ -10,7 +10,7 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 
 from core.extensions import db
-from inventory import csv_io, csv_mapping, services
+from inventory import csv_io, csv_mapping, csv_read, services
 from inventory.models import Asset
 from inventory.verification.cli import verify_command
 from inventory.verification.models import CheckTrigger
@@ -51,7 +51,7 @@ def import_csv_command(file: Path, update: bool, no_verify: bool, mapping_file: 
         mapping = _mapping_for(raw, mapping_file)
         result = csv_io.import_assets(raw, update=update, user=None, source=file.name,
                                       username="cli", mapping=mapping)
-    except csv_io.CsvImportError as exc:
+    except csv_read.CsvImportError as exc:
         db.session.rollback()
         for warning in exc.warnings:
             click.echo(f"{file.name}: warning: {warning}", err=True)
@@ -81,7 +81,7 @@ def _mapping_for(raw: bytes, mapping_file: Path | None) -> csv_mapping.Mapping |
             return csv_mapping.Mapping.from_json(json.loads(mapping_file.read_text("utf-8")))
         except (ValueError, UnicodeDecodeError) as exc:
             raise click.ClickException(f"{mapping_file.name}: {exc}") from None
-    header = csv_io.read_file(raw, check_header=False).header
+    header = csv_read.read_file(raw, check_header=False).header
     if csv_mapping.is_native(header):
         return None
     mapping, source = csv_mapping.choose_mapping(header)

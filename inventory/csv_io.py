@@ -14,21 +14,15 @@ from audit import record
 from core.auth.models import User
 from core.extensions import db
 from inventory.asset_rules import INACTIVE_STATUSES, AssetData, local_today, normalise
-from inventory.csv_mapping import (
-    CODED,
-    COLUMNS,
-    DELIMITERS,
-    EXPORT_ONLY,
-    IGNORE,
-    REQUIRED,
-    Mapping,
-    decode,
-    detect_delimiter,
-    field_label,
-    fold,
-    known_code,
+from inventory.csv_mapping import CODED, COLUMNS, EXPORT_ONLY, Mapping, field_label, save_mapping
+from inventory.csv_read import (
+    FORMULA_STARTS,
+    CsvImportError,
+    ParsedFile,
+    fallback_warnings,
     parse_date,
-    save_mapping,
+    read_file,
+    unneutralise,
 )
 from inventory.models import Asset, AssetKind, AssetStatus
 from inventory.services import (
@@ -46,22 +40,6 @@ AUDIT_ACTIONS = {"asset.import": "Assets imported from CSV"}
 
 TRUE_WORDS = frozenset({"yes", "y", "true", "t", "1", "on", "x"})
 FALSE_WORDS = frozenset({"no", "n", "false", "f", "0", "off", ""})
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-class CsvImportError(Exception):
-    """The file was refused; ``problems`` lists (line number, reason), nothing was imported."""
-
-    def __init__(self, problems: list[tuple[int, str]], delimiter: str | None = None) -> None:
-        super().__init__(f"{len(problems)} problem(s) in the CSV file; nothing was imported")
-        self.problems = problems
-        self.delimiter = delimiter
-        self.warnings: list[str] = []
-
-    @property
-    def read_as(self) -> str:
-        """How the file was read, for every error message: "read as semicolon (;)-separated"."""
-        return f"read as {delimiter_name(self.delimiter)}-separated" if self.delimiter else ""
 
 
 @dataclass
@@ -83,11 +61,6 @@ class ImportResult:
 def neutralise(value: str) -> str:
     """Prefix a quote to cells a spreadsheet would run as a formula."""
     return "'" + value if value.startswith(FORMULA_STARTS) else value
-
-
-def _unneutralise(value: str) -> str:
-    """Undo ``neutralise`` so an exported file imports back unchanged."""
-    return value[1:] if value.startswith("'") and value[1:].startswith(FORMULA_STARTS) else value
 
 
 def _cell(name: str, asset: Asset, users: dict[int, str]) -> str:
@@ -115,77 +88,10 @@ def write_csv(assets: Iterable[Asset], out: io.TextIOBase | Any,
     return count
 
 
-def delimiter_name(delimiter: str) -> str:
-    """How errors name a delimiter: "semicolon (;)"."""
-    return DELIMITERS.get(delimiter, repr(delimiter))
-
-
-@dataclass
-class ParsedFile:
-    """An upload read with its mapping: the header, the field of each column, the records."""
-
-    header: list[str]
-    targets: list[str | None]
-    records: list[tuple[int, list[str]]]
-    delimiter: str
-    warnings: list[str]
-    mapping: Mapping
-
-
-def _header(names: list[str], mapping: Mapping) -> tuple[list[str | None], list[tuple[int, str]]]:
-    """The field each column fills (None: ignored) and the problems with the header."""
-    targets = [mapping.column_target(n) for n in names]
-    problems = []
-    unknown = [n.strip() for n, t in zip(names, targets, strict=True) if t is None]
-    if unknown:
-        problems.append((1, f"unknown column(s): {', '.join(unknown) or '(empty)'}; known "
-                            f"columns are {', '.join(COLUMNS)} (or map each column to a field "
-                            f"or to 'ignore')"))
-    fields = [t for t in targets if t not in (None, IGNORE)]
-    missing = [c for c in REQUIRED if c not in fields]
-    if missing:
-        problems.append((1, f"missing required column(s): {', '.join(missing)}"))
-    repeated = sorted({c for c in fields if fields.count(c) > 1})
-    if repeated:
-        problems.append((1, f"column(s) given twice: {', '.join(repeated)}"))
-    return [None if t == IGNORE else t for t in targets], problems
-
-
-def read_file(raw: bytes, mapping: Mapping | None = None, *, check_header: bool = True) -> ParsedFile:
-    """Decode, find the delimiter and read the records; raise CsvImportError on an unreadable file."""
-    mapping = mapping or Mapping()
-    try:
-        text, warnings = decode(raw)
-    except ValueError as exc:
-        raise CsvImportError([(int(exc.args[0]), str(exc.args[1]))]) from None
-    delimiter = mapping.delimiter or detect_delimiter(text)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    try:
-        names = next(reader)
-    except StopIteration:
-        raise CsvImportError([(1, "the file is empty: the first line must name the "
-                                  "columns")], delimiter) from None
-    except csv.Error as exc:
-        raise CsvImportError([(1, f"unreadable header: {exc}")], delimiter) from None
-    targets, problems = _header(names, mapping)
-    records: list[tuple[int, list[str]]] = []
-    start = reader.line_num + 1
-    try:
-        for cells in reader:
-            if any(c.strip() for c in cells):
-                records.append((start, cells))
-            start = reader.line_num + 1
-    except csv.Error as exc:
-        problems.append((start, f"unreadable CSV: {exc}"))
-    if problems and check_header:
-        raise CsvImportError(problems, delimiter)
-    return ParsedFile(names, targets, records, delimiter, warnings, mapping)
-
-
 def _convert(name: str, value: str, users: dict[str, int], mapping: Mapping,
              fallbacks: dict[tuple[str, str], str]) -> tuple[str, Any]:
     """One cell to its AssetData field and value; raises ValueError with the reason."""
-    value = _unneutralise(value.strip())
+    value = unneutralise(value.strip())
     if name in CODED:
         code, fell_back = mapping.value_code(name, value)
         if fell_back and code is not None:
@@ -230,13 +136,6 @@ class _Row:
     line: int
     data: AssetData
     existing_id: int | None
-
-
-def fallback_warnings(parsed: ParsedFile, fallbacks: dict[tuple[str, str], str]) -> list[str]:
-    """One warning per value imported through a "*" fallback, naming the value and its column."""
-    columns = {t: h for h, t in zip(parsed.header, parsed.targets, strict=True) if t}
-    return [f"{columns.get(name, name)} '{value}' has no match: imported as "
-            f"{CODED[name].get(code, code)}" for (name, value), code in sorted(fallbacks.items())]
 
 
 def validate_csv(raw: bytes, *, update: bool, mapping: Mapping | None = None
@@ -414,36 +313,3 @@ def _verifiable(data: AssetData) -> bool:
     """Whether an imported node should be checked after the import commits."""
     return (data.kind == AssetKind.DICOM_NODE and data.verify_enabled
             and data.status not in INACTIVE_STATUSES)
-
-
-
-@dataclass(frozen=True)
-class ValueQuestion:
-    """A value of a coded column that is not a code or label: what it means, if the mapping says."""
-
-    field: str
-    column: str
-    written: str
-    code: str | None
-    fallback: bool
-
-
-def value_questions(parsed: ParsedFile, limit: int = 100) -> list[ValueQuestion]:
-    """The values the mapping page asks about: each distinct value of a coded column that is not
-    a code or label already (up to ``limit`` per column), with what the mapping makes of it."""
-    questions: list[ValueQuestion] = []
-    for index, (column, name) in enumerate(zip(parsed.header, parsed.targets, strict=True)):
-        if name not in CODED:
-            continue
-        listed = {fold(v) for v in parsed.mapping.values.get(name, {})}
-        seen: set[str] = set()
-        for _, cells in parsed.records:
-            written = _unneutralise(cells[index].strip()) if index < len(cells) else ""
-            if not written or fold(written) in seen or len(seen) >= limit:
-                continue
-            seen.add(fold(written))
-            if known_code(name, written) is not None and fold(written) not in listed:
-                continue
-            code, fallback = parsed.mapping.value_code(name, written)
-            questions.append(ValueQuestion(name, column.strip(), written, code, fallback))
-    return questions

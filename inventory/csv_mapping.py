@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import re
 from collections.abc import Mapping as ReadOnly
 from dataclasses import dataclass, field
-from datetime import date
 from typing import Any
 
 from sqlalchemy import select
@@ -35,11 +33,6 @@ CODED: dict[str, ReadOnly[Any, str]] = {
 DATE_FORMATS = {"iso": "YYYY-MM-DD", "dmy": "day first: DD/MM/YYYY (31/12/2030)",
                 "mdy": "month first: MM/DD/YYYY (12/31/2030)"}
 DELIMITERS = {",": "comma (,)", ";": "semicolon (;)", "\t": "tab"}
-ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
-WRITTEN_DATE = re.compile(r"^(\d{1,2})[./-](\d{1,2})[./-](\d{4})$")
-TRAILING_TIME = re.compile(r"[ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?( ?[AP]M)?$", re.IGNORECASE)
-
-
 class MappingError(ValueError):
     """A mapping (file or form) that cannot be used; the message says which part."""
 
@@ -250,62 +243,3 @@ def choose_mapping(header: list[str]) -> tuple[Mapping, str]:
     if preset is not None:
         return preset.mapping, f"the {preset.title} preset"
     return Mapping(), "the column names"
-
-
-def decode(raw: bytes) -> tuple[str, list[str]]:
-    """The text of an upload and warnings: UTF-8 (a byte-order mark is fine), else Windows-1252.
-
-    Raises ValueError with (line, reason) in its args when neither reads the file.
-    """
-    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise ValueError(1, "the file is UTF-16 text: save it as 'CSV UTF-8' and try again")
-    try:
-        return raw.decode("utf-8-sig"), []
-    except UnicodeDecodeError as exc:
-        first = exc
-    try:
-        text = raw.decode("cp1252")
-    except UnicodeDecodeError:
-        line = raw.count(b"\n", 0, first.start) + 1
-        raise ValueError(line, f"the file is not UTF-8 text (byte 0x{raw[first.start]:02X} cannot "
-                               f"be read) nor Windows-1252: save it as 'CSV UTF-8' and try "
-                               f"again") from None
-    line = raw.count(b"\n", 0, first.start) + 1
-    return text, [f"The file is not UTF-8 (byte 0x{raw[first.start]:02X} on line {line}): it was "
-                  f"read as Windows-1252 (Western European). Check accented letters such as "
-                  f"'{text[first.start]}' before importing."]
-
-
-def detect_delimiter(text: str) -> str:
-    """The delimiter of the header line: the most frequent of , ; and tab outside quotes."""
-    counts = dict.fromkeys(DELIMITERS, 0)
-    quoted = False
-    for char in text:
-        if char == '"':
-            quoted = not quoted
-        elif char in "\r\n" and not quoted:
-            break
-        elif char in counts and not quoted:
-            counts[char] += 1
-    best = max(counts, key=lambda d: counts[d])
-    return best if counts[best] > counts[","] else ","
-
-
-def parse_date(name: str, value: str, date_format: str) -> date | None:
-    """A date cell in ISO or the chosen written format; raises ValueError naming the field."""
-    text = TRAILING_TIME.sub("", value.strip())
-    if not text:
-        return None
-    try:
-        if match := ISO_DATE.match(text):
-            return date(*(int(g) for g in match.groups()))
-        match = WRITTEN_DATE.match(text)
-        if match and date_format in ("dmy", "mdy"):
-            first, second, year = (int(g) for g in match.groups())
-            day, month = (first, second) if date_format == "dmy" else (second, first)
-            return date(year, month, day)
-    except ValueError:
-        pass
-    hint = "YYYY-MM-DD" if date_format == "iso" else \
-        f"YYYY-MM-DD or {DATE_FORMATS[date_format].split(': ')[1].split(' ')[0]}"
-    raise ValueError(f"{name}: bad date '{value}' (use {hint})")

@@ -15,7 +15,7 @@ from core.extensions import db
 from core.forms import select_choices
 from core.jobs.models import JobStatus
 from core.jobs.queue import enqueue, get_job
-from inventory import csv_io, csv_mapping, services
+from inventory import csv_io, csv_mapping, csv_read, services
 from inventory.csv_mapping import Mapping
 from inventory.forms import ImportForm, ImportMappingForm
 from inventory.jobs import IMPORT_JOB, LARGE_IMPORT_ROWS, MAX_CHECKS_AFTER_IMPORT
@@ -39,7 +39,7 @@ def _run_import(raw: bytes, filename: str, update: bool, mapping: Mapping | None
     try:
         result = csv_io.import_assets(raw, update=update, user=current_user, source=filename,
                                       mapping=mapping, remember=remember)
-    except csv_io.CsvImportError as exc:
+    except csv_read.CsvImportError as exc:
         db.session.rollback()
         return exc
     message = f"Import done: {result.summary()}."
@@ -62,13 +62,13 @@ def _run_import(raw: bytes, filename: str, update: bool, mapping: Mapping | None
 def asset_import():
     """Upload a CSV file: PACS Desk's own columns import at once, others go to the mapping page."""
     form = ImportForm()
-    refused: csv_io.CsvImportError | None = None
+    refused: csv_read.CsvImportError | None = None
     if form.validate_on_submit():
         upload = form.file.data
         raw, filename = upload.read(), upload.filename or "upload"
         try:
-            header = csv_io.read_file(raw, check_header=False).header
-        except csv_io.CsvImportError as exc:
+            header = csv_read.read_file(raw, check_header=False).header
+        except csv_read.CsvImportError as exc:
             refused = exc
         else:
             if not csv_mapping.is_native(header):
@@ -78,21 +78,21 @@ def asset_import():
                 return _mapping_page(raw, filename, bool(form.update.data), mapping, source)
             outcome = _run_import(raw, filename, bool(form.update.data),
                                   Mapping(date_format=form.date_format.data), remember=False)
-            if not isinstance(outcome, csv_io.CsvImportError):
+            if not isinstance(outcome, csv_read.CsvImportError):
                 return outcome
             refused = outcome
     return render_template("inventory/asset_import.html", form=form, refused=refused,
-                           columns=csv_io.COLUMNS, required=csv_io.REQUIRED,
+                           columns=csv_mapping.COLUMNS, required=csv_mapping.REQUIRED,
                            presets=csv_mapping.PRESETS.values()), (
         422 if refused or form.errors else 200)
 
 
 def _mapping_page(raw: bytes, filename: str, update: bool, mapping: Mapping, source: str,
-                  refused: csv_io.CsvImportError | None = None, asked: list[str] | None = None,
+                  refused: csv_read.CsvImportError | None = None, asked: list[str] | None = None,
                   status: int = 200) -> Any:
     """The preview of a file with the mapping's choices for each column and each unknown value."""
-    parsed = csv_io.read_file(raw, mapping, check_header=False)
-    questions = csv_io.value_questions(parsed)
+    parsed = csv_read.read_file(raw, mapping, check_header=False)
+    questions = csv_read.value_questions(parsed)
     form = ImportMappingForm(formdata=None, data={
         "data": base64.b64encode(raw).decode("ascii"), "filename": filename,
         "mapping": json.dumps(mapping.to_json()), "date_format": mapping.date_format, "update": update,
@@ -100,14 +100,14 @@ def _mapping_page(raw: bytes, filename: str, update: bool, mapping: Mapping, sou
         "values": [{"field": q.field, "source": q.written, "target": q.code or ""} for q in questions]})
     _set_mapping_choices(form)
     try:
-        csv_io.read_file(raw, mapping)
+        csv_read.read_file(raw, mapping)
         header_problems: list[tuple[int, str]] = []
-    except csv_io.CsvImportError as exc:
+    except csv_read.CsvImportError as exc:
         header_problems = exc.problems
     return render_template(
         "inventory/asset_import_map.html", form=form, parsed=parsed, questions=questions,
         rows=parsed.records[:PREVIEW_ROWS], source=source, refused=refused, asked=asked or [],
-        header_problems=header_problems, read_as=csv_io.delimiter_name(parsed.delimiter),
+        header_problems=header_problems, read_as=csv_read.delimiter_name(parsed.delimiter),
         warnings=parsed.warnings + [f"{q.column} '{q.written}' has no match: it will be imported as "
                                     f"{csv_mapping.CODED[q.field].get(q.code or '', q.code)}"
                                     for q in questions if q.fallback]), status
@@ -116,7 +116,7 @@ def _mapping_page(raw: bytes, filename: str, update: bool, mapping: Mapping, sou
 def _set_mapping_choices(form: ImportMappingForm) -> None:
     """The choices of the mapping page's column and value menus."""
     columns = select_choices([(csv_mapping.IGNORE, "— ignore —"), *(
-        (name, csv_mapping.field_label(name)) for name in csv_io.COLUMNS)])
+        (name, csv_mapping.field_label(name)) for name in csv_mapping.COLUMNS)])
     for entry in form.columns:
         entry.target.choices = columns
     for entry in form.values:
@@ -158,19 +158,19 @@ def asset_import_map():
         base = Mapping.from_json(json.loads(form.mapping.data or "{}"))
     except ValueError:
         abort(400)
-    header = csv_io.read_file(raw, base, check_header=False).header
+    header = csv_read.read_file(raw, base, check_header=False).header
     mapping = _mapping_from(form, header, base)
     filename, update = form.filename.data or "upload", bool(form.update.data)
     source = "your choices on this page"
     if not form.submit.data:
         return _mapping_page(raw, filename, update, mapping, source)
     unanswered = [f"{q.column} '{q.written}'" for q in
-                  csv_io.value_questions(csv_io.read_file(raw, mapping, check_header=False))
+                  csv_read.value_questions(csv_read.read_file(raw, mapping, check_header=False))
                   if q.code is None]
     if unanswered:
         return _mapping_page(raw, filename, update, mapping, source, asked=unanswered, status=422)
     outcome = _run_import(raw, filename, update, mapping, remember=True)
-    if isinstance(outcome, csv_io.CsvImportError):
+    if isinstance(outcome, csv_read.CsvImportError):
         return _mapping_page(raw, filename, update, mapping, source, refused=outcome, status=422)
     return outcome
 

@@ -11,7 +11,7 @@ from core.auth.models import User
 from core.extensions import db
 from core.jobs.registry import JobContext
 from core.jobs.worker import Cancelled
-from inventory import csv_io, services
+from inventory import csv_io, csv_read, services
 from inventory.csv_mapping import Mapping
 from inventory.models import Asset
 from inventory.services import VERIFY_JOB  # noqa: F401 - the kind the inventory's init_app registers
@@ -72,7 +72,7 @@ def import_job(ctx: JobContext) -> dict[str, Any]:
                                       source=str(ctx.params.get("source", "upload")),
                                       username=None if user else "import", mapping=mapping,
                                       remember=bool(ctx.params.get("remember")))
-    except csv_io.CsvImportError as refused:
+    except csv_read.CsvImportError as refused:
         db.session.rollback()
         return {"refused": True, "problems": refused.problems[:500], "problem_count": len(refused.problems),
                 "read_as": refused.read_as, "warnings": refused.warnings}

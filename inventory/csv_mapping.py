@@ -12,7 +12,13 @@ from sqlalchemy import select
 
 from core.auth.models import User
 from core.extensions import db
-from inventory.forms import DICOM_TYPE_LABELS, KIND_LABELS, ROLE_LABELS, STATUS_LABELS
+from inventory.forms import (
+    DATE_FORMAT_CHOICES,
+    DICOM_TYPE_LABELS,
+    KIND_LABELS,
+    ROLE_LABELS,
+    STATUS_LABELS,
+)
 from inventory.models import FIELD_LABELS, MODALITY_CODES, AssetImportMapping, AssetKind
 
 COLUMNS = (
@@ -30,8 +36,7 @@ ANY = "*"  # in a mapping file: every other column, or every other value of a fi
 CODED: dict[str, ReadOnly[Any, str]] = {
     "kind": KIND_LABELS, "status": STATUS_LABELS, "dicom_type": DICOM_TYPE_LABELS,
     "dicom_role": ROLE_LABELS}
-DATE_FORMATS = {"iso": "YYYY-MM-DD", "dmy": "day first: DD/MM/YYYY (31/12/2030)",
-                "mdy": "month first: MM/DD/YYYY (12/31/2030)"}
+DATE_FORMATS = dict(DATE_FORMAT_CHOICES)  # iso, dmy (day first), mdy (month first)
 DELIMITERS = {",": "comma (,)", ";": "semicolon (;)", "\t": "tab"}
 class MappingError(ValueError):
     """A mapping (file or form) that cannot be used; the message says which part."""

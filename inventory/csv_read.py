@@ -12,7 +12,6 @@ from datetime import date
 from inventory.csv_mapping import (
     CODED,
     COLUMNS,
-    DATE_FORMATS,
     DELIMITERS,
     IGNORE,
     REQUIRED,
@@ -24,6 +23,7 @@ from inventory.csv_mapping import (
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
 WRITTEN_DATE = re.compile(r"^(\d{1,2})[./-](\d{1,2})[./-](\d{4})$")
+WRITTEN_FORMS = {"dmy": "DD/MM/YYYY", "mdy": "MM/DD/YYYY"}
 TRAILING_TIME = re.compile(r"[ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?( ?[AP]M)?$", re.IGNORECASE)
 
 
@@ -101,8 +101,7 @@ def parse_date(name: str, value: str, date_format: str) -> date | None:
             return date(year, month, day)
     except ValueError:
         pass
-    hint = "YYYY-MM-DD" if date_format == "iso" else \
-        f"YYYY-MM-DD or {DATE_FORMATS[date_format].split(': ')[1].split(' ')[0]}"
+    hint = "YYYY-MM-DD" + (f" or {WRITTEN_FORMS[date_format]}" if date_format in WRITTEN_FORMS else "")
     raise ValueError(f"{name}: bad date '{value}' (use {hint})")
 
 

@@ -125,7 +125,7 @@ class SanitisationForm(FlaskForm):
     submit = SubmitField("Dispose of asset")
 
 
-# Dates in a CSV file (inventory.csv_mapping.DATE_FORMATS has the same keys).
+# How dates are written in a CSV file (YYYY-MM-DD is always read too).
 DATE_FORMAT_CHOICES = (("iso", "YYYY-MM-DD only"), ("dmy", "Day first: DD/MM/YYYY (and YYYY-MM-DD)"),
                        ("mdy", "Month first: MM/DD/YYYY (and YYYY-MM-DD)"))
 

@@ -156,9 +156,9 @@ def asset_import_map():
     try:
         raw = base64.b64decode(form.data.data, validate=True)
         base = Mapping.from_json(json.loads(form.mapping.data or "{}"))
-    except ValueError:
-        abort(400)
-    header = csv_read.read_file(raw, base, check_header=False).header
+        header = csv_read.read_file(raw, base, check_header=False).header
+    except (ValueError, csv_read.CsvImportError):
+        abort(400)  # not what the upload page sent
     mapping = _mapping_from(form, header, base)
     filename, update = form.filename.data or "upload", bool(form.update.data)
     source = "your choices on this page"

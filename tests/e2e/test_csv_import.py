@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import unique_suffix
-from tests.e2e.pages import screenshot
+from tests.e2e.pages import critical_accessibility_violations, screenshot
 
 pytestmark = pytest.mark.e2e
 
@@ -96,3 +96,14 @@ def test_technician_maps_and_imports_a_snipe_it_export_and_a_day_first_semicolon
     expect(page.locator("body")).to_contain_text("2027-02-28")
     expect(page.locator("body")).to_contain_text("Printer / media burner")
     assert pages.all_errors() == []
+
+
+def test_the_mapping_page_has_no_critical_accessibility_violations(server, pages, signed_in, axe_script):
+    """axe-core finds nothing critical on the preview with its column and value menus."""
+    page = pages.open(server.url, bypass_csp=True, storage_state=signed_in("pacs.sam"))
+    page.goto("/assets/import")
+    page.get_by_label("CSV file").set_input_files({"name": "snipe-assets.csv", "mimeType": "text/csv",
+                                                  "buffer": snipe_export(unique_suffix()).encode()})
+    page.get_by_role("button", name="Import").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Map the columns of snipe-assets.csv")
+    assert critical_accessibility_violations(page, "import-mapping") == []

@@ -359,3 +359,23 @@ def test_a_large_mapped_file_is_imported_by_the_job_and_its_mapping_saved(client
     assert "Import done: 1200 asset(s) created" in _text(client.get(done.headers["Location"]))
     with app.app_context():
         assert db.session.scalar(select(func.count(AssetImportMapping.id))) == 1
+
+
+def test_only_those_who_manage_assets_may_post_a_mapping(client, login_as, auth, app):
+    login_as("technician")
+    form = read_form(_upload(client, snipe_file()).get_data(as_text=True))
+    for role in ("compliance", "requester"):
+        auth.logout()
+        login_as(role)
+        response = _post(client, form, "submit")
+        assert response.status_code == 403, response.headers.get("Location")
+    assert _assets(app) == {}
+
+
+def test_a_mapping_form_not_sent_by_the_upload_page_is_a_bad_request(client, login_as, app):
+    login_as("technician")
+    form = read_form(_upload(client, snipe_file()).get_data(as_text=True))
+    for name, value in (("data", "not base64!"), ("mapping", '{"columns": {"Serial": "serial"}}')):
+        assert client.post("/assets/import/map", data={**form.fields, name: value,
+                                                       "submit": "Import"}).status_code == 400
+    assert _assets(app) == {}

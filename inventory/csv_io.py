@@ -146,20 +146,24 @@ def validate_csv(raw: bytes, *, update: bool, mapping: Mapping | None = None
     """
     parsed = read_file(raw, mapping)
     try:
-        rows, fallbacks = _check_rows(parsed, update)
+        rows, warnings = _check_rows(parsed, update)
     except CsvImportError as refused:
         refused.delimiter, refused.warnings = parsed.delimiter, parsed.warnings
         raise
-    return rows, parsed, parsed.warnings + fallback_warnings(parsed, fallbacks)
+    return rows, parsed, parsed.warnings + warnings
 
 
-def _check_rows(parsed: ParsedFile, update: bool
-                ) -> tuple[list[_Row], dict[tuple[str, str], str]]:
-    """Every record checked against the file and the database (CsvImportError on any problem)."""
+def _check_rows(parsed: ParsedFile, update: bool) -> tuple[list[_Row], list[str]]:
+    """Every record checked against the file and the database (CsvImportError on any problem).
+
+    Returns the rows and warnings about values the mapping filled in: a "*" fallback, or (with
+    a preset: Snipe-IT and GLPI allow assets without a name) a name made of model and tag.
+    """
     columns, records = parsed.targets, parsed.records
     if not records:
         raise CsvImportError([(1, "the file has a header but no rows")])
     fallbacks: dict[tuple[str, str], str] = {}
+    unnamed: list[int] = []
     users = {name.lower(): uid for uid, name in
              db.session.execute(select(User.id, User.username))}
     existing = {tag.lower(): (aid, tag, status) for aid, tag, status in db.session.execute(
@@ -190,6 +194,9 @@ def _check_rows(parsed: ParsedFile, update: bool
             except ValueError as exc:
                 reasons.append(str(exc))
         tag = values.get("asset_tag", "")
+        if parsed.mapping.preset and "name" in values and not values["name"] and tag:
+            values["name"] = f"{values['model']} ({tag})" if values.get("model") else tag
+            unnamed.append(line)
         found = existing.get(tag.lower())
         existing_id = None
         if found is not None and update:
@@ -230,7 +237,12 @@ def _check_rows(parsed: ParsedFile, update: bool
             rows.append(_Row(line, data, existing_id))
     if errors:
         raise CsvImportError(errors)
-    return rows, fallbacks
+    warnings = fallback_warnings(parsed, fallbacks)
+    if unnamed:
+        warnings.append(f"{len(unnamed)} row(s) without a name (line(s) "
+                        f"{', '.join(map(str, unnamed[:20]))}{', ...' if len(unnamed) > 20 else ''}) "
+                        f"were named after their model and asset tag")
+    return rows, warnings
 
 
 def _load_assets(ids: list[int]) -> dict[int, Asset]:

@@ -379,3 +379,16 @@ def test_a_mapping_form_not_sent_by_the_upload_page_is_a_bad_request(client, log
         assert client.post("/assets/import/map", data={**form.fields, name: value,
                                                        "submit": "Import"}).status_code == 400
     assert _assets(app) == {}
+
+
+def test_snipe_it_assets_without_a_name_are_named_after_model_and_tag_with_a_warning(client, login_as, app):
+    login_as("technician")
+    rows = (SNIPE_ROWS[0].replace("Reading station 1", ""),
+            SNIPE_ROWS[3].replace("Old archive", "").replace("PowerEdge R730", ""))
+    form = read_form(_upload(client, snipe_file(rows)).get_data(as_text=True))
+    response = _post(client, form, "submit")
+    assert response.status_code == 302, _text(response)
+    assert _assets(app) == {"RAD-0001": ("workstation", "in_service", "OptiPlex 7010 (RAD-0001)"),
+                            "SRV-0004": ("server", "retired", "SRV-0004")}
+    assert "2 row(s) without a name (line(s) 2, 3) were named after their model and asset tag" in \
+        _text(client.get(response.headers["Location"]))

@@ -392,3 +392,20 @@ def test_snipe_it_assets_without_a_name_are_named_after_model_and_tag_with_a_war
                             "SRV-0004": ("server", "retired", "SRV-0004")}
     assert "2 row(s) without a name (line(s) 2, 3) were named after their model and asset tag" in \
         _text(client.get(response.headers["Location"]))
+
+
+def test_a_large_refused_file_lists_its_lines_and_delimiter_on_the_job_page(client, login_as, app, run_jobs):
+    login_as("technician")
+    rows = tuple(f"St Mary's;Station {i};WS-{i % 1199:05d};OptiPlex;;Desktop;Dell;S{i};15/03/2021;1;;;;Room;;"
+                 f"Deployed;;;;;" for i in range(1200))
+    form = read_form(_upload(client, "\n".join([SNIPE_HEADER.replace(",", ";"), *rows]) + "\n",
+                             date_format="dmy").get_data(as_text=True))
+    response = _post(client, form, "submit")
+    assert response.status_code == 302
+    run_jobs()
+    body = _text(client.get(response.headers["Location"]))
+    assert "Nothing was imported: 1 line needs fixing. The file was read as semicolon (;)-separated." in body
+    assert "<td>1201</td><td>asset_tag: duplicate tag WS-00000 (also on line 2)" in body
+    assert _assets(app) == {}
+    with app.app_context():
+        assert db.session.scalar(select(func.count(AssetImportMapping.id))) == 0

@@ -20,6 +20,7 @@ def init_app(app: Flask) -> None:
     from core.reference_data import register_reference_data
     from helpdesk.assets import register_asset_lookup
     from inventory import atna_sources, cli, csv_io, demo, jobs, reports, services, studies, views
+    from inventory import import_views as _import_views  # noqa: F401 - routes on the inventory blueprint
     from inventory.studies import views as study_views  # noqa: F401 - routes on the inventory blueprint
     from inventory.ticket_assets import InventoryAssets
     from inventory.verification import retention, summary, tickets

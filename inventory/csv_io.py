@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import date
 from typing import Any
 
 from sqlalchemy import select
@@ -17,6 +14,16 @@ from audit import record
 from core.auth.models import User
 from core.extensions import db
 from inventory.asset_rules import INACTIVE_STATUSES, AssetData, local_today, normalise
+from inventory.csv_mapping import CODED, COLUMNS, EXPORT_ONLY, Mapping, field_label, save_mapping
+from inventory.csv_read import (
+    FORMULA_STARTS,
+    CsvImportError,
+    ParsedFile,
+    fallback_warnings,
+    parse_date,
+    read_file,
+    unneutralise,
+)
 from inventory.models import Asset, AssetKind, AssetStatus
 from inventory.services import (
     ADDRESS_FIELDS,
@@ -31,26 +38,8 @@ from inventory.services import (
 # Audit actions recorded here (registered by the package's init_app).
 AUDIT_ACTIONS = {"asset.import": "Assets imported from CSV"}
 
-COLUMNS = (
-    "asset_tag", "name", "kind", "status", "location", "department", "assigned_user",
-    "manufacturer", "model", "serial_number", "hostname", "ip_address", "os_version",
-    "purchase_date", "warranty_end", "holds_phi", "ae_title", "port", "tls", "dicom_role",
-    "dicom_type", "modality", "verify_enabled", "notes",
-)
-REQUIRED = ("asset_tag", "name", "kind")
-EXPORT_ONLY = ("node_state",)
 TRUE_WORDS = frozenset({"yes", "y", "true", "t", "1", "on", "x"})
 FALSE_WORDS = frozenset({"no", "n", "false", "f", "0", "off", ""})
-ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-class CsvImportError(Exception):
-    """The file was refused; ``problems`` lists (line number, reason), nothing was imported."""
-
-    def __init__(self, problems: list[tuple[int, str]]) -> None:
-        super().__init__(f"{len(problems)} problem(s) in the CSV file; nothing was imported")
-        self.problems = problems
 
 
 @dataclass
@@ -61,6 +50,7 @@ class ImportResult:
     updated: int = 0
     unchanged: int = 0
     verify_ids: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """One sentence for people."""
@@ -71,11 +61,6 @@ class ImportResult:
 def neutralise(value: str) -> str:
     """Prefix a quote to cells a spreadsheet would run as a formula."""
     return "'" + value if value.startswith(FORMULA_STARTS) else value
-
-
-def _unneutralise(value: str) -> str:
-    """Undo ``neutralise`` so an exported file imports back unchanged."""
-    return value[1:] if value.startswith("'") and value[1:].startswith(FORMULA_STARTS) else value
 
 
 def _cell(name: str, asset: Asset, users: dict[int, str]) -> str:
@@ -103,47 +88,22 @@ def write_csv(assets: Iterable[Asset], out: io.TextIOBase | Any,
     return count
 
 
-def decode(raw: bytes) -> str:
-    """UTF-8 text of an upload (a byte-order mark is fine); refuse anything else clearly."""
-    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise CsvImportError([(1, "the file is UTF-16 text: save it as 'CSV UTF-8' and try "
-                                  "again")])
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise CsvImportError([(line, f"the file is not UTF-8 text (byte 0x{raw[exc.start]:02X} "
-                                     f"cannot be read): save it as 'CSV UTF-8' and try "
-                                     f"again")]) from None
-
-
-def _header(names: list[str]) -> tuple[list[str], list[tuple[int, str]]]:
-    """Normalised column names and the problems with them."""
-    columns = [re.sub(r"[\s-]+", "_", n.strip().lower()) for n in names]
-    problems = []
-    unknown = [c for c in columns if c not in COLUMNS and c not in EXPORT_ONLY]
-    if unknown:
-        problems.append((1, f"unknown column(s): {', '.join(unknown) or '(empty)'}; known "
-                            f"columns are {', '.join(COLUMNS)}"))
-    missing = [c for c in REQUIRED if c not in columns]
-    if missing:
-        problems.append((1, f"missing required column(s): {', '.join(missing)}"))
-    repeated = sorted({c for c in columns if columns.count(c) > 1})
-    if repeated:
-        problems.append((1, f"column(s) given twice: {', '.join(repeated)}"))
-    return columns, problems
-
-
-def _enum(value: str) -> str:
-    """A kind or status as written by people ("DICOM node") in its stored form."""
-    return re.sub(r"[\s-]+", "_", value.strip().lower())
-
-
-def _convert(name: str, value: str, users: dict[str, int]) -> tuple[str, Any]:
+def _convert(name: str, value: str, users: dict[str, int], mapping: Mapping,
+             fallbacks: dict[tuple[str, str], str]) -> tuple[str, Any]:
     """One cell to its AssetData field and value; raises ValueError with the reason."""
-    value = _unneutralise(value.strip())
-    if name in ("kind", "status"):
-        return name, _enum(value)
+    value = unneutralise(value.strip())
+    if name in CODED:
+        code, fell_back = mapping.value_code(name, value)
+        if fell_back and code is not None:
+            fallbacks[(name, value)] = code
+        if code is not None:
+            return name, code
+        if value:
+            words = field_label(name) if field_label(name)[:2].isupper() else field_label(name).lower()
+            raise ValueError(f"{name}: unknown {words} '{value}' (use one of "
+                             f"{', '.join(f'{label} ({code})' for code, label in CODED[name].items())}"
+                             f", or map it to one)")
+        return name, None if name in ("dicom_role", "dicom_type") else ""
     if name in ("holds_phi", "tls", "verify_enabled"):
         if value.lower() in TRUE_WORDS:
             return name, True
@@ -151,14 +111,7 @@ def _convert(name: str, value: str, users: dict[str, int]) -> tuple[str, Any]:
             return name, False
         raise ValueError(f"{name}: '{value}' is not yes or no")
     if name in ("purchase_date", "warranty_end"):
-        if not value:
-            return name, None
-        try:
-            if not ISO_DATE.match(value):
-                raise ValueError
-            return name, date.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"{name}: bad date '{value}' (use YYYY-MM-DD)") from None
+        return name, parse_date(name, value, mapping.date_format)
     if name == "port":
         if not value:
             return name, None
@@ -171,8 +124,8 @@ def _convert(name: str, value: str, users: dict[str, int]) -> tuple[str, Any]:
         if value.lower() not in users:
             raise ValueError(f"assigned_user: no user named '{value}'")
         return "assigned_user_id", users[value.lower()]
-    if name in ("ae_title", "dicom_role", "dicom_type", "modality"):
-        return name, (value.lower() if name == "dicom_role" else value) or None
+    if name in ("ae_title", "modality"):
+        return name, value or None
     return name, value
 
 
@@ -185,44 +138,40 @@ class _Row:
     existing_id: int | None
 
 
-def _read(text: str) -> tuple[list[str], list[tuple[int, list[str]]], list[tuple[int, str]]]:
-    """Columns, (line, cells) per record and header problems."""
-    reader = csv.reader(io.StringIO(text, newline=""))
+def validate_csv(raw: bytes, *, update: bool, mapping: Mapping | None = None
+                 ) -> tuple[list[_Row], ParsedFile, list[str]]:
+    """Parse and check every row against the file and the database; raise on any problem.
+
+    Returns the rows, the file as read and its warnings (encoding, values taken by a fallback).
+    """
+    parsed = read_file(raw, mapping)
     try:
-        names = next(reader)
-    except StopIteration:
-        raise CsvImportError([(1, "the file is empty: the first line must name the "
-                                  "columns")]) from None
-    except csv.Error as exc:
-        raise CsvImportError([(1, f"unreadable header: {exc}")]) from None
-    columns, problems = _header(names)
-    records: list[tuple[int, list[str]]] = []
-    start = reader.line_num + 1
-    try:
-        for cells in reader:
-            if any(c.strip() for c in cells):
-                records.append((start, cells))
-            start = reader.line_num + 1
-    except csv.Error as exc:
-        problems.append((start, f"unreadable CSV: {exc}"))
-    return columns, records, problems
+        rows, warnings = _check_rows(parsed, update)
+    except CsvImportError as refused:
+        refused.delimiter, refused.warnings = parsed.delimiter, parsed.warnings
+        raise
+    return rows, parsed, parsed.warnings + warnings
 
 
-def validate_csv(raw: bytes, *, update: bool) -> list[_Row]:
-    """Parse and check every row against the file and the database; raise on any problem."""
-    columns, records, problems = _read(decode(raw))
-    if problems:
-        raise CsvImportError(problems)
+def _check_rows(parsed: ParsedFile, update: bool) -> tuple[list[_Row], list[str]]:
+    """Every record checked against the file and the database (CsvImportError on any problem).
+
+    Returns the rows and warnings about values the mapping filled in: a "*" fallback, or (with
+    a preset: Snipe-IT and GLPI allow assets without a name) a name made of model and tag.
+    """
+    columns, records = parsed.targets, parsed.records
     if not records:
         raise CsvImportError([(1, "the file has a header but no rows")])
+    fallbacks: dict[tuple[str, str], str] = {}
+    unnamed: list[int] = []
     users = {name.lower(): uid for uid, name in
              db.session.execute(select(User.id, User.username))}
     existing = {tag.lower(): (aid, tag, status) for aid, tag, status in db.session.execute(
         select(Asset.id, Asset.asset_tag, Asset.status))}
-    to_update = _load_assets([existing[cells[columns.index("asset_tag")].strip().lower()][0]
+    tag_at = columns.index("asset_tag")
+    to_update = _load_assets([existing[cells[tag_at].strip().lower()][0]
                               for _, cells in records if len(cells) == len(columns)
-                              and cells[columns.index("asset_tag")].strip().lower() in existing]
-                             ) if update else {}
+                              and cells[tag_at].strip().lower() in existing]) if update else {}
     endpoints = _active_endpoints()
     today = local_today()
     seen_tags: dict[str, int] = {}
@@ -237,14 +186,17 @@ def validate_csv(raw: bytes, *, update: bool) -> list[_Row]:
             continue
         values: dict[str, Any] = {}
         for name, cell in zip(columns, cells, strict=True):
-            if name in EXPORT_ONLY:
+            if name is None:
                 continue
             try:
-                key, value = _convert(name, cell, users)
+                key, value = _convert(name, cell, users, parsed.mapping, fallbacks)
                 values[key] = value
             except ValueError as exc:
                 reasons.append(str(exc))
         tag = values.get("asset_tag", "")
+        if parsed.mapping.preset and "name" in values and not values["name"] and tag:
+            values["name"] = f"{values['model']} ({tag})" if values.get("model") else tag
+            unnamed.append(line)
         found = existing.get(tag.lower())
         existing_id = None
         if found is not None and update:
@@ -257,8 +209,6 @@ def validate_csv(raw: bytes, *, update: bool) -> list[_Row]:
             if found is not None:
                 reasons.append(f"asset_tag: asset {found[1]} already exists (import with "
                                f"--update, or tick 'update existing assets', to change it)")
-        if values.get("kind") in ("dicom", "node"):
-            values["kind"] = AssetKind.DICOM_NODE
         data, row_problems = normalise(replace(base, **values), today)
         reasons.extend(f"{f}: {m}" for f, m in row_problems)
         if values.get("status") == AssetStatus.DISPOSED and not (
@@ -287,7 +237,12 @@ def validate_csv(raw: bytes, *, update: bool) -> list[_Row]:
             rows.append(_Row(line, data, existing_id))
     if errors:
         raise CsvImportError(errors)
-    return rows
+    warnings = fallback_warnings(parsed, fallbacks)
+    if unnamed:
+        warnings.append(f"{len(unnamed)} row(s) without a name (line(s) "
+                        f"{', '.join(map(str, unnamed[:20]))}{', ...' if len(unnamed) > 20 else ''}) "
+                        f"were named after their model and asset tag")
+    return rows, warnings
 
 
 def _load_assets(ids: list[int]) -> dict[int, Asset]:
@@ -324,10 +279,14 @@ def _active_endpoints() -> dict[tuple, tuple[int, str]]:
 
 
 def import_assets(raw: bytes, *, update: bool, user: User | None, source: str,
-                  username: str | None = None) -> ImportResult:
-    """Validate the whole file, then write every row in the caller's transaction."""
-    rows = validate_csv(raw, update=update)
-    result = ImportResult()
+                  username: str | None = None, mapping: Mapping | None = None,
+                  remember: bool = False) -> ImportResult:
+    """Validate the whole file, then write every row in the caller's transaction.
+
+    ``remember`` saves the mapping for the next file with the same header.
+    """
+    rows, parsed, warnings = validate_csv(raw, update=update, mapping=mapping)
+    result = ImportResult(warnings=warnings)
     new_rows = [row for row in rows if row.existing_id is None]
     created = [Asset(**vars(row.data)) for row in new_rows]
     db.session.add_all(created)
@@ -353,7 +312,11 @@ def import_assets(raw: bytes, *, update: bool, user: User | None, source: str,
     record("asset.import", object_type="asset", user=user, username=username, covers=changed_tags,
            details={"source": source, "rows": len(rows), "created": result.created,
                     "updated": result.updated, "unchanged": result.unchanged,
-                    "update_existing": update, "assets": changed_tags})
+                    "update_existing": update, "assets": changed_tags,
+                    "delimiter": parsed.delimiter, "mapping": parsed.mapping.to_json(),
+                    "mapping_saved": remember})
+    if remember:
+        save_mapping(parsed.header, parsed.mapping, user)
     db.session.flush()
     return result
 
@@ -362,4 +325,3 @@ def _verifiable(data: AssetData) -> bool:
     """Whether an imported node should be checked after the import commits."""
     return (data.kind == AssetKind.DICOM_NODE and data.verify_enabled
             and data.status not in INACTIVE_STATUSES)
-

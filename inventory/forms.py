@@ -7,6 +7,10 @@ from flask_wtf.file import FileField, FileRequired
 from wtforms import (
     BooleanField,
     DateField,
+    FieldList,
+    Form,
+    FormField,
+    HiddenField,
     IntegerField,
     SelectField,
     StringField,
@@ -121,10 +125,47 @@ class SanitisationForm(FlaskForm):
     submit = SubmitField("Dispose of asset")
 
 
+# How dates are written in a CSV file (YYYY-MM-DD is always read too).
+DATE_FORMAT_CHOICES = (("iso", "YYYY-MM-DD only"), ("dmy", "Day first: DD/MM/YYYY (and YYYY-MM-DD)"),
+                       ("mdy", "Month first: MM/DD/YYYY (and YYYY-MM-DD)"))
+
+
 class ImportForm(FlaskForm):
     """Upload a CSV file of assets."""
 
-    file = FileField("CSV file", validators=[FileRequired("Choose a CSV file.")])
+    file = FileField("CSV file", validators=[FileRequired("Choose a CSV file.")],
+                     description="Separated by commas, semicolons or tabs; UTF-8 or Windows-1252.")
+    date_format = SelectField("Dates in the file", choices=select_choices(DATE_FORMAT_CHOICES),
+                              default="iso")
     update = BooleanField("Update existing assets (otherwise rows with existing tags are "
                           "refused)")
+    submit = SubmitField("Import")
+
+
+class ColumnChoiceForm(Form):
+    """The field one column of the file fills ("ignore": none); choices are set by the view."""
+
+    target = SelectField("Field", validate_choice=False)
+
+
+class ValueChoiceForm(Form):
+    """What one value written in the file means, as a code of its field; choices set by the view."""
+
+    field = HiddenField()
+    source = HiddenField()
+    target = SelectField("Means", validate_choice=False)
+
+
+class ImportMappingForm(FlaskForm):
+    """The mapping page: the uploaded file travels in the form until it is imported."""
+
+    data = HiddenField(validators=[DataRequired()])
+    filename = HiddenField()
+    mapping = HiddenField()
+    date_format = SelectField("Dates in the file", choices=select_choices(DATE_FORMAT_CHOICES))
+    update = BooleanField("Update existing assets (otherwise rows with existing tags are "
+                          "refused)")
+    columns = FieldList(FormField(ColumnChoiceForm))
+    values = FieldList(FormField(ValueChoiceForm))
+    refresh = SubmitField("Update preview")
     submit = SubmitField("Import")

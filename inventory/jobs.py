@@ -11,7 +11,8 @@ from core.auth.models import User
 from core.extensions import db
 from core.jobs.registry import JobContext
 from core.jobs.worker import Cancelled
-from inventory import csv_io, services
+from inventory import csv_io, csv_read, services
+from inventory.csv_mapping import Mapping
 from inventory.models import Asset
 from inventory.services import VERIFY_JOB  # noqa: F401 - the kind the inventory's init_app registers
 from inventory.verification.models import CheckTrigger
@@ -65,15 +66,18 @@ def import_job(ctx: JobContext) -> dict[str, Any]:
     user = db.session.get(User, ctx.user_id) if ctx.user_id is not None else None
     raw = base64.b64decode(ctx.params["data"])
     ctx.progress(10, "Checking every row")
+    mapping = Mapping.from_json(ctx.params["mapping"]) if ctx.params.get("mapping") else None
     try:
         result = csv_io.import_assets(raw, update=bool(ctx.params.get("update")), user=user,
                                       source=str(ctx.params.get("source", "upload")),
-                                      username=None if user else "import")
-    except csv_io.CsvImportError as refused:
+                                      username=None if user else "import", mapping=mapping,
+                                      remember=bool(ctx.params.get("remember")))
+    except csv_read.CsvImportError as refused:
         db.session.rollback()
-        return {"refused": True, "problems": refused.problems[:500], "problem_count": len(refused.problems)}
+        return {"refused": True, "problems": refused.problems[:500], "problem_count": len(refused.problems),
+                "read_as": refused.read_as, "warnings": refused.warnings}
     queued = services.request_checks(result.verify_ids[:MAX_CHECKS_AFTER_IMPORT], CheckTrigger.SAVE,
                                      user=user) if len(result.verify_ids) <= MAX_CHECKS_AFTER_IMPORT else []
     db.session.commit()
     return {"refused": False, "summary": result.summary(), "checks_queued": len(queued),
-            "nodes": len(result.verify_ids)}
+            "nodes": len(result.verify_ids), "warnings": result.warnings[:50]}

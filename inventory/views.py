@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 from collections.abc import Callable
 from dataclasses import fields
@@ -30,8 +29,7 @@ from core.auth.models import User
 from core.auth.permissions import Permission, has_permission, require_permission
 from core.extensions import db
 from core.forms import select_choices
-from core.jobs.models import ACTIVE, Job, JobStatus
-from core.jobs.queue import enqueue, get_job
+from core.jobs.models import ACTIVE, Job
 from core.pagination import paginate
 from core.timeutil import utcnow
 from helpdesk import queries as ticket_queries
@@ -50,10 +48,8 @@ from inventory.forms import (
     ROLE_LABELS,
     STATUS_LABELS,
     AssetForm,
-    ImportForm,
     SanitisationForm,
 )
-from inventory.jobs import IMPORT_JOB, LARGE_IMPORT_ROWS, MAX_CHECKS_AFTER_IMPORT
 from inventory.models import Asset, AssetKind, AssetStatus, DicomRole, DicomType
 from inventory.verification.models import CheckTrigger
 from inventory.verification.services import VerificationError, address_problem, echo_target
@@ -360,64 +356,3 @@ def asset_dispose(tag: str):
             return redirect(url_for("inventory.asset_detail", tag=asset.asset_tag))
     return render_template("inventory/asset_dispose.html", form=form, asset=asset), (
         422 if form.errors else 200)
-
-
-@bp.route("/assets/import", methods=["GET", "POST"])
-@require_permission(Permission.ASSET_MANAGE)
-def asset_import():
-    """Upload a CSV file: every row is checked first; any bad row refuses the whole file."""
-    form = ImportForm()
-    problems: list[tuple[int, str]] = []
-    if form.validate_on_submit():
-        upload = form.file.data
-        raw = upload.read()
-        if raw.count(b"\n") > LARGE_IMPORT_ROWS:
-            job = enqueue(IMPORT_JOB, {"data": base64.b64encode(raw).decode("ascii"),
-                                       "update": bool(form.update.data),
-                                       "source": upload.filename or "upload"},
-                          user_id=current_user.id, title=f"Import of {upload.filename or 'a CSV file'}")
-            db.session.commit()
-            return redirect(url_for("inventory.import_job", job_id=job.id))
-        try:
-            result = csv_io.import_assets(raw, update=form.update.data,
-                                          user=current_user,
-                                          source=upload.filename or "upload")
-        except csv_io.CsvImportError as exc:
-            db.session.rollback()
-            problems = exc.problems
-        else:
-            message = f"Import done: {result.summary()}."
-            if len(result.verify_ids) > MAX_CHECKS_AFTER_IMPORT:
-                message += (f" The {len(result.verify_ids)} DICOM nodes will be checked by the "
-                            f"next scheduled sweep.")
-            elif result.verify_ids:
-                queued = services.request_checks(result.verify_ids, CheckTrigger.SAVE,
-                                                 user=current_user, client_address=request.remote_addr)
-                message += f" Checking {len(queued)} DICOM node(s) in the background."
-            db.session.commit()
-            flash(message, "success")
-            return redirect(url_for("inventory.asset_list"))
-    return render_template("inventory/asset_import.html", form=form, problems=problems,
-                           columns=csv_io.COLUMNS, required=csv_io.REQUIRED), (
-        422 if problems or form.errors else 200)
-
-
-@bp.route("/assets/import/jobs/<int:job_id>")
-@require_permission(Permission.ASSET_MANAGE)
-def import_job(job_id: int):
-    """A large import running in the job worker: progress, then its result or its refused rows."""
-    job = get_job(job_id)
-    if job is None or job.kind != IMPORT_JOB or job.created_by_id != current_user.id:
-        abort(404)
-    result = job.result or {}
-    if job.status == JobStatus.DONE and not result.get("refused"):
-        message = f"Import done: {result['summary']}."
-        if result.get("checks_queued"):
-            message += f" Checking {result['checks_queued']} DICOM node(s) in the background."
-        elif result.get("nodes"):
-            message += f" The {result['nodes']} DICOM nodes will be checked by the next scheduled sweep."
-        flash(message, "success")
-        return redirect(url_for("inventory.asset_list"))
-    return render_template("inventory/asset_import_job.html", job=job,
-                           problems=[tuple(p) for p in result.get("problems", [])],
-                           problem_count=result.get("problem_count", 0))

@@ -122,11 +122,22 @@ def test_bom_and_windows_line_endings_are_accepted(client, login_as, app):
             Asset.asset_tag == "RWS-01")) == "Reading station"
 
 
-def test_non_utf8_bytes_get_a_clear_message_with_the_line(client, login_as, app):
+def test_a_windows_1252_file_is_read_with_a_warning_naming_the_byte_and_line(client, login_as, app):
     login_as("technician")
-    raw = (HEADER + "\n" + NODE + "\n" + WS.replace("Room A", "Salle été")).encode("latin-1")
+    raw = (HEADER + "\n" + NODE + "\n" + WS.replace("Room A", "Salle été")).encode("cp1252")
+    response = _upload(client, raw)
+    assert response.status_code == 302
+    page = client.get(response.headers["Location"]).get_data(as_text=True).replace("&#39;", "'")
+    assert "The file is not UTF-8 (byte 0xE9 on line 3): it was read as Windows-1252" in page
+    with app.app_context():
+        assert db.session.scalar(select(Asset.location).where(Asset.asset_tag == "RWS-01")) == "Salle été"
+
+
+def test_bytes_neither_utf8_nor_windows_1252_refuse_the_file_with_the_line(client, login_as, app):
+    login_as("technician")
+    raw = (HEADER + "\n" + NODE + "\n").encode() + WS.encode().replace(b"Room A", b"Room \x81")
     body = _upload(client, raw).get_data(as_text=True)
-    assert "<td>3</td><td>the file is not UTF-8 text (byte 0xE9" in body
+    assert "<td>3</td><td>the file is not UTF-8 text (byte 0x81" in body
     assert "save it as &#39;CSV UTF-8&#39;" in body
     assert _count(app) == 0
 

@@ -147,7 +147,7 @@ def object_condition(text: str) -> ColumnElement[bool]:
     lowered = func.lower(AuditEvent.object_id)
     numbered = NUMBERED_ID.match(term)
     if numbered is None:
-        return or_(lowered == term.lower(), AuditEvent.object_id.icontains(term, autoescape=True))
+        return AuditEvent.object_id.icontains(term, autoescape=True)
     stem = numbered.group("prefix").lower().rstrip("-")
     digits = numbered.group("digits").lstrip("0") or "0"
     padded = {f"{stem}{dash}{digits.zfill(width)}" for dash in ("", "-")

@@ -46,7 +46,7 @@ class AuditEvent(Model):
         Index("ix_audit_event_username_time", "username", "occurred_at"),
         # The search matches ids and names in any case (``audit.trail.search``).
         Index("ix_audit_event_object_lower", text("lower(object_id)")),
-        Index("ix_audit_event_username_lower", text("lower(username)")),
+        Index("ix_audit_event_username_lower", text("lower(username)"), "occurred_at"),
     )
 
 

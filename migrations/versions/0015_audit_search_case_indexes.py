@@ -16,7 +16,7 @@ depends_on = None
 
 def upgrade():
     op.create_index("ix_audit_event_object_lower", "audit_event", [sa.text("lower(object_id)")])
-    op.create_index("ix_audit_event_username_lower", "audit_event", [sa.text("lower(username)")])
+    op.create_index("ix_audit_event_username_lower", "audit_event", [sa.text("lower(username)"), "occurred_at"])
 
 
 def downgrade():

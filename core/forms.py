@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,3 +28,16 @@ def show_error(form: Any, error: Exception, default: str) -> None:
     name = getattr(error, "field", None)
     field = form[name if name and name in form else default]
     field.errors = [*field.errors, str(error)]
+
+
+def carry_file(raw: bytes) -> str:
+    """An uploaded file as text for a hidden field (a preview's next step) or a job's parameters."""
+    return base64.b64encode(raw).decode("ascii")
+
+
+def carried_file(text: str) -> bytes | None:
+    """The file a hidden field carried back, or None when the form's copy was damaged."""
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        return None

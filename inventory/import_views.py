@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import replace
 from typing import Any
@@ -12,7 +11,7 @@ from flask_login import current_user
 
 from core.auth.permissions import Permission, require_permission
 from core.extensions import db
-from core.forms import select_choices
+from core.forms import carried_file, carry_file, select_choices
 from core.jobs.models import JobStatus
 from core.jobs.queue import enqueue, get_job
 from inventory import csv_io, csv_mapping, csv_read, services
@@ -30,7 +29,7 @@ def _run_import(raw: bytes, filename: str, update: bool, mapping: Mapping | None
                 remember: bool) -> Any:
     """Import a file (a large one in the job worker) and redirect; the refusal when refused."""
     if raw.count(b"\n") > LARGE_IMPORT_ROWS:
-        job = enqueue(IMPORT_JOB, {"data": base64.b64encode(raw).decode("ascii"), "update": update,
+        job = enqueue(IMPORT_JOB, {"data": carry_file(raw), "update": update,
                                    "source": filename, "remember": remember,
                                    "mapping": mapping.to_json() if mapping else None},
                       user_id=current_user.id, title=f"Import of {filename}")
@@ -94,7 +93,7 @@ def _mapping_page(raw: bytes, filename: str, update: bool, mapping: Mapping, sou
     parsed = csv_read.read_file(raw, mapping, check_header=False)
     questions = csv_read.value_questions(parsed)
     form = ImportMappingForm(formdata=None, data={
-        "data": base64.b64encode(raw).decode("ascii"), "filename": filename,
+        "data": carry_file(raw), "filename": filename,
         "mapping": json.dumps(mapping.to_json()), "date_format": mapping.date_format, "update": update,
         "columns": [{"target": target or csv_mapping.IGNORE} for target in parsed.targets],
         "values": [{"field": q.field, "source": q.written, "target": q.code or ""} for q in questions]})
@@ -153,8 +152,10 @@ def asset_import_map():
     _set_mapping_choices(form)
     if not form.validate_on_submit():
         abort(400)
+    raw = carried_file(form.data.data or "")
+    if raw is None:
+        abort(400)  # not what the upload page sent
     try:
-        raw = base64.b64decode(form.data.data, validate=True)
         base = Mapping.from_json(json.loads(form.mapping.data or "{}"))
         header = csv_read.read_file(raw, base, check_header=False).header
     except (ValueError, csv_read.CsvImportError):

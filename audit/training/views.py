@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 from typing import Any
 
@@ -28,7 +26,7 @@ from core.auth.forms import ROLE_CHOICES
 from core.auth.permissions import Permission, has_permission, require_permission
 from core.extensions import db
 from core.filenames import clean_file_name
-from core.forms import select_choices, show_error
+from core.forms import carried_file, carry_file, select_choices, show_error
 from core.navigation import Banner
 
 
@@ -168,14 +166,6 @@ def session_detail(session_id: int):
                            completions=bulk.session_completions(session.id))
 
 
-def _decode_payload(text: str) -> bytes | None:
-    """The previewed file's bytes, or None if the form's copy was damaged."""
-    try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError):
-        return None
-
-
 @bp.route("/training/import", methods=["GET", "POST"])
 @require_permission(Permission.TRAINING_MANAGE)
 def completion_import():
@@ -184,7 +174,7 @@ def completion_import():
     plan: bulk.ImportPlan | None = None
     problems: list[tuple[int, str, str]] = []
     if "payload" in request.form:
-        raw = _decode_payload(request.form["payload"]) if confirm.validate_on_submit() else None
+        raw = carried_file(request.form["payload"]) if confirm.validate_on_submit() else None
         if raw is None:
             flash("The checked file did not come back intact; choose it again.", "danger")
             return redirect(url_for("audit.completion_import"))
@@ -205,7 +195,7 @@ def completion_import():
         except bulk.CompletionImportError as error:
             problems = error.problems
         else:
-            confirm.payload.data = base64.b64encode(raw).decode("ascii")
+            confirm.payload.data = carry_file(raw)
             confirm.source.data = clean_file_name(form.file.data.filename or "", "upload.csv")
         db.session.rollback()
     failed = bool(problems or form.errors)

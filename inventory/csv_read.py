@@ -112,7 +112,10 @@ def delimiter_name(delimiter: str) -> str:
 
 @dataclass
 class ParsedFile:
-    """An upload read with its mapping: the header, the field of each column, the records."""
+    """An upload read with its mapping: the header, the field of each column, the records.
+
+    ``problems`` holds what the header check found when the file was read without it.
+    """
 
     header: list[str]
     targets: list[str | None]
@@ -120,6 +123,7 @@ class ParsedFile:
     delimiter: str
     warnings: list[str]
     mapping: Mapping
+    problems: list[tuple[int, str]]
 
 
 def _header(names: list[str], mapping: Mapping) -> tuple[list[str | None], list[tuple[int, str]]]:
@@ -169,7 +173,7 @@ def read_file(raw: bytes, mapping: Mapping | None = None, *, check_header: bool 
         problems.append((start, f"unreadable CSV: {exc}"))
     if problems and check_header:
         raise CsvImportError(problems, delimiter)
-    return ParsedFile(names, targets, records, delimiter, warnings, mapping)
+    return ParsedFile(names, targets, records, delimiter, warnings, mapping, problems)
 
 
 def fallback_warnings(parsed: ParsedFile, fallbacks: dict[tuple[str, str], str]) -> list[str]:

@@ -98,15 +98,10 @@ def _mapping_page(raw: bytes, filename: str, update: bool, mapping: Mapping, sou
         "columns": [{"target": target or csv_mapping.IGNORE} for target in parsed.targets],
         "values": [{"field": q.field, "source": q.written, "target": q.code or ""} for q in questions]})
     _set_mapping_choices(form)
-    try:
-        csv_read.read_file(raw, mapping)
-        header_problems: list[tuple[int, str]] = []
-    except csv_read.CsvImportError as exc:
-        header_problems = exc.problems
     return render_template(
         "inventory/asset_import_map.html", form=form, parsed=parsed, questions=questions,
         rows=parsed.records[:PREVIEW_ROWS], source=source, refused=refused, asked=asked or [],
-        header_problems=header_problems, read_as=csv_read.delimiter_name(parsed.delimiter),
+        header_problems=parsed.problems, read_as=csv_read.delimiter_name(parsed.delimiter),
         warnings=parsed.warnings + [f"{q.column} '{q.written}' has no match: it will be imported as "
                                     f"{csv_mapping.CODED[q.field].get(q.code or '', q.code)}"
                                     for q in questions if q.fallback]), status

@@ -7,10 +7,13 @@ connection and ``DatagramListener`` one UDP socket.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
+import fcntl
 import logging
 import ssl
+import termios
 import time
 from collections import Counter, deque
 from typing import Any
@@ -62,6 +65,7 @@ class Connections:
         # Messages refused before being read whole (too large): (time, listener, host, port, reason).
         self.refusals: deque[tuple[float, str, str, int, str]] = deque(maxlen=REFUSALS_KEPT)
         self.udp_last = 0.0
+        self.datagram_transports: list[asyncio.BaseTransport] = []
 
     def admit(self, stream: StreamConnection) -> bool:
         """Take a connection slot for ``stream``, or count a refusal."""
@@ -138,11 +142,15 @@ class Connections:
                 stream.close()
 
     def busy(self) -> bool:
-        """Whether a sender sent something within ``DRAIN_QUIET`` seconds or waits for queue room."""
+        """Whether a sender sent something within ``DRAIN_QUIET`` seconds, waits for room or is unread."""
+        # Quiet is judged by the socket, not only by the clock: a loop thread that got no CPU for a
+        # moment has not read what already arrived, though nothing arrived "recently" by its clock.
         now = self.now()
         if self.paused or now - self.udp_last < DRAIN_QUIET:
             return True
-        return any(now - stream.last < DRAIN_QUIET for stream in self.streams)
+        if any(unread(transport) for transport in self.datagram_transports):
+            return True
+        return any(now - stream.last < DRAIN_QUIET or unread(stream.transport) for stream in self.streams)
 
     def close_all(self) -> None:
         """Cancel pending handshakes and the sweeper, close every connection at once."""
@@ -265,6 +273,10 @@ class DatagramListener(asyncio.DatagramProtocol):
         self.hub = hub
         self.listener = listener
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Let the hub see this socket's unread datagrams when it drains."""
+        self.hub.datagram_transports.append(transport)
+
     def datagram_received(self, data: bytes, addr: Any) -> None:
         """Queue the datagram, or count it as oversized or dropped."""
         hub = self.hub
@@ -283,6 +295,19 @@ class DatagramListener(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         """ICMP errors on a listening socket mean nothing to a receiver."""
         log.debug("ATNA %s: %s", self.listener, type(exc).__name__)
+
+
+def unread(transport: asyncio.BaseTransport | None) -> int:
+    """Bytes waiting in a transport's socket that the loop has not read yet (0 once it is closed)."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.fileno() < 0:
+        return 0
+    count = array.array("i", [0])
+    try:
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, count)
+    except OSError:
+        return 0
+    return count[0]
 
 
 def _subject(certificate: dict | None) -> str | None:

@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 
 from audit.atna.models import MONTHS_AHEAD, AtnaBatch, AtnaSource, ensure_partitions
 from audit.atna.sources import SilentSource, silence_handlers, source_directory
-from audit.atna.store import iso_utc
+from audit.atna.store import iso_utc, seal_batch
 from audit.atna.verify import batch_digest
 from audit.trail.chain import record
 from core.extensions import db
@@ -79,15 +79,9 @@ def seal_orphans() -> list[int]:
     for batch in db.session.execute(select(AtnaBatch).where(AtnaBatch.sealed_at.is_(None),
                                                             AtnaBatch.updated_at < stale)).scalars():
         count, digest = batch_digest(db.session.connection(), batch.id)
-        recorded = record("atna.batch", object_type="atna_batch", object_id=batch.id, user=None,
-                          client_address=None,
-                          details={"batch": batch.id, "receiver": batch.receiver, "count": count,
-                                   "quarantined": batch.quarantined,
-                                   "first": iso_utc(batch.first_received) if batch.first_received else None,
-                                   "last": iso_utc(batch.last_received) if batch.last_received else None,
-                                   "hash": digest, "sources": {}, "recovered": True})
-        batch.sealed_at, batch.hash, batch.count, batch.recovered = utcnow(), digest, count, True
-        batch.audit_seq = recorded.seq
+        seal_batch(batch.id, batch.receiver, count=count, quarantined=batch.quarantined,
+                   first=batch.first_received, last=batch.last_received, digest=digest, sources={},
+                   recovered=True)
         sealed.append(batch.id)
     db.session.flush()
     return sealed

@@ -160,8 +160,9 @@ class AtnaReceiver:
     def stop(self, timeout: float = 10.0) -> int:
         """Stop accepting, read what senders already sent, hand it all over; return how many were lost.
 
-        Connections are read until every sender has been quiet for ``DRAIN_QUIET`` seconds (or half
-        of ``timeout`` has passed), so what the kernel already acknowledged to a sender is not lost.
+        Connections are read until every sender has been quiet for ``DRAIN_QUIET`` seconds with nothing
+        left unread in its socket (or half of ``timeout`` has passed), so what the kernel already
+        acknowledged to a sender is not lost.
         """
         if self._state != "running" or self._hub is None:
             return self._lost

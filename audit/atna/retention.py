@@ -3,7 +3,8 @@
 On PostgreSQL a record of this class is one month partition: it is due when the whole month lies
 before the policy's cutoff, and is destroyed by dropping the partition (and its identifiers'
 partition) -- no row-by-row delete of millions of messages. On SQLite the records are messages,
-and only messages of batches received entirely before the cutoff are due, so batches go whole.
+and only messages of batches received entirely before the cutoff are due, and a hold on part of a
+batch keeps all of it, so batches go whole.
 Each purge is an ``atna.purged`` audit event naming the batches it removed, which the batch
 verification then skips. Holds on this class for a date range keep the months or messages they
 touch.
@@ -12,7 +13,7 @@ touch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, delete, false, func, literal, select, text, union_all
@@ -82,8 +83,13 @@ def _held(ids: Sequence[int], holds: Sequence[HoldScope]) -> set[int]:
             if _range_held(start, add_months(start, 1), holds):
                 found.add(month)
         return found
-    rows = db.session.execute(select(AtnaMessage.id, AtnaMessage.received_at).where(AtnaMessage.id.in_(ids)))
-    return {row.id for row in rows if _range_held(row.received_at, row.received_at, holds)}
+    # A batch goes whole or stays whole: its seal in the trail covers every row, and a purged batch
+    # is no longer verified, so one held message keeps the rest of its batch (and their proof).
+    rows = db.session.execute(select(AtnaMessage.id, AtnaBatch.first_received, AtnaBatch.last_received)
+                              .join(AtnaBatch, AtnaBatch.id == AtnaMessage.batch_id)
+                              .where(AtnaMessage.id.in_(ids)))
+    return {row.id for row in rows if row.first_received is not None and row.last_received is not None
+            and _range_held(row.first_received, row.last_received + timedelta(microseconds=1), holds)}
 
 
 def _ranges(ids: Sequence[int]) -> list[list[int]]:

@@ -200,6 +200,42 @@ class _Sender:
     matched: float
 
 
+def seal_batch(batch_id: int, receiver: str, *, count: int, quarantined: int, first: datetime | None,
+               last: datetime | None, digest: str, sources: Mapping[str, int],
+               recovered: bool = False) -> None:
+    """Seal a batch: an ``atna.batch`` event in the chain and the sealed figures on its row (no commit)."""
+    top = Counter(sources).most_common(SOURCES_IN_SEAL)
+    others = sum(sources.values()) - sum(n for _, n in top)
+    details: dict[str, Any] = {
+        "batch": batch_id, "receiver": receiver, "count": count, "quarantined": quarantined,
+        "first": iso_utc(first) if first else None, "last": iso_utc(last) if last else None, "hash": digest,
+        "sources": dict(top, **({"(other senders)": others} if others else {}))}
+    if recovered:
+        details["recovered"] = True
+    recorded = record("atna.batch", object_type="atna_batch", object_id=batch_id, details=details,
+                      user=None, client_address=None)
+    sealed_at = utcnow()
+    db.session.execute(update(AtnaBatch).where(AtnaBatch.id == batch_id).values(
+        sealed_at=sealed_at, updated_at=sealed_at, hash=digest, count=count, quarantined=quarantined,
+        first_received=first, last_received=last, audit_seq=recorded.seq, recovered=recovered))
+
+
+def _by_month(batch: Sequence[Received], refusals: Sequence[Refusal]
+              ) -> list[tuple[tuple[int, int], list[Received], list[Refusal]]]:
+    """The hand-over split by the month (UTC) each message was received in, oldest month first.
+
+    A batch never spans two months, so dropping a month's partition removes whole batches only.
+    """
+    groups: dict[tuple[int, int], tuple[list[Received], list[Refusal]]] = {}
+    for item in batch:
+        at = item.received_at.astimezone(UTC)
+        groups.setdefault((at.year, at.month), ([], []))[0].append(item)
+    for refusal in refusals:
+        at = refusal.received_at.astimezone(UTC)
+        groups.setdefault((at.year, at.month), ([], []))[1].append(refusal)
+    return [(month, items, refused) for month, (items, refused) in sorted(groups.items())]
+
+
 def receiver_name() -> str:
     """This process as a receiver: host:pid."""
     return f"{socket.gethostname()}:{os.getpid()}"[:120]
@@ -239,7 +275,8 @@ class MessageStore:
             saved = self._seal.copy() if self._seal else None
             senders, months = dict(self._senders), set(self._months)
             try:
-                self._store(batch, refusals)
+                for month, items, refused in _by_month(batch, refusals):
+                    self._store(items, refused, month)
                 if self._seal is not None and time.monotonic() - self._seal.opened >= self.seal_seconds:
                     self._close_seal()
                 db.session.commit()
@@ -272,10 +309,10 @@ class MessageStore:
 
     # ------------------------------------------------------------------ inside the transaction
 
-    def _store(self, batch: Sequence[Received], refusals: Sequence[Refusal]) -> None:
-        """Insert the batch's rows and update its seal and senders (no commit)."""
+    def _store(self, batch: Sequence[Received], refusals: Sequence[Refusal], month: tuple[int, int]) -> None:
+        """Insert the rows of one month's messages and update its seal and senders (no commit)."""
         now = utcnow()
-        seal = self._open_seal(now)
+        seal = self._open_seal(now, month)
         messages = [item for item in batch if item.message is not None]
         rows: list[dict[str, Any]] = []
         refs: list[list[tuple[str, str]]] = []
@@ -314,9 +351,8 @@ class MessageStore:
             last_received=seal.last))
         self._touch_senders(per_sender, senders, now)
 
-    def _open_seal(self, now: datetime) -> _Seal:
+    def _open_seal(self, now: datetime, month: tuple[int, int]) -> _Seal:
         """The open seal, opening one (an atna_batch row) when there is none or the month changed."""
-        month = (now.year, now.month)
         if self._seal is not None and self._seal.month != month:
             self._close_seal()
         if self._seal is None:
@@ -332,21 +368,8 @@ class MessageStore:
         if seal is None:
             return
         self._seal = None
-        digest = seal.hasher.hexdigest()
-        sealed_at = utcnow()
-        top = seal.sources.most_common(SOURCES_IN_SEAL)
-        others = sum(seal.sources.values()) - sum(n for _, n in top)
-        details = {"batch": seal.id, "receiver": self.receiver, "count": seal.count,
-                   "quarantined": seal.quarantined,
-                   "first": iso_utc(seal.first) if seal.first else None,
-                   "last": iso_utc(seal.last) if seal.last else None, "hash": digest,
-                   "sources": dict(top, **({"(other senders)": others} if others else {}))}
-        recorded = record("atna.batch", object_type="atna_batch", object_id=seal.id, details=details,
-                          user=None, client_address=None)
-        db.session.execute(update(AtnaBatch).where(AtnaBatch.id == seal.id).values(
-            sealed_at=sealed_at, updated_at=sealed_at, hash=digest, count=seal.count,
-            quarantined=seal.quarantined, first_received=seal.first, last_received=seal.last,
-            audit_seq=recorded.seq))
+        seal_batch(seal.id, self.receiver, count=seal.count, quarantined=seal.quarantined, first=seal.first,
+                   last=seal.last, digest=seal.hasher.hexdigest(), sources=seal.sources)
 
     def _ensure_months(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Make sure the months these rows fall in have partitions (PostgreSQL; checked once per month)."""

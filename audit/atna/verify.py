@@ -5,6 +5,12 @@ unaltered); every stored message is read once, in batch order, and each batch's 
 SHA-256 are recomputed. A message edited, deleted or slipped in shows as a problem that names
 its batch and the chain event that sealed it. Batches a retention run purged (``atna.purged``
 events) are skipped; the open batch of a running receiver is not sealed yet.
+
+Like the chain's own verification, an incremental check (``since_seq``) covers what was
+sealed since the last verified head: the batches whose ``atna.batch`` event it walked, so its
+cost follows what arrived, not the size of the log. The full walk (the nightly job,
+``pacsdesk audit verify --full``) recomputes every batch and finds stored rows that no seal
+names.
 """
 
 from __future__ import annotations
@@ -48,30 +54,39 @@ def purged_batches(conn: Connection) -> set[int]:
     return found
 
 
-def _seals(conn: Connection) -> dict[int, tuple[int, dict[str, Any]]]:
-    """Sealed batches from the chain: batch id -> (event seq, details)."""
+def _seals(conn: Connection, since_seq: int | None = None) -> dict[int, tuple[int, dict[str, Any]]]:
+    """Sealed batches from the chain (those sealed after ``since_seq``, when given): id -> (seq, details)."""
+    query = select(AuditEvent.seq, AuditEvent.details).where(AuditEvent.action == "atna.batch")
+    if since_seq is not None:
+        query = query.where(AuditEvent.seq > since_seq)
     seals = {}
-    for seq, details in conn.execute(select(AuditEvent.seq, AuditEvent.details)
-                                     .where(AuditEvent.action == "atna.batch")):
+    for seq, details in conn.execute(query):
         data = json.loads(details)
         seals[int(data["batch"])] = (seq, data)
     return seals
 
 
-def _refs(conn: Connection) -> dict[int, list[tuple[str, str]]]:
-    """Every message's extra identifiers."""
+def _refs(conn: Connection, batch_ids: list[int] | None) -> dict[int, list[tuple[str, str]]]:
+    """The extra identifiers of every message (of ``batch_ids`` only, when given)."""
     refs: dict[int, list[tuple[str, str]]] = {}
-    for message_id, kind, value in conn.execute(
-            select(AtnaMessageRef.message_id, AtnaMessageRef.kind, AtnaMessageRef.value)):
+    query = select(AtnaMessageRef.message_id, AtnaMessageRef.kind, AtnaMessageRef.value)
+    if batch_ids is not None:
+        query = query.where(AtnaMessageRef.message_id.in_(
+            select(AtnaMessage.id).where(AtnaMessage.batch_id.in_(batch_ids))))
+    for message_id, kind, value in conn.execute(query):
         refs.setdefault(message_id, []).append((kind, value))
     return refs
 
 
-def _stored(conn: Connection) -> Iterator[tuple[int, int, str]]:
-    """(batch id, count, hash) of the stored messages, batch by batch."""
-    refs = _refs(conn)
+def _stored(conn: Connection, batch_ids: list[int] | None = None) -> Iterator[tuple[int, int, str]]:
+    """(batch id, count, hash) of the stored messages, batch by batch (of ``batch_ids`` only, when given)."""
+    if batch_ids == []:
+        return
+    refs = _refs(conn, batch_ids)
     columns = [getattr(AtnaMessage, name) for name in MESSAGE_COLUMNS]
     query = select(*columns).order_by(AtnaMessage.batch_id, AtnaMessage.id)
+    if batch_ids is not None:
+        query = query.where(AtnaMessage.batch_id.in_(batch_ids))
     current: int | None = None
     hasher = hashlib.sha256()
     count = 0
@@ -89,30 +104,19 @@ def _stored(conn: Connection) -> Iterator[tuple[int, int, str]]:
 
 def batch_digest(conn: Connection, batch_id: int) -> tuple[int, str]:
     """Count and SHA-256 of one batch's stored messages, as a seal computes them."""
-    columns = [getattr(AtnaMessage, name) for name in MESSAGE_COLUMNS]
-    refs: dict[int, list[tuple[str, str]]] = {}
-    ids = select(AtnaMessage.id).where(AtnaMessage.batch_id == batch_id)
-    for message_id, kind, value in conn.execute(
-            select(AtnaMessageRef.message_id, AtnaMessageRef.kind, AtnaMessageRef.value)
-            .where(AtnaMessageRef.message_id.in_(ids))):
-        refs.setdefault(message_id, []).append((kind, value))
-    hasher = hashlib.sha256()
-    count = 0
-    for row in conn.execute(select(*columns).where(AtnaMessage.batch_id == batch_id)
-                            .order_by(AtnaMessage.id)).mappings():
-        hasher.update(row_digest(row, refs.get(row["id"], ())))
-        count += 1
-    return count, hasher.hexdigest()
+    for _, count, digest in _stored(conn, [batch_id]):
+        return count, digest
+    return 0, hashlib.sha256().hexdigest()
 
 
-def check_batches(conn: Connection) -> list[BatchProblem]:
-    """Recompute every sealed batch from its stored rows on ``conn``."""
-    seals = _seals(conn)
+def check_batches(conn: Connection, since_seq: int | None = None) -> list[BatchProblem]:
+    """Recompute sealed batches from their rows on ``conn``: all, or those sealed after ``since_seq``."""
+    seals = _seals(conn, since_seq)
     purged = purged_batches(conn)
     open_batches = set(conn.execute(select(AtnaBatch.id).where(AtnaBatch.sealed_at.is_(None))).scalars())
     problems: list[BatchProblem] = []
     seen: set[int] = set()
-    for batch_id, count, digest in _stored(conn):
+    for batch_id, count, digest in _stored(conn, None if since_seq is None else sorted(seals)):
         seen.add(batch_id)
         if batch_id in purged or batch_id in open_batches:
             continue
@@ -136,9 +140,9 @@ def check_batches(conn: Connection) -> list[BatchProblem]:
     return sorted(problems, key=lambda p: p.batch_id)
 
 
-def verify_batches() -> list[BatchProblem]:
-    """Every problem found in the PACS access log's sealed batches (empty when intact)."""
+def verify_batches(since_seq: int | None = None) -> list[BatchProblem]:
+    """The problems found in the PACS access log's sealed batches (all, or sealed after ``since_seq``)."""
     if db.session().in_transaction():
-        return check_batches(db.session.connection())
+        return check_batches(db.session.connection(), since_seq)
     with snapshot_connection() as conn:
-        return check_batches(conn)
+        return check_batches(conn, since_seq)

@@ -23,7 +23,7 @@ from audit.trail.anchors import (
 from audit.trail.chain import record
 from audit.trail.keys import keyring
 from audit.trail.models import AuditEvent, ChainVerificationRun
-from audit.trail.verify import ChainVerification, verify_chain
+from audit.trail.verify import INCREMENTAL, ChainVerification, verify_chain
 from core.auth.models import Role, User
 from core.auth.permissions import Permission, has_permission
 from core.extensions import db
@@ -66,7 +66,9 @@ def run_verification(source: str, user_id: int | None = None, *, full: bool = Fa
     started = utcnow()
     committed = not db.session().in_transaction()
     result = verify_chain(full=full, against=against)
-    if result.ok and (problems := verify_batches()):  # the PACS access log's sealed batches
+    # The PACS access log's batches: those sealed after the head verified last time, or all on a full walk.
+    since = result.from_seq if result.mode == INCREMENTAL else None
+    if result.ok and (problems := verify_batches(since)):
         result = replace(result, ok=False, first_bad_seq=problems[0].audit_seq or result.head_seq,
                          problem="; ".join(map(str, problems[:3])))
     if announce is not None:

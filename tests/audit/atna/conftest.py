@@ -30,12 +30,13 @@ def compact(xml: str) -> str:
     return re.sub(r">\s+<", "><", re.sub(r"\s*\n\s*", " ", xml.strip()))
 
 
-def wait_for(condition: Callable[[], bool], seconds: float = 10.0, what: str = "condition") -> None:
-    """Poll ``condition`` until it holds, failing after ``seconds``."""
+def wait_for(condition: Callable[[], bool], seconds: float = 30.0, what: str = "condition",
+             state: Callable[[], object] | None = None) -> None:
+    """Poll ``condition`` until it holds, failing after ``seconds`` with what ``state`` shows then."""
     deadline = time.monotonic() + seconds
     while not condition():
         if time.monotonic() > deadline:
-            pytest.fail(f"{what} not reached within {seconds} s")
+            pytest.fail(f"{what} not reached within {seconds} s" + (f": {state()}" if state else ""))
         time.sleep(0.02)
 
 
@@ -56,7 +57,7 @@ class Inbox:
         with self.lock:
             return [item for batch in self.batches for item in batch]
 
-    def wait(self, count: int, seconds: float = 10.0) -> list[Received]:
+    def wait(self, count: int, seconds: float = 30.0) -> list[Received]:
         """Wait until ``count`` messages arrived; return them all."""
         wait_for(lambda: len(self.messages) >= count, seconds, f"{count} messages")
         return self.messages

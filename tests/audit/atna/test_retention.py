@@ -71,3 +71,23 @@ def test_a_hold_on_the_access_log_keeps_the_messages_it_covers(app, make_user):
         db.session.commit()
         run_retention("test")
         assert db.session.execute(select(func.count()).select_from(AtnaMessage)).scalar_one() == 3
+
+
+def test_a_hold_on_part_of_a_batch_keeps_the_whole_batch_and_its_proof(app, make_user, runner):
+    admin = make_user("admin", "holder")
+    long_ago = datetime.now(UTC) - timedelta(days=7 * 366)
+    seed(app, [received(ACCESS, at=long_ago, replace={"dr.lee": "dr.before"}),
+               received(ACCESS, at=long_ago + timedelta(seconds=30), replace={"dr.lee": "dr.within"})])
+    with app.app_context():
+        update_policy("atna_messages", 6, 0, 0, "received", True)
+        place_hold(NewHold(reason="Complaint 2019-12", kind="class", record_class="atna_messages",
+                           start=long_ago + timedelta(seconds=20), end=long_ago + timedelta(seconds=40)),
+                   db.session.get(type(admin), admin.id))
+        db.session.commit()
+        run_retention("test")
+        purged = [json.loads(d) for d in db.session.execute(
+            select(AuditEvent.details).where(AuditEvent.action == "atna.purged")).scalars()]
+        assert [e for e in purged if e["count"] or e["batches"]] == []  # (empty months go on PostgreSQL)
+        assert verify_batches() == []
+    assert messages(app) == ["dr.before", "dr.within"]
+    assert runner.invoke(args=["audit", "verify"]).exit_code == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, text
@@ -47,7 +48,8 @@ def test_every_sample_sent_by_logger_is_stored_with_who_what_and_which_patient(a
     running, _ = stored
     for path in DICOM_SAMPLES:
         send_with_logger(running.port("tcp"), path.read_text(), tag="ARCHIVE1")
-    wait_for(lambda: count(app, AtnaMessage) == len(DICOM_SAMPLES), what="every sample stored")
+    wait_for(lambda: count(app, AtnaMessage) == len(DICOM_SAMPLES), what="every sample stored",
+             state=lambda: (count(app, AtnaMessage), running.receiver.stats()))
     messages = {m.event_id: m for m in rows(app, AtnaMessage)}
     assert set(messages) == {"110100", "110101", "110103", "110106", "110110", "110112", "110113", "110114"}
     access = messages["110103"]
@@ -119,7 +121,8 @@ def test_a_sealed_batch_is_an_audit_event_and_verify_passes(app, stored, runner)
     running, store = stored
     for path in DICOM_SAMPLES:
         send_with_logger(running.port("tcp"), path.read_text())
-    wait_for(lambda: count(app, AtnaMessage) == len(DICOM_SAMPLES), what="stored")
+    wait_for(lambda: count(app, AtnaMessage) == len(DICOM_SAMPLES), what="stored",
+             state=lambda: (count(app, AtnaMessage), running.receiver.stats()))
     _seal(app, store)
     (batch,) = rows(app, AtnaBatch)
     assert (batch.count, batch.receiver) == (len(DICOM_SAMPLES), "test-receiver")
@@ -145,7 +148,8 @@ def test_a_received_row_edited_in_the_database_makes_audit_verify_fail_naming_th
     running, store = stored
     for path in DICOM_SAMPLES:
         send_with_logger(running.port("tcp"), path.read_text())
-    wait_for(lambda: count(app, AtnaMessage) == len(DICOM_SAMPLES), what="stored")
+    wait_for(lambda: count(app, AtnaMessage) == len(DICOM_SAMPLES), what="stored",
+             state=lambda: (count(app, AtnaMessage), running.receiver.stats()))
     _seal(app, store)
     (batch,) = rows(app, AtnaBatch)
     with app.app_context():
@@ -204,3 +208,45 @@ def _refuse_patient_records(app, refuse: bool) -> None:
             db.session.execute(text("CREATE TRIGGER atna_refuse BEFORE INSERT ON atna_message "
                                     "FOR EACH ROW EXECUTE FUNCTION atna_refuse()"))
         db.session.commit()
+
+
+@pytest.mark.integration
+def test_an_incremental_verify_reads_the_batches_sealed_since_and_the_full_walk_reads_them_all(
+        app, stored, runner):
+    running, store = stored
+    send_with_logger(running.port("tcp"), (SAMPLES / "dicom_110103_instances_accessed.xml").read_text())
+    wait_for(lambda: count(app, AtnaMessage) == 1, what="the first message stored")
+    _seal(app, store)
+    assert runner.invoke(args=["audit", "verify"]).exit_code == 0
+    send_with_logger(running.port("tcp"), (SAMPLES / "dicom_110114_login.xml").read_text())
+    wait_for(lambda: count(app, AtnaMessage) == 2, what="the second message stored")
+    _seal(app, store)
+    old, new = rows(app, AtnaBatch)
+    with app.app_context():
+        for batch in (old, new):
+            db.session.execute(text("UPDATE atna_message SET user_id = 'someone.else' "
+                                    "WHERE batch_id = :batch"), {"batch": batch.id})
+        db.session.commit()
+    incremental = runner.invoke(args=["audit", "verify"])
+    assert incremental.exit_code == 1
+    assert f"PACS access log batch #{new.id}" in incremental.output
+    assert f"PACS access log batch #{old.id}" not in incremental.output  # verified before: the nightly walk's
+    full = runner.invoke(args=["audit", "verify", "--full"])
+    assert full.exit_code == 1
+    assert f"PACS access log batch #{old.id}" in full.output and f"batch #{new.id}" in full.output
+
+
+def test_a_hand_over_across_the_end_of_a_month_is_sealed_as_one_batch_per_month(app):
+    midnight = datetime(2026, 2, 1, tzinfo=UTC)  # a month's partition is dropped whole: no batch may span two
+    store = MessageStore(app, receiver="month-end", seal_seconds=3600)
+    store([received("dicom_110103_instances_accessed.xml", at=midnight - timedelta(seconds=1)),
+           received("dicom_110114_login.xml", at=midnight + timedelta(seconds=1))])
+    store.seal_if_due(force=True)
+    with app.app_context():
+        batches = db.session.execute(select(
+            AtnaBatch.first_received, AtnaBatch.last_received, AtnaBatch.count, AtnaBatch.sealed_at
+        ).order_by(AtnaBatch.id)).all()
+        assert [(b.first_received.month, b.last_received.month, b.count) for b in batches] == [
+            (1, 1, 1), (2, 2, 1)]
+        assert all(b.sealed_at is not None for b in batches)
+        assert verify_batches() == []

@@ -2,13 +2,13 @@
 e-mail to filing a ticket.
 
 1. Queue 1,000 notifications (``notify`` in the caller's transaction, as a service does), then
-   deliver them with the ``mail.deliver`` code path to an aiosmtpd server on loopback (one SMTP
-   conversation per message, as in production): notifications queued per second and messages
-   delivered per second.
+   deliver them with the ``mail.deliver`` code path (which writes their outbox messages first)
+   to an aiosmtpd server on loopback (one SMTP conversation per message, as in production):
+   notifications queued per second and messages delivered per second.
 2. File tickets through the app (Flask test client, the real form and view) with e-mail on and
    with e-mail off, alternating in the same run: the 50th and 95th percentiles and their ratio.
-   Queueing must be cheap (the sending happens in the job), so the difference should stay
-   under 10%.
+   Asking for e-mail must be cheap (writing the outbox and sending are the job's), so the
+   difference should stay under 10%.
 
     python bench/mail_bench.py [--notifications 1000] [--tickets 200] [--database-url postgresql://...]
 """
@@ -35,7 +35,7 @@ from core.extensions import db
 from core.mail.compose import Notice
 from core.notifications import notify
 from core.notifications.delivery import deliver_due
-from core.notifications.models import OutboxMessage
+from core.notifications.models import EmailState, Notification
 from core.reference_data import load_reference_data
 from helpdesk.models import Category
 
@@ -132,6 +132,17 @@ def file_once(client: Any, category: int, n: int) -> None:
     assert response.status_code == 302, response.status_code
 
 
+def read_flashes(client: Any) -> None:
+    """Take the filing's message out of the session, as the page a browser follows the redirect to does.
+
+    Left there, every filing's message would pile up in the cookie (e-mail on writes a longer
+    one), and each request would pay for decoding and signing all of them.
+    """
+    with client.session_transaction() as session:
+        flashed = session.pop("_flashes", [])
+    assert len(flashed) == 1 and flashed[0][1].startswith("Ticket "), flashed
+
+
 def filing(url_on: tuple[str, str | None], url_off: tuple[str, str | None], port: int,
            tickets: int) -> dict[str, list[float]]:
     """Milliseconds to file a ticket with e-mail on and off, alternating."""
@@ -143,16 +154,18 @@ def filing(url_on: tuple[str, str | None], url_off: tuple[str, str | None], port
         for n in range(-5, tickets):  # five warm-ups each; who goes first alternates
             for name, client, category in (pair if n % 2 else pair[::-1]):
                 elapsed, _ = benchlib.timed_ms(partial(file_once, client, category, n))
+                read_flashes(client)
                 if n >= 0:
                     samples[name].append(elapsed)
         with on_app.app_context():
-            outbox = db.session.execute(select(OutboxMessage.id)).all()
+            waiting = db.session.execute(select(Notification.id).where(
+                Notification.email == EmailState.WAITING)).all()
             db.engine.dispose()
         with off_app.app_context():
             db.engine.dispose()
     expected = (tickets + 5) * (1 + TECHNICIANS)
-    if len(outbox) != expected:
-        raise SystemExit(f"expected {expected} queued messages with e-mail on, found {len(outbox)}")
+    if len(waiting) != expected:
+        raise SystemExit(f"expected {expected} e-mails asked for with e-mail on, found {len(waiting)}")
     return samples
 
 
@@ -182,7 +195,7 @@ def main() -> None:
     for name in ("off", "on"):
         print(f"filing a ticket, e-mail {name:>3}: p50 {statistics.median(samples[name]):6.1f} ms, "
               f"p95 {benchlib.p95(samples[name]):6.1f} ms ({len(samples[name])} tickets, "
-              f"{1 + TECHNICIANS if name == 'on' else 0} messages queued each)")
+              f"{1 + TECHNICIANS if name == 'on' else 0} e-mails asked for each)")
     difference = (on_p95 / off_p95 - 1) * 100
     print(f"p95 with e-mail on vs off: {on_p95 / off_p95:.2f}x ({difference:+.1f}%; target under +10%)")
 

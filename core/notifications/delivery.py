@@ -1,5 +1,9 @@
 """Deliver the outbox: the ``mail.deliver`` job, the daily digest, and resending by an administrator.
 
+**Writing the outbox.** A notification to be e-mailed at once waits (``EmailState.WAITING``)
+until the job writes its message (``services.outbox_waiting``, first thing in each run), so
+the request that caused it pays for one statement, not for the messages.
+
 **At most once.** A message is marked ``sending`` in a committed transaction of its own
 before the SMTP conversation starts, and only ``pending`` messages are ever picked. If the
 worker dies during the conversation the message stays ``sending``: nobody knows whether the
@@ -41,7 +45,14 @@ from core.mail import smtp
 from core.mail.compose import Notice, UnsafeMessage, compose
 from core.mail.settings import MailSettings
 from core.notifications.models import EmailState, Notification, OutboxMessage, OutboxStatus
-from core.notifications.services import KICK, mail_settings, notice_from_dict, queue_email
+from core.notifications.services import (
+    KICK,
+    MAILED_TO,
+    mail_settings,
+    notice_from_dict,
+    outbox_waiting,
+    queue_email,
+)
 from core.timeutil import utcnow
 
 DELIVER_JOB = "mail.deliver"
@@ -119,11 +130,11 @@ QUEUED_DELIVERY = select(Job.id).where(Job.dedup_key == DELIVER_JOB, Job.status 
 
 
 def before_commit(session: Session) -> None:
-    """Queue the delivery in the transaction that fills the outbox, when that can be done safely.
+    """Queue the delivery in the transaction that asks for e-mail, when that can be done safely.
 
     A queued delivery that this transaction holds a share lock on (on SQLite: any queued one,
     as this transaction holds the write lock a worker needs to claim it) cannot start before
-    the commit, so it will read these messages; with none queued, one is inserted here. Only
+    the commit, so it will see these notifications; with none queued, one is inserted here. Only
     when a delivery runs, or another transaction locks the queued one, is the question left
     for after the commit (``kick_delivery``): never a wait here, so never a deadlock.
     """
@@ -136,7 +147,8 @@ def before_commit(session: Session) -> None:
 
 
 def after_commit(session: Session) -> None:
-    """Start delivering what the committed transaction put in the outbox, if it could not itself."""
+    """Start delivering what the committed transaction asked for, if it could not queue that itself."""
+    session.info.pop(MAILED_TO, None)
     if session.info.pop(KICK, False) and DELIVER_JOB in job_kinds():
         kick_delivery()
 
@@ -144,6 +156,7 @@ def after_commit(session: Session) -> None:
 def after_rollback(session: Session) -> None:
     """Nothing was queued by a transaction that rolled back."""
     session.info.pop(KICK, None)
+    session.info.pop(MAILED_TO, None)
 
 
 # ---------------------------------------------------------------- delivering
@@ -228,9 +241,13 @@ def _due(now: datetime) -> list[int]:
 def deliver_due(settings: MailSettings, now_fn: Any = utcnow) -> dict[str, Any]:
     """Send every due message, one recipient each, with no transaction open while the server talks."""
     if not settings.enabled:
-        return {"skipped": "e-mail is off (PACSDESK_MAIL_URL is not set)"}
+        # What waits for e-mail would otherwise go out when e-mail is back, days late.
+        dropped = _write(update(Notification).where(Notification.email == EmailState.WAITING)
+                         .values(email=EmailState.NONE))
+        return {"skipped": "e-mail is off (PACSDESK_MAIL_URL is not set)", "not_emailed": dropped}
     assert settings.smtp is not None and settings.identity is not None
     interrupted = mark_interrupted(now_fn())
+    outbox_waiting()
     sent, retrying, failed = 0, 0, []
     while ids := _due(now_fn()):
         db.session.commit()

@@ -33,6 +33,7 @@ class EmailState(StrEnum):
     """What became of a notification's e-mail."""
 
     NONE = "none"                # no e-mail: chosen so, e-mail off, or no address
+    WAITING = "waiting"          # the next delivery puts it in the outbox
     QUEUED = "queued"            # an outbox message carries it
     DIGEST_PENDING = "digest"    # waits for the next daily digest
     DIGEST_SENT = "digest_sent"  # went out in a digest
@@ -87,6 +88,7 @@ class Notification(Model):
     subject: Mapped[str] = mapped_column(String(300))
     paragraphs: Mapped[list[str]] = mapped_column(JSON, default=list)
     link_path: Mapped[str | None] = mapped_column(String(300))
+    link_label: Mapped[str | None] = mapped_column(String(120))
     ticket: Mapped[str | None] = mapped_column(String(16))
     key: Mapped[str | None] = mapped_column(String(200))
     email: Mapped[EmailState] = mapped_column(EnumText(EmailState, 12), default=EmailState.NONE)

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
 
 from core.auth.models import User
+from core.auth.services import disable_user
 from core.config import load_config
 from core.extensions import db
 from core.jobs.models import Job, JobStatus
 from core.jobs.worker import claim
 from core.mail.compose import Notice
-from core.notifications import delivery
-from core.notifications.models import OutboxMessage, OutboxStatus
-from core.notifications.services import queue_email
+from core.notifications import delivery, notify
+from core.notifications.models import EmailState, Notification, OutboxMessage, OutboxStatus
+from core.notifications.services import outbox_waiting, queue_email
 from core.timeutil import utcnow
 from tests.core.mail.conftest import free_port
 from tests.core.notifications.conftest import mail_settings
@@ -189,8 +192,75 @@ def test_two_deliveries_at_once_send_each_message_once(app, queue, mail_server):
 
 
 @pytest.mark.mail_off
-def test_with_mail_off_the_delivery_job_sends_nothing(app, run_jobs, queue_job):
+def test_with_mail_off_the_delivery_job_sends_nothing_and_what_waited_is_not_e_mailed_later(
+        app, run_jobs, queue_job, make_user, outbox, notifications_of):
+    tech = make_user("technician", "pacs.sam", email="sam@hospital.example")
+    with app.app_context():
+        notify("inventory.node_down", [db.session.get(User, tech.id)],
+               Notice(subject="Node CT-1 is down", paragraphs=("It does not answer C-ECHO.",)))
+        db.session.commit()  # e-mail was on when this was asked for, and turned off before the job ran:
+        db.session.execute(update(Notification).values(email=EmailState.WAITING))
+        db.session.commit()
     queue_job("mail.deliver")
     [(_, status)] = run_jobs(["mail.deliver"])
     assert status is JobStatus.DONE
-    assert deliveries(app)[0].result == {"skipped": "e-mail is off (PACSDESK_MAIL_URL is not set)"}
+    assert deliveries(app)[0].result == {"skipped": "e-mail is off (PACSDESK_MAIL_URL is not set)",
+                                         "not_emailed": 1}
+    assert [n.email for n in notifications_of(tech.id)] == [EmailState.NONE]
+    assert outbox() == []
+
+
+def test_filing_only_asks_for_e_mail_and_the_job_writes_and_sends_it(
+        app, switch_to, make_user, file_ticket, outbox, notifications_of, run_jobs, delivered):
+    tech = make_user("technician", "pacs.sam", email="sam@hospital.example")
+    requester = switch_to("requester", "dr.okafor", email="okafor@hospital.example")
+    _, number = file_ticket()
+    assert outbox() == []  # the request wrote no message: it left that to the job
+    assert [n.email for n in notifications_of(requester.id) + notifications_of(tech.id)] == [
+        EmailState.WAITING, EmailState.WAITING]
+    run_jobs(["mail.deliver"])
+    assert sorted((m.to_address, m.ticket, m.status) for m in outbox()) == [
+        ("okafor@hospital.example", number, OutboxStatus.SENT),
+        ("sam@hospital.example", number, OutboxStatus.SENT)]
+    assert [n.email for n in notifications_of(requester.id) + notifications_of(tech.id)] == [
+        EmailState.QUEUED, EmailState.QUEUED]
+    assert sorted(m["To"] for m in delivered()) == ["okafor@hospital.example", "sam@hospital.example"]
+
+
+def test_someone_disabled_before_the_job_runs_gets_no_e_mail(
+        app, switch_to, make_user, file_ticket, outbox, notifications_of, run_jobs, delivered):
+    tech = make_user("technician", "pacs.sam", email="sam@hospital.example")
+    requester = switch_to("requester", "dr.okafor", email="okafor@hospital.example")
+    file_ticket()
+    with app.app_context():
+        disable_user(db.session.get(User, tech.id))
+        db.session.commit()
+    run_jobs(["mail.deliver"])
+    assert [m.to_address for m in outbox()] == ["okafor@hospital.example"]
+    assert [m["To"] for m in delivered()] == ["okafor@hospital.example"]
+    assert [n.email for n in notifications_of(tech.id)] == [EmailState.NONE]
+    assert [n.email for n in notifications_of(requester.id)] == [EmailState.QUEUED]
+
+
+def test_two_workers_writing_the_outbox_at_once_write_each_message_once(app, make_user):
+    people = [make_user("technician", f"tech{n}", email=f"tech{n}@hospital.example") for n in range(4)]
+    with app.app_context():
+        for n in range(30):
+            notify("inventory.node_down", [db.session.get(User, p.id) for p in people],
+                   Notice(subject=f"Node {n} is down", paragraphs=("It does not answer C-ECHO.",)))
+        db.session.commit()
+    start = threading.Barrier(2)
+
+    def take() -> int:
+        with app.app_context():
+            start.wait()
+            return outbox_waiting(batch=7)
+
+    with ThreadPoolExecutor(2) as pool:
+        written = [future.result() for future in [pool.submit(take), pool.submit(take)]]
+    with app.app_context():
+        carried = db.session.execute(select(OutboxMessage.notification_id)).scalars().all()
+        left = db.session.execute(select(Notification.id).where(
+            Notification.email != EmailState.QUEUED)).scalars().all()
+    assert sum(written) == 120 and len(carried) == 120 and len(set(carried)) == 120
+    assert left == []

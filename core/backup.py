@@ -5,7 +5,9 @@ A backup is one tar file: the database (SQLite through its online backup API, Po
 ``*.key`` or ``*.pem``) and the audit anchor log, with a manifest of every member's SHA-256 and
 the manifest's own checksum. Attachments live in the database and travel with it. A restore
 reads and checks the whole file before it writes anything, refuses an instance that already
-holds data, upgrades the schema and records ``system.restore`` in the restored trail.
+holds data, upgrades the schema and records ``system.restore`` in the restored trail. The database
+member is streamed through files in chunks, never held in memory whole, so the size of a backup
+is bounded by the disk, not by the memory.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO, Any
 
 import click
 from flask import current_app
@@ -47,6 +50,9 @@ KEY_NAMES = ("secret_key", "audit_key")
 KEY_SUFFIXES = ("_key", ".key", ".pem")
 ANCHOR_PREFIX = "anchors/"
 INSTANCE_PREFIX = "instance/"
+DATABASE_MEMBERS = (SQLITE_MEMBER, PG_MEMBER)
+CHUNK = 1 << 20
+SMALL_MEMBER_MAX = 64 << 20  # any member but the database is read into memory
 
 
 class BackupError(click.ClickException):
@@ -55,15 +61,33 @@ class BackupError(click.ClickException):
 
 @dataclass(frozen=True)
 class Checked:
-    """A backup file whose every member matched its manifest."""
+    """A backup file whose every member matched its manifest: the database unpacked to a file."""
 
     manifest: dict
+    database: Path
     members: dict[str, bytes]
 
 
 def _sha256(data: bytes) -> str:
     """Hex SHA-256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
+
+
+def _copy_hashing(source: IO[bytes], target: IO[bytes] | None = None) -> dict:
+    """Read ``source`` to its end in chunks (copying to ``target``); its SHA-256 and size."""
+    digest, size = hashlib.sha256(), 0
+    while chunk := source.read(CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+        if target is not None:
+            target.write(chunk)
+    return {"sha256": digest.hexdigest(), "size": size}
+
+
+def _file_sum(path: Path) -> dict:
+    """SHA-256 and size of a file, read in chunks."""
+    with path.open("rb") as source:
+        return _copy_hashing(source)
 
 
 def _dialect() -> str:
@@ -101,8 +125,8 @@ def _run(argv: list[str], what: str) -> None:
         raise BackupError(f"{what} failed: {first}")
 
 
-def _database_dump(scratch: Path) -> tuple[str, bytes]:
-    """The database as one member: SQLite's online backup, or pg_dump's custom format."""
+def _database_dump(scratch: Path) -> tuple[str, Path]:
+    """The database as one member's file: SQLite's online backup, or pg_dump's custom format."""
     if _dialect() == "sqlite":
         target = scratch / SQLITE_MEMBER
         source = sqlite3.connect(_sqlite_path())
@@ -112,12 +136,12 @@ def _database_dump(scratch: Path) -> tuple[str, bytes]:
         finally:
             copy.close()
             source.close()
-        return SQLITE_MEMBER, target.read_bytes()
+        return SQLITE_MEMBER, target
     target = scratch / PG_MEMBER
     click.echo("PostgreSQL: running pg_dump -Fc")
     _run([_pg_tool("pg_dump"), "-Fc", "--no-owner", "--no-privileges", "-f", str(target),
           "-d", _libpq_url()], "pg_dump")
-    return PG_MEMBER, target.read_bytes()
+    return PG_MEMBER, target
 
 
 def _instance_files() -> dict[str, bytes]:
@@ -143,43 +167,89 @@ def _schema_revision() -> str | None:
         return connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
 
 
-def write_backup(target: Path) -> dict:
-    """Write a backup of this instance to ``target`` (atomically); returns its manifest."""
+class _HashingWriter(io.RawIOBase):
+    """A file opened for writing that hashes what goes through it."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        super().__init__()
+        self.out, self.digest = out, hashlib.sha256()
+
+    def writable(self) -> bool:
+        """It is written to."""
+        return True
+
+    def write(self, data: Any) -> int:
+        """Hash and write ``data``."""
+        self.digest.update(data)
+        return self.out.write(data)
+
+
+def write_backup(target: Path) -> tuple[dict, str]:
+    """Write a backup of this instance to ``target`` (atomically); returns its manifest and SHA-256."""
     if target.exists():
         raise BackupError(f"{target.name} already exists; give a new file name")
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".pacsdesk-backup-") as scratch:
         name, dump = _database_dump(Path(scratch))
-        members = {name: dump, **_instance_files()}
+        files, database_sum = _instance_files(), _file_sum(dump)
         manifest = {"format": FORMAT, "version": VERSION, "created_at": utcnow().isoformat(),
                     "database": _dialect(), "schema_revision": _schema_revision(),
-                    "files": {n: {"sha256": _sha256(d), "size": len(d)} for n, d in members.items()}}
+                    "files": {name: database_sum,
+                              **{n: {"sha256": _sha256(d), "size": len(d)} for n, d in files.items()}}}
         manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
-        members = {MANIFEST: manifest_bytes, MANIFEST_SUM: _sha256(manifest_bytes).encode(), **members}
         partial = Path(scratch) / "backup.tar"
-        with tarfile.open(partial, "w") as archive:
-            for member, data in members.items():
-                info = tarfile.TarInfo(member)
-                info.size = len(data)
-                info.mode = 0o600
-                archive.addfile(info, io.BytesIO(data))
+        with partial.open("wb") as out:
+            writer = _HashingWriter(out)
+            with tarfile.open(fileobj=writer, mode="w|") as archive:
+                _add(archive, MANIFEST, manifest_bytes)
+                _add(archive, MANIFEST_SUM, _sha256(manifest_bytes).encode())
+                with dump.open("rb") as source:
+                    archive.addfile(_member_info(name, database_sum["size"]), source)
+                for member, data in files.items():
+                    _add(archive, member, data)
         os.replace(partial, target)
     target.chmod(0o600)
-    return manifest
+    return manifest, writer.digest.hexdigest()
 
 
-def read_backup(source: Path) -> Checked:
-    """Read the whole backup and check it against its manifest; BackupError naming the first fault."""
+def _member_info(name: str, size: int) -> tarfile.TarInfo:
+    """A tar header for a private file member."""
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o600
+    return info
+
+
+def _add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+    """Add a small member from memory."""
+    archive.addfile(_member_info(name, len(data)), io.BytesIO(data))
+
+
+def read_backup(source: Path, scratch: Path) -> Checked:
+    """Read the whole backup and check it against its manifest; BackupError naming the first fault.
+
+    The database member is unpacked into ``scratch`` while it is hashed; the others are small.
+    """
     damaged = f"{source.name} is damaged or not a PACS Desk backup"
+    members: dict[str, bytes] = {}
+    sums: dict[str, dict] = {}
+    database: Path | None = None
     try:
         with tarfile.open(source, "r:") as archive:
-            members: dict[str, bytes] = {}
-            for info in archive.getmembers():
+            for info in archive:
                 path = PurePosixPath(info.name)
-                if not info.isfile() or path.is_absolute() or ".." in path.parts:
+                if not info.isfile() or path.is_absolute() or ".." in path.parts or info.name in sums:
                     raise BackupError(f"{damaged}: unexpected member {info.name!r}")
                 extracted = archive.extractfile(info)
                 assert extracted is not None
-                members[info.name] = extracted.read()
+                if info.name in DATABASE_MEMBERS and database is None:
+                    database = scratch / info.name
+                    with database.open("wb") as target:
+                        sums[info.name] = _copy_hashing(extracted, target)
+                elif info.size > SMALL_MEMBER_MAX:  # keys, certificates and anchors are small
+                    raise BackupError(f"{damaged}: {info.name} is {info.size} bytes, too large for its kind")
+                else:
+                    members[info.name] = extracted.read()
+                    sums[info.name] = {"sha256": _sha256(members[info.name]), "size": len(members[info.name])}
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise BackupError(f"{damaged}: {exc}") from None
     manifest_bytes = members.pop(MANIFEST, None)
@@ -190,12 +260,14 @@ def read_backup(source: Path) -> Checked:
     if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise BackupError(f"{damaged}: unknown format {manifest.get('format')!r} {manifest.get('version')!r}")
     listed = manifest.get("files", {})
-    if set(listed) != set(members):
+    sums.pop(MANIFEST, None)
+    sums.pop(MANIFEST_SUM, None)
+    if set(listed) != set(sums) or database is None:
         raise BackupError(f"{damaged}: its members differ from the manifest")
-    for name, data in members.items():
-        if listed[name] != {"sha256": _sha256(data), "size": len(data)}:
+    for name, found in sums.items():
+        if listed[name] != found:
             raise BackupError(f"{damaged}: {name} does not match its checksum")
-    return Checked(manifest, members)
+    return Checked(manifest, database, members)
 
 
 def _holds_data() -> str | None:
@@ -218,7 +290,7 @@ def _write_private(path: Path, data: bytes) -> None:
     os.replace(partial, path)
 
 
-def _restore_database(checked: Checked, scratch: Path) -> None:
+def _restore_database(checked: Checked) -> None:
     """Put the backup's database in place of the empty one."""
     db.session.remove()
     db.engine.dispose()
@@ -226,28 +298,29 @@ def _restore_database(checked: Checked, scratch: Path) -> None:
         path = _sqlite_path()
         for suffix in ("-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
-        _write_private(path, checked.members[SQLITE_MEMBER])
+        partial = path.with_name(f".{path.name}.restoring")
+        shutil.copyfile(checked.database, partial)
+        partial.chmod(0o600)
+        os.replace(partial, path)
         return
-    dump = scratch / PG_MEMBER
-    dump.write_bytes(checked.members[PG_MEMBER])
     click.echo("PostgreSQL: running pg_restore")
     _run([_pg_tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
-          "-d", _libpq_url(), str(dump)], "pg_restore")
+          "-d", _libpq_url(), str(checked.database)], "pg_restore")
 
 
 def restore_backup(source: Path) -> dict:
     """Restore ``source`` into this empty instance, upgrade its schema and audit the restore."""
-    checked = read_backup(source)
-    kind = checked.manifest["database"]
-    if kind != _dialect():
-        raise BackupError(f"{source.name} holds a {kind} database; this instance uses {_dialect()}")
-    if (found := _holds_data()) is not None:
-        raise BackupError(f"refusing to restore into an instance that holds data ({found}); "
-                          "restore into a new, empty instance")
     instance = Path(current_app.config["PACSDESK_INSTANCE_PATH"])
     anchors = Path(current_app.config["PACSDESK_AUDIT_ANCHOR_DIR"])
     with tempfile.TemporaryDirectory(prefix=".pacsdesk-restore-", dir=instance) as scratch:
-        _restore_database(checked, Path(scratch))
+        checked = read_backup(source, Path(scratch))
+        kind = checked.manifest["database"]
+        if kind != _dialect():
+            raise BackupError(f"{source.name} holds a {kind} database; this instance uses {_dialect()}")
+        if (found := _holds_data()) is not None:
+            raise BackupError(f"refusing to restore into an instance that holds data ({found}); "
+                              "restore into a new, empty instance")
+        _restore_database(checked)
     for name, data in checked.members.items():
         if name.startswith(INSTANCE_PREFIX):
             _write_private(instance / name.removeprefix(INSTANCE_PREFIX), data)
@@ -258,7 +331,7 @@ def restore_backup(source: Path) -> dict:
     # The audit key is read on first use, which is this event: the restored key, never a new one.
     audit_sink.record("system.restore", details={
         "backup_created_at": checked.manifest["created_at"], "database": kind,
-        "schema_revision": checked.manifest.get("schema_revision"), "files": len(checked.members)})
+        "schema_revision": checked.manifest.get("schema_revision"), "files": len(checked.manifest["files"])})
     db.session.commit()
     return checked.manifest
 
@@ -268,10 +341,10 @@ def restore_backup(source: Path) -> dict:
 @with_appcontext
 def backup_command(file: Path) -> None:
     """Write the database, the instance's keys and the audit anchors to FILE (a checksummed tar)."""
-    manifest = write_backup(file.resolve())
+    manifest, digest = write_backup(file.resolve())
     audit_sink.record("system.backup", details={
         "file": file.name, "database": manifest["database"], "files": len(manifest["files"]),
-        "sha256": _sha256(file.read_bytes())})
+        "sha256": digest})
     db.session.commit()
     click.echo(f"backup written to {file}: {len(manifest['files'])} files "
                f"({', '.join(sorted(manifest['files']))})")

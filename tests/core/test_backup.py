@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import secrets
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import psycopg
@@ -91,6 +94,9 @@ def _round_trip(tmp_path: Path, source_url: str, target_url: str) -> str:
     with _app(source, _orm_url(source_url)).app_context():
         assert db.session.execute(select(AuditEvent.action).order_by(AuditEvent.seq.desc())).scalar() \
             == "system.backup"
+        recorded = json.loads(db.session.execute(select(AuditEvent.details).order_by(
+            AuditEvent.seq.desc())).scalars().first())
+        assert recorded["sha256"] == hashlib.sha256(backup.read_bytes()).hexdigest()  # the file as written
         db.engine.dispose()
     again = pacsdesk(target, target_url, "restore", str(backup))
     assert again.returncode == 1 and "refusing to restore into an instance that holds data" in again.stderr
@@ -142,6 +148,22 @@ def test_a_damaged_backup_is_refused_before_anything_is_written(tmp_path):
     assert refused.returncode == 1 and "is damaged" in refused.stderr
     assert (target / "audit_key").read_bytes() != (source / "audit_key").read_bytes()
     assert not (target / "dicom_client.pem").exists()
+    with _app(target, target_url).app_context():
+        assert db.inspect(db.engine).get_table_names() == []
+        db.engine.dispose()
+
+
+def test_a_file_with_an_oversized_member_is_refused_without_reading_it(tmp_path):
+    bogus = tmp_path / "bogus.backup"
+    header = tarfile.TarInfo("instance/audit_key")
+    header.size = 10 << 30  # claims 10 GiB; only the header is there
+    bogus.write_bytes(header.tobuf())
+    target, target_url = tmp_path / "target" / "instance", f"sqlite:///{tmp_path / 'target.db'}"
+
+    refused = pacsdesk(target, target_url, "restore", str(bogus))
+
+    assert refused.returncode == 1
+    assert "is damaged or not a PACS Desk backup: instance/audit_key is 10737418240 bytes" in refused.stderr
     with _app(target, target_url).app_context():
         assert db.inspect(db.engine).get_table_names() == []
         db.engine.dispose()

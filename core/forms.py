@@ -30,6 +30,15 @@ def show_error(form: Any, error: Exception, default: str) -> None:
     field.errors = [*field.errors, str(error)]
 
 
+LARGE_IMPORT_ROWS = 1000
+"""A CSV import of more rows than this runs in the job worker, not in the web request."""
+
+
+def is_large_import(raw: bytes) -> bool:
+    """Whether an uploaded CSV file has more rows under its header than a web request imports itself."""
+    return len(raw.splitlines()) - 1 > LARGE_IMPORT_ROWS
+
+
 def carry_file(raw: bytes) -> str:
     """An uploaded file as text for a hidden field (a preview's next step) or a job's parameters."""
     return base64.b64encode(raw).decode("ascii")

@@ -11,13 +11,13 @@ from flask_login import current_user
 
 from core.auth.permissions import Permission, require_permission
 from core.extensions import db
-from core.forms import carried_file, carry_file, select_choices
+from core.forms import carried_file, carry_file, is_large_import, select_choices
 from core.jobs.models import JobStatus
 from core.jobs.queue import enqueue, get_job
 from inventory import csv_io, csv_mapping, csv_read, services
 from inventory.csv_mapping import Mapping
 from inventory.forms import ImportForm, ImportMappingForm
-from inventory.jobs import IMPORT_JOB, LARGE_IMPORT_ROWS, MAX_CHECKS_AFTER_IMPORT
+from inventory.jobs import IMPORT_JOB, MAX_CHECKS_AFTER_IMPORT
 from inventory.models import AssetStatus
 from inventory.verification.models import CheckTrigger
 from inventory.views import bp
@@ -28,7 +28,7 @@ PREVIEW_ROWS = 5
 def _run_import(raw: bytes, filename: str, update: bool, mapping: Mapping | None,
                 remember: bool) -> Any:
     """Import a file (a large one in the job worker) and redirect; the refusal when refused."""
-    if raw.count(b"\n") > LARGE_IMPORT_ROWS:
+    if is_large_import(raw):
         job = enqueue(IMPORT_JOB, {"data": carry_file(raw), "update": update,
                                    "source": filename, "remember": remember,
                                    "mapping": mapping.to_json() if mapping else None},

@@ -58,7 +58,6 @@ def verify_node_job(ctx: JobContext) -> dict[str, Any]:
 
 
 IMPORT_JOB = "inventory.import"
-LARGE_IMPORT_ROWS = 1000      # files with more rows are imported by the job worker
 
 
 def import_job(ctx: JobContext) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    """Register training actions, the completions' record class, job, pages, banner and demo data."""
+    """Register training actions, the completions' record class, jobs, pages, banner and demo data."""
     from audit.retention.described import register_described
     from audit.training import bulk, cli, completions, demo, jobs, reminders, services, views
     from core import audit_sink
@@ -31,6 +31,8 @@ def init_app(app: Flask) -> None:
     register_user_created_hook(app, services.assign_new_user)
     register_job(app, JobKind("audit.training_sync", "Assign training to new people", jobs.training_sync_job,
                               every=lambda _app: 24 * 3600.0))
+    register_job(app, JobKind(jobs.IMPORT_JOB, "Import past training completions from CSV",
+                              jobs.completion_import_job, max_attempts=1))
     register_job(app, JobKind("audit.training_reminders", "Remind people of training due and overdue",
                               reminders.reminders_job, every=lambda _app: 24 * 3600.0))
     for kind in reminders.NOTIFICATION_KINDS:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import func, or_, select
 
@@ -27,7 +28,8 @@ IMPORT_COLUMNS = (("username", "the person's user name or e-mail address (the co
                   ("notes", "optional: where, by whom, or the source of the record"))
 DATE_FORMATS = ("%Y-%m-%d", "%m/%d/%Y")
 DATE_FORMATS_TEXT = "YYYY-MM-DD (2024-03-31) or MM/DD/YYYY (03/31/2024)"
-MAX_IMPORT_ROWS = 1000
+MAX_IMPORT_ROWS = 50_000   # a year of a large hospital's learning-system records; bigger files are split
+LOOKUP_CHUNK = 500         # values per IN (...) list, well under SQLite's and PostgreSQL's bind limits
 MAX_TRAINER = 200
 MAX_NOTES = 2000
 
@@ -47,13 +49,16 @@ class NewSession:
 def _recorded(assignment_ids: Iterable[int]) -> dict[tuple[int, date], str]:
     """Completions already recorded for these assignments: (assignment id, day) -> who recorded it."""
     ids = sorted(set(assignment_ids))
-    if not ids:
-        return {}
-    rows = db.session.execute(
-        select(TrainingCompletion.assignment_id, TrainingCompletion.completed_on, User.username)
-        .join(User, User.id == TrainingCompletion.recorded_by_id)
-        .where(TrainingCompletion.assignment_id.in_(ids)))
-    return {(aid, day): who for aid, day, who in rows}
+    query = (select(TrainingCompletion.assignment_id, TrainingCompletion.completed_on, User.username)
+             .join(User, User.id == TrainingCompletion.recorded_by_id))
+    return {(aid, day): who for chunk in _chunks(ids)
+            for aid, day, who in db.session.execute(query.where(TrainingCompletion.assignment_id.in_(chunk)))}
+
+
+def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    """``values`` in slices small enough for one IN list."""
+    for start in range(0, len(values), LOOKUP_CHUNK):
+        yield values[start:start + LOOKUP_CHUNK]
 
 
 def _already(course: Course, day: date, recorded_by: str) -> str:
@@ -203,19 +208,19 @@ def _read_rows(raw: bytes) -> tuple[str, list[tuple[int, dict[str, str]]]]:
     if not rows:
         raise CompletionImportError([(2, "file", "the file has no rows under its header")])
     if len(rows) > MAX_IMPORT_ROWS:
-        raise CompletionImportError([(MAX_IMPORT_ROWS + 2, "file", f"more than {MAX_IMPORT_ROWS} rows; "
+        raise CompletionImportError([(MAX_IMPORT_ROWS + 2, "file", f"more than {MAX_IMPORT_ROWS:,} rows; "
                                                                    "split the file and import each part")])
     return person, rows
 
 
 def _lookups(rows: list[tuple[int, dict[str, str]]], person: str
              ) -> tuple[dict[str, User], dict[str, Course]]:
-    """Users by lower-cased user name and e-mail, courses by lower-cased code and title, in two queries."""
-    names = {r.get(person, "").lower() for _, r in rows} - {""}
+    """Users by lower-cased user name and e-mail, courses by lower-cased code and title, a few queries."""
+    names = sorted({r.get(person, "").lower() for _, r in rows} - {""})
     users: dict[str, User] = {}
-    if names:
-        for user in db.session.execute(select(User).where(or_(func.lower(User.username).in_(names),
-                                                               func.lower(User.email).in_(names)))).scalars():
+    for chunk in _chunks(names):
+        for user in db.session.execute(select(User).where(or_(func.lower(User.username).in_(chunk),
+                                                               func.lower(User.email).in_(chunk)))).scalars():
             users[user.username.lower()] = user
             if user.email:
                 users.setdefault(user.email.lower(), user)
@@ -266,24 +271,22 @@ def plan_import(raw: bytes) -> ImportPlan:
     if problems:
         raise CompletionImportError(problems)
     assignments = _assignments_of({(u.id, c.id) for _, u, c, _, _ in checked})
-    done = _recorded(assignments.values())
+    done = _recorded(a.id for a in assignments.values())
     plan = ImportPlan()
     for number, user, course, day, notes in checked:
-        aid = assignments.get((user.id, course.id))
-        prior = done.get((aid, day)) if aid is not None else None
+        assignment = assignments.get((user.id, course.id))
+        prior = done.get((assignment.id, day)) if assignment is not None else None
         plan.rows.append(ImportRow(number, user, course, day, notes,
                                    _already(course, day, prior) if prior else ""))
     return plan
 
 
-def _assignments_of(pairs: set[tuple[int, int]]) -> dict[tuple[int, int], int]:
-    """Existing assignment ids for these (user id, course id) pairs."""
-    users = {u for u, _ in pairs}
-    if not users:
-        return {}
-    rows = db.session.execute(select(TrainingAssignment.user_id, TrainingAssignment.course_id,
-                                     TrainingAssignment.id).where(TrainingAssignment.user_id.in_(users)))
-    return {(u, c): aid for u, c, aid in rows if (u, c) in pairs}
+def _assignments_of(pairs: set[tuple[int, int]]) -> dict[tuple[int, int], TrainingAssignment]:
+    """Existing assignments for these (user id, course id) pairs, in a few queries for any number."""
+    query = select(TrainingAssignment)
+    return {(a.user_id, a.course_id): a for chunk in _chunks(sorted({u for u, _ in pairs}))
+            for a in db.session.execute(query.where(TrainingAssignment.user_id.in_(chunk))).scalars()
+            if (a.user_id, a.course_id) in pairs}
 
 
 def import_completions(raw: bytes, actor: User, source: str) -> ImportPlan:
@@ -291,10 +294,13 @@ def import_completions(raw: bytes, actor: User, source: str) -> ImportPlan:
     plan = plan_import(raw)
     if not plan.to_record:
         raise CompletionImportError([(r.row, "", r.skip_reason) for r in plan.skipped])
+    assignments = _assignments_of({(r.user.id, r.course.id) for r in plan.to_record})
     recorded: list[int] = []
     for row in plan.to_record:
-        assignment = assignment_for(row.user, row.course)
-        recorded.append(add_completion(assignment, row.completed_on, actor, notes=row.notes).id)
+        key = (row.user.id, row.course.id)
+        if key not in assignments:
+            assignments[key] = assignment_for(row.user, row.course)  # made, audited
+        recorded.append(add_completion(assignments[key], row.completed_on, actor, notes=row.notes).id)
     record("training.imported", object_type="training_completion", user=actor, covers=recorded,
            details={"source": source, "rows": len(plan.rows), "recorded": len(recorded),
                     "skipped": [f"row {r.row}: {r.user.username}" for r in plan.skipped]})

@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import StrEnum
+from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, exists, func, select
+from sqlalchemy import Select, and_, bindparam, exists, func, select
 from sqlalchemy.orm import aliased, contains_eager, selectinload
 
 from audit.retention.engine import add_months_to_date
@@ -122,23 +123,45 @@ def status_of(course: Course, assignment: TrainingAssignment, latest: TrainingCo
     return AssignmentStatus(assignment, latest, status, due)
 
 
-def overdue_counts(today: date | None = None) -> tuple[int, int]:
-    """Overdue or expired assignments and the people who have one, in one query and no matrix."""
-    today = today or local_today()
-    completion = TrainingCompletion
-    latest = (select(completion.assignment_id, func.max(completion.completed_on).label("done"))
-              .group_by(completion.assignment_id).subquery())
-    rows = db.session.execute(
-        select(TrainingAssignment.user_id, TrainingAssignment.due_on, Course.recurrence_months,
-               Course.required_roles, User.role, latest.c.done)
-        .join(User, User.id == TrainingAssignment.user_id)
-        .join(Course, Course.id == TrainingAssignment.course_id)
-        .outerjoin(latest, latest.c.assignment_id == TrainingAssignment.id)
-        .where(User.is_disabled.is_(False), Course.is_active.is_(True)))
-    late = [user_id for user_id, due_on, months, roles, role, done in rows
+@cache
+def _standings() -> Select[*tuple[Any, ...]]:
+    """Active users' assignments of active courses with what their standing needs, as plain columns.
+
+    Each assignment's latest completion is read through the (assignment, date) index, so one
+    user's rows cost the same however many completions the whole workforce has; built once.
+    """
+    done = (select(func.max(TrainingCompletion.completed_on))
+            .where(TrainingCompletion.assignment_id == TrainingAssignment.id).scalar_subquery())
+    return (select(TrainingAssignment.user_id, TrainingAssignment.due_on, Course.recurrence_months,
+                   Course.required_roles, User.role, done.label("done"), Course.title)
+            .join(User, User.id == TrainingAssignment.user_id)
+            .join(Course, Course.id == TrainingAssignment.course_id)
+            .where(User.is_disabled.is_(False), Course.is_active.is_(True)))
+
+
+@cache
+def _standings_of_one() -> Select[*tuple[Any, ...]]:
+    """``_standings`` of the user bound as ``user_id``, by course title (the banner on every page)."""
+    return _standings().where(TrainingAssignment.user_id == bindparam("user_id")).order_by(Course.title)
+
+
+def _late(rows: Iterable[Any], today: date) -> list[tuple[int, str]]:
+    """(user id, course title) of the ``_standings`` rows that are overdue or expired on ``today``."""
+    return [(user_id, title) for user_id, due_on, months, roles, role, done, title in rows
             if (not roles or role in roles)
             and _standing(months, due_on, done, today)[0] in (Status.OVERDUE, Status.EXPIRED)]
-    return len(late), len(set(late))
+
+
+def overdue_counts(today: date | None = None) -> tuple[int, int]:
+    """Overdue or expired assignments and the people who have one, in one query and no matrix."""
+    late = _late(db.session.execute(_standings()), today or local_today())
+    return len(late), len({user_id for user_id, _ in late})
+
+
+def overdue_titles(user_id: int, today: date | None = None) -> list[str]:
+    """The titles of a user's overdue or expired courses, in one query (the banner on every page)."""
+    rows = db.session.execute(_standings_of_one(), {"user_id": user_id})
+    return [title for _, title in _late(rows, today or local_today())]
 
 
 # ---------------------------------------------------------------- courses
@@ -322,11 +345,6 @@ def user_statuses(user_id: int, today: date | None = None) -> list[AssignmentSta
     query = _assignments_query().where(TrainingAssignment.user_id == user_id)
     return [s for s in _statuses(query, today or local_today())
             if s.assignment.course.applies_to(s.assignment.user)]
-
-
-def needs_action(user_id: int) -> list[AssignmentStatus]:
-    """A user's overdue or expired courses."""
-    return [s for s in user_statuses(user_id) if s.needs_action]
 
 
 @dataclass(frozen=True)

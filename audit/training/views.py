@@ -11,6 +11,7 @@ from markupsafe import Markup
 
 from audit.training import bulk
 from audit.training import completions as training_completions
+from audit.training import jobs as training_jobs
 from audit.training import services as training
 from audit.training.forms import (
     CompletionForm,
@@ -26,8 +27,18 @@ from core.auth.forms import ROLE_CHOICES
 from core.auth.permissions import Permission, has_permission, require_permission
 from core.extensions import db
 from core.filenames import clean_file_name
-from core.forms import carried_file, carry_file, select_choices, show_error
+from core.forms import (
+    LARGE_IMPORT_ROWS,
+    carried_file,
+    carry_file,
+    is_large_import,
+    select_choices,
+    show_error,
+)
+from core.jobs.queue import enqueue, get_job
 from core.navigation import Banner
+
+PREVIEW_ROWS = 100   # rows a preview lists; its counts and its problems cover the whole file
 
 
 def _can_manage() -> bool:
@@ -178,8 +189,14 @@ def completion_import():
         if raw is None:
             flash("The checked file did not come back intact; choose it again.", "danger")
             return redirect(url_for("audit.completion_import"))
+        source = confirm.source.data or "upload"
+        if is_large_import(raw):
+            job = enqueue(training_jobs.IMPORT_JOB, {"data": carry_file(raw), "source": source},
+                          user_id=current_user.id, title=f"Import of past training completions from {source}")
+            db.session.commit()
+            return redirect(url_for("audit.completion_import_job", job_id=job.id))
         try:
-            plan = bulk.import_completions(raw, current_user, confirm.source.data or "upload")
+            plan = bulk.import_completions(raw, current_user, source)
         except bulk.CompletionImportError as error:
             db.session.rollback()
             problems = error.problems
@@ -202,7 +219,21 @@ def completion_import():
     return render_template("audit/training_import.html", form=form, confirm=confirm, plan=plan,
                            problems=problems, columns=bulk.IMPORT_COLUMNS,
                            date_formats=bulk.DATE_FORMATS_TEXT, max_rows=bulk.MAX_IMPORT_ROWS,
+                           preview_rows=PREVIEW_ROWS, large_rows=LARGE_IMPORT_ROWS,
                            attestation=training.OFFICER_ATTESTATION), 422 if failed else 200
+
+
+@bp.route("/training/import/jobs/<int:job_id>")
+@require_permission(Permission.TRAINING_MANAGE)
+def completion_import_job(job_id: int):
+    """A large import running in the job worker: its progress, then what it imported or refused."""
+    job = get_job(job_id)
+    if job is None or job.kind != training_jobs.IMPORT_JOB or job.created_by_id != current_user.id:
+        abort(404)
+    result = job.result or {}
+    return render_template("audit/training_import_job.html", job=job, result=result,
+                           problems=[tuple(p) for p in result.get("problems", [])],
+                           problem_count=result.get("problem_count", 0))
 
 
 @bp.route("/training/courses")
@@ -250,10 +281,10 @@ def overdue_training_banner(user: Any) -> list[Banner]:
     """A strip on every page while the user has overdue or expired training."""
     if not has_permission(user, Permission.TRAINING_OWN):
         return []
-    late = training.needs_action(user.id)
+    late = training.overdue_titles(user.id)
     if not late:
         return []
-    titles = ", ".join(s.assignment.course.title for s in late)
+    titles = ", ".join(late)
     return [Banner("warning", Markup(
         '<strong>Training overdue:</strong> {titles}. <a class="alert-link" href="{url}">My training</a>'
     ).format(titles=titles, url=url_for("audit.my_training")))]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 from datetime import date
 
@@ -13,8 +14,11 @@ from sqlalchemy import func, select
 
 from audit.trail.models import AuditEvent
 from audit.training import services as training
-from audit.training.models import TrainingCompletion
+from audit.training.models import Course, TrainingCompletion
+from core.auth.services import disable_user, find_user
 from core.extensions import db
+from core.jobs.models import JobStatus
+from core.jobs.queue import get_job
 from tests.audit.compliance_fixtures import at
 from tests.audit.training.test_training import assignment_of, complete, status_on
 
@@ -171,3 +175,151 @@ def test_only_training_managers_import(client, auth, staff):
     auth.login("ct.ann")
     assert client.get("/training/import").status_code == 403
     assert upload(client, GOOD).status_code == 403
+
+
+def imported_event(app) -> dict:
+    """The details of the latest ``training.imported`` event, with the id of its user."""
+    with app.app_context():
+        event = db.session.execute(select(AuditEvent).where(AuditEvent.action == "training.imported")
+                                   .order_by(AuditEvent.id.desc()).limit(1)).scalar_one()
+        return {**json.loads(event.details), "user_id": event.user_id}
+
+
+def many_rows(count: int, course: str = "hipaa-privacy") -> str:
+    """A file of ``count`` distinct completions of two people, one a day each from 2031, in memory."""
+    first = date(2031, 1, 1).toordinal()
+    lines = [f"{('ct.ann', 'pacs.sam')[i % 2]},{course},{date.fromordinal(first + i // 2)}"
+             for i in range(count)]
+    return "username,course,completed_on\n" + "\n".join(lines) + "\n"
+
+
+def test_a_large_file_is_previewed_then_imported_by_a_job_whose_page_shows_the_result(
+        app, client, auth, staff, run_jobs):
+    with time_machine.travel(at(2036, 1, 10), tick=False):
+        auth.login("privacy")
+        small = confirm(client, upload(client, many_rows(1)).get_data(as_text=True))
+        assert small.status_code == 302 and small.headers["Location"].endswith("/training"), "in the request"
+        page = upload(client, many_rows(1500)).get_data(as_text=True)
+        assert "Preview: 1499 to record, 1 already recorded" in page
+        assert "The first 100 of 1,500 rows are shown" in page and page.count("<tr><td>") == 100
+        queued = confirm(client, page)
+        assert queued.status_code == 302 and "/training/import/jobs/" in queued.headers["Location"]
+        waiting = client.get(queued.headers["Location"]).get_data(as_text=True)
+        assert "waiting for the job worker" in waiting and 'id="import-progress"' in waiting
+        assert len(completions(app)) == 1, "nothing is imported inside the request"
+        run_jobs()
+        done = client.get(queued.headers["Location"]).get_data(as_text=True)
+    assert "Imported 1,499 completions</strong>" in done and "from 1,500 rows; 1 row skipped" in done
+    rows = completions(app)
+    assert len(rows) == 1500 and {r.recorded_by.username for r in rows} == {"privacy"}
+    assert actions(app, "training.completed") == 1500 and actions(app, "training.imported") == 2
+    event = imported_event(app)
+    assert (event["recorded"], event["rows"], event["source"]) == (1499, 1500, "past.csv")
+    assert event["skipped"] == ["row 2: ct.ann"] and event["user_id"] == rows[0].recorded_by_id
+
+
+def test_only_the_person_who_queued_an_import_sees_its_job_page(app, client, auth, staff, make_user):
+    make_user("compliance", "other.officer")
+    with time_machine.travel(at(2036, 1, 10), tick=False):
+        auth.login("privacy")
+        queued = confirm(client, upload(client, many_rows(1200)).get_data(as_text=True))
+        auth.logout()
+        auth.login("other.officer")
+        assert client.get(queued.headers["Location"]).status_code == 404
+        assert client.get("/training/import/jobs/999999").status_code == 404
+
+
+def test_a_bad_row_in_a_large_file_is_named_at_the_preview_and_nothing_is_written(app, client, auth, staff):
+    text = many_rows(1500).replace("sam,hipaa-privacy,2031-01-01", "sam,hipaa-privacy,2031-02-30", 1)
+    with time_machine.travel(at(2036, 1, 10), tick=False):
+        auth.login("privacy")
+        response = upload(client, text)
+    page = response.get_data(as_text=True)
+    assert response.status_code == 422 and 'name="payload"' not in page
+    assert "<td>Row 3</td><td>completed_on</td><td>&#39;2031-02-30&#39; is not a date" in page
+    assert completions(app) == [] and actions(app, "training.imported") == 0
+
+
+def test_a_row_gone_bad_between_preview_and_job_is_listed_on_the_job_page(app, client, auth, staff, run_jobs):
+    with time_machine.travel(at(2036, 1, 10), tick=False):
+        auth.login("privacy")
+        page = upload(client, many_rows(1200, course="HIPAA Privacy")).get_data(as_text=True)
+        queued = confirm(client, page)
+        with app.app_context():
+            course = db.session.execute(select(Course).where(Course.code == "hipaa-privacy")).scalar_one()
+            training.update_course(course.id, training.CourseData(
+                "HIPAA Privacy (2036)", course.description, course.recurrence_months, course.roles,
+                course.days_to_complete))
+            db.session.commit()
+        run_jobs()
+        done = client.get(queued.headers["Location"]).get_data(as_text=True)
+    assert "Nothing was imported: 1200 problems to fix (the first 500 are listed)" in done
+    assert "<td>Row 2</td><td>course</td><td>no course with the code or title &#39;HIPAA Privacy&#39;" in done
+    assert completions(app) == [] and actions(app, "training.imported") == 0
+
+
+def test_an_import_whose_officer_was_disabled_before_it_ran_fails_and_writes_nothing(
+        app, client, auth, staff, run_jobs):
+    with time_machine.travel(at(2036, 1, 10), tick=False):
+        auth.login("privacy")
+        queued = confirm(client, upload(client, many_rows(1200)).get_data(as_text=True))
+        with app.app_context():
+            disable_user(find_user("privacy"))
+            db.session.commit()
+        run_jobs()
+    with app.app_context():
+        job = get_job(int(queued.headers["Location"].rsplit("/", 1)[1]))
+        assert job is not None and job.status == JobStatus.FAILED
+        assert "was disabled or no longer manages training" in (job.error or "")
+    assert completions(app) == [] and actions(app, "training.imported") == 0
+
+
+def test_a_file_over_the_row_limit_is_refused_naming_the_limit(app, client, auth, staff):
+    auth.login("privacy")
+    response = upload(client, "username,course,completed_on\n" + "ct.ann,hipaa-privacy,2025-01-01\n" * 50_001)
+    assert response.status_code == 422
+    assert "<td>Row 50002</td><td>file</td><td>more than 50,000 rows; split the file" in \
+        response.get_data(as_text=True)
+    assert completions(app) == []
+
+
+def test_the_cli_dry_run_prints_the_counts_and_writes_nothing(app, runner, staff, tmp_path):
+    path = tmp_path / "lms.csv"
+    path.write_text(GOOD)
+    with time_machine.travel(at(2036, 1, 10), tick=False):
+        result = runner.invoke(args=["training", "import", str(path), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "lms.csv: 4 row(s): 4 to record, 0 already recorded. Dry run: nothing was imported." in \
+        result.stdout
+    assert completions(app) == [] and actions(app, "training.imported") == 0
+
+
+def test_the_cli_imports_every_row_audited_as_its_operator(app, runner, staff, tmp_path):
+    path = tmp_path / "lms.csv"
+    path.write_text(GOOD)
+    with time_machine.travel(at(2036, 1, 10), tick=False):
+        assert runner.invoke(args=["training", "import", str(path)]).exit_code == 2, "--user is needed"
+        refused = runner.invoke(args=["training", "import", str(path), "--user", "ct.ann"])
+        assert refused.exit_code == 1 and "no active account 'ct.ann' that manages training" in refused.output
+        result = runner.invoke(args=["training", "import", str(path), "--user", "privacy",
+                                     "--source", "LMS export 2035"])
+    assert result.exit_code == 0, result.output
+    assert "Imported 4 completion(s) from lms.csv (4 row(s): 4 to record, 0 already recorded)." in \
+        result.stdout
+    rows = completions(app)
+    assert len(rows) == 4 and {r.recorded_by.username for r in rows} == {"privacy"}
+    assert actions(app, "training.completed") == 4 and actions(app, "training.imported") == 1
+    event = imported_event(app)
+    assert event["source"] == "LMS export 2035" and event["user_id"] == rows[0].recorded_by_id
+
+
+def test_the_cli_lists_a_bad_row_on_stderr_exits_2_and_writes_nothing(app, runner, staff, tmp_path):
+    path = tmp_path / "lms.csv"
+    path.write_text(GOOD + "nobody,hipaa-privacy,2035-01-01\n")
+    with time_machine.travel(at(2036, 1, 10), tick=False):
+        for extra in (["--dry-run"], ["--user", "privacy"]):
+            result = runner.invoke(args=["training", "import", str(path), *extra])
+            assert result.exit_code == 2, result.output
+            assert "lms.csv: row 6: username: no account 'nobody'" in result.stderr
+            assert "1 problem(s) in lms.csv; nothing was imported." in result.stderr and not result.stdout
+    assert completions(app) == [] and actions(app, "training.imported") == 0

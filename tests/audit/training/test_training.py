@@ -226,6 +226,10 @@ def test_overdue_banner_on_every_page_until_completed(app, client, login_as):
         assert "Training overdue" in client.get("/").get_data(as_text=True)
         complete(client, assignment_of(app, "privacy", "hipaa-security"), "2036-02-28")
         assert "Training overdue" not in client.get("/").get_data(as_text=True)
+    with time_machine.travel(at(2037, 3, 2), tick=False):  # both yearly courses have expired since
+        client.post("/login", data={"username": "privacy", "password": PASSWORD})
+        page = client.get("/").get_data(as_text=True)
+        assert "<strong>Training overdue:</strong> HIPAA Privacy, HIPAA Security Awareness." in page
 
 
 def test_matrix_filters_by_role_department_and_status_and_exports_csv(app, client, make_user, auth):

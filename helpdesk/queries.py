@@ -10,6 +10,7 @@ from typing import Any
 from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy import Select, and_, case, false, func, or_, select
 from sqlalchemy.orm import aliased, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from core.auth.models import User
 from core.extensions import db
@@ -188,9 +189,13 @@ def paginate_tickets(query: Select, searching: bool, per_page: int = 25) -> Pagi
         page.total = min(total, COUNT_CAP)
         page.capped = total > COUNT_CAP  # type: ignore[attr-defined]  # read by the page's count line
     wanted = list(page.items)
-    loaded = {t.id: t for t in db.session.execute(
-        select(Ticket).where(Ticket.id.in_(wanted))
-        .options(selectinload(Ticket.requester), selectinload(Ticket.assignee))).scalars()}
+    loaded = {t.id: t for t in db.session.execute(select(Ticket).where(Ticket.id.in_(wanted))).scalars()}
+    people = {t.requester_id for t in loaded.values()} | {t.assignee_id for t in loaded.values()}
+    users: dict[int | None, User] = {
+        u.id: u for u in db.session.execute(select(User).where(User.id.in_(people - {None}))).scalars()}
+    for ticket in loaded.values():  # requesters and assignees in one query, not one per relationship
+        set_committed_value(ticket, "requester", users.get(ticket.requester_id))
+        set_committed_value(ticket, "assignee", users.get(ticket.assignee_id))
     page.items = [loaded[i] for i in wanted if i in loaded]
     return page
 

@@ -108,12 +108,16 @@ def changed_since_seen(user_id: int, tickets: Sequence[Ticket]) -> dict[int, str
     return marks
 
 
-def record_search(filters: queries.TicketFilters, mine: bool) -> None:
-    """Audit a list search that matched free text (words, an asset tag): it may reveal patient data."""
+def record_search(filters: queries.TicketFilters, mine: bool) -> bool:
+    """Audit a list search that matched free text (words, an asset tag): it may reveal patient data.
+
+    True when an event was recorded (the caller commits it).
+    """
     terms = filters.free_text()
     if terms:
         record("ticket.search", object_type="ticket",
                details={"terms": terms, "own_tickets_only": mine})
+    return bool(terms)
 
 
 def queue_counts(user_id: int, now: datetime | None = None) -> dict[str, int]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, session, url_for
@@ -27,13 +29,22 @@ from helpdesk import queue as ticket_queue
 from helpdesk.assets import AssetRef, asset_lookup, asset_ref
 from helpdesk.attachments import Upload
 from helpdesk.forms import LinkForm, ReplyForm, SaveViewForm, TicketForm, TicketUpdateForm
-from helpdesk.models import Priority, Ticket, TicketAttachment, TicketComment, TicketStatus, parse_number
+from helpdesk.models import (
+    Category,
+    Priority,
+    Ticket,
+    TicketAttachment,
+    TicketComment,
+    TicketStatus,
+    parse_number,
+)
 from helpdesk.notifications import FILED
 from helpdesk.sla import describe_remaining, sla_state
 
 bp = Blueprint("helpdesk", __name__)
 
 EXPORT_LIMIT = 50000
+NUMBER_SLOT = "__NUMBER__"  # stands for the ticket number in a link built once per list page
 # The ticket list's CSV is read by people (in a spreadsheet): headers in words, values as labels.
 EXPORT_HEADERS = ("Number", "Title", "Status", "Priority", "Category", "Requester", "Assigned to",
                   "Created", "SLA due", "Resolved", "Closed")
@@ -105,7 +116,7 @@ def ticket_new():
             db.session.rollback()
             show_error(form, exc, "title")
         else:
-            # Read in the filing's own transaction: after the commit it would cost a second one.
+            # Read before the commit, which forgets what this transaction asked to be e-mailed.
             sent_to = emailed_to(ticket.requester_id, FILED, ticket.number) if ticket.requester_id else None
             db.session.commit()
             session["draft_clear"] = "ticket-new"
@@ -125,7 +136,13 @@ def _list_args(saved: Any) -> dict[str, str]:
     return {**(saved.params if saved is not None else {}), **args}
 
 
-def _list_page(template: str, requester_id: int | None, default_status: str, **extra: Any):
+def _row_link(endpoint: str) -> Callable[[str], str]:
+    """A ticket number's link to ``endpoint``, built once for a page's rows rather than per row."""
+    return partial(url_for(endpoint, number=NUMBER_SLOT).replace, NUMBER_SLOT)
+
+
+def _list_page(template: str, requester_id: int | None, default_status: str,
+               categories: list[Category] | None = None, **extra: Any):
     """Render a filtered, sorted, paginated ticket list; a free-text search is audited."""
     saved = ticket_queue.get_view(current_user, queries._int_or_none(request.args.get("view")))
     args = _list_args(saved)
@@ -134,12 +151,15 @@ def _list_page(template: str, requester_id: int | None, default_status: str, **e
     query = queries.ticket_query(filters, current_user.id, requester_id=requester_id,
                                  waiting_first=mine and "sort" not in args)
     page = queries.paginate_tickets(query, searching=bool(filters.q))
-    ticket_queue.record_search(filters, mine=mine)
+    searched = ticket_queue.record_search(filters, mine=mine)
     changed = ticket_queue.changed_since_seen(current_user.id, page.items) if not mine else {}
-    commit_keeping_loaded()  # the search's audit event; the tickets found are shown as loaded
+    if searched:  # a list that only read has nothing to commit
+        commit_keeping_loaded()  # the search's audit event; the tickets found are shown as loaded
     return render_template(template, page=page, filters=filters, now=utcnow(),
                            sla_state=sla_state, describe_remaining=describe_remaining,
-                           categories=configuration.list_categories(),
+                           categories=configuration.list_categories() if categories is None else categories,
+                           ticket_url=_row_link("helpdesk.ticket_detail"),
+                           take_url=_row_link("helpdesk.ticket_take"),
                            status_filters=queries.STATUS_FILTERS, sla_filters=queries.SLA_FILTERS,
                            sorts=queries.SORTS, columns=queries.parse_columns(args.get("cols")),
                            all_columns=queries.COLUMNS, list_args=args, saved_view=saved,
@@ -160,9 +180,10 @@ def queue_page():
     from helpdesk.work_views import bulk_form
 
     work = has_permission(current_user, Permission.TICKET_WORK)
-    return _list_page("helpdesk/ticket_queue.html", None, "active", technicians=_technicians(),
+    technicians, categories = _technicians(), configuration.list_categories()
+    return _list_page("helpdesk/ticket_queue.html", None, "active", categories, technicians=technicians,
                       priorities=list(Priority), views=ticket_queue.visible_views(current_user),
-                      bulk=bulk_form() if work else None, view_form=SaveViewForm(),
+                      bulk=bulk_form(technicians, categories) if work else None, view_form=SaveViewForm(),
                       action_form=ConfirmForm(), work=work)
 
 

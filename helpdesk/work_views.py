@@ -10,6 +10,7 @@ from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from core.auth.forms import ConfirmForm
+from core.auth.models import User
 from core.auth.permissions import Permission, has_permission, require_permission
 from core.extensions import db
 from core.forms import select_choices
@@ -17,19 +18,22 @@ from core.security import passive
 from helpdesk import configuration, links, queue
 from helpdesk.assets import asset_lookup
 from helpdesk.forms import NO_CHANGE, BulkForm, LinkForm, SaveViewForm
+from helpdesk.models import Category
 from helpdesk.services import _UNSET, TicketError
 from helpdesk.views import _technicians, _ticket_or_404, bp
 
 LOOKUP_LIMIT = 10
 
 
-def bulk_form() -> BulkForm:
-    """The bulk form with the current technicians and categories as choices."""
+def bulk_form(technicians: list[User] | None = None, categories: list[Category] | None = None) -> BulkForm:
+    """The bulk form with the current technicians and categories as choices (read now unless given)."""
     form = BulkForm()
+    technicians = _technicians() if technicians is None else technicians
+    categories = configuration.list_categories() if categories is None else categories
     form.assignee.choices = select_choices(
-        [NO_CHANGE, ("none", "Unassigned"), *((str(u.id), u.display_name) for u in _technicians())])
+        [NO_CHANGE, ("none", "Unassigned"), *((str(u.id), u.display_name) for u in technicians)])
     form.category.choices = select_choices(
-        [NO_CHANGE, *((str(c.id), c.label) for c in configuration.list_categories() if c.is_active)])
+        [NO_CHANGE, *((str(c.id), c.label) for c in categories if c.is_active)])
     return form
 
 

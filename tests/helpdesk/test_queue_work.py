@@ -250,3 +250,15 @@ def test_requesters_home_shows_needs_action_then_open_tickets_then_training(clie
     assert home.index(waiting) < mine < home.index(open_one)
     with app.app_context():
         assert db.session.get(Ticket, int(open_one.split("-")[1])).status == "new"
+
+
+def test_each_row_of_my_tickets_and_the_queue_links_to_its_ticket_page(client, login_as, file_ticket):
+    login_as("requester", "dr.okafor")
+    number = file_ticket(title="Priors missing in reading room 4")
+    mine = client.get("/my/tickets").data.decode()
+    assert f'<a href="/tickets/{number}">{number}</a>' in mine
+    assert "Priors missing in reading room 4" in client.get(f"/tickets/{number}").data.decode()
+    login_as("technician", "pacs.lee")
+    queue = client.get("/tickets").data.decode()
+    assert f'<a href="/tickets/{number}">{number}</a>' in queue
+    assert f'formaction="/tickets/{number}/take"' in queue

@@ -55,7 +55,10 @@ class Supervised(threading.Thread):
     def _spawn(self) -> subprocess.Popen[bytes]:
         """Start the helper (this thread lives as long as the server, as PR_SET_PDEATHSIG requires)."""
         env = {**os.environ, PARENT_ENV: str(os.getpid())}
-        process = subprocess.Popen(self.argv, env=env)  # noqa: S603 - our own command line
+        # close_fds=False lets Popen use posix_spawn: its default fork-and-exec waits on a pipe
+        # that a web worker forked meanwhile inherits, which left this thread blind until that
+        # worker exited. Python opens its own files non-inheritable, so nothing leaks.
+        process = subprocess.Popen(self.argv, env=env, close_fds=False)  # noqa: S603 - our own command line
         log.info("%s started (pid %d)", self.label, process.pid)
         return process
 

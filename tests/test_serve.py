@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.helpers import OVERRUN
 from tests.test_cli import PACSDESK, _free_port, cli_env
 
 
@@ -93,10 +96,13 @@ def test_serve_started_beside_an_app_folder_runs_jobs_and_restarts_a_killed_work
         killed = time.monotonic()
         replacement = _wait_for(lambda: [p for p in _live_workers(url) if p != first and _alive(p)], 20,
                                 "a new worker")
-        assert time.monotonic() - killed < 10 + 2
+        # restarted within 10 s; the new worker's start-up takes 2 s more, and longer on a loaded machine
+        assert time.monotonic() - killed < 10 + 2 + OVERRUN
         assert replacement and not _alive(first)
         output = log.read_text()
         assert f"job worker (pid {first}) exited" in output and "restarting it" in output
+        delays = re.findall(r"restarting it in (\d+) s", output)
+        assert delays and all(int(delay) <= 10 for delay in delays), delays
         assert "ImportError" not in output
     finally:
         _stop(server)
@@ -110,3 +116,41 @@ def test_a_worker_never_outlives_a_killed_server(tmp_path):
     server.send_signal(signal.SIGKILL)
     server.wait()
     _wait_for(lambda: not _alive(worker), 15, "the orphaned worker to exit")
+
+
+def test_starting_the_job_worker_never_waits_for_a_web_worker_forked_meanwhile():
+    """gunicorn forks web workers while the supervisor starts the job worker; the start must not wait on them.
+
+    A fork-and-exec start used to wait on a pipe that such a web worker inherited, so the supervisor
+    stayed blind to its job worker (and never restarted it) until that web worker exited.
+    """
+    from core.supervisor import Supervised
+
+    stop = threading.Event()
+    forked: list[int] = []
+
+    def fork_web_workers() -> None:
+        while not stop.is_set():
+            pid = os.fork()
+            if pid == 0:  # a "web worker" that lives 5 s and never execs
+                time.sleep(5)
+                os._exit(0)
+            forked.append(pid)
+            time.sleep(0.01)
+
+    forker = threading.Thread(target=fork_web_workers)
+    forker.start()
+    slowest = 0.0
+    try:
+        for _ in range(40):
+            started = time.monotonic()
+            process = Supervised("probe", ["/bin/true"])._spawn()
+            slowest = max(slowest, time.monotonic() - started)
+            process.wait()
+    finally:
+        stop.set()
+        forker.join()
+        for pid in forked:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert slowest < 2.5, f"a start waited {slowest:.1f} s for a process forked beside it"

@@ -12,6 +12,7 @@ from core.auth.directory import DirectoryUnavailable, authenticate, list_users
 from tests.core.directory.conftest import start_slapd
 from tests.core.directory.data import openldap_entries
 from tests.core.directory.slapd import OPENLDAP_SUFFIX, USER_PASSWORD, Slapd, free_port, ldif
+from tests.helpers import OVERRUN
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +94,7 @@ def test_a_server_that_never_answers_is_bounded_by_the_timeout(openldap_config, 
     started = time.monotonic()
     with pytest.raises(DirectoryUnavailable, match="no answer within 1 s"):
         authenticate(config, "peter", USER_PASSWORD)
-    assert time.monotonic() - started < 1 + 1
+    assert time.monotonic() - started < 1 + OVERRUN
 
 
 def test_a_connection_that_never_completes_is_bounded_by_the_timeout(openldap_config, unreachable_port):
@@ -101,7 +102,7 @@ def test_a_connection_that_never_completes_is_bounded_by_the_timeout(openldap_co
     started = time.monotonic()
     with pytest.raises(DirectoryUnavailable, match="no connection within 1 s"):
         authenticate(config, "peter", USER_PASSWORD)
-    assert time.monotonic() - started < 1 + 1
+    assert time.monotonic() - started < 1 + OVERRUN
 
 
 def test_a_ca_file_that_disappears_after_start_up_is_unavailable(openldap_config, certificates, tmp_path):
@@ -117,7 +118,7 @@ def test_a_silent_first_server_fails_over_within_the_timeout(slapd, openldap_con
     config = openldap_config(url=f"ldap://127.0.0.1:{silent_port} {slapd.ldap_url}", timeout="1")
     started = time.monotonic()
     assert authenticate(config, "peter", USER_PASSWORD).role == "requester"
-    assert time.monotonic() - started < 1 + 1
+    assert time.monotonic() - started < 1 + OVERRUN
 
 
 def test_listing_users_from_a_silent_server_is_bounded_too(openldap_config, silent_port):
@@ -125,4 +126,4 @@ def test_listing_users_from_a_silent_server_is_bounded_too(openldap_config, sile
     started = time.monotonic()
     with pytest.raises(DirectoryUnavailable):
         list(list_users(config))
-    assert time.monotonic() - started < 1 + 1
+    assert time.monotonic() - started < 1 + OVERRUN

@@ -32,6 +32,7 @@ from inventory.studies.iocm import (
     list_study_instances,
     send_rejection_note,
 )
+from tests.helpers import ANSWER_TIMEOUT
 
 STORE_AET = "REJECTSCP"
 
@@ -48,7 +49,7 @@ def listed(contents: StudyContents) -> set[tuple[str, str, str]]:
 
 def scp(port: int) -> Archive:
     """The in-process Storage SCP as an archive."""
-    return Archive("127.0.0.1", port, STORE_AET, timeout=2.0)
+    return Archive("127.0.0.1", port, STORE_AET, timeout=ANSWER_TIMEOUT)
 
 
 @pytest.fixture

@@ -254,7 +254,7 @@ def test_an_archive_that_stops_answering_half_way_fails_the_review_with_nothing_
                                                                                             staff):
     server = orthanc(limit=3)
     server.store(ds for s in ARCHIVE for ds in s.datasets())
-    asset_id = add_archive(app, server.port, find_limit=3, timeout=1)
+    asset_id = add_archive(app, server.port, find_limit=3, timeout=3)  # answers in time until paused
     calls: list[int] = []
 
     def freeze_after_two(percent: int, stage: str) -> None:

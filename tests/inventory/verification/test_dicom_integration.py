@@ -16,12 +16,12 @@ from core.extensions import db
 from inventory.models import Asset
 from inventory.verification.dicom import Outcome, echo
 from inventory.verification.services import verify_asset
-from tests.helpers import require_binary
+from tests.helpers import ANSWER_TIMEOUT, require_binary
 from tests.inventory.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
-TIMEOUT = 2.0
+TIMEOUT = ANSWER_TIMEOUT
 
 
 def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 30) -> None:

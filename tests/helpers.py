@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
+import socket
 
 import pytest
 
@@ -16,6 +18,42 @@ OVERRUN = 4.0
 Every silent or trickling peer in the tests holds far longer than that, so a call that ignored its
 timeout still fails; the benchmarks measure how closely the promise is kept.
 """
+
+
+PORT_FLOOR = 20000
+_PORTS = random.Random()  # not the global generator: the random test order seeds it alike in both suites
+_handed_out: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel hands out by itself (to bind(0) and to outgoing connections)."""
+    try:
+        return int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A loopback port nothing is bound to, below the ephemeral range, never the same twice in a run.
+
+    A port from bind(0) lies in the ephemeral range, where another process (in CI, the other suite's
+    database connections) can take it as a local port before the test's server binds it. Below that
+    range only an explicit bind can, and each suite picks its ports at random.
+    """
+    ceiling = _ephemeral_floor()
+    for _ in range(200):
+        port = _PORTS.randrange(PORT_FLOOR, ceiling) if ceiling > PORT_FLOOR + 1000 else 0
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, kind) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = probe.getsockname()[1]
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free loopback port found")
 
 
 def require(condition: bool, reason: str, env_flag: str) -> None:

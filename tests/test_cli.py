@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from audit.trail.models import AuditEvent
 from core.auth.models import User
 from core.extensions import db
 from tests.conftest import test_overrides as overrides_for
+from tests.helpers import free_port
 
 PACSDESK = Path(sys.executable).with_name("pacsdesk")
 
@@ -161,16 +161,9 @@ def test_demo_fills_an_empty_database_with_every_role(app, runner):
     assert again.exit_code == 1 and "refusing" in again.output
 
 
-def _free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_serve_answers_health_checks_under_gunicorn(tmp_path):
     url = f"sqlite:///{tmp_path / 'pacsdesk.db'}"
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [str(PACSDESK), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--threads", "2", "--no-worker"],

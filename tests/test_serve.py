@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.helpers import OVERRUN
-from tests.test_cli import PACSDESK, _free_port, cli_env
+from tests.helpers import OVERRUN, free_port
+from tests.test_cli import PACSDESK, cli_env
 
 
 def _alive(pid: int) -> bool:
@@ -53,7 +53,7 @@ def _serve(tmp_path: Path, url: str, cwd: Path) -> tuple[subprocess.Popen, Path]
     env = cli_env(tmp_path, url)
     subprocess.run([str(PACSDESK), "setup"], env=env, cwd=cwd, check=True, capture_output=True, timeout=180)
     log = tmp_path / "serve.log"
-    port = _free_port()
+    port = free_port()
     with log.open("w") as out:
         server = subprocess.Popen([str(PACSDESK), "serve", "--port", str(port), "--workers", "1",
                                    "--threads", "2"], env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)

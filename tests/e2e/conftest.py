@@ -46,7 +46,7 @@ from tests.e2e.pages import (
     log_in,
     screenshot,
 )
-from tests.helpers import require, require_binary
+from tests.helpers import free_port, require, require_binary
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -62,13 +62,6 @@ expect.set_options(timeout=15_000)
 def require_e2e(condition: bool, reason: str) -> None:
     """Skip a browser test locally when ``condition`` is false; fail when PACSDESK_REQUIRE_E2E=1."""
     require(condition, reason, "PACSDESK_REQUIRE_E2E")
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def port_open(port: int) -> bool:

@@ -16,7 +16,7 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
-from tests.helpers import fixture_event
+from tests.helpers import fixture_event, free_port
 
 PEER_AET = "TESTSCP"
 
@@ -40,13 +40,6 @@ def verification_scp() -> Iterator[Callable[..., int]]:
     yield start
     for server in servers:
         server.shutdown()
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from audit.atna.receiver import AtnaReceiver, Received, ReceiverSettings, parse_listen
-from tests.helpers import require_binary
+from tests.helpers import free_port, require_binary
 
 SAMPLES = Path(__file__).parent / "samples"
 SERVER_NAME = "atna.test"
@@ -183,13 +183,6 @@ def tls_material(tmp_path_factory: pytest.TempPathFactory) -> TLSMaterial:
     return TLSMaterial(ca_path, *server, *client, *rogue)
 
 
-def free_tcp_port() -> int:
-    """A loopback TCP port that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def rsyslogd_path() -> str:
     """rsyslogd (Debian installs it in /usr/sbin, often not on PATH), or skip."""
     found = shutil.which("rsyslogd", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
@@ -237,7 +230,7 @@ def start_rsyslog(tmp_path: Path, tls_material: TLSMaterial) -> Iterator[Callabl
         binary = rsyslogd_path()
         folder = tmp_path / f"rsyslog{len(started)}"
         (folder / "work").mkdir(parents=True)
-        input_port = free_tcp_port()
+        input_port = free_port()
         conf = folder / "rsyslog.conf"
         conf.write_text(RSYSLOG_CONF.format(
             work=folder / "work", ca=tls_material.ca, input_port=input_port, target_port=target_port,

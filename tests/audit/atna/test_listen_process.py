@@ -16,17 +16,11 @@ from sqlalchemy import func, select
 from audit.atna.models import AtnaBatch, AtnaMessage, AtnaReceiverState
 from audit.trail.models import AuditEvent
 from core.extensions import db
-from tests.audit.atna.conftest import SAMPLES, compact, free_tcp_port, send_with_logger, wait_for
+from tests.audit.atna.conftest import SAMPLES, compact, send_with_logger, wait_for
+from tests.helpers import free_port
 
 PACSDESK = Path(sys.executable).with_name("pacsdesk")
 LOGIN = compact((SAMPLES / "dicom_110114_login.xml").read_text())
-
-
-def free_udp_port() -> int:
-    """A loopback UDP port that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _accepts(port: int) -> bool:
@@ -40,7 +34,7 @@ def _accepts(port: int) -> bool:
 
 @pytest.mark.integration
 def test_atna_listen_stores_until_sigterm_seals_its_batch_and_audits_udp_drops(app, database_url, tmp_path):
-    tcp, udp = free_tcp_port(), free_udp_port()
+    tcp, udp = free_port(), free_port(socket.SOCK_DGRAM)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PACSDESK_")}
     env.update(PACSDESK_INSTANCE_PATH=str(tmp_path / "instance"), PACSDESK_DATABASE_URL=database_url,
                PACSDESK_ATNA_LISTEN=f"tcp://127.0.0.1:{tcp},udp://127.0.0.1:{udp}",

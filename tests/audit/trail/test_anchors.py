@@ -26,6 +26,7 @@ from audit.trail.models import AuditCheckpoint
 from core import audit_sink
 from core.extensions import db
 from tests.audit.compliance_fixtures import TEST_ACTIONS, at, write_events
+from tests.helpers import free_port
 
 
 def append(app, n: int) -> None:
@@ -68,13 +69,6 @@ def app_with(app_config: dict) -> Iterator[Callable[..., Flask]]:
         with application.app_context():
             db.session.remove()
             db.engine.dispose()
-
-
-def free_port(kind: int) -> int:
-    """A free loopback port for a socket of ``kind``."""
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_each_verification_appends_a_chained_anchor_sealed_with_the_key(app, runner):

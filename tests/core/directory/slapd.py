@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.helpers import require
+from tests.helpers import free_port, require
 
 AD_SUFFIX = "dc=hospital,dc=org"
 OPENLDAP_SUFFIX = "dc=clinic,dc=org"
@@ -49,13 +49,6 @@ def find_slapd() -> str:
     require(path is not None, "slapd is not installed", "PACSDESK_REQUIRE_INTEGRATION")
     assert path
     return path
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from audit.trail.models import AuditEvent
 from core.auth.models import User
 from core.extensions import db
 from tests.conftest import PASSWORD
-from tests.core.directory.slapd import USER_PASSWORD, free_port
+from tests.core.directory.slapd import USER_PASSWORD
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.integration
 

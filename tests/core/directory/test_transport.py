@@ -11,8 +11,8 @@ import pytest
 from core.auth.directory import DirectoryUnavailable, authenticate, list_users
 from tests.core.directory.conftest import start_slapd
 from tests.core.directory.data import openldap_entries
-from tests.core.directory.slapd import OPENLDAP_SUFFIX, USER_PASSWORD, Slapd, free_port, ldif
-from tests.helpers import OVERRUN
+from tests.core.directory.slapd import OPENLDAP_SUFFIX, USER_PASSWORD, Slapd, ldif
+from tests.helpers import OVERRUN, free_port
 
 pytestmark = pytest.mark.integration
 

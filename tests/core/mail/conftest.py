@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import socket
 import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,18 +15,12 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from core.mail.settings import Identity, SmtpSecurity, SmtpSettings
+from tests.helpers import free_port
 
 SMTP_USER = "pacsdesk@hospital.example"
 SMTP_PASSWORD = "s3cret:p@ss/word"
 IDENTITY = Identity(address="pacsdesk@hospital.example", display_name="St. Example Hospital",
                     base_url="https://pacsdesk.hospital.example")
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import pytest
 
 from core.mail.settings import ImapSettings
 from tests.core.mail.conftest import MailCA
-from tests.helpers import require
+from tests.helpers import free_port, require
 
 IMAP_USER = "helpdesk"
 IMAP_PASSWORD = "imap-secret-42"
@@ -28,14 +28,6 @@ IMAP_PASSWORD = "imap-secret-42"
 UTF8_USER, UTF8_PASSWORD = "radiologie", "Grüße-aus-Köln-7"
 # What Dovecot advertises when MOVE and UIDPLUS are hidden, to exercise the COPY fallback.
 PLAIN_CAPABILITIES = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE"
-
-
-def two_free_ports() -> tuple[int, int]:
-    """Two different loopback ports that nothing listens on right now."""
-    with socket.socket() as first, socket.socket() as second:
-        first.bind(("127.0.0.1", 0))
-        second.bind(("127.0.0.1", 0))
-        return first.getsockname()[1], second.getsockname()[1]
 
 
 def dovecot_binary() -> str:
@@ -183,7 +175,7 @@ def run_dovecot(ca: MailCA, *, capabilities: str | None = None) -> Iterator[Dove
             (folder / "passwd").chmod(0o644)
             dovecot_user = pwd.getpwnam("dovecot")
             os.chown(home, dovecot_user.pw_uid, dovecot_user.pw_gid)
-        imap_port, imaps_port = two_free_ports()
+        imap_port, imaps_port = free_port(), free_port()
         config = folder / "dovecot.conf"
         config.write_text(_config(folder, ca, imap_port, imaps_port, capabilities))
         process = subprocess.Popen([binary, "-F", "-c", str(config)], stdout=subprocess.DEVNULL,

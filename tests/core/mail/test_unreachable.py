@@ -14,8 +14,8 @@ from core.mail.compose import Notice, compose
 from core.mail.imap import ImapError, Mailbox
 from core.mail.settings import ImapSettings, SmtpSecurity, SmtpSettings
 from core.mail.smtp import SendStatus, Stage, send
-from tests.core.mail.conftest import IDENTITY, free_port
-from tests.helpers import OVERRUN
+from tests.core.mail.conftest import IDENTITY
+from tests.helpers import OVERRUN, free_port
 
 TIMEOUT = 1.0
 

@@ -20,8 +20,8 @@ from core.notifications import delivery, notify
 from core.notifications.models import EmailState, Notification, OutboxMessage, OutboxStatus
 from core.notifications.services import outbox_waiting, queue_email
 from core.timeutil import utcnow
-from tests.core.mail.conftest import free_port
 from tests.core.notifications.conftest import mail_settings
+from tests.helpers import free_port
 
 NOTICE = Notice(subject="Test notice", paragraphs=("Something happened.",), link_path="/notifications")
 

@@ -28,8 +28,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from inventory.studies.dimse import Archive
 from inventory.studies.orthanc import OrthancClient
 from inventory.studies.records import put
-from tests.helpers import require_binary
-from tests.inventory.conftest import free_port
+from tests.helpers import free_port, require_binary
 
 ORTHANC_AET = "ORTHANC_TEST"
 CALLING_AET = "PACSDESK"

@@ -24,8 +24,8 @@ from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from inventory.verification.dicom import Outcome, Target, echo, echo_many
-from tests.helpers import ANSWER_TIMEOUT, OVERRUN, require_binary
-from tests.inventory.conftest import PEER_AET, free_port, stay_silent
+from tests.helpers import ANSWER_TIMEOUT, OVERRUN, free_port, require_binary
+from tests.inventory.conftest import PEER_AET, stay_silent
 from tests.inventory.verification.test_dicom_integration import stop, wait_for_port
 
 TIMEOUT = 3.0  # checks facing a peer that never answers in time; the others get ANSWER_TIMEOUT

@@ -16,8 +16,7 @@ from core.extensions import db
 from inventory.models import Asset
 from inventory.verification.dicom import Outcome, echo
 from inventory.verification.services import verify_asset
-from tests.helpers import ANSWER_TIMEOUT, require_binary
-from tests.inventory.conftest import free_port
+from tests.helpers import ANSWER_TIMEOUT, free_port, require_binary
 
 pytestmark = pytest.mark.integration
 

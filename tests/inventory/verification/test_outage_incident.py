@@ -11,7 +11,8 @@ from core.extensions import db
 from core.notifications.models import Notification
 from helpdesk.models import LinkKind, Ticket, TicketLink
 from inventory.verification.services import sweep
-from tests.inventory.conftest import PEER_AET, free_port
+from tests.helpers import free_port
+from tests.inventory.conftest import PEER_AET
 
 
 @pytest.fixture(autouse=True)

@@ -26,8 +26,8 @@ from inventory.verification.services import (
     verify_asset,
 )
 from inventory.verification.summary import node_summary, uptime_percentages
-from tests.helpers import fixture_event
-from tests.inventory.conftest import free_port, record_at_once, stay_silent
+from tests.helpers import fixture_event, free_port
+from tests.inventory.conftest import record_at_once, stay_silent
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 OK = EchoResult(Outcome.OK, "C-ECHO succeeded in 12 ms", 12.0)

@@ -76,6 +76,7 @@ class Connections:
                              stream.listener, stream.host)
             return False
         stream.admitted = True
+        self.counts["accepted_connections"] += 1
         self.streams.add(stream)
         self.per_peer[stream.host] += 1
         return True

@@ -64,6 +64,7 @@ class ReceiverStats:
     dropped_udp: int
     oversized: int
     framing_errors: int
+    accepted_connections: int      # TCP and TLS connections admitted within the limits
     refused_connections: int
     timed_out_connections: int
     tls_failures: int
@@ -139,6 +140,7 @@ class AtnaReceiver:
             received=counts.get("received", 0), delivered=handover.delivered, queued=handover.queued,
             dropped_udp=counts.get("dropped_udp", 0), oversized=counts.get("oversized", 0),
             framing_errors=counts.get("framing_errors", 0),
+            accepted_connections=counts.get("accepted_connections", 0),
             refused_connections=counts.get("refused_connections", 0),
             timed_out_connections=counts.get("timed_out_connections", 0),
             tls_failures=counts.get("tls_failures", 0),

@@ -108,7 +108,10 @@ def send_with_logger(port: int, message: str | bytes | None = None, *, transport
         args.append("--octet-count")
     if message is not None:
         args += ["--", message.encode() if isinstance(message, str) else message]
-    return subprocess.run(args, input=stdin, capture_output=True, timeout=60, check=True)
+    sent = subprocess.run(args, input=stdin, capture_output=True, timeout=60, check=True)
+    # logger exits 0 when its write fails (a reset connection): only its warning tells.
+    assert not sent.stderr, f"logger warned: {sent.stderr.decode(errors='replace')}"
+    return sent
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ def test_connections_over_the_total_limit_are_closed_at_once(start_receiver):
     wait_for(lambda: running.receiver.stats().open_connections == 0, what="the slots freed")
     send_with_logger(port, LOGIN)
     assert len(running.inbox.wait(1)) == 1
+    assert running.receiver.stats().accepted_connections == 30 + 1
 
 
 @pytest.mark.integration

@@ -93,7 +93,7 @@ def _filters(request: ReportRequest) -> list[ColumnElement[bool]]:
     lo, hi = period_bounds(request.start, request.end)
     conditions = [E.occurred_at >= lo, E.occurred_at < hi]
     if request.username:
-        conditions.append(E.username == request.username)
+        conditions.append(func.lower(E.username) == request.username)  # lower-cased already
     if request.object_type:
         conditions += [E.object_type == request.object_type, E.object_id == request.object_id]
     return conditions

@@ -43,8 +43,7 @@ class AuditEvent(Model):
         Index("ix_audit_event_user_time", "user_id", "occurred_at"),
         Index("ix_audit_event_action_time", "action", "occurred_at"),
         Index("ix_audit_event_object", "object_type", "object_id"),
-        Index("ix_audit_event_username_time", "username", "occurred_at"),
-        # The search matches ids and names in any case (``audit.trail.search``).
+        # Ids and names are matched in any case: the search (``audit.trail.search``), a report's user.
         Index("ix_audit_event_object_lower", text("lower(object_id)")),
         Index("ix_audit_event_username_lower", text("lower(username)"), "occurred_at"),
     )

@@ -95,7 +95,7 @@ def _filters(request: ReportRequest) -> list[ColumnElement[bool]]:
     if request.username:
         conditions.append(func.lower(E.username) == request.username)  # lower-cased already
     if request.object_type:
-        conditions += [E.object_type == request.object_type, E.object_id == request.object_id]
+        conditions.append(E.about(request.object_type, request.object_id))
     return conditions
 
 

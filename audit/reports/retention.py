@@ -91,7 +91,7 @@ def build_certificate(request: ReportRequest, progress: Progress) -> ReportConte
     trail = list(db.session.execute(
         select(AuditEvent.seq, AuditEvent.occurred_at, AuditEvent.action, AuditEvent.username,
                AuditEvent.hash)
-        .where(AuditEvent.object_type == "retention_run", AuditEvent.object_id == str(run.id))
+        .where(AuditEvent.about("retention_run", str(run.id)))
         .order_by(AuditEvent.seq).limit(20)))
     batches = db.session.execute(
         select(func.count()).where(AuditEvent.action == "retention.batch_purged",

@@ -90,9 +90,8 @@ def scope_matches(scope: HoldScope) -> bool:
     if scope.object_type in STUDY_HOLD_TYPES or scope.object_type == STUDY_DATES:
         return True
     if scope.object_type and scope.object_key:
-        trail = db.session.execute(
-            select(AuditEvent.id).where(AuditEvent.object_type == scope.object_type,
-                                        AuditEvent.object_id == scope.object_key).limit(1)).first()
+        about = AuditEvent.about(scope.object_type, scope.object_key)
+        trail = db.session.execute(select(AuditEvent.id).where(about).limit(1)).first()
         if trail is not None:
             return True
     keys = [scope.record_class] if scope.record_class else sorted(record_classes())

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ColumnElement,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    and_,
+    cast,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.extensions import Model
@@ -42,11 +55,21 @@ class AuditEvent(Model):
         Index("ix_audit_event_occurred_at", "occurred_at"),
         Index("ix_audit_event_user_time", "user_id", "occurred_at"),
         Index("ix_audit_event_action_time", "action", "occurred_at"),
-        Index("ix_audit_event_object", "object_type", "object_id"),
-        # Ids and names are matched in any case: the search (``audit.trail.search``), a report's user.
-        Index("ix_audit_event_object_lower", text("lower(object_id)")),
+        # Ids and names are matched in any case: the search (``audit.trail.search``), a report's user;
+        # an exact object goes through the same index (``AuditEvent.about``).
+        Index("ix_audit_event_object_lower", text("lower(object_id)"), "object_type"),
         Index("ix_audit_event_username_lower", text("lower(username)"), "occurred_at"),
     )
+
+    @classmethod
+    def about(cls, object_type: str, object_id: str | None) -> ColumnElement[bool]:
+        """Events about exactly this object, found through the index on the lower-cased id and type."""
+        if object_id is None:
+            return and_(cls.object_type == object_type, cls.object_id.is_(None))
+        # The exact match is a cast: SQLite folds a bare ``object_id = ?`` into lower(object_id),
+        # which then no longer matches the index's expression.
+        return and_(func.lower(cls.object_id) == func.lower(object_id), cls.object_type == object_type,
+                    cast(cls.object_id, String) == object_id)
 
 
 class AuditCheckpoint(Model):

@@ -29,7 +29,7 @@ def _audit_hold_condition(scope: HoldScope) -> Any:
         return AuditEvent.user_id == select(User.id).where(User.username == scope.object_key) \
             .scalar_subquery()
     if scope.object_type:
-        return (AuditEvent.object_type == scope.object_type) & (AuditEvent.object_id == scope.object_key)
+        return AuditEvent.about(scope.object_type, scope.object_key)
     if scope.record_class == "audit_events":
         cond: ColumnElement[bool] = AuditEvent.seq.is_not(None)
         if scope.start:

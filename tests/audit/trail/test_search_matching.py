@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from audit import record
+from audit.trail.models import AuditEvent
 from audit.trail.search import PER_PAGE, AuditFilter, filtered_select
 from core.auth.models import User
 from core.extensions import db
@@ -71,6 +72,23 @@ def test_ids_and_names_are_found_through_indexes_not_by_reading_the_whole_trail(
             plan = "\n".join(row[-1] for row in db.session.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
             assert "SCAN audit_event" not in plan.replace("USING INDEX", "USING"), plan
         assert index in plan, plan
+        db.session.rollback()
+
+
+@pytest.mark.parametrize("object_id", ["PD-000038", "pd-000038"])
+def test_one_object_exactly_is_found_through_the_lower_cased_id_index(app, trail, object_id):
+    with app.app_context():
+        statement = select(AuditEvent.seq).where(AuditEvent.about("ticket", object_id))
+        found = db.session.execute(statement).scalars().all()
+        assert len(found) == (2 if object_id == "PD-000038" else 0)  # exact: the case is the id's own
+        dialect = db.session.get_bind().dialect
+        sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+        if dialect.name == "postgresql":
+            db.session.execute(text("SET LOCAL enable_seqscan = off"))
+            plan = "\n".join(row[0] for row in db.session.execute(text(f"EXPLAIN {sql}")))
+        else:
+            plan = "\n".join(row[-1] for row in db.session.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+        assert "ix_audit_event_object_lower" in plan, plan
         db.session.rollback()
 
 

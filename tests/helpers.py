@@ -6,6 +6,7 @@ import os
 import random
 import shutil
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -28,7 +29,7 @@ _handed_out: set[int] = set()
 def _ephemeral_floor() -> int:
     """The lowest port the kernel hands out by itself (to bind(0) and to outgoing connections)."""
     try:
-        return int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return 32768
 

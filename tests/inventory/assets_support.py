@@ -14,7 +14,7 @@ from tests.helpers import ANSWER_TIMEOUT, fixture_event
 
 @pytest.fixture(autouse=True)
 def _short_checks(app_config: dict, request: pytest.FixtureRequest) -> None:
-    """Checks that saving a node starts end fast (the test addresses answer nobody).
+    """Checks started by saving a node end fast (the test addresses answer nobody).
 
     A test with a live SCP expects its answer, which a loaded machine may delay past half a second.
     """

@@ -115,3 +115,27 @@ def test_terminated_backends_during_filing_never_lie_about_what_was_saved(app, m
         assert not missing, f"answered success but not saved with its audit event: {missing}"
         saved_anyway = sorted(failed & set(tickets))
         assert not saved_anyway, f"answered failure but saved: {saved_anyway}"
+
+
+@pytest.mark.postgres
+def test_a_backend_terminated_between_two_requests_costs_the_user_nothing(app, client, make_user):
+    url = require_postgres()
+    make_user("technician", "tech.a")
+    assert client.post("/login", data={"username": "tech.a", "password": PASSWORD}).status_code == 302
+    assert client.get("/tickets").status_code == 200  # the pool now holds this request's connection
+    with psycopg.connect(url, autocommit=True, application_name="fault-injector") as conn:
+        pids = [pid for (pid,) in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'pacsdesk' "
+            "AND datname = current_database()")]
+        assert pids
+        for pid in pids:
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        deadline = time.monotonic() + 10
+        while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)",
+                           (pids,)).fetchone() != (0,) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    pages = [client.get("/tickets") for _ in range(3)]
+
+    assert [page.status_code for page in pages] == [200, 200, 200]
+    assert NOT_SAVED not in pages[0].data.decode()

@@ -4,10 +4,10 @@ Builds a database of 100,000 tickets (two replies, words and a history line each
 chained audit events and 2,000 assets with bulk inserts, starts `pacsdesk serve` on it (its
 default workers and threads, no job worker), logs a technician and a compliance officer in over
 real HTTP, and sends each page from 1, 8 and 32 clients (threads spread over four processes,
-each on a keep-alive connection): the queue, a word search, a ticket page (an audited view: a
-write per request), the asset list, the audit search (audited too) and /healthz. It prints
-requests/s, p50, p95, p99 and errors, and checks the targets against the 1-client figures of the
-same run:
+each on its own connection, opened again whenever the server closed it): the queue, a word
+search, a ticket page (an audited view: a write per request), the asset list, the audit search
+(audited too) and /healthz. It prints requests/s, p50, p95, p99 and errors, and checks the
+targets against the 1-client figures of the same run:
 
 * at 8 clients, p95 at most 4 times the 1-client p95 and throughput at least 1.7 times;
 * at 32 clients, no errors and p99 under 1 s; /healthz p99 under 50 ms.

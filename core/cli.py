@@ -19,7 +19,7 @@ from core.auth.cli import users_group
 from core.auth.models import Role
 from core.auth.services import NewUser, count_users, create_user, generate_password
 from core.backup import backup_command, restore_command
-from core.config import ConfigError, load_config
+from core.config import JOB_THREADS, ConfigError, load_config
 from core.demo import DemoContext, existing_data, seeders
 from core.extensions import db
 from core.reference_data import load_reference_data
@@ -72,9 +72,9 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", type=click.IntRange(1, 64),
-              help="Web worker processes (default: PACSDESK_WEB_WORKERS, two per core).")
+              help="Web worker processes (default: PACSDESK_WEB_WORKERS, one per core, at least 2).")
 @click.option("--threads", type=click.IntRange(1, 64),
-              help="Request threads per worker (default: PACSDESK_WEB_THREADS, 4).")
+              help="Request threads per worker (default: PACSDESK_WEB_THREADS, 1).")
 @click.option("--no-worker", is_flag=True, help="Do not run a job worker beside the web server.")
 def serve_command(host: str, port: int, workers: int | None, threads: int | None, no_worker: bool) -> None:
     """Serve PACS Desk with gunicorn; supervise a job worker and, when configured, the ATNA receiver."""
@@ -92,7 +92,12 @@ def serve_command(host: str, port: int, workers: int | None, threads: int | None
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", workers)
             self.cfg.set("threads", threads)
-            self.cfg.set("worker_class", "gthread")
+            # A worker takes a connection only when a thread is free, and answers it with
+            # "Connection: close": waiting requests queue in arrival order for the first free
+            # worker instead of piling up behind a busy one that kept their connection.
+            self.cfg.set("worker_class", "core.webworker.OneRequestWorker" if threads == 1 else "gthread")
+            self.cfg.set("worker_connections", threads)
+            self.cfg.set("keepalive", 0)
             self.cfg.set("timeout", 120)
             self.cfg.set("accesslog", "-")
             self.cfg.set("forwarded_allow_ips", "127.0.0.1")
@@ -120,7 +125,7 @@ def serve_command(host: str, port: int, workers: int | None, threads: int | None
 
 
 @click.command("worker")
-@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64),
+@click.option("--threads", default=JOB_THREADS, show_default=True, type=click.IntRange(1, 64),
               help="Jobs run at once by this worker.")
 @with_appcontext
 def worker_command(threads: int) -> None:

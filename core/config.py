@@ -118,13 +118,16 @@ def _count_or_auto(low: int, high: int, auto: Callable[[], int]) -> Callable[[st
 
 
 def default_web_workers() -> int:
-    """Web worker processes: two per core (a process stalled on its lock never idles a core), at most 16."""
-    return min(2 * available_cores(), 16)
+    """Web worker processes: one per core, at least two (a long request never stops the site), at most 16."""
+    return min(max(available_cores(), 2), 16)
+
+
+JOB_THREADS = 4  # jobs a `pacsdesk worker` runs at once unless told otherwise
 
 
 def default_web_threads() -> int:
-    """Request threads per web worker: four, so a worker overlaps its database waits."""
-    return 4
+    """Request threads per web worker: one, so requests take turns in arrival order, not share a core."""
+    return 1
 
 
 AE_TITLE_CHARS = re.compile(r"^[\x20-\x5b\x5d-\x7e]+$")

@@ -24,6 +24,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, CursorResult, Engine, Result
 from sqlalchemy.exc import InvalidatePoolError
 
+from core.config import JOB_THREADS
 from core.extensions import db
 
 SNAPSHOT_OPTION = "pacsdesk_snapshot_read"
@@ -180,9 +181,11 @@ def configure_engine(engine: Engine) -> None:
 def engine_options(database_url: str, threads: int) -> dict:
     """SQLAlchemy engine options for the configured database, its pool sized to ``threads``.
 
-    Each request thread holds one connection, and a snapshot read beside it a second one.
+    Each thread holds one connection, and a snapshot read beside it a second one. The pool opens
+    connections only when asked, so a floor of the job worker's threads costs a web worker nothing.
     """
-    pool = {"pool_size": threads, "max_overflow": threads}
+    size = max(threads, JOB_THREADS)
+    pool = {"pool_size": size, "max_overflow": size}
     if database_url.startswith("sqlite"):
         in_memory = database_url in {"sqlite://", "sqlite:///:memory:"}  # one connection, no pool to size
         return {"connect_args": {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from core.webworker import REQUEST_WAIT_S
 from tests.helpers import OVERRUN, free_port
 from tests.test_cli import PACSDESK, cli_env
 
@@ -48,15 +50,16 @@ def _wait_for(check, seconds: float, what: str):
     pytest.fail(f"timed out after {seconds} s waiting for {what}")
 
 
-def _serve(tmp_path: Path, url: str, cwd: Path) -> tuple[subprocess.Popen, Path]:
-    """`pacsdesk setup` then `pacsdesk serve` in ``cwd``, its output in a log file."""
+def _serve(tmp_path: Path, url: str, cwd: Path, threads: int = 2) -> tuple[subprocess.Popen, Path]:
+    """`pacsdesk setup` then `pacsdesk serve` (one worker) in ``cwd``, its output in a log file."""
     env = cli_env(tmp_path, url)
     subprocess.run([str(PACSDESK), "setup"], env=env, cwd=cwd, check=True, capture_output=True, timeout=180)
     log = tmp_path / "serve.log"
     port = free_port()
     with log.open("w") as out:
         server = subprocess.Popen([str(PACSDESK), "serve", "--port", str(port), "--workers", "1",
-                                   "--threads", "2"], env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+                                   "--threads", str(threads)],
+                                  env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
 
     def healthy() -> bool:
         try:
@@ -107,6 +110,38 @@ def test_serve_started_beside_an_app_folder_runs_jobs_and_restarts_a_killed_work
     finally:
         _stop(server)
     assert not any(_alive(pid) for pid in _live_workers(url))
+
+
+def test_an_answered_connection_is_closed_so_an_idle_browser_never_holds_a_worker(tmp_path):
+    url = f"sqlite:///{tmp_path / 'pacsdesk.db'}"
+    server, _log = _serve(tmp_path, url, tmp_path)
+    try:
+        port = int(server.args[server.args.index("--port") + 1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as idle:
+            idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: pacsdesk\r\nConnection: keep-alive\r\n\r\n")
+            answer = b""
+            while chunk := idle.recv(65536):  # ends only when the server closes the connection
+                answer += chunk
+            head = answer.split(b"\r\n\r\n", 1)[0].lower()
+            assert head.startswith(b"http/1.1 200") and b"connection: close" in head
+    finally:
+        _stop(server)
+
+
+def test_a_connection_that_sends_nothing_holds_a_one_thread_worker_for_seconds_not_minutes(tmp_path):
+    url = f"sqlite:///{tmp_path / 'pacsdesk.db'}"
+    server, log = _serve(tmp_path, url, tmp_path, threads=1)
+    try:
+        port = int(server.args[server.args.index("--port") + 1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as silent:
+            began = time.monotonic()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=60) as reply:
+                assert reply.status == 200
+            assert time.monotonic() - began < REQUEST_WAIT_S + OVERRUN
+            assert silent.recv(1) == b""  # the worker let the silent connection go
+    finally:
+        _stop(server)
+    assert "Traceback" not in log.read_text()
 
 
 def test_a_worker_never_outlives_a_killed_server(tmp_path):

@@ -27,6 +27,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from core.config import JOB_THREADS
 from core.database import rowcount
 from core.extensions import db
 from core.jobs.models import Job, JobSchedule, JobStatus, JobWorker
@@ -290,7 +291,7 @@ def work_until_idle(app: Flask, kinds: list[str] | None = None,
 class Worker:
     """A worker process's loop: reap, schedule, claim, run in threads, renew, stop gracefully."""
 
-    def __init__(self, app: Flask, threads: int = 4) -> None:
+    def __init__(self, app: Flask, threads: int = JOB_THREADS) -> None:
         self.app = app
         self.threads = max(1, threads)
         self.holder = new_holder()

@@ -7,15 +7,15 @@ import os
 import pytest
 
 from app import create_app
-from core.config import ConfigError, load_config
+from core.config import JOB_THREADS, ConfigError, load_config
 from core.extensions import db
 
 
 def test_workers_and_threads_default_to_the_cores_the_server_may_use(tmp_path):
     config = load_config({}, {"PACSDESK_INSTANCE_PATH": str(tmp_path)})
     cores = len(os.sched_getaffinity(0))
-    assert config["PACSDESK_WEB_WORKERS"] == min(2 * cores, 16)
-    assert config["PACSDESK_WEB_THREADS"] == 4
+    assert config["PACSDESK_WEB_WORKERS"] == min(max(cores, 2), 16)
+    assert config["PACSDESK_WEB_THREADS"] == 1
 
 
 def test_workers_and_threads_can_be_set_and_a_bad_value_names_the_variable(tmp_path):
@@ -32,4 +32,12 @@ def test_each_workers_connection_pool_is_sized_to_its_threads(app_config):
         pool = db.engine.pool
         assert pool.size() == 6  # type: ignore[attr-defined]
         assert pool._max_overflow == 6  # type: ignore[attr-defined]
+        db.engine.dispose()
+
+
+def test_the_pool_holds_at_least_the_job_workers_threads(app_config):
+    app = create_app({**app_config, "PACSDESK_WEB_THREADS": 1})
+    with app.app_context():
+        pool = db.engine.pool
+        assert pool.size() == JOB_THREADS  # type: ignore[attr-defined]
         db.engine.dispose()

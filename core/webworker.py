@@ -1,0 +1,39 @@
+"""The web worker of `pacsdesk serve` with one thread: one request at a time, a few seconds to send it."""
+
+from __future__ import annotations
+
+import select
+import socket
+from typing import Any
+
+from gunicorn import util
+from gunicorn.workers.sync import SyncWorker
+
+REQUEST_WAIT_S = 5.0  # silence a connection is allowed before its request and between its packets
+
+
+class OneRequestWorker(SyncWorker):
+    """gunicorn's sync worker, except that a silent connection is dropped after a few seconds.
+
+    It takes a connection only when it is free, so waiting requests stay in the kernel's queue in
+    arrival order for whichever worker frees up first. The plain sync worker waits for a request
+    for as long as the connection stays open: a browser's unused pre-connection or a client that
+    sends nothing would hold the worker until the 120-second worker timeout.
+    """
+
+    def accept(self, listener: Any) -> None:
+        """Take one connection; serve it if its request starts arriving within REQUEST_WAIT_S."""
+        client, addr = listener.accept()
+        util.close_on_exec(client)
+        if not select.select([client], [], [], REQUEST_WAIT_S)[0]:
+            util.close(client)
+            return
+        client.settimeout(REQUEST_WAIT_S)
+        self.handle(listener, client, addr)
+
+    def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
+        """Serve the connection; a client gone silent mid-request is closed without a traceback."""
+        try:
+            super().handle(listener, client, addr)
+        except TimeoutError:
+            util.close(client)

@@ -22,7 +22,7 @@ from typing import Any, cast
 from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, CursorResult, Engine, Result
-from sqlalchemy.exc import InvalidatePoolError
+from sqlalchemy.exc import DisconnectionError
 
 from core.config import JOB_THREADS
 from core.extensions import db
@@ -154,18 +154,19 @@ def listen_once(target: Any, identifier: str, fn: Callable[..., Any]) -> None:
 
 
 def _postgres_checkout(dbapi_connection, connection_record, connection_proxy) -> None:
-    """Refuse a pooled connection whose backend has gone; the pool then opens fresh ones.
+    """Refuse a pooled connection whose backend has gone; the pool opens a fresh one instead.
 
     An idle connection has nothing to read: a terminated or restarted backend leaves its last
     words (a FATAL message, the close) on the socket. Polling the socket without waiting finds
     them at no round trip's cost, where a ``SELECT 1`` before each transaction slows every write.
+    Each connection is judged by its own socket, so a restart is found connection by connection.
     """
     if dbapi_connection.closed:
-        raise InvalidatePoolError("the pooled database connection is closed")
+        raise DisconnectionError("the pooled database connection is closed")
     poller = select.poll()
     poller.register(dbapi_connection.fileno(), select.POLLIN | select.POLLPRI)
     if poller.poll(0):
-        raise InvalidatePoolError("the database ended the pooled connection while it was idle")
+        raise DisconnectionError("the database ended the pooled connection while it was idle")
 
 
 def configure_engine(engine: Engine) -> None:

@@ -9,7 +9,18 @@ def init_app(app: Flask) -> None:
     """Bind the extensions, security, error pages, the core and account pages and commands."""
     import os
 
-    from core import assets, audit_sink, backup, cli, database, errors, request_guard, security, templating
+    from core import (
+        assets,
+        audit_sink,
+        backup,
+        cli,
+        database,
+        errors,
+        health,
+        request_guard,
+        security,
+        templating,
+    )
     from core.auth import admin_views, directory_accounts, first_run, loader, login, second_factor
     from core.auth import services as auth_services
     from core.auth import views as auth_views
@@ -27,6 +38,8 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("BOOTSTRAP_SERVE_LOCAL", True)
     request_guard.init_app(app)
     database.init_app(app)
+    with app.app_context():
+        health.init_app(app, db.engine)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     migrate.init_app(app, db, directory=os.path.join(root, "migrations"))
     login_manager.init_app(app)

@@ -22,7 +22,7 @@ AUDIT_ACTIONS = {
 }
 
 LOGIN_AT = "login_at"  # session key: when the user logged in (the absolute lifetime counts from it)
-UNCHECKED = {"static", "bootstrap.static", "core.healthz"}
+UNCHECKED = {"static", "bootstrap.static"}
 # What a user who must choose a new password may still reach.
 BEFORE_NEW_PASSWORD = {"auth.password", "auth.logout", *UNCHECKED}
 
@@ -46,13 +46,19 @@ def safe_next(target: str | None, default: str) -> str:
     return target
 
 
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
 def _add_headers(response: Response) -> Response:
     """Security headers on every response; no caching of pages that may carry PHI."""
-    response.headers.setdefault("Content-Security-Policy", CSP)
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
     if request.endpoint not in {"static", "bootstrap.static"}:
         response.headers.setdefault("Cache-Control", "no-store")
     return response

@@ -186,6 +186,13 @@ def test_healthz_answers_json_without_login(client):
     assert response.get_json() == {"status": "ok", "app": "ok", "database": "ok"}
 
 
+def test_healthz_answers_a_head_request_without_a_body_and_leaves_other_methods_to_the_site(client):
+    head = client.head("/healthz")
+    assert head.status_code == 200 and head.data == b""
+    assert head.headers["Cache-Control"] == "no-store"
+    assert client.post("/healthz").status_code == 404  # only a page could answer, and none does
+
+
 def test_healthz_reports_unavailable_database_with_503(tmp_path):
     config = overrides_for(tmp_path / "inst", f"sqlite:///{tmp_path / 'missing' / 'none.db'}")
     app = create_app(config)

@@ -1,19 +1,19 @@
-"""The web worker of `pacsdesk serve` with one thread: one request at a time, a few seconds to send it."""
+"""The web worker of `pacsdesk serve` with one thread: one request at a time, and no client may stall it."""
 
 from __future__ import annotations
 
 import select
-import socket
 from typing import Any
 
 from gunicorn import util
 from gunicorn.workers.sync import SyncWorker
 
-REQUEST_WAIT_S = 5.0  # silence a connection is allowed before its request and between its packets
+REQUEST_WAIT_S = 5.0  # silence allowed before a connection's request starts
+STALL_S = 30.0  # silence allowed between two packets of a request or an answer (a tablet roaming)
 
 
 class OneRequestWorker(SyncWorker):
-    """gunicorn's sync worker, except that a silent connection is dropped after a few seconds.
+    """gunicorn's sync worker, except that a silent or stalled connection is let go.
 
     It takes a connection only when it is free, so waiting requests stay in the kernel's queue in
     arrival order for whichever worker frees up first. The plain sync worker waits for a request
@@ -28,12 +28,5 @@ class OneRequestWorker(SyncWorker):
         if not select.select([client], [], [], REQUEST_WAIT_S)[0]:
             util.close(client)
             return
-        client.settimeout(REQUEST_WAIT_S)
+        client.settimeout(STALL_S)
         self.handle(listener, client, addr)
-
-    def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
-        """Serve the connection; a client gone silent mid-request is closed without a traceback."""
-        try:
-            super().handle(listener, client, addr)
-        except TimeoutError:
-            util.close(client)

@@ -12,6 +12,7 @@ from flask_login import current_user, logout_user
 from werkzeug.wrappers import Response
 
 from core import audit_sink
+from core.assets import STATIC_ENDPOINTS
 from core.extensions import db
 from core.timeutil import utcnow
 
@@ -22,9 +23,8 @@ AUDIT_ACTIONS = {
 }
 
 LOGIN_AT = "login_at"  # session key: when the user logged in (the absolute lifetime counts from it)
-UNCHECKED = {"static", "bootstrap.static"}
 # What a user who must choose a new password may still reach.
-BEFORE_NEW_PASSWORD = {"auth.password", "auth.logout", *UNCHECKED}
+BEFORE_NEW_PASSWORD = {"auth.password", "auth.logout", *STATIC_ENDPOINTS}
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -59,7 +59,7 @@ def _add_headers(response: Response) -> Response:
     """Security headers on every response; no caching of pages that may carry PHI."""
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
-    if request.endpoint not in {"static", "bootstrap.static"}:
+    if request.endpoint not in STATIC_ENDPOINTS:
         response.headers.setdefault("Cache-Control", "no-store")
     return response
 
@@ -99,7 +99,7 @@ def _session_age(now: datetime) -> timedelta | None:
 
 def _idle_logoff() -> Response | None:
     """Log a signed-in user off after the idle time or the absolute lifetime; keep a new password first."""
-    if request.endpoint in UNCHECKED:
+    if request.endpoint in STATIC_ENDPOINTS:
         return None
     if not current_user.is_authenticated:
         return None

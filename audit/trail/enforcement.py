@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, insert, inspect
-from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
+from sqlalchemy.orm import Mapper, ORMExecuteState, Session, UOWTransaction
 
 from audit.trail.models import ObjectChange
 from core.auditing import AuditSpec, audit_spec
@@ -183,22 +183,25 @@ def _after_flush(session: Session, flush_context: UOWTransaction) -> None:
     state.new_objects = []
 
 
-_TABLES: dict[int, dict[str, str]] = {}
+_TABLES: dict[str, dict[str, str]] = {}  # "audited": audited tables by name, until a model is mapped
+
+
+def _forget_tables(mapper: Mapper, class_: type) -> None:
+    """A model was mapped: compute the audited tables again at their next use."""
+    _TABLES.clear()
 
 
 def _audited_tables() -> dict[str, str]:
     """Audited tables by name, with the object type their events name (computed once per set of models)."""
-    mappers = Model.registry.mappers
-    cached = _TABLES.get(len(mappers))
+    cached = _TABLES.get("audited")
     if cached is not None:
         return cached
     found = {}
-    for mapper in mappers:
+    for mapper in Model.registry.mappers:
         spec = getattr(mapper.class_, "__audit__", None)
         if isinstance(spec, AuditSpec):
             found[cast(Table, mapper.local_table).name] = spec.object_type
-    _TABLES.clear()
-    _TABLES[len(mappers)] = found
+    _TABLES["audited"] = found
     return found
 
 
@@ -243,6 +246,7 @@ def _forget(session: Session, *args: Any) -> None:
 
 def install() -> None:
     """Attach the hook to every session (once per process; apps share the Session class)."""
+    listen_once(Mapper, "after_mapper_constructed", _forget_tables)
     listen_once(Session, "before_flush", _before_flush)
     listen_once(Session, "after_flush", _after_flush)
     listen_once(Session, "do_orm_execute", _on_execute)

@@ -28,7 +28,8 @@ from core.config import JOB_THREADS
 from core.extensions import db
 
 SNAPSHOT_OPTION = "pacsdesk_snapshot_read"
-WRITE_LOCK = "pacsdesk_write_lock"  # connection.info: this transaction holds SQLite's write lock
+# connection.info: the transaction holds the write lock (True), reads without it (False), sent nothing (None)
+WRITE_LOCK = "pacsdesk_write_lock"
 BUSY_TIMEOUT_MS = 30_000
 LOCK_POLL_S = (0.0005, 0.004)  # first and longest pause between two tries for the write lock
 # Statements that need the write lock (a savepoint is only taken by code about to write).
@@ -47,9 +48,8 @@ def _sqlite_connect(dbapi_connection, connection_record) -> None:
 
 
 def _sqlite_begin(connection: Connection) -> None:
-    """Begin deferred: a WAL snapshot that neither waits for nor blocks a writer."""
-    connection.info[WRITE_LOCK] = False
-    connection.exec_driver_sql("BEGIN")
+    """Begin at the first statement: deferred for a read, ``BEGIN IMMEDIATE`` for a write."""
+    connection.info[WRITE_LOCK] = None
 
 
 def _wait_for_write_lock(raw: sqlite3.Connection) -> None:
@@ -74,16 +74,20 @@ def _wait_for_write_lock(raw: sqlite3.Connection) -> None:
 def take_write_lock(connection: Connection) -> None:
     """On SQLite, hold the write lock from now to the end of this transaction (no-op elsewhere).
 
-    The transaction has only read so far: its snapshot ends and it goes on as ``BEGIN IMMEDIATE``,
+    A transaction that has read so far ends its snapshot and goes on as ``BEGIN IMMEDIATE``,
     so what it reads from here on is the newest data, which no other writer can change under it.
     """
-    if connection.dialect.name != "sqlite" or connection.info.get(WRITE_LOCK, True):
+    if connection.dialect.name != "sqlite":
+        return
+    began = connection.info.get(WRITE_LOCK, True)
+    if began is True:
         return
     if connection.get_execution_options().get(SNAPSHOT_OPTION):
         raise RuntimeError("a snapshot connection only reads")
     raw = connection.connection.driver_connection
     assert raw is not None
-    raw.execute("COMMIT")  # nothing was written: this only lets go of the read snapshot
+    if began is False:
+        raw.execute("COMMIT")  # nothing was written: this only lets go of the read snapshot
     connection.info[WRITE_LOCK] = True
     try:
         _wait_for_write_lock(raw)
@@ -102,9 +106,21 @@ def _writes(statement: str, context: Any) -> bool:
 
 def _sqlite_before_execute(connection: Connection, cursor: Any, statement: str, parameters: Any,
                            context: Any, executemany: bool) -> None:
-    """Take the write lock before the transaction's first write."""
-    if connection.info.get(WRITE_LOCK) is False and _writes(statement, context):
+    """Open the transaction at its first statement; take the write lock before its first write.
+
+    A transaction that writes first goes straight to ``BEGIN IMMEDIATE``: no snapshot is opened
+    only to be given up at once.
+    """
+    began = connection.info.get(WRITE_LOCK, True)
+    if began is True:
+        return
+    if _writes(statement, context):
         take_write_lock(connection)
+    elif began is None:
+        connection.info[WRITE_LOCK] = False
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        raw.execute("BEGIN")
 
 
 @contextmanager

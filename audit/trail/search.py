@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, column, func, literal_column, or_, select, table
+from sqlalchemy import ColumnElement, Select, bindparam, column, func, literal_column, or_, select, table
 
 from audit.trail import search_index
 from audit.trail.chain import record
@@ -120,6 +120,12 @@ def filtered_select(flt: AuditFilter) -> tuple[Select, Any]:
     return query, order
 
 
+# Users whose username or full name contains a LIKE pattern, any case (built once: a search runs it).
+_PEOPLE = select(User.id, User.username).where(or_(
+    func.lower(User.username).like(func.lower(bindparam("pattern")), escape="/"),
+    func.lower(User.full_name).like(func.lower(bindparam("pattern")), escape="/")))
+
+
 def user_condition(text: str) -> ColumnElement[bool]:
     """Events of users whose username or full name contains ``text`` (any case), or of that name typed.
 
@@ -128,12 +134,13 @@ def user_condition(text: str) -> ColumnElement[bool]:
     trail. A name typed at the login that no account has matches when typed whole, in any case.
     """
     term = text.strip()
-    people = db.session.execute(select(User.id, User.username).where(or_(
-        User.username.icontains(term, autoescape=True),
-        User.full_name.icontains(term, autoescape=True)))).all()
+    pattern = "%" + term.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
+    people = db.session.execute(_PEOPLE, {"pattern": pattern}).all()
     names = sorted({username.lower() for _, username in people} | {term.lower()})
-    return or_(AuditEvent.user_id.in_(sorted(user_id for user_id, _ in people)),
-               func.lower(AuditEvent.username).in_(names))
+    typed = func.lower(AuditEvent.username).in_(names)
+    if not people:
+        return typed  # an empty IN would cost the plan a subquery per search
+    return or_(AuditEvent.user_id.in_(sorted(user_id for user_id, _ in people)), typed)
 
 
 def object_condition(text: str) -> ColumnElement[bool]:

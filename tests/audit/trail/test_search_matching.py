@@ -45,6 +45,12 @@ def test_user_filter_matches_part_of_a_username_or_full_name_in_any_case(client,
     assert sorted(rows) == ["dr.okafor:PD-000038", "dr.okafor:PD-000380"]
 
 
+@pytest.mark.parametrize("typed", ["%", "dr_okafor", "dr%okafor"])
+def test_wildcards_typed_in_the_user_filter_match_only_themselves(client, login_as, trail, typed):
+    login_as("compliance", "privacy")
+    assert shown(client, f"username={typed.replace('%', '%25')}") == (0, [])
+
+
 @pytest.mark.parametrize("typed", ["PD-38", "pd-38", "pd-000038", "PD38"])
 def test_a_ticket_number_however_written_finds_that_ticket(client, login_as, trail, typed):
     login_as("compliance", "privacy")

@@ -8,6 +8,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from core import audit_sink, db_faults, disk
+from core.assets import STATIC_ENDPOINTS
 from core.db_faults import Fault, Outcome
 from core.extensions import db
 
@@ -101,7 +102,7 @@ def refused_object(view_args: dict | None) -> tuple[str | None, str | None]:
 
 def record_denied(code: int) -> None:
     """Audit a signed-in user's 403 or 404 on one of the application's pages, in a transaction of its own."""
-    if code not in (403, 404) or request.endpoint in (None, "static", "bootstrap.static"):
+    if code not in (403, 404) or request.endpoint is None or request.endpoint in STATIC_ENDPOINTS:
         return
     if not current_user.is_authenticated:
         return

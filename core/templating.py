@@ -8,6 +8,7 @@ from typing import Any
 from flask import Flask, request
 from flask_login import current_user
 
+from core.assets import STATIC_ENDPOINTS
 from core.auth.forms import ConfirmForm
 from core.auth.permissions import can
 from core.navigation import banners_for, nav_entries
@@ -37,7 +38,7 @@ def _context() -> dict[str, Any]:
     """Values every template can use."""
     values: dict[str, Any] = {"can": can, "logout_form": _logout_form, "nav_entries": nav_entries,
                               "page_banners": []}
-    if request.endpoint not in {"static", "bootstrap.static"}:
+    if request.endpoint not in STATIC_ENDPOINTS:
         values["page_banners"] = banners_for(current_user)
     for provider in _providers(current_app_object()):
         values.update(provider())

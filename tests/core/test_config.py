@@ -193,6 +193,21 @@ def test_healthz_answers_a_head_request_without_a_body_and_leaves_other_methods_
     assert client.post("/healthz").status_code == 404  # only a page could answer, and none does
 
 
+def test_healthz_answers_before_the_site_so_a_stuck_page_pipeline_cannot_hold_it(app, client):
+    calls = []
+
+    @app.before_request
+    def stuck() -> None:
+        """Stands for the per-page work (session, login, rate limit) going wrong."""
+        calls.append(1)
+        raise RuntimeError("per-page work failed")
+
+    assert client.get("/healthz").status_code == 200
+    assert client.head("/healthz").status_code == 200
+    assert calls == []
+    assert client.get("/login").status_code == 500 and calls == [1]
+
+
 def test_healthz_reports_unavailable_database_with_503(tmp_path):
     config = overrides_for(tmp_path / "inst", f"sqlite:///{tmp_path / 'missing' / 'none.db'}")
     app = create_app(config)

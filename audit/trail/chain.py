@@ -23,7 +23,7 @@ from audit.trail.models import GENESIS_HASH, AuditCheckpoint, AuditEvent, AuditP
 from audit.trail.sealing import canonical_details, checkpoint_payload, event_payload, iso_utc
 from audit.trail.verify import ChainVerification, verify_chain
 from core import audit_sink
-from core.database import take_write_lock
+from core.database import sqlite_page_cache, take_write_lock
 from core.extensions import db
 from core.timeutil import utcnow
 
@@ -34,6 +34,7 @@ __all__ = ["OUTCOMES", "ChainVerification", "Recorded", "canonical_details", "ch
 CHAIN_LOCK_KEY = 0x5041_4353_4445_534B
 
 OUTCOMES = ("success", "failure")
+PURGE_CACHE_KIB = 32 * 1024  # SQLite's page cache while a purge deletes a range of events
 
 # Audit actions recorded here (registered by the package's init_app).
 AUDIT_ACTIONS = {
@@ -189,7 +190,8 @@ def purge_through(through_seq: int, reason: str, run_id: int | None = None) -> i
     key = next_link(conn).key
     permits = AuditPurgePermit.__table__
     conn.execute(permits.insert().values(id=1, through_seq=through_seq))
-    removed = conn.execute(delete(_EVENTS).where(_EVENTS.c.seq <= through_seq)).rowcount
+    with sqlite_page_cache(conn, PURGE_CACHE_KIB):
+        removed = conn.execute(delete(_EVENTS).where(_EVENTS.c.seq <= through_seq)).rowcount
     conn.execute(delete(permits))
     mac = key.mac(checkpoint_payload(first, through_seq, boundary, removed, run_id, key.key_id))
     db.session.add(AuditCheckpoint(purged_through_seq=through_seq, last_purged_hash=boundary,

@@ -255,6 +255,18 @@ def test_purge_keeps_the_rest_verifiable(app, runner):
     assert outcome.exit_code == 0 and "intact: 7 events" in outcome.output
 
 
+@pytest.mark.sqlite_only
+def test_a_purge_gives_back_the_larger_page_cache_it_used(app):
+    append(app, 10)
+    with app.app_context():
+        connection = db.session.connection()
+        before = connection.exec_driver_sql("PRAGMA cache_size").scalar_one()
+        assert purge_through(6, "older than six years") == 6
+        after = connection.exec_driver_sql("PRAGMA cache_size").scalar_one()
+        db.session.commit()
+    assert after == before  # a pooled connection keeps no 32 MB cache once the purge is done
+
+
 def test_tampering_after_a_purge_is_still_detected(app, runner, restore_guards):
     append(app, 10)
     with app.app_context():

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any, cast
 
 from sqlalchemy import Table, insert, inspect
@@ -183,26 +184,20 @@ def _after_flush(session: Session, flush_context: UOWTransaction) -> None:
     state.new_objects = []
 
 
-_TABLES: dict[str, dict[str, str]] = {}  # "audited": audited tables by name, until a model is mapped
-
-
-def _forget_tables(mapper: Mapper, class_: type) -> None:
-    """A model was mapped: compute the audited tables again at their next use."""
-    _TABLES.clear()
-
-
+@cache
 def _audited_tables() -> dict[str, str]:
     """Audited tables by name, with the object type their events name (computed once per set of models)."""
-    cached = _TABLES.get("audited")
-    if cached is not None:
-        return cached
     found = {}
     for mapper in Model.registry.mappers:
         spec = getattr(mapper.class_, "__audit__", None)
         if isinstance(spec, AuditSpec):
             found[cast(Table, mapper.local_table).name] = spec.object_type
-    _TABLES["audited"] = found
     return found
+
+
+def _forget_tables(mapper: Mapper, class_: type) -> None:
+    """A model was mapped: compute the audited tables again at their next use."""
+    _audited_tables.cache_clear()
 
 
 def _on_execute(execute_state: ORMExecuteState) -> None:

@@ -36,6 +36,14 @@ LOCK_POLL_S = (0.0005, 0.004)  # first and longest pause between two tries for t
 _WRITES = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER|SAVEPOINT)\b", re.IGNORECASE)
 
 
+LIKE_ESCAPE = "\\"  # the escape character of the patterns ``contains_pattern`` makes
+
+
+def contains_pattern(text: str) -> str:
+    """A LIKE pattern for ``text`` anywhere, its wildcards escaped with LIKE_ESCAPE."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 def _sqlite_connect(dbapi_connection, connection_record) -> None:
     """WAL, foreign keys, a busy timeout; let SQLAlchemy's begin event open transactions."""
     dbapi_connection.isolation_level = None

@@ -13,6 +13,7 @@ import re
 from sqlalchemy import ColumnElement, ForeignKey, Index, String, delete, exists, func, insert, or_, select
 from sqlalchemy.orm import Mapped, mapped_column
 
+from core.database import LIKE_ESCAPE, contains_pattern
 from core.extensions import Model, db
 from helpdesk.models import Ticket, parse_number
 
@@ -66,11 +67,6 @@ def _prefix(word: str) -> ColumnElement[bool]:
     return Ticket.id.in_(postings)
 
 
-def _like_escape(term: str) -> str:
-    """Escape LIKE wildcards in a term."""
-    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def term_condition(term: str) -> ColumnElement[bool]:
     """What one search term requires of a ticket."""
     ticket_id = parse_number(term)
@@ -78,8 +74,9 @@ def term_condition(term: str) -> ColumnElement[bool]:
         return Ticket.id == ticket_id
     words = words_of(term)
     if not words:
-        pattern = f"%{_like_escape(term)}%"
-        return or_(Ticket.title.ilike(pattern, escape="\\"), Ticket.description.ilike(pattern, escape="\\"))
+        pattern = contains_pattern(term)
+        return or_(Ticket.title.ilike(pattern, escape=LIKE_ESCAPE),
+                   Ticket.description.ilike(pattern, escape=LIKE_ESCAPE))
     condition = _prefix(min(words)) if len(words) == 1 else None
     if condition is None:
         parts = [_prefix(w) for w in sorted(words)]

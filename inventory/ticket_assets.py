@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, func, or_, select
 
+from core.database import LIKE_ESCAPE, contains_pattern
 from core.extensions import db
 from helpdesk.assets import AssetRef
 from inventory.forms import KIND_LABELS
@@ -28,11 +29,6 @@ def _nameable_by(user: Any) -> ColumnElement[bool]:
     return or_(own, func.lower(Asset.department) == department) if department else own
 
 
-def _like(text: str) -> str:
-    """A LIKE pattern for ``text`` anywhere, its wildcards escaped."""
-    return "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 class InventoryAssets:
     """``helpdesk.assets.AssetLookup`` over the inventory's assets."""
 
@@ -49,11 +45,11 @@ class InventoryAssets:
         text = text.strip()[:60]
         if not text:
             return []
-        pattern = _like(text)
+        pattern = contains_pattern(text.lower())
         columns: list[Any] = [Asset.asset_tag, Asset.name]
         if for_user is None:
             columns += [Asset.ae_title, Asset.hostname, Asset.ip_address]
-        query = select(Asset).where(or_(*(func.lower(c).like(pattern, escape="\\") for c in columns)))
+        query = select(Asset).where(or_(*(func.lower(c).like(pattern, escape=LIKE_ESCAPE) for c in columns)))
         query = query.where(_nameable_by(for_user)) if for_user is not None else query
         exact = func.lower(Asset.asset_tag) == text.lower()
         rows = db.session.execute(query.order_by(exact.desc(), Asset.asset_tag).limit(limit)).scalars()

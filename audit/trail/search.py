@@ -16,6 +16,7 @@ from audit.trail import search_index
 from audit.trail.chain import record
 from audit.trail.models import AuditEvent
 from core.auth.models import User
+from core.database import LIKE_ESCAPE, contains_pattern
 from core.extensions import db
 from core.timeutil import check_day, format_local, local_day_bounds
 
@@ -122,8 +123,8 @@ def filtered_select(flt: AuditFilter) -> tuple[Select, Any]:
 
 # Users whose username or full name contains a LIKE pattern, any case (built once: a search runs it).
 _PEOPLE = select(User.id, User.username).where(or_(
-    func.lower(User.username).like(func.lower(bindparam("pattern")), escape="/"),
-    func.lower(User.full_name).like(func.lower(bindparam("pattern")), escape="/")))
+    func.lower(User.username).like(func.lower(bindparam("pattern")), escape=LIKE_ESCAPE),
+    func.lower(User.full_name).like(func.lower(bindparam("pattern")), escape=LIKE_ESCAPE)))
 
 
 def user_condition(text: str) -> ColumnElement[bool]:
@@ -134,8 +135,7 @@ def user_condition(text: str) -> ColumnElement[bool]:
     trail. A name typed at the login that no account has matches when typed whole, in any case.
     """
     term = text.strip()
-    pattern = "%" + term.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
-    people = db.session.execute(_PEOPLE, {"pattern": pattern}).all()
+    people = db.session.execute(_PEOPLE, {"pattern": contains_pattern(term)}).all()
     names = sorted({username.lower() for _, username in people} | {term.lower()})
     typed = func.lower(AuditEvent.username).in_(names)
     if not people:

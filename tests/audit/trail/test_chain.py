@@ -10,11 +10,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from audit import record
-from audit.trail.chain import chain_head, purge_through, verify_chain
+from audit.trail.chain import PURGE_CACHE_KIB, chain_head, purge_through, verify_chain
 from audit.trail.guards import install_audit_guards
 from audit.trail.keys import make_key
 from audit.trail.models import GENESIS_HASH, AuditCheckpoint, AuditEvent
@@ -256,14 +256,26 @@ def test_purge_keeps_the_rest_verifiable(app, runner):
 
 
 @pytest.mark.sqlite_only
-def test_a_purge_gives_back_the_larger_page_cache_it_used(app):
+def test_a_purge_deletes_with_a_larger_page_cache_and_gives_it_back(app):
     append(app, 10)
+    during = []
+
+    def cache_at_delete(conn, cursor, statement, *args) -> None:
+        """The page cache the purge's DELETE runs with."""
+        if statement.startswith("DELETE FROM audit_event"):
+            during.append(conn.connection.driver_connection.execute("PRAGMA cache_size").fetchone()[0])
+
     with app.app_context():
         connection = db.session.connection()
         before = connection.exec_driver_sql("PRAGMA cache_size").scalar_one()
-        assert purge_through(6, "older than six years") == 6
+        event.listen(db.engine, "before_cursor_execute", cache_at_delete)
+        try:
+            assert purge_through(6, "older than six years") == 6
+        finally:
+            event.remove(db.engine, "before_cursor_execute", cache_at_delete)
         after = connection.exec_driver_sql("PRAGMA cache_size").scalar_one()
         db.session.commit()
+    assert during == [-PURGE_CACHE_KIB]
     assert after == before  # a pooled connection keeps no 32 MB cache once the purge is done
 
 

@@ -38,8 +38,7 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("BOOTSTRAP_SERVE_LOCAL", True)
     request_guard.init_app(app)
     database.init_app(app)
-    with app.app_context():
-        health.init_app(app, db.engine)
+    health.init_app(app)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     migrate.init_app(app, db, directory=os.path.join(root, "migrations"))
     login_manager.init_app(app)

@@ -17,6 +17,7 @@ from flask import Flask
 from sqlalchemy.engine import Engine
 
 from core.disk import disk_full
+from core.extensions import db
 from core.security import SECURITY_HEADERS
 
 PATH = "/healthz"
@@ -54,6 +55,8 @@ class HealthCheck:
         return [b""] if environ["REQUEST_METHOD"] == "HEAD" else [payload]
 
 
-def init_app(app: Flask, engine: Engine) -> None:
-    """Put the health check in front of the application."""
+def init_app(app: Flask) -> None:
+    """Put the health check in front of the application, on the app's database engine."""
+    with app.app_context():
+        engine = db.engine
     app.wsgi_app = HealthCheck(app, engine, app.wsgi_app)  # type: ignore[method-assign]

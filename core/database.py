@@ -1,12 +1,13 @@
 """Engine settings: SQLite in WAL mode with foreign keys, deferred reads and serialised writers.
 
-On SQLite a transaction begins deferred: it reads a WAL snapshot and never waits for, nor holds,
-the database's only write lock. The first statement that writes (or a ``SELECT ... FOR UPDATE``,
-or a savepoint) takes the lock first: the read snapshot, which wrote nothing, is ended and the
-transaction goes on as ``BEGIN IMMEDIATE``, so every statement from there sees the newest data and
-no writer ever fails to upgrade a stale snapshot ("database is locked"). Waiting for the lock is
-a short polling loop, never SQLite's own back-off, which sleeps up to 100 ms at a time however
-soon the lock is free.
+On SQLite a transaction begins at its first statement. One that reads begins deferred: it reads
+a WAL snapshot and never waits for, nor holds, the database's only write lock. The first
+statement that writes (or a ``SELECT ... FOR UPDATE``, or a savepoint) takes the lock first:
+a transaction that writes first begins with ``BEGIN IMMEDIATE``; in one that has read, the read
+snapshot, which wrote nothing, is ended and the transaction goes on as ``BEGIN IMMEDIATE``.
+Every statement from there sees the newest data, and no writer ever fails to upgrade a stale
+snapshot ("database is locked"). Waiting for the lock is a short polling loop, never SQLite's
+own back-off, which sleeps up to 100 ms at a time however soon the lock is free.
 """
 
 from __future__ import annotations

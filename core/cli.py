@@ -23,7 +23,6 @@ from core.config import JOB_THREADS, ConfigError, load_config
 from core.demo import DemoContext, existing_data, seeders
 from core.extensions import db
 from core.reference_data import load_reference_data
-from core.registry import current_app_object
 
 # Audit actions recorded here (registered by the package's init_app).
 AUDIT_ACTIONS = {"system.demo_loaded": "Demonstration data loaded"}
@@ -34,6 +33,11 @@ def _create_app(config: dict[str, Any] | None = None) -> Flask:
     from app import create_app
 
     return create_app(config)
+
+
+def worker_app(threads: int, config: dict[str, Any] | None = None) -> Flask:
+    """The job worker's app, its pool sized to each job's session and snapshot read and the loop's own."""
+    return _create_app({**(config or {}), "PACSDESK_WEB_THREADS": threads + 1})
 
 
 def _schema_is_current() -> bool:
@@ -127,7 +131,6 @@ def serve_command(host: str, port: int, workers: int | None, threads: int | None
 @click.command("worker")
 @click.option("--threads", default=JOB_THREADS, show_default=True, type=click.IntRange(1, 64),
               help="Jobs run at once by this worker.")
-@with_appcontext
 def worker_command(threads: int) -> None:
     """Run queued and periodic jobs (reports, sweeps, retention, chain verification...) until stopped."""
     from core.jobs.worker import Worker
@@ -135,7 +138,7 @@ def worker_command(threads: int) -> None:
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     die_with_parent()
-    Worker(current_app_object(), threads).run_forever()
+    Worker(worker_app(threads), threads).run_forever()
 
 
 @click.command("demo")

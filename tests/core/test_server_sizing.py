@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 
 import pytest
+from sqlalchemy import text
 
 from app import create_app
+from core.cli import worker_app
 from core.config import JOB_THREADS, ConfigError, load_config
 from core.extensions import db
 
@@ -41,3 +43,16 @@ def test_the_pool_holds_at_least_the_job_workers_threads(app_config):
         pool = db.engine.pool
         assert pool.size() == JOB_THREADS  # type: ignore[attr-defined]
         db.engine.dispose()
+
+
+def test_a_job_worker_with_many_threads_gets_a_connection_for_each_job_read_and_its_loop(app_config):
+    app = worker_app(8, app_config)
+    with app.app_context():
+        # Eight jobs each hold their session's connection and a snapshot read beside it; the loop one more.
+        held = [db.engine.connect() for _ in range(2 * 8 + 1)]
+        try:
+            assert all(connection.scalar(text("SELECT 1")) == 1 for connection in held)
+        finally:
+            for connection in held:
+                connection.close()
+            db.engine.dispose()

@@ -84,7 +84,7 @@ def serve_command(host: str, port: int, workers: int | None, threads: int | None
     """Serve PACS Desk with gunicorn; supervise a job worker and, when configured, the ATNA receiver."""
     from gunicorn.app.base import BaseApplication
 
-    from core.supervisor import Supervised, helper_command
+    from core.supervisor import Supervised, SupervisingArbiter, helper_command
 
     workers = workers or current_app.config["PACSDESK_WEB_WORKERS"]
     threads = threads or current_app.config["PACSDESK_WEB_THREADS"]
@@ -107,6 +107,13 @@ def serve_command(host: str, port: int, workers: int | None, threads: int | None
             self.cfg.set("forwarded_allow_ips", "127.0.0.1")
             # One control socket per user would be shared by every server on the machine.
             self.cfg.set("control_socket_disable", True)
+
+        def run(self) -> None:
+            """Run gunicorn's master, keeping the exit status of a helper it collects (supervisor)."""
+            try:
+                SupervisingArbiter(self).run()
+            except RuntimeError as exc:  # gunicorn's own way to report a bad configuration
+                raise click.ClickException(str(exc)) from None
 
         def load(self) -> Any:
             # Each worker's connection pool is sized to its threads.

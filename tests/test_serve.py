@@ -7,6 +7,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -103,7 +104,7 @@ def test_serve_started_beside_an_app_folder_runs_jobs_and_restarts_a_killed_work
         assert time.monotonic() - killed < 10 + 2 + OVERRUN
         assert replacement and not _alive(first)
         output = log.read_text()
-        assert f"job worker (pid {first}) exited" in output and "restarting it" in output
+        assert f"job worker (pid {first}) ended with signal SIGKILL; restarting it" in output
         delays = re.findall(r"restarting it in (\d+) s", output)
         assert delays and all(int(delay) <= 10 for delay in delays), delays
         assert "ImportError" not in output
@@ -189,3 +190,30 @@ def test_starting_the_job_worker_never_waits_for_a_web_worker_forked_meanwhile()
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
     assert slowest < 2.5, f"a start waited {slowest:.1f} s for a process forked beside it"
+
+
+MASTER_COLLECTS_FIRST = """
+import os, signal, sys, time
+from gunicorn.app.base import BaseApplication
+from core.supervisor import Supervised, SupervisingArbiter, how_it_ended
+
+class Idle(BaseApplication):
+    def load_config(self): pass
+    def load(self): return None
+
+master = SupervisingArbiter(Idle())
+helper = Supervised("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"])
+process = helper._spawn()
+os.kill(process.pid, signal.SIGKILL)
+while open(f"/proc/{process.pid}/stat").read().split(")")[1].split()[0] != "Z":
+    time.sleep(0.01)
+master.reap_workers()  # gunicorn's waitpid(-1), before the supervisor looks
+print(os.path.exists(f"/proc/{process.pid}"), how_it_ended(helper.wait_for_end(process)))
+"""
+
+
+def test_a_helper_that_gunicorns_master_collects_first_is_still_said_to_have_been_killed():
+    # In a process of its own: the master collects every exited child of the process it runs in.
+    done = subprocess.run([sys.executable, "-c", MASTER_COLLECTS_FIRST], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.split() == ["False", "signal", "SIGKILL"], done.stderr

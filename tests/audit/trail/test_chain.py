@@ -14,7 +14,8 @@ from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from audit import record
-from audit.trail.chain import PURGE_CACHE_KIB, chain_head, purge_through, verify_chain
+from audit.trail import chain
+from audit.trail.chain import PURGE_CACHE_KIB, chain_head, purge_through, record_each, verify_chain
 from audit.trail.guards import install_audit_guards
 from audit.trail.keys import make_key
 from audit.trail.models import GENESIS_HASH, AuditCheckpoint, AuditEvent
@@ -79,6 +80,33 @@ def test_events_chain_from_genesis_and_verify(app):
     assert result.head_hash == rows[-1].hash == head[1]
     assert head == (5, rows[-1].hash, 5)
     assert rows[0].details == '{"i":0,"note":"é"}'
+
+
+def test_events_appended_at_once_each_name_their_object_and_seal_after_the_one_before(app, monkeypatch):
+    monkeypatch.setattr(chain, "APPEND_BATCH", 3)  # seven events in three insert statements
+    append(app, 2)
+    with app.app_context():
+        assert record_each("test.event", "thing", []) == []
+        recorded = record_each("test.event", "thing", [(i, {"i": i}) for i in range(7)])
+        record("test.event", object_type="thing", object_id="last")
+        db.session.commit()
+        rows = list(db.session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars())
+        result = verify_chain()
+    assert [r.seq for r in rows] == list(range(1, 11))
+    assert [(r.object_id, r.details) for r in rows[2:9]] == [(str(i), f'{{"i":{i}}}') for i in range(7)]
+    assert [(r.seq, r.hash) for r in rows[2:9]] == [(x.seq, x.hash) for x in recorded]
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(rows))
+    assert result.ok and result.count == 10
+
+
+def test_events_appended_at_once_roll_back_with_the_callers_transaction(app):
+    with app.app_context():
+        record_each("test.event", "thing", [(i, None) for i in range(3)])
+        db.session.rollback()
+        assert db.session.execute(select(func.count()).select_from(AuditEvent)).scalar() == 0
+    append(app, 1)
+    with app.app_context():
+        assert verify_chain().ok
 
 
 def instance_keys(app) -> dict[int, bytes]:

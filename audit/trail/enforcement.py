@@ -203,7 +203,8 @@ def _forget_tables(mapper: Mapper, class_: type) -> None:
 def _on_execute(execute_state: ORMExecuteState) -> None:
     """Bulk INSERT/UPDATE/DELETE statements on audited tables need an event about that kind of object.
 
-    A row lock on an audited model (SELECT ... FOR UPDATE) is preceded by the chain's lock, as a flush is.
+    Such a statement, and a row lock on an audited model (SELECT ... FOR UPDATE), is preceded by
+    the chain's lock, as a flush is.
     """
     if execute_state.is_select and getattr(execute_state.statement, "_for_update_arg", None) is not None:
         mapper = execute_state.bind_mapper
@@ -215,6 +216,7 @@ def _on_execute(execute_state: ORMExecuteState) -> None:
     table = getattr(execute_state.statement, "table", None)
     object_type = _audited_tables().get(getattr(table, "name", ""))
     if object_type is not None:
+        _lock_chain_once(execute_state.session)
         _state(execute_state.session).needed_types.add(object_type)
 
 

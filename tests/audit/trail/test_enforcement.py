@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from audit import record
 from audit.reports.models import ReportJob
@@ -31,7 +31,7 @@ from helpdesk.models import (
 from inventory.models import Asset, Sanitisation
 from inventory.studies.models import ArchiveSettings, ImagingRule, ReviewStatus, StudyReview, StudyReviewItem
 from inventory.studies.rules import RuleKind
-from tests.helpers import fixture_event
+from tests.helpers import fixture_event, require_postgres
 
 NOW = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
 
@@ -214,6 +214,20 @@ def test_a_bulk_statement_needs_an_event_about_that_kind_of_record(app):
         record("test.fixture", object_type="asset", details={"bulk": True})
         db.session.commit()
         assert db.session.scalar(select(Asset.location)) == "Everywhere"
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_bulk_statement_on_an_audited_table_waits_for_the_chain_first(app):
+    # The chain's lock, then rows: the order a flush keeps, so two writers never wait on each other.
+    require_postgres()
+    _created(app, Asset)
+    with app.app_context():
+        db.session.execute(update(Asset).values(location="Everywhere"))
+        with db.engine.connect() as other:
+            held = other.scalar(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                                     "AND pid <> pg_backend_pid()"))
+        db.session.rollback()
+    assert held == 1
 
 
 def test_an_event_about_another_object_does_not_cover_a_change(app):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy import func, or_, select
 
 from audit.trail.chain import record
-from audit.training.completions import add_completion, check_completion_date
+from audit.training.completions import CompletionEntry, add_completions, check_completion_date
 from audit.training.models import Course, TrainingAssignment, TrainingCompletion, TrainingSession
-from audit.training.services import TrainingError, assignment_for, local_today
+from audit.training.services import TrainingError, assign_each, local_today
 from core.auth.models import User
 from core.extensions import db
 
@@ -30,6 +30,7 @@ DATE_FORMATS = ("%Y-%m-%d", "%m/%d/%Y")
 DATE_FORMATS_TEXT = "YYYY-MM-DD (2024-03-31) or MM/DD/YYYY (03/31/2024)"
 MAX_IMPORT_ROWS = 50_000   # a year of a large hospital's learning-system records; bigger files are split
 LOOKUP_CHUNK = 500         # values per IN (...) list, well under SQLite's and PostgreSQL's bind limits
+IMPORT_CHUNK = 2_000       # rows recorded per transaction by a job or command (about a second's write)
 MAX_TRAINER = 200
 MAX_NOTES = 2000
 
@@ -95,7 +96,10 @@ def record_session(new: NewSession, actor: User) -> TrainingSession:
     if len(users) != len(wanted):
         raise TrainingError("Some chosen attendees no longer exist or were disabled; reload the page.",
                             "attendee_ids")
-    assignments = [assignment_for(user, course) for user in users]
+    found = _assignments_of({(user.id, course.id) for user in users})
+    made = {(a.user_id, a.course_id): a
+            for a in assign_each([(user, course) for user in users if (user.id, course.id) not in found])}
+    assignments = [found.get((user.id, course.id)) or made[(user.id, course.id)] for user in users]
     done = _recorded(a.id for a in assignments)
     to_record = [a for a in assignments if (a.id, new.completed_on) not in done]
     skipped = [{"user_id": a.user_id, "username": a.user.username,
@@ -112,8 +116,8 @@ def record_session(new: NewSession, actor: User) -> TrainingSession:
            details={"course": course.title, "completed_on": new.completed_on.isoformat(),
                     "trainer": trainer, "attendees": [a.user.username for a in to_record],
                     "skipped": [s["username"] for s in skipped]})
-    for assignment in to_record:
-        add_completion(assignment, new.completed_on, actor, session_id=session.id)
+    add_completions([CompletionEntry(assignment, new.completed_on) for assignment in to_record], actor,
+                    session_id=session.id)
     return session
 
 
@@ -289,18 +293,32 @@ def _assignments_of(pairs: set[tuple[int, int]]) -> dict[tuple[int, int], Traini
             if (a.user_id, a.course_id) in pairs}
 
 
-def import_completions(raw: bytes, actor: User, source: str) -> ImportPlan:
-    """Check the whole file, then record every new row, each audited; nothing if any row is bad."""
+def import_completions(raw: bytes, actor: User, source: str,
+                       between: Callable[[int, int], None] | None = None) -> ImportPlan:
+    """Check the whole file, then record every new row, each audited; nothing if any row is bad.
+
+    With ``between``, the rows are recorded IMPORT_CHUNK at a time and ``between(recorded, total)``
+    runs after each part but the last: a job or command commits there, so no other writer waits
+    for the whole file, and a run stopped part-way can be repeated (what it recorded is skipped).
+    Without it, the import is one transaction.
+    """
     plan = plan_import(raw)
     if not plan.to_record:
         raise CompletionImportError([(r.row, "", r.skip_reason) for r in plan.skipped])
-    assignments = _assignments_of({(r.user.id, r.course.id) for r in plan.to_record})
+    rows = plan.to_record
+    assignments = _assignments_of({(r.user.id, r.course.id) for r in rows})
+    step = IMPORT_CHUNK if between is not None else len(rows)
     recorded: list[int] = []
-    for row in plan.to_record:
-        key = (row.user.id, row.course.id)
-        if key not in assignments:
-            assignments[key] = assignment_for(row.user, row.course)  # made, audited
-        recorded.append(add_completion(assignments[key], row.completed_on, actor, notes=row.notes).id)
+    for start in range(0, len(rows), step):
+        if between is not None and start:
+            between(len(recorded), len(rows))
+        part = rows[start:start + step]
+        missing = {(r.user.id, r.course.id): (r.user, r.course) for r in part
+                   if (r.user.id, r.course.id) not in assignments}
+        assignments.update({(a.user_id, a.course_id): a for a in assign_each(list(missing.values()))})
+        entries = [CompletionEntry(assignments[(r.user.id, r.course.id)], r.completed_on, r.notes)
+                   for r in part]
+        recorded += [completion.id for completion in add_completions(entries, actor)]
     record("training.imported", object_type="training_completion", user=actor, covers=recorded,
            details={"source": source, "rows": len(plan.rows), "recorded": len(recorded),
                     "skipped": [f"row {r.row}: {r.user.username}" for r in plan.skipped]})

@@ -11,6 +11,7 @@ from audit.training import bulk
 from audit.training import services as training
 from core.auth.permissions import Permission, has_permission
 from core.auth.services import find_user
+from core.database import commit_keeping_loaded
 from core.extensions import db
 
 
@@ -51,7 +52,7 @@ def overdue_command() -> None:
 @click.option("--dry-run", is_flag=True, help="Check every row and print the counts; import nothing.")
 @with_appcontext
 def import_command(file: Path, source: str | None, username: str | None, dry_run: bool) -> None:
-    """Import past completions from FILE (CSV, as on the web page): all rows or none."""
+    """Import past completions from FILE (CSV, as on the web page): nothing if any row is bad."""
     actor = None
     if not dry_run:
         if not username:
@@ -61,8 +62,8 @@ def import_command(file: Path, source: str | None, username: str | None, dry_run
             raise click.ClickException(f"no active account {username!r} that manages training")
     raw = file.read_bytes()
     try:
-        plan = bulk.plan_import(raw) if actor is None else bulk.import_completions(raw, actor,
-                                                                                   source or file.name)
+        plan = bulk.plan_import(raw) if actor is None else bulk.import_completions(
+            raw, actor, source or file.name, lambda _recorded, _total: commit_keeping_loaded())
     except bulk.CompletionImportError as refused:
         db.session.rollback()
         for row, column, message in refused.problems:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import IO
 
 from flask import current_app
-from sqlalchemy import exists, select
+from sqlalchemy import exists, insert, select
 from sqlalchemy.orm import aliased
 
 from audit.retention.described import Condition, Described
-from audit.trail.chain import record
+from audit.trail.chain import record, record_each
 from audit.training.models import TrainingAssignment, TrainingCompletion
 from audit.training.services import ATTESTATION, OFFICER_ATTESTATION, TrainingError, local_today
 from core.auth.models import User
@@ -103,23 +104,45 @@ def add_completion(assignment: TrainingAssignment, completed_on: date, actor: Us
                    score: int | None = None, certificate: tuple[bytes, str, str] | None = None,
                    session_id: int | None = None, notes: str = "") -> TrainingCompletion:
     """Add one checked completion with its attestation and its audit event (flushes)."""
-    data, name, content_type = certificate if certificate is not None else (None, None, None)
-    completion = TrainingCompletion(
-        assignment_id=assignment.id, user_id=assignment.user_id, course_id=assignment.course_id,
-        completed_on=completed_on, score=score, attestation=attestation_for(assignment.user_id, actor),
-        attested_at=utcnow(),
-        certificate_name=name, certificate_type=content_type, certificate_data=data,
-        certificate_size=len(data) if data is not None else None,
-        recorded_by_id=actor.id, recorded_at=utcnow(), session_id=session_id, notes=notes)
-    db.session.add(completion)
-    db.session.flush()
-    record("training.completed", object_type="training_completion", object_id=completion.id,
-           user=actor,
-           details={"username": assignment.user.username, "course": assignment.course.title,
-                    "completed_on": completed_on.isoformat(), "score": score,
-                    "on_behalf": assignment.user_id != actor.id,
-                    "certificate": name, "session": session_id, "notes": notes or None})
+    [completion] = add_completions([CompletionEntry(assignment, completed_on, notes, score, certificate)],
+                                   actor, session_id=session_id)
     return completion
+
+
+@dataclass(frozen=True)
+class CompletionEntry:
+    """One checked completion to add: whose assignment, the day, and what came with it."""
+
+    assignment: TrainingAssignment
+    completed_on: date
+    notes: str = ""
+    score: int | None = None
+    certificate: tuple[bytes, str, str] | None = None  # content, name as uploaded, content type
+
+
+def add_completions(entries: Sequence[CompletionEntry], actor: User, *,
+                    session_id: int | None = None) -> list[TrainingCompletion]:
+    """Add checked completions with their attestations, each with its own audit event, in one insert."""
+    now = utcnow()
+    completions = list(db.session.scalars(
+        insert(TrainingCompletion).returning(TrainingCompletion, sort_by_parameter_order=True), [{
+            "assignment_id": e.assignment.id, "user_id": e.assignment.user_id,
+            "course_id": e.assignment.course_id, "completed_on": e.completed_on, "score": e.score,
+            "attestation": attestation_for(e.assignment.user_id, actor), "attested_at": now,
+            "certificate_name": e.certificate[1] if e.certificate else None,
+            "certificate_type": e.certificate[2] if e.certificate else None,
+            "certificate_data": e.certificate[0] if e.certificate else None,
+            "certificate_size": len(e.certificate[0]) if e.certificate else None,
+            "recorded_by_id": actor.id, "recorded_at": now, "session_id": session_id, "notes": e.notes}
+            for e in entries]))
+    record_each("training.completed", "training_completion", [
+        (completion.id, {"username": e.assignment.user.username, "course": e.assignment.course.title,
+                         "completed_on": e.completed_on.isoformat(), "score": e.score,
+                         "on_behalf": e.assignment.user_id != actor.id,
+                         "certificate": e.certificate[1] if e.certificate else None,
+                         "session": session_id, "notes": e.notes or None})
+        for completion, e in zip(completions, entries, strict=True)], user=actor)
+    return completions
 
 
 def record_certificate_download(completion: TrainingCompletion) -> None:

@@ -9,6 +9,7 @@ from audit.training.bulk import CompletionImportError, import_completions
 from audit.training.services import ensure_assignments
 from core.auth.models import User
 from core.auth.permissions import Permission, has_permission
+from core.database import commit_keeping_loaded
 from core.extensions import db
 from core.jobs.registry import JobContext
 from core.jobs.worker import Fail
@@ -25,14 +26,20 @@ def training_sync_job(ctx: JobContext) -> dict[str, Any]:
 
 
 def completion_import_job(ctx: JobContext) -> dict[str, Any]:
-    """Import a large completions file, all rows or none, in one transaction (commits)."""
+    """Import a large completions file: every row checked first, then recorded in parts (commits)."""
     actor = db.session.get(User, ctx.user_id) if ctx.user_id is not None else None
     if actor is None or not has_permission(actor, Permission.TRAINING_MANAGE):
         raise Fail("The account that asked for the import was disabled or no longer manages training.")
     raw = base64.b64decode(ctx.params["data"])
     ctx.progress(5, "Checking every row, then recording the completions")
+
+    def between(recorded: int, total: int) -> None:
+        """A part is recorded: commit it, then show how far the import got."""
+        commit_keeping_loaded()
+        ctx.progress(5 + 90 * recorded // total, f"Recorded {recorded:,} of {total:,} completions")
+
     try:
-        plan = import_completions(raw, actor, str(ctx.params.get("source") or "upload"))
+        plan = import_completions(raw, actor, str(ctx.params.get("source") or "upload"), between)
     except CompletionImportError as refused:
         db.session.rollback()
         return {"refused": True, "problems": [list(p) for p in refused.problems[:MAX_PROBLEMS_SHOWN]],

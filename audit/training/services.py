@@ -12,11 +12,11 @@ from enum import StrEnum
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, exists, func, select
+from sqlalchemy import Select, and_, bindparam, exists, func, insert, select
 from sqlalchemy.orm import aliased, contains_eager, selectinload
 
 from audit.retention.engine import add_months_to_date
-from audit.trail.chain import record
+from audit.trail.chain import record, record_each
 from audit.trail.search import safe_cell
 from audit.training.models import Course, TrainingAssignment, TrainingCompletion
 from core.auth.models import Role, User
@@ -282,17 +282,12 @@ def _missing(users: Sequence[User], courses: Sequence[Course]) -> list[tuple[Use
 def ensure_assignments() -> int:
     """Give every active user an assignment for each course they must take (flushes, each audited)."""
     users = list(db.session.execute(select(User).where(User.is_disabled.is_(False))).scalars())
-    created = 0
-    for user, course in _missing(users, list_courses(active_only=True)):
-        _assign(user, course)
-        created += 1
-    return created
+    return len(assign_each(_missing(users, list_courses(active_only=True))))
 
 
 def assign_new_user(user: User) -> None:
     """Hook for account creation: the new user's assignments, each audited, in the same transaction."""
-    for new_user, course in _missing([user], list_courses(active_only=True)):
-        _assign(new_user, course)
+    assign_each(_missing([user], list_courses(active_only=True)))
 
 
 def assignment_for(user: User, course: Course) -> TrainingAssignment:
@@ -300,19 +295,23 @@ def assignment_for(user: User, course: Course) -> TrainingAssignment:
     found = db.session.execute(select(TrainingAssignment).where(
         TrainingAssignment.user_id == user.id, TrainingAssignment.course_id == course.id)
     ).scalar_one_or_none()
-    return found if found is not None else _assign(user, course)
+    return found if found is not None else assign_each([(user, course)])[0]
 
 
-def _assign(user: User, course: Course) -> TrainingAssignment:
-    """Assign ``course`` to ``user`` with its first due date, audited (flushes)."""
-    assignment = TrainingAssignment(user_id=user.id, course_id=course.id, assigned_at=utcnow(),
-                                    due_on=_first_due(user, course))
-    db.session.add(assignment)
-    db.session.flush()
-    record("training.assigned", object_type="training_assignment", object_id=assignment.id,
-           details={"username": user.username, "course": course.title,
-                    "due_on": assignment.due_on.isoformat()})
-    return assignment
+def assign_each(pairs: Sequence[tuple[User, Course]]) -> list[TrainingAssignment]:
+    """Assign each (user, course) with its first due date, each audited, in one insert (flushes)."""
+    if not pairs:
+        return []
+    now = utcnow()
+    made = list(db.session.scalars(
+        insert(TrainingAssignment).returning(TrainingAssignment, sort_by_parameter_order=True),
+        [{"user_id": user.id, "course_id": course.id, "assigned_at": now, "due_on": _first_due(user, course)}
+         for user, course in pairs]))
+    record_each("training.assigned", "training_assignment", [
+        (assignment.id, {"username": user.username, "course": course.title,
+                         "due_on": assignment.due_on.isoformat()})
+        for assignment, (user, course) in zip(made, pairs, strict=True)])
+    return made
 
 
 def _statuses(query: Any, today: date) -> list[AssignmentStatus]:

@@ -12,7 +12,9 @@ import pytest
 import time_machine
 from sqlalchemy import func, select
 
+from audit.trail.chain import verify_chain
 from audit.trail.models import AuditEvent
+from audit.training import bulk
 from audit.training import services as training
 from audit.training.models import Course, TrainingCompletion
 from core.auth.services import disable_user, find_user
@@ -323,3 +325,29 @@ def test_the_cli_lists_a_bad_row_on_stderr_exits_2_and_writes_nothing(app, runne
             assert "lms.csv: row 6: username: no account 'nobody'" in result.stderr
             assert "1 problem(s) in lms.csv; nothing was imported." in result.stderr and not result.stdout
     assert completions(app) == [] and actions(app, "training.imported") == 0
+
+
+def test_a_long_import_commits_part_by_part_and_a_run_stopped_part_way_is_finished_by_the_next(
+        app, staff, monkeypatch):
+    monkeypatch.setattr(bulk, "IMPORT_CHUNK", 1)  # four rows, four parts
+    seen = []
+
+    def stopped_in_the_third_part(recorded: int, total: int) -> None:
+        seen.append((recorded, total))
+        if len(seen) == 3:
+            raise RuntimeError("the job worker was stopped")
+        db.session.commit()  # what the job does between two parts
+
+    with time_machine.travel(at(2036, 1, 10), tick=False), app.app_context():
+        privacy = find_user("privacy")
+        with pytest.raises(RuntimeError, match="stopped"):
+            bulk.import_completions(GOOD.encode(), privacy, "lms.csv", stopped_in_the_third_part)
+        db.session.rollback()
+        assert seen == [(1, 4), (2, 4), (3, 4)]
+        assert len(completions(app)) == 2, "two parts committed, the third rolled back"
+        plan = bulk.import_completions(GOOD.encode(), privacy, "lms.csv", lambda *_: db.session.commit())
+        db.session.commit()
+        assert (len(plan.to_record), len(plan.skipped)) == (2, 2)
+        assert verify_chain().ok
+    assert len(completions(app)) == 4
+    assert actions(app, "training.completed") == 4 and actions(app, "training.imported") == 1

@@ -35,7 +35,7 @@ from audit.trail.models import AuditEvent
 from audit.training.jobs import IMPORT_JOB
 from audit.training.models import Course, TrainingAssignment, TrainingCompletion
 from core import audit_sink
-from core.auth.models import Role, User
+from core.auth.models import AuthSource, Role, User
 from core.extensions import db
 from core.forms import carry_file
 from core.jobs.models import Job
@@ -61,13 +61,17 @@ def parse_args() -> argparse.Namespace:
 
 def load_people_and_courses(people: int) -> None:
     """People and courses, loaded as a restore would (no assignments, no events)."""
-    benchlib.bulk_insert(User, [{"username": f"user{i}", "full_name": f"User {i}",
+    now = utcnow()
+    benchlib.bulk_insert(User, [{"username": f"user{i}", "full_name": f"User {i}", "department": "Radiology",
                                  "email": f"user{i}@hospital.example", "password_hash": "-",
                                  "role": Role.COMPLIANCE if i == 0 else Role.REQUESTER,
-                                 "created_at": utcnow()} for i in range(people + 1)])
+                                 "auth_source": AuthSource.LOCAL, "is_disabled": False, "created_at": now,
+                                 "failed_login_count": 0, "session_version": 1, "must_change_password": False}
+                                for i in range(people + 1)])
+    everyone = "[]" if db.engine.dialect.name == "postgresql" else []  # COPY takes the JSON text
     benchlib.bulk_insert(Course, [{"code": f"C{c}", "title": f"Course {c}", "description": "",
-                                   "required_roles": [], "days_to_complete": 30, "is_active": True,
-                                   "created_at": utcnow()} for c in range(COURSES)])
+                                   "required_roles": everyone, "days_to_complete": 30, "is_active": True,
+                                   "created_at": now} for c in range(COURSES)])
     db.session.commit()
 
 

@@ -123,6 +123,8 @@ class CompletionEntry:
 def add_completions(entries: Sequence[CompletionEntry], actor: User, *,
                     session_id: int | None = None) -> list[TrainingCompletion]:
     """Add checked completions with their attestations, each with its own audit event, in one insert."""
+    if not entries:
+        return []
     now = utcnow()
     completions = list(db.session.scalars(
         insert(TrainingCompletion).returning(TrainingCompletion, sort_by_parameter_order=True), [{

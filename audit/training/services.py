@@ -290,14 +290,6 @@ def assign_new_user(user: User) -> None:
     assign_each(_missing([user], list_courses(active_only=True)))
 
 
-def assignment_for(user: User, course: Course) -> TrainingAssignment:
-    """The user's assignment of ``course``, made (audited) if they have none yet (flushes)."""
-    found = db.session.execute(select(TrainingAssignment).where(
-        TrainingAssignment.user_id == user.id, TrainingAssignment.course_id == course.id)
-    ).scalar_one_or_none()
-    return found if found is not None else assign_each([(user, course)])[0]
-
-
 def assign_each(pairs: Sequence[tuple[User, Course]]) -> list[TrainingAssignment]:
     """Assign each (user, course) with its first due date, each audited, in one insert (flushes)."""
     if not pairs:

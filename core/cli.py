@@ -104,6 +104,7 @@ def serve_command(host: str, port: int, workers: int | None, threads: int | None
             self.cfg.set("keepalive", 0)
             self.cfg.set("timeout", 120)
             self.cfg.set("accesslog", "-")
+            self.cfg.set("logger_class", "core.webworker.AccessLog")
             self.cfg.set("forwarded_allow_ips", "127.0.0.1")
             # One control socket per user would be shared by every server on the machine.
             self.cfg.set("control_socket_disable", True)

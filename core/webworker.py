@@ -1,12 +1,16 @@
-"""The web worker of `pacsdesk serve` with one thread: one request at a time, and no client may stall it."""
+"""gunicorn's parts of `pacsdesk serve`: a one-thread worker no client may stall, and the access log."""
 
 from __future__ import annotations
 
 import select
+from collections.abc import MutableMapping
 from typing import Any
 
 from gunicorn import util
+from gunicorn.glogging import Logger
 from gunicorn.workers.sync import SyncWorker
+
+from core.health import PATH as HEALTH_PATH
 
 REQUEST_WAIT_S = 5.0  # silence allowed before a connection's request starts
 STALL_S = 30.0  # silence allowed between two packets of a request or an answer (a tablet roaming)
@@ -30,3 +34,16 @@ class OneRequestWorker(SyncWorker):
             return
         client.settimeout(STALL_S)
         self.handle(listener, client, addr)
+
+
+class AccessLog(Logger):
+    """gunicorn's access log without the answered health checks a load balancer sends every few seconds.
+
+    A failing health check (503) is still logged, as is every other request.
+    """
+
+    def access(self, resp: Any, req: Any, environ: MutableMapping[str, Any], request_time: Any) -> None:
+        """Log the request unless it is a health check answered ``200``."""
+        if environ.get("PATH_INFO") == HEALTH_PATH and resp.status_code == 200:
+            return
+        super().access(resp, req, environ, request_time)

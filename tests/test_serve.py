@@ -113,6 +113,20 @@ def test_serve_started_beside_an_app_folder_runs_jobs_and_restarts_a_killed_work
     assert not any(_alive(pid) for pid in _live_workers(url))
 
 
+def test_the_access_log_keeps_every_request_but_the_answered_health_checks(tmp_path):
+    url = f"sqlite:///{tmp_path / 'pacsdesk.db'}"
+    server, log = _serve(tmp_path, url, tmp_path)
+    try:
+        port = int(server.args[server.args.index("--port") + 1])
+        for path in ("/healthz", "/healthz", "/login", "/healthz"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
+                assert reply.status == 200
+        _wait_for(lambda: '"GET /login HTTP/1.1" 200' in log.read_text(), 10, "the login page's log line")
+    finally:
+        _stop(server)
+    assert "GET /healthz" not in log.read_text(), "a load balancer's checks every few seconds bury the log"
+
+
 def test_an_answered_connection_is_closed_so_an_idle_browser_never_holds_a_worker(tmp_path):
     url = f"sqlite:///{tmp_path / 'pacsdesk.db'}"
     server, _log = _serve(tmp_path, url, tmp_path)

@@ -84,12 +84,6 @@ def _copy_hashing(source: IO[bytes], target: IO[bytes] | None = None) -> dict:
     return {"sha256": digest.hexdigest(), "size": size}
 
 
-def _file_sum(path: Path) -> dict:
-    """SHA-256 and size of a file, read in chunks."""
-    with path.open("rb") as source:
-        return _copy_hashing(source)
-
-
 def _dialect() -> str:
     """'sqlite' or 'postgresql'."""
     return str(db.engine.dialect.name)
@@ -184,28 +178,52 @@ class _HashingWriter(io.RawIOBase):
         return self.out.write(data)
 
 
+class _HashingReader(io.RawIOBase):
+    """A file opened for reading that hashes and counts what is read from it."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        super().__init__()
+        self.source, self.digest, self.size = source, hashlib.sha256(), 0
+
+    def readable(self) -> bool:
+        """It is read from."""
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Read, hash and count up to ``size`` bytes."""
+        data = self.source.read(-1 if size is None else size)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+
 def write_backup(target: Path) -> tuple[dict, str]:
-    """Write a backup of this instance to ``target`` (atomically); returns its manifest and SHA-256."""
+    """Write a backup of this instance to ``target`` (atomically); returns its manifest and SHA-256.
+
+    The database dump is read once, hashed on its way into the archive; the manifest, which
+    holds that hash, comes last (a restore reads every member before it trusts any).
+    """
     if target.exists():
         raise BackupError(f"{target.name} already exists; give a new file name")
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".pacsdesk-backup-") as scratch:
         name, dump = _database_dump(Path(scratch))
-        files, database_sum = _instance_files(), _file_sum(dump)
-        manifest = {"format": FORMAT, "version": VERSION, "created_at": utcnow().isoformat(),
-                    "database": _dialect(), "schema_revision": _schema_revision(),
-                    "files": {name: database_sum,
-                              **{n: {"sha256": _sha256(d), "size": len(d)} for n, d in files.items()}}}
-        manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
+        files = _instance_files()
         partial = Path(scratch) / "backup.tar"
         with partial.open("wb") as out:
             writer = _HashingWriter(out)
             with tarfile.open(fileobj=writer, mode="w|") as archive:
-                _add(archive, MANIFEST, manifest_bytes)
-                _add(archive, MANIFEST_SUM, _sha256(manifest_bytes).encode())
                 with dump.open("rb") as source:
-                    archive.addfile(_member_info(name, database_sum["size"]), source)
+                    reader = _HashingReader(source)
+                    archive.addfile(_member_info(name, dump.stat().st_size), reader)
                 for member, data in files.items():
                     _add(archive, member, data)
+                sums = {name: {"sha256": reader.digest.hexdigest(), "size": reader.size},
+                        **{n: {"sha256": _sha256(d), "size": len(d)} for n, d in files.items()}}
+                manifest = {"format": FORMAT, "version": VERSION, "created_at": utcnow().isoformat(),
+                            "database": _dialect(), "schema_revision": _schema_revision(), "files": sums}
+                manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
+                _add(archive, MANIFEST, manifest_bytes)
+                _add(archive, MANIFEST_SUM, _sha256(manifest_bytes).encode())
         os.replace(partial, target)
     target.chmod(0o600)
     return manifest, writer.digest.hexdigest()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import secrets
@@ -131,6 +132,28 @@ def test_a_postgresql_instance_round_trips_through_pg_dump(tmp_path, two_postgre
     source_url, target_url = two_postgres_databases
     out = _round_trip(tmp_path, source_url, target_url)
     assert "PostgreSQL: running pg_dump -Fc" in out
+
+
+def test_a_backup_ends_with_its_manifest_and_one_with_the_manifest_first_still_restores(tmp_path):
+    source, target = tmp_path / "source" / "instance", tmp_path / "target" / "instance"
+    source_url, target_url = f"sqlite:///{tmp_path / 'source.db'}", f"sqlite:///{tmp_path / 'target.db'}"
+    _source_instance(source, source_url)
+    backup = tmp_path / "pacsdesk.backup"
+    assert pacsdesk(source, source_url, "backup", str(backup)).returncode == 0
+    with tarfile.open(backup) as archive:
+        members = [(info, archive.extractfile(info).read()) for info in archive]  # type: ignore[union-attr]
+    # the dump is read once, hashed on its way in; the manifest that holds its hash follows it
+    names = [info.name for info, _ in members]
+    assert names[0] == "database.sqlite" and names[-2:] == ["manifest.json", "manifest.sha256"]
+    earlier = tmp_path / "earlier.backup"  # laid out as backups were before: the manifest first
+    with tarfile.open(earlier, "w") as archive:
+        for info, data in sorted(members, key=lambda member: not member[0].name.startswith("manifest")):
+            archive.addfile(info, io.BytesIO(data))
+
+    restored = pacsdesk(target, target_url, "restore", str(earlier))
+
+    assert restored.returncode == 0, restored.stderr
+    assert (target / "audit_key").read_bytes() == (source / "audit_key").read_bytes()
 
 
 def test_a_damaged_backup_is_refused_before_anything_is_written(tmp_path):

@@ -30,18 +30,28 @@ _collected: dict[int, int] = {}
 _waiting = threading.Lock()
 
 
+def _reap(pid: int) -> int | None:
+    """A helper's wait status if it has exited and is collected now, else None (caller holds ``_waiting``).
+
+    A helper collected now, or collected already, is no longer watched.
+    """
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # collected already
+        done, status = pid, -1
+    if not done:
+        return None
+    _helpers.discard(pid)
+    return status if status >= 0 else None
+
+
 def _collect(pid: int) -> int | None:
     """A helper's wait status once it has exited, whoever collected it first; None while it runs."""
     with _waiting:
-        try:
-            done, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            _helpers.discard(pid)
+        status = _reap(pid)
+        if status is None and pid not in _helpers:  # the web server's master collected it first
             return _collected.pop(pid, -1)
-        if done:
-            _helpers.discard(pid)
-            return status
-        return None
+        return status
 
 
 def how_it_ended(status: int) -> str:
@@ -64,13 +74,7 @@ class SupervisingArbiter(Arbiter):
         """Collect the exited helpers, keeping their statuses, then the web workers as gunicorn does."""
         with _waiting:
             for pid in list(_helpers):
-                try:
-                    done, status = os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:  # its supervisor collected it
-                    done = 0
-                    _helpers.discard(pid)
-                if done:
-                    _helpers.discard(pid)
+                if (status := _reap(pid)) is not None:
                     _collected[pid] = status
         super().reap_workers()
 

@@ -134,12 +134,18 @@ def test_a_postgresql_instance_round_trips_through_pg_dump(tmp_path, two_postgre
     assert "PostgreSQL: running pg_dump -Fc" in out
 
 
-def test_a_backup_ends_with_its_manifest_and_one_with_the_manifest_first_still_restores(tmp_path):
+def _sqlite_backup(tmp_path: Path) -> tuple[Path, Path, str, Path]:
+    """A SQLite source instance backed up: (source, empty target instance, its database URL, backup)."""
     source, target = tmp_path / "source" / "instance", tmp_path / "target" / "instance"
-    source_url, target_url = f"sqlite:///{tmp_path / 'source.db'}", f"sqlite:///{tmp_path / 'target.db'}"
+    source_url = f"sqlite:///{tmp_path / 'source.db'}"
     _source_instance(source, source_url)
     backup = tmp_path / "pacsdesk.backup"
     assert pacsdesk(source, source_url, "backup", str(backup)).returncode == 0
+    return source, target, f"sqlite:///{tmp_path / 'target.db'}", backup
+
+
+def test_a_backup_ends_with_its_manifest_and_one_with_the_manifest_first_still_restores(tmp_path):
+    source, target, target_url, backup = _sqlite_backup(tmp_path)
     with tarfile.open(backup) as archive:
         members = [(info, archive.extractfile(info).read()) for info in archive]  # type: ignore[union-attr]
     # the dump is read once, hashed on its way in; the manifest that holds its hash follows it
@@ -157,11 +163,7 @@ def test_a_backup_ends_with_its_manifest_and_one_with_the_manifest_first_still_r
 
 
 def test_a_damaged_backup_is_refused_before_anything_is_written(tmp_path):
-    source, target = tmp_path / "source" / "instance", tmp_path / "target" / "instance"
-    source_url, target_url = f"sqlite:///{tmp_path / 'source.db'}", f"sqlite:///{tmp_path / 'target.db'}"
-    _source_instance(source, source_url)
-    backup = tmp_path / "pacsdesk.backup"
-    assert pacsdesk(source, source_url, "backup", str(backup)).returncode == 0
+    source, target, target_url, backup = _sqlite_backup(tmp_path)
     data = bytearray(backup.read_bytes())
     data[len(data) // 2] ^= 0xFF
     backup.write_bytes(bytes(data))

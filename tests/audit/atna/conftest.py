@@ -10,8 +10,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +38,26 @@ def wait_for(condition: Callable[[], bool], seconds: float = 30.0, what: str = "
     deadline = time.monotonic() + seconds
     while not condition():
         if time.monotonic() > deadline:
-            pytest.fail(f"{what} not reached within {seconds} s" + (f": {state()}" if state else ""))
+            pytest.fail(f"{what} not reached within {seconds} s" + (f": {state()}" if state else "")
+                        + receiver_threads())
         time.sleep(0.02)
+
+
+def receiver_threads() -> str:
+    """Where every receiver thread is now: a stalled event loop shows what it waits on."""
+    frames = sys._current_frames()
+    return "".join(f"\n-- {thread.name}:\n" + "".join(traceback.format_stack(frames[thread.ident]))
+                   for thread in threading.enumerate()
+                   if thread.name.startswith("atna-") and thread.ident in frames)
+
+
+def accept_queue(port: int) -> int | None:
+    """Connections the kernel completed on loopback TCP ``port`` that nobody accepted yet."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == f"0100007F:{port:04X}" and fields[3] == "0A":  # 127.0.0.1, LISTEN
+            return int(fields[4].split(":")[1], 16)
+    return None
 
 
 class Inbox:
@@ -73,6 +93,10 @@ class Running:
     def port(self, transport: str) -> int:
         """The bound port of the first listener of ``transport``."""
         return next(listen.port for listen in self.receiver.bound if listen.transport == transport)
+
+    def state(self) -> str:
+        """The receiver's counters and its TCP listener's accept queue, for a failure message."""
+        return f"{self.receiver.stats()}, not yet accepted: {accept_queue(self.port('tcp'))}"
 
 
 @pytest.fixture

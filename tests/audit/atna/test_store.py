@@ -49,7 +49,7 @@ def test_every_sample_sent_by_logger_is_stored_with_who_what_and_which_patient(a
     for path in DICOM_SAMPLES:
         send_with_logger(running.port("tcp"), path.read_text(), tag="ARCHIVE1")
     wait_for(lambda: count(app, AtnaMessage) == len(DICOM_SAMPLES), what="every sample stored",
-             state=lambda: (count(app, AtnaMessage), running.receiver.stats()))
+             state=lambda: (count(app, AtnaMessage), running.state()))
     messages = {m.event_id: m for m in rows(app, AtnaMessage)}
     assert set(messages) == {"110100", "110101", "110103", "110106", "110110", "110112", "110113", "110114"}
     access = messages["110103"]
@@ -122,7 +122,7 @@ def test_a_sealed_batch_is_an_audit_event_and_verify_passes(app, stored, runner)
     for path in DICOM_SAMPLES:
         send_with_logger(running.port("tcp"), path.read_text())
     wait_for(lambda: count(app, AtnaMessage) == len(DICOM_SAMPLES), what="stored",
-             state=lambda: (count(app, AtnaMessage), running.receiver.stats()))
+             state=lambda: (count(app, AtnaMessage), running.state()))
     _seal(app, store)
     (batch,) = rows(app, AtnaBatch)
     assert (batch.count, batch.receiver) == (len(DICOM_SAMPLES), "test-receiver")
@@ -149,7 +149,7 @@ def test_a_received_row_edited_in_the_database_makes_audit_verify_fail_naming_th
     for path in DICOM_SAMPLES:
         send_with_logger(running.port("tcp"), path.read_text())
     wait_for(lambda: count(app, AtnaMessage) == len(DICOM_SAMPLES), what="stored",
-             state=lambda: (count(app, AtnaMessage), running.receiver.stats()))
+             state=lambda: (count(app, AtnaMessage), running.state()))
     _seal(app, store)
     (batch,) = rows(app, AtnaBatch)
     with app.app_context():

@@ -229,11 +229,13 @@ def engine_options(database_url: str, threads: int) -> dict:
     connections only when asked, so a floor of the job worker's threads costs a web worker nothing.
     """
     size = max(threads, JOB_THREADS)
-    pool = {"pool_size": size, "max_overflow": size}
+    # A refused statement's error names its SQL, never its values: a ticket's text or a patient's
+    # name would otherwise reach the log, an error page or a failed job's message.
+    pool = {"pool_size": size, "max_overflow": size, "hide_parameters": True}
     if database_url.startswith("sqlite"):
         in_memory = database_url in {"sqlite://", "sqlite:///:memory:"}  # one connection, no pool to size
         return {"connect_args": {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
-                **({} if in_memory else pool)}
+                **({"hide_parameters": True} if in_memory else pool)}
     # A terminated or restarted backend costs a reconnect, never a user's request (_postgres_checkout).
     return {**pool, "connect_args": {"application_name": "pacsdesk"}}
 

@@ -9,6 +9,7 @@ import click
 from flask.cli import AppGroup
 from sqlalchemy import select
 
+from core.database import commit_keeping_loaded
 from core.extensions import db
 from inventory import csv_io, csv_mapping, csv_read, services
 from inventory.models import Asset
@@ -45,12 +46,12 @@ def export_csv_command(file: Path) -> None:
                    "guide). Without it: the mapping saved for this header, else a preset "
                    "(Snipe-IT, GLPI), else the column names.")
 def import_csv_command(file: Path, update: bool, no_verify: bool, mapping_file: Path | None) -> None:
-    """Import assets from FILE: all rows or none; bad rows are listed with line numbers."""
+    """Import assets from FILE: every row checked first; bad rows are listed with line numbers."""
     raw = file.read_bytes()
     try:
         mapping = _mapping_for(raw, mapping_file)
-        result = csv_io.import_assets(raw, update=update, user=None, source=file.name,
-                                      username="cli", mapping=mapping)
+        result = csv_io.import_assets(raw, update=update, user=None, source=file.name, username="cli",
+                                      mapping=mapping, between=lambda _done, _total: commit_keeping_loaded())
     except csv_read.CsvImportError as exc:
         db.session.rollback()
         for warning in exc.warnings:

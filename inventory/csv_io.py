@@ -1,10 +1,10 @@
-"""CSV export and all-or-nothing import of assets."""
+"""CSV export and import of assets: every row checked before any is written."""
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -38,6 +38,7 @@ from inventory.services import (
 # Audit actions recorded here (registered by the package's init_app).
 AUDIT_ACTIONS = {"asset.import": "Assets imported from CSV"}
 
+IMPORT_CHUNK = 2_000  # rows written per transaction when the caller commits between parts
 TRUE_WORDS = frozenset({"yes", "y", "true", "t", "1", "on", "x"})
 FALSE_WORDS = frozenset({"no", "n", "false", "f", "0", "off", ""})
 
@@ -164,14 +165,15 @@ def _check_rows(parsed: ParsedFile, update: bool) -> tuple[list[_Row], list[str]
         raise CsvImportError([(1, "the file has a header but no rows")])
     fallbacks: dict[tuple[str, str], str] = {}
     unnamed: list[int] = []
+    already: list[int] = []
     users = {name.lower(): uid for uid, name in
              db.session.execute(select(User.id, User.username))}
     existing = {tag.lower(): (aid, tag, status) for aid, tag, status in db.session.execute(
         select(Asset.id, Asset.asset_tag, Asset.status))}
     tag_at = columns.index("asset_tag")
-    to_update = _load_assets([existing[cells[tag_at].strip().lower()][0]
-                              for _, cells in records if len(cells) == len(columns)
-                              and cells[tag_at].strip().lower() in existing]) if update else {}
+    present = _load_assets([existing[cells[tag_at].strip().lower()][0]
+                            for _, cells in records if len(cells) == len(columns)
+                            and cells[tag_at].strip().lower() in existing])
     endpoints = _active_endpoints()
     today = local_today()
     seen_tags: dict[str, int] = {}
@@ -201,16 +203,20 @@ def _check_rows(parsed: ParsedFile, update: bool) -> tuple[list[_Row], list[str]
         existing_id = None
         if found is not None and update:
             existing_id = found[0]
-            base = data_of(to_update[existing_id])
+            base = data_of(present[existing_id])
             if found[2] == AssetStatus.DISPOSED:
                 reasons.append(f"asset_tag: asset {found[1]} is disposed and cannot be changed")
         else:
             base = AssetData(asset_tag=tag, name="")
-            if found is not None:
-                reasons.append(f"asset_tag: asset {found[1]} already exists (import with "
-                               f"--update, or tick 'update existing assets', to change it)")
         data, row_problems = normalise(replace(base, **values), today)
         reasons.extend(f"{f}: {m}" for f, m in row_problems)
+        if found is not None and not update:
+            if row_problems or diff(present[found[0]], data):
+                reasons.append(f"asset_tag: asset {found[1]} already exists (import with "
+                               f"--update, or tick 'update existing assets', to change it)")
+            else:  # imported before exactly so (a file imported again after a stop part-way)
+                existing_id = found[0]
+                already.append(line)
         if values.get("status") == AssetStatus.DISPOSED and not (
                 found and found[2] == AssetStatus.DISPOSED):
             reasons.append("status: dispose of an asset from its page, where its "
@@ -238,6 +244,10 @@ def _check_rows(parsed: ParsedFile, update: bool) -> tuple[list[_Row], list[str]
     if errors:
         raise CsvImportError(errors)
     warnings = fallback_warnings(parsed, fallbacks)
+    if already:
+        warnings.append(f"{len(already)} row(s) (line(s) {', '.join(map(str, already[:20]))}"
+                        f"{', ...' if len(already) > 20 else ''}) are already in PACS Desk exactly as in "
+                        f"the file and were left as they are")
     if unnamed:
         warnings.append(f"{len(unnamed)} row(s) without a name (line(s) "
                         f"{', '.join(map(str, unnamed[:20]))}{', ...' if len(unnamed) > 20 else ''}) "
@@ -280,21 +290,52 @@ def _active_endpoints() -> dict[tuple, tuple[int, str]]:
 
 def import_assets(raw: bytes, *, update: bool, user: User | None, source: str,
                   username: str | None = None, mapping: Mapping | None = None,
-                  remember: bool = False) -> ImportResult:
-    """Validate the whole file, then write every row in the caller's transaction.
+                  remember: bool = False, between: Callable[[int, int], None] | None = None
+                  ) -> ImportResult:
+    """Validate the whole file, then write every row, each part of the file with its audit event.
 
+    Without ``between`` the file is one part, written in the caller's transaction. With it, rows
+    are written IMPORT_CHUNK at a time and ``between(written, total)`` runs after each part but
+    the last: a job or command commits there, so no other writer waits for the whole file, and a
+    run stopped part-way can be repeated (rows already imported exactly so are left as they are).
     ``remember`` saves the mapping for the next file with the same header.
     """
     rows, parsed, warnings = validate_csv(raw, update=update, mapping=mapping)
     result = ImportResult(warnings=warnings)
+    step = IMPORT_CHUNK if between is not None else max(1, len(rows))
+    parts = -(-len(rows) // step)
+    for number, start in enumerate(range(0, len(rows), step), 1):
+        if between is not None and start:
+            between(start, len(rows))
+        part = rows[start:start + step]
+        done, tags = _write(part)
+        record("asset.import", object_type="asset", user=user, username=username, covers=tags,
+               details={"source": source, "rows": len(part), "created": done.created,
+                        "updated": done.updated, "unchanged": done.unchanged,
+                        "update_existing": update, "assets": tags, "part": number, "parts": parts,
+                        "delimiter": parsed.delimiter, "mapping": parsed.mapping.to_json(),
+                        "mapping_saved": remember})
+        if remember and number == 1:
+            save_mapping(parsed.header, parsed.mapping, user)
+        db.session.flush()
+        result.created += done.created
+        result.updated += done.updated
+        result.unchanged += done.unchanged
+        result.verify_ids += done.verify_ids
+    return result
+
+
+def _write(rows: list[_Row]) -> tuple[ImportResult, list[str]]:
+    """Create and update the assets of ``rows``: what was done, and the tags of the assets it changed."""
+    done = ImportResult()
     new_rows = [row for row in rows if row.existing_id is None]
     created = [Asset(**vars(row.data)) for row in new_rows]
     db.session.add_all(created)
     db.session.flush()
-    result.created = len(created)
-    result.verify_ids.extend(asset.id for asset, row in zip(created, new_rows, strict=True)
-                             if _verifiable(row.data))
-    changed_tags = [asset.asset_tag for asset in created]
+    done.created = len(created)
+    done.verify_ids.extend(asset.id for asset, row in zip(created, new_rows, strict=True)
+                           if _verifiable(row.data))
+    tags = [asset.asset_tag for asset in created]
     updated = _load_assets([row.existing_id for row in rows if row.existing_id is not None])
     for row in rows:
         if row.existing_id is None:
@@ -302,23 +343,14 @@ def import_assets(raw: bytes, *, update: bool, user: User | None, source: str,
         asset = updated[row.existing_id]
         changes = diff(asset, row.data)
         if not changes:
-            result.unchanged += 1
+            done.unchanged += 1
             continue
         apply_changes(asset, changes)
-        changed_tags.append(asset.asset_tag)
-        result.updated += 1
+        tags.append(asset.asset_tag)
+        done.updated += 1
         if _verifiable(row.data) and ADDRESS_FIELDS & set(changes):
-            result.verify_ids.append(asset.id)
-    record("asset.import", object_type="asset", user=user, username=username, covers=changed_tags,
-           details={"source": source, "rows": len(rows), "created": result.created,
-                    "updated": result.updated, "unchanged": result.unchanged,
-                    "update_existing": update, "assets": changed_tags,
-                    "delimiter": parsed.delimiter, "mapping": parsed.mapping.to_json(),
-                    "mapping_saved": remember})
-    if remember:
-        save_mapping(parsed.header, parsed.mapping, user)
-    db.session.flush()
-    return result
+            done.verify_ids.append(asset.id)
+    return done, tags
 
 
 def _verifiable(data: AssetData) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Flask, current_app
 
 from core.auth.models import User
+from core.database import commit_keeping_loaded
 from core.extensions import db
 from core.jobs.registry import JobContext
 from core.jobs.worker import Cancelled
@@ -61,16 +62,22 @@ IMPORT_JOB = "inventory.import"
 
 
 def import_job(ctx: JobContext) -> dict[str, Any]:
-    """Import a large CSV file, all rows or none (commits); refusals come back with their lines."""
+    """Import a large CSV file: every row checked, then written in parts (commits); refusals name lines."""
     user = db.session.get(User, ctx.user_id) if ctx.user_id is not None else None
     raw = base64.b64decode(ctx.params["data"])
     ctx.progress(10, "Checking every row")
     mapping = Mapping.from_json(ctx.params["mapping"]) if ctx.params.get("mapping") else None
+
+    def between(written: int, total: int) -> None:
+        """A part is written: commit it, then show how far the import got."""
+        commit_keeping_loaded()
+        ctx.progress(10 + 85 * written // total, f"Imported {written:,} of {total:,} rows")
+
     try:
         result = csv_io.import_assets(raw, update=bool(ctx.params.get("update")), user=user,
                                       source=str(ctx.params.get("source", "upload")),
                                       username=None if user else "import", mapping=mapping,
-                                      remember=bool(ctx.params.get("remember")))
+                                      remember=bool(ctx.params.get("remember")), between=between)
     except csv_read.CsvImportError as refused:
         db.session.rollback()
         return {"refused": True, "problems": refused.problems[:500], "problem_count": len(refused.problems),

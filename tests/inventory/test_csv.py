@@ -1,4 +1,4 @@
-"""CSV import (all or nothing, line numbers, --update, encodings) and export (filters, formulas)."""
+"""CSV import (line numbers, --update, encodings, in parts) and export (filters, formulas)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,16 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
+from audit.trail.chain import verify_chain
 from audit.trail.history import history_of
 from audit.trail.models import AuditEvent, ObjectChange
 from core.extensions import db
+from core.forms import carry_file
+from core.jobs.models import Job, JobStatus
+from inventory import csv_io
+from inventory.jobs import IMPORT_JOB
 from inventory.models import Asset
 from inventory.verification.models import NodeState
 from tests.inventory.assets_support import (  # noqa: F401 - autouse fixtures
@@ -155,13 +160,65 @@ def _big_csv(n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_fifty_thousand_rows_import_in_one_transaction(runner, app, tmp_path: Path):
+def _import_events(app) -> list[dict]:
+    with app.app_context():
+        return [json.loads(event.details) for event in db.session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "asset.import").order_by(AuditEvent.seq))]
+
+
+def test_fifty_thousand_rows_import_part_by_part_each_part_audited(runner, app, tmp_path: Path):
     path = tmp_path / "fleet.csv"
     path.write_text(_big_csv(50_000))
     result = runner.invoke(args=["inventory", "import-csv", "--no-verify", str(path)])
     assert result.exit_code == 0, result.output
     assert "50000 asset(s) created" in result.output
     assert _count(app) == 50_000
+    events = _import_events(app)
+    assert [(e["part"], e["parts"], e["rows"], e["created"]) for e in events] == [
+        (part, 25, 2_000, 2_000) for part in range(1, 26)]
+    assert events[24]["assets"][-2:] == ["N-049998", "WS-049999"]
+
+
+def test_an_import_stopped_part_way_keeps_its_parts_and_the_same_file_imported_again_finishes_it(
+        runner, app, tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(csv_io, "IMPORT_CHUNK", 2)  # five rows, three parts
+    text = _big_csv(5)
+    seen = []
+
+    def stopped_in_the_second_part(written: int, total: int) -> None:
+        seen.append((written, total))
+        if len(seen) == 2:
+            raise RuntimeError("the job worker was stopped")
+        db.session.commit()  # what the job and the command do between two parts
+
+    with app.app_context():
+        with pytest.raises(RuntimeError, match="stopped"):
+            csv_io.import_assets(text.encode(), update=False, user=None, source="fleet.csv",
+                                 username="cli", between=stopped_in_the_second_part)
+        db.session.rollback()
+    assert seen == [(2, 5), (4, 5)]
+    assert _count(app) == 2, "the first part committed, the second rolled back"
+    path = tmp_path / "fleet.csv"
+    path.write_text(text)
+    result = runner.invoke(args=["inventory", "import-csv", "--no-verify", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "3 asset(s) created, 0 updated, 2 unchanged" in result.output
+    assert "2 row(s) (line(s) 2, 3) are already in PACS Desk exactly as in the file" in result.output
+    assert _count(app) == 5
+    assert [(e["part"], e["parts"], e["created"], e["unchanged"]) for e in _import_events(app)] == [
+        (1, 3, 2, 0), (1, 3, 0, 2), (2, 3, 2, 0), (3, 3, 1, 0)]
+    with app.app_context():
+        assert verify_chain().ok
+
+
+def test_the_import_job_writes_a_large_file_part_by_part(app, queue_job, run_jobs, monkeypatch):
+    monkeypatch.setattr(csv_io, "IMPORT_CHUNK", 2)
+    job_id = queue_job(IMPORT_JOB, {"data": carry_file(_big_csv(5).encode()), "source": "fleet.csv"})
+    assert run_jobs([IMPORT_JOB]) == [(job_id, JobStatus.DONE)]
+    with app.app_context():
+        assert db.session.get(Job, job_id).result["summary"] == "5 asset(s) created, 0 updated, 0 unchanged"
+    assert [e["assets"] for e in _import_events(app)] == [
+        ["N-000000", "WS-000001"], ["N-000002", "WS-000003"], ["N-000004"]]
 
 
 def test_fifty_thousand_rows_with_one_bad_row_import_nothing(runner, app, tmp_path: Path):
@@ -172,6 +229,48 @@ def test_fifty_thousand_rows_with_one_bad_row_import_nothing(runner, app, tmp_pa
     assert result.exit_code == 1
     assert "fleet.csv:50000: name: a name is required" in result.output
     assert _count(app) == 0
+
+
+def _refuse_tag(app, tag: str | None) -> None:
+    """A trigger that makes the database refuse an asset with ``tag`` (None: drop it)."""
+    with app.app_context():
+        sqlite = db.engine.dialect.name == "sqlite"
+        if tag is None:
+            db.session.execute(text("DROP TRIGGER asset_refuse" + ("" if sqlite else " ON asset")))
+        elif sqlite:
+            db.session.execute(text(f"CREATE TRIGGER asset_refuse BEFORE INSERT ON asset WHEN "
+                                    f"NEW.asset_tag = '{tag}' BEGIN SELECT RAISE(ABORT, 'refused'); END"))
+        else:
+            db.session.execute(text(f"CREATE OR REPLACE FUNCTION asset_refuse() RETURNS trigger AS $$ BEGIN "
+                                    f"IF NEW.asset_tag = '{tag}' THEN RAISE EXCEPTION 'refused'; END IF; "
+                                    f"RETURN NEW; END $$ LANGUAGE plpgsql"))
+            db.session.execute(text("CREATE TRIGGER asset_refuse BEFORE INSERT ON asset "
+                                    "FOR EACH ROW EXECUTE FUNCTION asset_refuse()"))
+        db.session.commit()
+
+
+def test_a_large_upload_that_fails_part_way_says_what_was_kept_and_the_same_file_finishes_it(
+        client, login_as, app, run_jobs, monkeypatch):
+    monkeypatch.setattr(csv_io, "IMPORT_CHUNK", 500)
+    login_as("technician")
+    big = _big_csv(1_200)
+    _refuse_tag(app, "WS-000701")
+    response = _upload(client, big)
+    assert response.status_code == 302 and "/assets/import/jobs/" in response.headers["Location"]
+    run_jobs([IMPORT_JOB])
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "The import did not finish." in page
+    assert "Any part of the file written before it stopped was kept" in page
+    assert _count(app) == 500
+    _refuse_tag(app, None)
+    again = _upload(client, big)
+    run_jobs([IMPORT_JOB])
+    done = client.get(again.headers["Location"])
+    assert done.status_code == 302
+    shown = client.get(done.headers["Location"]).get_data(as_text=True)
+    assert "Import done: 700 asset(s) created, 0 updated, 500 unchanged" in shown
+    assert "500 row(s) (line(s) 2, 3, 4," in shown
+    assert _count(app) == 1_200
 
 
 def test_cli_import_update_flag(runner, app, tmp_path: Path):

@@ -6,9 +6,15 @@ import os
 import random
 import shutil
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from flask import Flask
+from sqlalchemy import text
+
+from core.extensions import db
 
 ANSWER_TIMEOUT = 10.0
 """Timeout for a call that a test expects to be answered: a loaded machine must not make it a timeout."""
@@ -88,3 +94,26 @@ def fixture_event(object_type: str, *object_ids: object) -> None:
 
     record("test.fixture", object_type=object_type, user=None, username="test-fixture",
            covers=[str(i) for i in object_ids])
+
+
+@contextmanager
+def inserts_refused(app: Flask, table: str, when: str) -> Iterator[None]:
+    """Make the database itself refuse new rows of ``table`` for which ``when`` (SQL on NEW) holds."""
+    with app.app_context():
+        sqlite = db.engine.dialect.name == "sqlite"
+        if sqlite:
+            db.session.execute(text(f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} WHEN {when} "
+                                    f"BEGIN SELECT RAISE(ABORT, 'refused'); END"))
+        else:
+            db.session.execute(text(f"CREATE OR REPLACE FUNCTION refuse_{table}() RETURNS trigger AS $$ "
+                                    f"BEGIN IF {when} THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; "
+                                    f"END $$ LANGUAGE plpgsql"))
+            db.session.execute(text(f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} "
+                                    f"FOR EACH ROW EXECUTE FUNCTION refuse_{table}()"))
+        db.session.commit()
+    try:
+        yield
+    finally:
+        with app.app_context():
+            db.session.execute(text(f"DROP TRIGGER refuse_{table}" + ("" if sqlite else f" ON {table}")))
+            db.session.commit()

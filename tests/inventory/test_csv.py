@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from audit.trail.chain import verify_chain
 from audit.trail.history import history_of
@@ -20,6 +20,7 @@ from inventory import csv_io
 from inventory.jobs import IMPORT_JOB
 from inventory.models import Asset
 from inventory.verification.models import NodeState
+from tests.helpers import inserts_refused
 from tests.inventory.assets_support import (  # noqa: F401 - autouse fixtures
     _short_checks,
     add_asset,
@@ -231,38 +232,19 @@ def test_fifty_thousand_rows_with_one_bad_row_import_nothing(runner, app, tmp_pa
     assert _count(app) == 0
 
 
-def _refuse_tag(app, tag: str | None) -> None:
-    """A trigger that makes the database refuse an asset with ``tag`` (None: drop it)."""
-    with app.app_context():
-        sqlite = db.engine.dialect.name == "sqlite"
-        if tag is None:
-            db.session.execute(text("DROP TRIGGER asset_refuse" + ("" if sqlite else " ON asset")))
-        elif sqlite:
-            db.session.execute(text(f"CREATE TRIGGER asset_refuse BEFORE INSERT ON asset WHEN "
-                                    f"NEW.asset_tag = '{tag}' BEGIN SELECT RAISE(ABORT, 'refused'); END"))
-        else:
-            db.session.execute(text(f"CREATE OR REPLACE FUNCTION asset_refuse() RETURNS trigger AS $$ BEGIN "
-                                    f"IF NEW.asset_tag = '{tag}' THEN RAISE EXCEPTION 'refused'; END IF; "
-                                    f"RETURN NEW; END $$ LANGUAGE plpgsql"))
-            db.session.execute(text("CREATE TRIGGER asset_refuse BEFORE INSERT ON asset "
-                                    "FOR EACH ROW EXECUTE FUNCTION asset_refuse()"))
-        db.session.commit()
-
-
 def test_a_large_upload_that_fails_part_way_says_what_was_kept_and_the_same_file_finishes_it(
         client, login_as, app, run_jobs, monkeypatch):
     monkeypatch.setattr(csv_io, "IMPORT_CHUNK", 500)
     login_as("technician")
     big = _big_csv(1_200)
-    _refuse_tag(app, "WS-000701")
-    response = _upload(client, big)
-    assert response.status_code == 302 and "/assets/import/jobs/" in response.headers["Location"]
-    run_jobs([IMPORT_JOB])
+    with inserts_refused(app, "asset", "NEW.asset_tag = 'WS-000701'"):
+        response = _upload(client, big)
+        assert response.status_code == 302 and "/assets/import/jobs/" in response.headers["Location"]
+        run_jobs([IMPORT_JOB])
     page = client.get(response.headers["Location"]).get_data(as_text=True)
     assert "The import did not finish." in page
     assert "Any part of the file written before it stopped was kept" in page
     assert _count(app) == 500
-    _refuse_tag(app, None)
     again = _upload(client, big)
     run_jobs([IMPORT_JOB])
     done = client.get(again.headers["Location"])

@@ -16,6 +16,7 @@ from audit.trail.models import AuditEvent
 from core.extensions import db
 from tests.audit.atna.conftest import SAMPLES, received, send_with_logger, wait_for
 from tests.audit.atna.test_receiver import BOMB
+from tests.helpers import inserts_refused
 
 DICOM_SAMPLES = sorted(SAMPLES.glob("dicom_*.xml"))
 
@@ -180,34 +181,15 @@ def test_a_forged_message_in_no_sealed_batch_is_found(app, stored):
 def test_a_failed_transaction_leaves_nothing_and_the_same_batch_can_be_stored_again(app):
     store = MessageStore(app, receiver="test-receiver", seal_seconds=3600)
     batch = [received("dicom_110103_instances_accessed.xml"), received("dicom_110110_patient_record.xml")]
-    _refuse_patient_records(app, True)
-    with pytest.raises(Exception, match="refused"):
+    with inserts_refused(app, "atna_message", "NEW.event_id = '110110'"), \
+            pytest.raises(Exception, match="refused"):
         store(batch)
     assert (count(app, AtnaMessage), count(app, AtnaBatch), count(app, AtnaSource)) == (0, 0, 0)
-    _refuse_patient_records(app, False)
     store(batch)
     _seal(app, store)
     assert (count(app, AtnaMessage), store.stored) == (2, 2)
     with app.app_context():
         assert verify_batches() == []
-
-
-def _refuse_patient_records(app, refuse: bool) -> None:
-    """A trigger that makes the database refuse any 110110 message (or its removal)."""
-    with app.app_context():
-        sqlite = db.engine.dialect.name == "sqlite"
-        if not refuse:
-            db.session.execute(text("DROP TRIGGER atna_refuse" + ("" if sqlite else " ON atna_message")))
-        elif sqlite:
-            db.session.execute(text("CREATE TRIGGER atna_refuse BEFORE INSERT ON atna_message "
-                                    "WHEN NEW.event_id = '110110' BEGIN SELECT RAISE(ABORT, 'refused'); END"))
-        else:
-            db.session.execute(text("CREATE OR REPLACE FUNCTION atna_refuse() RETURNS trigger AS $$ BEGIN "
-                                    "IF NEW.event_id = '110110' THEN RAISE EXCEPTION 'refused'; END IF; "
-                                    "RETURN NEW; END $$ LANGUAGE plpgsql"))
-            db.session.execute(text("CREATE TRIGGER atna_refuse BEFORE INSERT ON atna_message "
-                                    "FOR EACH ROW EXECUTE FUNCTION atna_refuse()"))
-        db.session.commit()
 
 
 @pytest.mark.integration

@@ -51,13 +51,21 @@ def receiver_threads() -> str:
                    if thread.name.startswith("atna-") and thread.ident in frames)
 
 
-def accept_queue(port: int) -> int | None:
-    """Connections the kernel completed on loopback TCP ``port`` that nobody accepted yet."""
+TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
+              "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN",
+              "0B": "CLOSING"}
+
+
+def sockets_on(port: int) -> list[str]:
+    """The system's TCP sockets with ``port`` at either end, as "local > remote STATE queued"."""
+    found = []
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
-        if fields[1] == f"0100007F:{port:04X}" and fields[3] == "0A":  # 127.0.0.1, LISTEN
-            return int(fields[4].split(":")[1], 16)
-    return None
+        ends = [int(end.split(":")[1], 16) for end in fields[1:3]]
+        if port in ends:
+            found.append(f"{ends[0]} > {ends[1]} {TCP_STATES.get(fields[3], fields[3])} "
+                         f"{int(fields[4].split(':')[1], 16)}")
+    return found
 
 
 class Inbox:
@@ -95,8 +103,8 @@ class Running:
         return next(listen.port for listen in self.receiver.bound if listen.transport == transport)
 
     def state(self) -> str:
-        """The receiver's counters and its TCP listener's accept queue, for a failure message."""
-        return f"{self.receiver.stats()}, not yet accepted: {accept_queue(self.port('tcp'))}"
+        """The receiver's counters and every TCP socket on its port (the listener's queue too)."""
+        return f"{self.receiver.stats()}, sockets on its TCP port: {sockets_on(self.port('tcp'))}"
 
 
 @pytest.fixture

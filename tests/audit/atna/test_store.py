@@ -14,7 +14,7 @@ from audit.atna.store import MessageStore
 from audit.atna.verify import verify_batches
 from audit.trail.models import AuditEvent
 from core.extensions import db
-from tests.audit.atna.conftest import SAMPLES, received, send_with_logger, wait_for
+from tests.audit.atna.conftest import SAMPLES, compact, received, send_with_logger, wait_for
 from tests.audit.atna.test_receiver import BOMB
 from tests.helpers import inserts_refused
 
@@ -117,11 +117,16 @@ def _seal(app, store) -> None:
     assert store.seal_if_due(force=True)
 
 
+def _send_samples(running) -> None:
+    """Send every DICOM sample, one per line, over one connection (as a relay keeping it open does)."""
+    lines = "".join(compact(path.read_text()) + "\n" for path in DICOM_SAMPLES)
+    send_with_logger(running.port("tcp"), stdin=lines.encode())
+
+
 @pytest.mark.integration
 def test_a_sealed_batch_is_an_audit_event_and_verify_passes(app, stored, runner):
     running, store = stored
-    for path in DICOM_SAMPLES:
-        send_with_logger(running.port("tcp"), path.read_text())
+    _send_samples(running)
     wait_for(lambda: count(app, AtnaMessage) == len(DICOM_SAMPLES), what="stored",
              state=lambda: (count(app, AtnaMessage), running.state()))
     _seal(app, store)
@@ -147,8 +152,7 @@ def test_a_sealed_batch_is_an_audit_event_and_verify_passes(app, stored, runner)
 def test_a_received_row_edited_in_the_database_makes_audit_verify_fail_naming_the_batch(
         app, stored, runner, tamper):
     running, store = stored
-    for path in DICOM_SAMPLES:
-        send_with_logger(running.port("tcp"), path.read_text())
+    _send_samples(running)
     wait_for(lambda: count(app, AtnaMessage) == len(DICOM_SAMPLES), what="stored",
              state=lambda: (count(app, AtnaMessage), running.state()))
     _seal(app, store)

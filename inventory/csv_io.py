@@ -211,7 +211,7 @@ def _check_rows(parsed: ParsedFile, update: bool) -> tuple[list[_Row], list[str]
         data, row_problems = normalise(replace(base, **values), today)
         reasons.extend(f"{f}: {m}" for f, m in row_problems)
         if found is not None and not update:
-            if row_problems or diff(present[found[0]], data):
+            if row_problems or found[0] not in present or diff(present[found[0]], data):
                 reasons.append(f"asset_tag: asset {found[1]} already exists (import with "
                                f"--update, or tick 'update existing assets', to change it)")
             else:  # imported before exactly so (a file imported again after a stop part-way)

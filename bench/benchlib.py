@@ -14,6 +14,7 @@ import secrets
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -23,14 +24,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from flask import Flask
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import Column, MetaData, Table, create_engine, insert, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app import create_app
+from audit import record
 from audit.trail.chain import canonical_details, next_link
 from audit.trail.models import AuditEvent
 from audit.trail.sealing import event_hash
+from core import audit_sink
 from core.config import load_config
 from core.extensions import db
 
@@ -192,3 +195,38 @@ def in_fresh_process(target: Callable[..., T], *args: Any) -> T:
     finally:
         child.join()
     return result
+
+
+def plain_copy(model: type, name: str) -> Table:
+    """A table with ``model``'s columns and no keys to other tables, indexes or triggers."""
+    table = Table(name, MetaData(), *(Column(column.name, column.type, primary_key=column.primary_key)
+                                      for column in model.__table__.columns))
+    table.create(db.engine)
+    return table
+
+
+class OtherWriter(threading.Thread):
+    """Beside a long write: records an audit event and commits every ``pause`` seconds, timing each."""
+
+    def __init__(self, app: Flask, pause: float) -> None:
+        super().__init__(daemon=True)
+        audit_sink.register_actions(app, {"bench.event": "Benchmark event"})
+        self.app = app
+        self.pause = pause
+        self.waits: list[float] = []
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        """Write until told to stop."""
+        with self.app.app_context():
+            while not self.stop.wait(self.pause):
+                started = time.perf_counter()
+                try:
+                    record("bench.event", user=None, details={"beside": "import"})
+                    db.session.commit()
+                except Exception as exc:  # counted and shown, as a user would see it
+                    db.session.rollback()
+                    self.errors.append(type(exc).__name__)
+                self.waits.append(time.perf_counter() - started)
+            db.session.remove()

@@ -21,20 +21,15 @@ import argparse
 import io
 import os
 import tempfile
-import threading
 import time
 from datetime import date, timedelta
 
 import benchlib  # first: it puts the project on sys.path
-from flask import Flask
-from sqlalchemy import Column, MetaData, Table
 
-from audit import record
 from audit.trail.chain import verify_chain
 from audit.trail.models import AuditEvent
 from audit.training.jobs import IMPORT_JOB
 from audit.training.models import Course, TrainingAssignment, TrainingCompletion
-from core import audit_sink
 from core.auth.models import AuthSource, Role, User
 from core.extensions import db
 from core.forms import carry_file
@@ -46,7 +41,6 @@ from core.timeutil import utcnow
 PEOPLE, COURSES = 2_000, 25
 WRITE_RATIO_TARGET = 15.0  # the import's write phase against plain inserts of the same rows
 OTHER_WRITER_PAUSE_S = 0.2
-BENCH_ACTIONS = {"bench.event": "Benchmark event"}
 
 
 def parse_args() -> argparse.Namespace:
@@ -87,20 +81,12 @@ def completions_file(people: int) -> bytes:
     return out.getvalue().encode()
 
 
-def plain_copy(model: type, name: str) -> Table:
-    """A table with ``model``'s columns and no keys to other tables, indexes or triggers."""
-    table = Table(name, MetaData(), *(Column(column.name, column.type, primary_key=column.primary_key)
-                                      for column in model.__table__.columns))
-    table.create(db.engine)
-    return table
-
-
 def plain_inserts(rows: int) -> float:
     """Seconds to insert the import's rows plainly: the assignments, the completions, two events each."""
     now, today = utcnow(), date.today()
-    assignment = plain_copy(TrainingAssignment, "bench_plain_assignment")
-    completion = plain_copy(TrainingCompletion, "bench_plain_completion")
-    event = plain_copy(AuditEvent, "bench_plain_event")
+    assignment = benchlib.plain_copy(TrainingAssignment, "bench_plain_assignment")
+    completion = benchlib.plain_copy(TrainingCompletion, "bench_plain_completion")
+    event = benchlib.plain_copy(AuditEvent, "bench_plain_event")
     started = time.perf_counter()
     connection = db.session.connection()
     connection.execute(assignment.insert(), [{"id": i, "user_id": i, "course_id": 1, "assigned_at": now,
@@ -118,36 +104,10 @@ def plain_inserts(rows: int) -> float:
     return time.perf_counter() - started
 
 
-class OtherWriter(threading.Thread):
-    """Records an audit event and commits every OTHER_WRITER_PAUSE_S, noting how long each took."""
-
-    def __init__(self, app: Flask) -> None:
-        super().__init__(daemon=True)
-        self.app = app
-        self.waits: list[float] = []
-        self.errors: list[str] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        """Write until told to stop."""
-        with self.app.app_context():
-            while not self.stop.wait(OTHER_WRITER_PAUSE_S):
-                started = time.perf_counter()
-                try:
-                    record("bench.event", user=None, details={"beside": "import"})
-                    db.session.commit()
-                except Exception as exc:  # counted and shown, as a user would see it
-                    db.session.rollback()
-                    self.errors.append(type(exc).__name__)
-                self.waits.append(time.perf_counter() - started)
-            db.session.remove()
-
-
 def run(url: str, schema: str | None, people: int) -> bool:
     """Measure and print; True when the targets are met."""
     with tempfile.TemporaryDirectory() as instance:
         app = benchlib.make_app(url, instance, schema)
-        audit_sink.register_actions(app, BENCH_ACTIONS)
         with app.app_context():
             db.create_all()
             load_people_and_courses(people)
@@ -155,7 +115,7 @@ def run(url: str, schema: str | None, people: int) -> bool:
             rows = people * COURSES
             plain = plain_inserts(rows)
             actor = db.session.get(User, 1)
-            writer = OtherWriter(app)
+            writer = benchlib.OtherWriter(app, OTHER_WRITER_PAUSE_S)
             writer.start()
             time.sleep(1)
             started = time.perf_counter()

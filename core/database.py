@@ -22,7 +22,7 @@ from typing import Any, cast
 
 from flask import Flask
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, CursorResult, Engine, Result
+from sqlalchemy.engine import Connection, CursorResult, Engine, ExceptionContext, Result
 from sqlalchemy.exc import DisconnectionError
 
 from core.config import JOB_THREADS
@@ -220,6 +220,22 @@ def configure_engine(engine: Engine) -> None:
         event.listen(engine, "before_cursor_execute", _sqlite_before_execute)
     elif engine.dialect.name == "postgresql":
         event.listen(engine, "checkout", _postgres_checkout)
+        event.listen(engine, "handle_error", _postgres_primary_message)
+
+
+def _postgres_primary_message(context: ExceptionContext) -> None:
+    """Keep only PostgreSQL's primary message in an error's text: its DETAIL quotes the row's values.
+
+    A unique violation reads "Key (patient_id)=(MRN-...) already exists"; the error's text goes to
+    the log and a failed job's message, so only the first line stays there (``diag`` keeps the rest).
+    """
+    original, wrapped = context.original_exception, context.sqlalchemy_exception
+    if not (original.args and isinstance(original.args[0], str) and "\n" in original.args[0]):
+        return
+    full, primary = original.args[0], original.args[0].split("\n", 1)[0]
+    original.args = (primary, *original.args[1:])
+    if wrapped is not None and wrapped.args and isinstance(wrapped.args[0], str):
+        wrapped.args = (wrapped.args[0].replace(full, primary), *wrapped.args[1:])
 
 
 def engine_options(database_url: str, threads: int) -> dict:

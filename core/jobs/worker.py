@@ -26,6 +26,7 @@ from flask import Flask
 from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 
 from core.config import JOB_THREADS
 from core.database import rowcount
@@ -236,12 +237,19 @@ def execute(app: Flask, ctx: _Context) -> JobStatus:
         except Exception as exc:
             log.exception("job #%s (%s) failed", ctx.job_id, kind.name)
             db.session.rollback()
-            status = _again(app, ctx, kind, f"{type(exc).__name__}: {exc}"[:2000], None)
+            status = _again(app, ctx, kind, failure_text(exc)[:2000], None)
         finally:
             db.session.remove()
     log.info("job #%s (%s) %s after %.1f s", ctx.job_id, kind.name, status.value,
              time.monotonic() - started)
     return status
+
+
+def failure_text(exc: Exception) -> str:
+    """A failed job's message for people: for a database error, the database's own words, not the SQL."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return f"Database error ({type(exc.orig).__name__}): {exc.orig}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _kind_of(app: Flask, job_id: int) -> str:

@@ -34,6 +34,7 @@ from inventory.services import (
     display_value,
     endpoint_message,
 )
+from inventory.verification.models import NodeState
 
 # Audit actions recorded here (registered by the package's init_app).
 AUDIT_ACTIONS = {"asset.import": "Assets imported from CSV"}
@@ -337,6 +338,7 @@ def _write(rows: list[_Row]) -> tuple[ImportResult, list[str]]:
                            if _verifiable(row.data))
     tags = [asset.asset_tag for asset in created]
     updated = _load_assets([row.existing_id for row in rows if row.existing_id is not None])
+    unchecked: list[int] = []  # unchanged nodes, checked after the import if never checked yet
     for row in rows:
         if row.existing_id is None:
             continue
@@ -344,13 +346,24 @@ def _write(rows: list[_Row]) -> tuple[ImportResult, list[str]]:
         changes = diff(asset, row.data)
         if not changes:
             done.unchanged += 1
+            if _verifiable(row.data):
+                unchecked.append(asset.id)
             continue
         apply_changes(asset, changes)
         tags.append(asset.asset_tag)
         done.updated += 1
         if _verifiable(row.data) and ADDRESS_FIELDS & set(changes):
             done.verify_ids.append(asset.id)
+    done.verify_ids += _never_checked(unchecked)
     return done, tags
+
+
+def _never_checked(ids: list[int]) -> list[int]:
+    """Those of ``ids`` with no check yet: nodes a stopped import wrote but did not get to check."""
+    checked = {asset_id for i in range(0, len(ids), CHUNK) for asset_id in db.session.scalars(
+        select(NodeState.asset_id).where(NodeState.asset_id.in_(ids[i:i + CHUNK]),
+                                         NodeState.last_check_at.is_not(None)))}
+    return [asset_id for asset_id in ids if asset_id not in checked]
 
 
 def _verifiable(data: AssetData) -> bool:

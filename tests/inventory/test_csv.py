@@ -202,10 +202,12 @@ def test_an_import_stopped_part_way_keeps_its_parts_and_the_same_file_imported_a
     assert _count(app) == 2, "the first part committed, the second rolled back"
     path = tmp_path / "fleet.csv"
     path.write_text(text)
-    result = runner.invoke(args=["inventory", "import-csv", "--no-verify", str(path)])
+    result = runner.invoke(args=["inventory", "import-csv", str(path)])
     assert result.exit_code == 0, result.output
     assert "3 asset(s) created, 0 updated, 2 unchanged" in result.output
     assert "2 row(s) (line(s) 2, 3) are already in PACS Desk exactly as in the file" in result.output
+    # The two new nodes, and N-000000: written by the stopped run, which never got to check it.
+    assert "Checking 3 DICOM node(s) with C-ECHO" in result.output
     assert _count(app) == 5
     assert [(e["part"], e["parts"], e["created"], e["unchanged"]) for e in _import_events(app)] == [
         (1, 3, 2, 0), (1, 3, 0, 2), (2, 3, 2, 0), (3, 3, 1, 0)]

@@ -134,11 +134,17 @@ def request_outcome() -> Outcome:
 
 
 def discard_session() -> None:
-    """Roll back and close the request's session; a dead connection makes that a no-op, not an error."""
+    """Roll back and close the request's session; a dead connection makes that a no-op, not an error.
+
+    The signed-in user that session loaded goes with it: anything after (an error page's navigation)
+    loads them again in a fresh session.
+    """
     try:
         db.session.remove()
     except Exception:  # the connection is gone; the pool drops it
         db.session.registry.clear()
+    if has_request_context():
+        g.pop("_login_user", None)
 
 
 def install(engine: Engine) -> None:

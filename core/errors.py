@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, current_app, g, render_template, request
+from flask import Flask, current_app, render_template, request
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
@@ -145,7 +145,4 @@ def init_app(app: Flask) -> None:
         if answer is not None:
             return answer
         app.logger.exception("unhandled error on %s %s", request.method, request.path)
-        # The failed request's session was discarded with the user it had loaded; the page
-        # (navigation, banners) loads them again in a fresh one.
-        g.pop("_login_user", None)
         return error_response(500)

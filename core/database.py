@@ -247,13 +247,14 @@ def engine_options(database_url: str, threads: int) -> dict:
     size = max(threads, JOB_THREADS)
     # A refused statement's error names its SQL, never its values: a ticket's text or a patient's
     # name would otherwise reach the log, an error page or a failed job's message.
-    pool = {"pool_size": size, "max_overflow": size, "hide_parameters": True}
+    common = {"hide_parameters": True}
+    pool = {"pool_size": size, "max_overflow": size}
     if database_url.startswith("sqlite"):
         in_memory = database_url in {"sqlite://", "sqlite:///:memory:"}  # one connection, no pool to size
-        return {"connect_args": {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
-                **({"hide_parameters": True} if in_memory else pool)}
+        return {**common, "connect_args": {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+                **({} if in_memory else pool)}
     # A terminated or restarted backend costs a reconnect, never a user's request (_postgres_checkout).
-    return {**pool, "connect_args": {"application_name": "pacsdesk"}}
+    return {**common, **pool, "connect_args": {"application_name": "pacsdesk"}}
 
 
 def init_app(app: Flask) -> None:

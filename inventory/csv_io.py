@@ -246,14 +246,18 @@ def _check_rows(parsed: ParsedFile, update: bool) -> tuple[list[_Row], list[str]
         raise CsvImportError(errors)
     warnings = fallback_warnings(parsed, fallbacks)
     if already:
-        warnings.append(f"{len(already)} row(s) (line(s) {', '.join(map(str, already[:20]))}"
-                        f"{', ...' if len(already) > 20 else ''}) are already in PACS Desk exactly as in "
-                        f"the file and were left as they are")
+        warnings.append(f"{_counted_lines(already)} are already in PACS Desk exactly as in the file and "
+                        f"were left as they are")
     if unnamed:
-        warnings.append(f"{len(unnamed)} row(s) without a name (line(s) "
-                        f"{', '.join(map(str, unnamed[:20]))}{', ...' if len(unnamed) > 20 else ''}) "
-                        f"were named after their model and asset tag")
+        warnings.append(f"{_counted_lines(unnamed, 'without a name ')} were named after their model and "
+                        f"asset tag")
     return rows, warnings
+
+
+def _counted_lines(lines: list[int], what: str = "") -> str:
+    """'N row(s) [what](line(s) a, b, ...)', naming the first 20 lines."""
+    shown = ", ".join(map(str, lines[:20])) + (", ..." if len(lines) > 20 else "")
+    return f"{len(lines)} row(s) {what}(line(s) {shown})"
 
 
 def _load_assets(ids: list[int]) -> dict[int, Asset]:

@@ -8,6 +8,9 @@ also records the search as an audit event and commits, as the page does):
 * a word search in the details: an accession number that occurs in a handful of events,
   a ticket number (a few dozen), and words that are in every event.
 
+The first search of each kind compiles its statements, once per process; it is timed apart,
+so the percentiles show a server that has been running.
+
 Then runs retention (``audit.retention.engine.run_retention``) with a 6-year policy over a chain
 whose older half is past it, in a fresh process so its peak memory is its own; it purges
 through ``audit.trail.chain.purge_through`` in batches; the chain is verified afterwards.
@@ -100,13 +103,17 @@ def timed(flt: search.AuditFilter) -> tuple[float, int]:
 
 def measure_searches(total: int, now: datetime, rare: list[str], runs: int,
                      rng: random.Random) -> dict[str, dict[str, float]]:
-    """p50/p95 of each kind of search."""
+    """p50/p95 of each kind of search, after a first search of each; that first one's total time."""
     _, _, young_start, _ = layout(total, now)
     kinds: dict[str, list[float]] = {"user + month": [], "word (accession)": [], "word (ticket)": [],
                                      "word (in every event)": []}
     found: dict[str, int] = dict.fromkeys(kinds, 0)
     months = [(young_start + timedelta(days=30 * k)).date().replace(day=1) for k in range(2, 60)]
-    timed(search.AuditFilter(words="warm-up"))
+    # The first search of each kind compiles its statements, once per process: timed apart.
+    first = sum(timed(flt)[0] for flt in (
+        search.AuditFilter(username="user001", date_from=months[0], date_to=months[1] - timedelta(days=1)),
+        search.AuditFilter(words=rare[0]), search.AuditFilter(words="HD-000001"),
+        search.AuditFilter(words="reading room")))
     for _ in range(runs):
         start = rng.choice(months)
         end = (start + timedelta(days=32)).replace(day=1) - timedelta(days=1)
@@ -120,8 +127,9 @@ def measure_searches(total: int, now: datetime, rare: list[str], runs: int,
             ms, n = timed(query)
             kinds[kind].append(ms)
             found[kind] += n
-    return {k: {"p50": statistics.median(v), "p95": benchlib.p95(v), "rows": found[k] / runs}
-            for k, v in kinds.items()}
+    stats = {k: {"p50": statistics.median(v), "p95": benchlib.p95(v), "rows": found[k] / runs}
+             for k, v in kinds.items()}
+    return stats | {"first search of each kind": {"total": first}}
 
 
 def purge_child(url: str, instance: str, schema: str | None) -> dict[str, Any]:
@@ -164,7 +172,7 @@ def report(small: dict[str, Any], large: dict[str, Any], dialect: str) -> bool:
     print(f"{'measure':34} {small['events']:>14,} {large['events']:>14,}   ratio  target")
     met = True
     for kind in large["searches"]:
-        for stat in ("p50", "p95"):
+        for stat in [stat for stat in ("p50", "p95", "total") if stat in small["searches"][kind]]:
             a, b = small["searches"][kind][stat], large["searches"][kind][stat]
             target = f"< {SEARCH_TARGET_MS:.0f} ms" if stat == "p95" else ""
             if stat == "p95":

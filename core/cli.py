@@ -97,47 +97,14 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 @click.option("--no-worker", is_flag=True, help="Do not run a job worker beside the web server.")
 def serve_command(host: str, port: int, workers: int | None, threads: int | None, no_worker: bool) -> None:
     """Serve PACS Desk with gunicorn; supervise a job worker and, when configured, the ATNA receiver."""
-    from gunicorn.app.base import BaseApplication
+    from core.supervisor import Supervised, helper_command
+    from core.webworker import WebServer
 
-    from core.supervisor import Supervised, SupervisingArbiter, helper_command
-
-    worker_count: int = workers or current_app.config["PACSDESK_WEB_WORKERS"]
-    thread_count: int = threads or current_app.config["PACSDESK_WEB_THREADS"]
-
-    class Server(BaseApplication):
-        """Gunicorn running the PACS Desk factory in each worker."""
-
-        def load_config(self) -> None:
-            self.cfg.set("bind", f"{host}:{port}")
-            self.cfg.set("workers", worker_count)
-            self.cfg.set("threads", thread_count)
-            # A worker takes a connection only when a thread is free, and answers it with
-            # "Connection: close": waiting requests queue in arrival order for the first free
-            # worker instead of piling up behind a busy one that kept their connection.
-            self.cfg.set("worker_class",
-                         "core.webworker.OneRequestWorker" if thread_count == 1 else "gthread")
-            self.cfg.set("worker_connections", thread_count)
-            self.cfg.set("keepalive", 0)
-            self.cfg.set("timeout", 120)
-            self.cfg.set("accesslog", "-")
-            self.cfg.set("logger_class", "core.webworker.AccessLog")
-            self.cfg.set("forwarded_allow_ips", "127.0.0.1")
-            # One control socket per user would be shared by every server on the machine.
-            self.cfg.set("control_socket_disable", True)
-
-        def run(self) -> None:
-            """Run gunicorn's master, keeping the exit status of a helper it collects (supervisor)."""
-            try:
-                SupervisingArbiter(self).run()
-            except RuntimeError as exc:  # gunicorn's own way to report a bad configuration
-                raise click.ClickException(str(exc)) from None
-
-        def load(self) -> Any:
-            return web_app(thread_count)
-
+    server = WebServer(f"{host}:{port}", workers or current_app.config["PACSDESK_WEB_WORKERS"],
+                       threads or current_app.config["PACSDESK_WEB_THREADS"])
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     logging.getLogger("pacsdesk.serve").info("serving with %d workers of %d threads",
-                                             worker_count, thread_count)
+                                             server.cfg.workers, server.cfg.threads)
     helpers = []
     if not no_worker and current_app.config["PACSDESK_WORKER"]:
         helpers.append(Supervised("job worker", helper_command("worker")))
@@ -146,7 +113,9 @@ def serve_command(host: str, port: int, workers: int | None, threads: int | None
     for helper in helpers:
         helper.start()
     try:
-        Server().run()
+        server.run()
+    except RuntimeError as exc:  # gunicorn's own way to report a bad configuration
+        raise click.ClickException(str(exc)) from None
     finally:
         for helper in helpers:
             helper.stop()

@@ -1,4 +1,4 @@
-"""gunicorn's parts of `pacsdesk serve`: a one-thread worker no client may stall, and the access log."""
+"""gunicorn's parts of `pacsdesk serve`: the server, a one-thread worker no client may stall, its log."""
 
 from __future__ import annotations
 
@@ -7,13 +7,54 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from gunicorn import util
+from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 from gunicorn.workers.sync import SyncWorker
 
 from core.health import PATH as HEALTH_PATH
+from core.supervisor import SupervisingArbiter
 
 REQUEST_WAIT_S = 5.0  # silence allowed before a connection's request starts
 STALL_S = 30.0  # silence allowed between two packets of a request or an answer (a tablet roaming)
+
+
+class WebServer(BaseApplication):
+    """Gunicorn serving PACS Desk on ``bind``: ``workers`` processes of ``threads`` request threads."""
+
+    def __init__(self, bind: str, workers: int, threads: int) -> None:
+        self._bind, self._workers, self._threads = bind, workers, threads
+        super().__init__()
+
+    def load_config(self) -> None:
+        """The server's settings (gunicorn calls this while it is constructed)."""
+        self.cfg.set("bind", self._bind)
+        self.cfg.set("workers", self._workers)
+        self.cfg.set("threads", self._threads)
+        # A worker takes a connection only when a thread is free, and answers it with
+        # "Connection: close": waiting requests queue in arrival order for the first free
+        # worker instead of piling up behind a busy one that kept their connection.
+        self.cfg.set("worker_class", "core.webworker.OneRequestWorker" if self._threads == 1 else "gthread")
+        self.cfg.set("worker_connections", self._threads)
+        self.cfg.set("keepalive", 0)
+        self.cfg.set("timeout", 120)
+        self.cfg.set("accesslog", "-")
+        self.cfg.set("logger_class", "core.webworker.AccessLog")
+        self.cfg.set("forwarded_allow_ips", "127.0.0.1")
+        # One control socket per user would be shared by every server on the machine.
+        self.cfg.set("control_socket_disable", True)
+
+    def run(self) -> None:
+        """Run gunicorn's master, keeping the exit status of a helper it collects (supervisor).
+
+        A bad configuration raises ``RuntimeError``, gunicorn's own way to report it.
+        """
+        SupervisingArbiter(self).run()
+
+    def load(self) -> Any:
+        """The app of one web worker (each worker builds its own)."""
+        from core.cli import web_app  # the CLI's factory, which imports this module
+
+        return web_app(self._threads)
 
 
 class OneRequestWorker(SyncWorker):

@@ -61,16 +61,19 @@ def test_a_job_worker_with_many_threads_gets_a_connection_for_each_job_read_and_
 
 
 def test_a_web_workers_full_collections_walk_what_requests_leave_not_the_loaded_app(tmp_path):
-    # Each web worker builds the app as `serve` does; the app's own objects are frozen, so a full
-    # garbage collection (70-110 ms over the whole app) walks only what is created afterwards.
-    probe = ("import gc\nfrom core.cli import web_app\napp = web_app(1)\n"
-             "print(gc.get_freeze_count(), len(gc.get_objects()))")
+    # A web worker loads the app through the server `serve` runs; the app's own objects are frozen,
+    # so a full garbage collection (70-110 ms over the whole app) walks only what comes afterwards.
+    probe = ("import gc\nfrom core.webworker import WebServer\n"
+             "app = WebServer('127.0.0.1:0', workers=2, threads=1).load()\n"
+             "print(type(app).__name__, gc.get_freeze_count(), len(gc.get_objects()))")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PACSDESK_")}
     env.update(PACSDESK_INSTANCE_PATH=str(tmp_path), PACSDESK_DATABASE_URL=f"sqlite:///{tmp_path / 'w.db'}",
                PACSDESK_SECRET_KEY="x" * 32)
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120,
                           cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    frozen, tracked = map(int, done.stdout.split())
+    kind, *counts = done.stdout.split()
+    assert kind == "Flask"
+    frozen, tracked = map(int, counts)
     assert frozen > 50_000  # the loaded app: modules, classes, templates, mappers
     assert tracked < frozen // 20
